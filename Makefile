@@ -1,0 +1,45 @@
+# The README's two commands: `make run` (the whole system, with the Stripe emulator) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest venv lock clean
+
+venv: $(STAMP)
+
+# Reinstall whenever the pins change; constraints.txt holds every transitive version.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+# Regenerate the constraints from a clean install of the pins in pyproject.toml.
+lock:
+	rm -rf /tmp/po-invoicing-lock && $(PYTHON) -m venv /tmp/po-invoicing-lock
+	/tmp/po-invoicing-lock/bin/python -m pip install --quiet --upgrade "pip>=25"
+	/tmp/po-invoicing-lock/bin/python -m pip install --quiet -e ".[dev]"
+	/tmp/po-invoicing-lock/bin/python -m pip freeze --exclude-editable > constraints.txt
+	rm -rf /tmp/po-invoicing-lock
+
+run: $(STAMP)
+	$(BIN)/python manage.py rundemo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	DJANGO_SECRET_KEY=mypy-only-not-a-secret $(BIN)/mypy .
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: $(STAMP)
+	.ci/ensure-services.sh postgres redis rabbitmq chromium
+	$(MAKE) --no-print-directory lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts

@@ -1,0 +1,12 @@
+"""The Celery app (``celery -A config ...``), laid out as in Celery's ``examples/django``."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("config")
+# Every CELERY_* Django setting configures the app; see config/settings.py for each choice.
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

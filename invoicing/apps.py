@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class InvoicingConfig(AppConfig):
+    """Purchase orders, their Stripe invoices and the payment ledger."""
+
+    name = "invoicing"
+    verbose_name = "Invoicing"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class WorkersConfig(AppConfig):
+    """Celery tasks: thin wrappers that load rows by primary key and call one service."""
+
+    name = "workers"
+    verbose_name = "Workers"

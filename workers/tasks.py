@@ -1,0 +1,1 @@
+"""Celery tasks. Each loads its row by primary key and calls one service."""
