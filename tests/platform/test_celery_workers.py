@@ -1,0 +1,125 @@
+"""Real Celery workers on the real Redis broker: the embedded one and worker subprocesses.
+
+Also proves what the Celery settings promise when workers die: a killed prefork child's task is
+requeued at once (late acks + reject on worker lost), and a task whose whole worker was SIGKILLed
+stays in Redis's unacked set until the visibility timeout passes, then runs on a new worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+
+from config.celery import app
+from tests.support.celery_workers import StartWorkers, wait_until
+from tests.support.tasks import marker_rows, record_marker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _marker() -> str:
+    return f"m-{uuid.uuid4().hex[:12]}"
+
+
+def _finished(marker: str) -> bool:
+    return "finished" in {phase for phase, _ in marker_rows(marker)}
+
+
+def test_the_app_never_runs_tasks_eagerly() -> None:
+    assert app.conf.task_always_eager is False
+
+
+def test_embedded_worker_runs_a_task_sent_through_redis(
+    celery_worker: Any, marker_table: str
+) -> None:
+    marker = _marker()
+    record_marker.delay(marker)
+
+    wait_until(lambda: _finished(marker), timeout=20, message="the embedded worker never ran it")
+    # The embedded worker is a thread of this process, on its own database connection.
+    assert marker_rows(marker) == [("started", os.getpid()), ("finished", os.getpid())]
+
+
+def test_embedded_worker_consumes_the_stripe_queue(celery_worker: Any, marker_table: str) -> None:
+    marker = _marker()
+    record_marker.apply_async(args=(marker,), queue="stripe")
+
+    wait_until(lambda: _finished(marker), timeout=20, message="nothing consumed the stripe queue")
+
+
+def test_worker_subprocesses_run_tasks_on_the_test_database(
+    marker_table: str, celery_worker_processes: StartWorkers
+) -> None:
+    workers = celery_worker_processes(2, pool="solo")
+    markers = [_marker() for _ in range(6)]
+    for index, marker in enumerate(markers):
+        record_marker.apply_async(args=(marker,), queue=("default", "stripe")[index % 2])
+
+    wait_until(lambda: all(_finished(m) for m in markers), timeout=30, message="tasks not run")
+    pids = {pid for marker in markers for _, pid in marker_rows(marker)}
+    assert pids <= {worker.pid for worker in workers}
+    assert os.getpid() not in pids
+
+
+def test_a_killed_prefork_child_has_its_task_requeued_at_once(
+    marker_table: str, celery_worker_processes: StartWorkers
+) -> None:
+    (worker,) = celery_worker_processes(pool="prefork", concurrency=1)
+    marker = _marker()
+    record_marker.delay(marker, sleep_seconds=60)
+    wait_until(lambda: bool(marker_rows(marker)), timeout=30, message="the task never started")
+    ((phase, child_pid),) = marker_rows(marker)
+    assert phase == "started"
+    assert child_pid in worker.child_pids()
+
+    os.kill(child_pid, signal.SIGKILL)
+
+    # Late ack + reject_on_worker_lost: the parent requeues the message, a new child runs it (the
+    # second run does not sleep). Far sooner than the 60 s sleep or the 1 h visibility timeout.
+    wait_until(lambda: _finished(marker), timeout=30, message="the task was not redelivered")
+    rows = marker_rows(marker)
+    assert [phase for phase, _ in rows] == ["started", "started", "finished"]
+    assert rows[1][1] != child_pid
+    assert worker.running
+
+
+def test_a_sigkilled_worker_leaves_its_task_unacked_until_the_visibility_timeout(
+    marker_table: str, celery_worker_processes: StartWorkers
+) -> None:
+    visibility_timeout = 6
+    (worker,) = celery_worker_processes(
+        pool="solo",
+        env={
+            "CELERY_VISIBILITY_TIMEOUT": str(visibility_timeout),
+            "CELERY_TASK_SOFT_TIME_LIMIT": "2",
+            "CELERY_TASK_TIME_LIMIT": "3",
+            "TASK_RETRY_BACKOFF_MAX_SECONDS": "1",
+        },
+    )
+    marker = _marker()
+    record_marker.delay(marker, sleep_seconds=60)
+    wait_until(lambda: bool(marker_rows(marker)), timeout=30, message="the task never started")
+    delivered_at = time.monotonic()
+
+    worker.kill_group(signal.SIGKILL)  # the whole machine is gone: no warm shutdown, no requeue
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        # Not lost, not back in the queue: parked in kombu's unacked hash.
+        assert broker.hlen("unacked") == 1
+        assert broker.llen("default") == 0
+    finally:
+        broker.close()
+
+    # A worker restarted after the visibility timeout restores it on its first sweep and runs it.
+    time.sleep(max(0.0, delivered_at + visibility_timeout + 1 - time.monotonic()))
+    worker.restart()
+    wait_until(lambda: _finished(marker), timeout=30, message="the unacked task never came back")
+    assert [phase for phase, _ in marker_rows(marker)] == ["started", "started", "finished"]
