@@ -8,6 +8,7 @@ database connection, so a test sees which process ran it, how often, and whether
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -56,3 +57,9 @@ def marker_rows(marker: str) -> list[tuple[str, int]]:
             [marker],
         )
         return [(str(phase), int(pid)) for phase, pid in cursor.fetchall()]
+
+
+@shared_task(name="tests.support.tasks.log_message")
+def log_message(message: str) -> None:
+    """Log ``message`` (as an argument) at WARNING from inside the worker."""
+    logging.getLogger("tests.support.tasks").warning("task says: %s", message)
