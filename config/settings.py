@@ -176,6 +176,8 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = env_int(
 )
 # When the broker connection drops, a running late-ack task can no longer be acked; cancel it
 # rather than let it finish unacknowledged and run a second time once its message is restored.
+# Kombu tries to put the message back as the channel closes; after a Redis restart (nothing on
+# disk) it is gone, which is why recovery never relies on the broker (inbox rows, beat re-enqueue).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # Workers keep Django's LOGGING (and so its secret scrubbing) instead of Celery's own root handler.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

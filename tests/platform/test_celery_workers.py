@@ -18,7 +18,8 @@ import redis
 from django.conf import settings
 
 from config.celery import app
-from tests.support.celery_workers import StartWorkers, wait_until
+from tests.support.celery_workers import StartWorkers, app_for_broker, wait_until
+from tests.support.redis_server import RedisServer
 from tests.support.tasks import marker_rows, record_marker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -123,3 +124,44 @@ def test_a_sigkilled_worker_leaves_its_task_unacked_until_the_visibility_timeout
     worker.restart()
     wait_until(lambda: _finished(marker), timeout=30, message="the unacked task never came back")
     assert [phase for phase, _ in marker_rows(marker)] == ["started", "started", "finished"]
+
+
+@pytest.mark.slow
+def test_a_broker_restart_cancels_the_running_task_and_its_message_is_gone(
+    marker_table: str, celery_worker_processes: StartWorkers, private_redis: RedisServer
+) -> None:
+    """What a Redis restart (nothing on disk) does to in-flight work: it is lost, not redone.
+
+    With worker_cancel_long_running_tasks_on_connection_loss the worker terminates the late-ack
+    task it can no longer acknowledge; the unacked message died with Redis's memory. So the
+    pipeline must recover such work from the database (inbox, beat re-enqueue), never the broker.
+    """
+    broker_url = private_redis.url(0)
+    (worker,) = celery_worker_processes(pool="prefork", env={"CELERY_BROKER_URL": broker_url})
+    marker = _marker()
+    sleep_seconds = 8.0
+    with app_for_broker(broker_url) as private_app:
+        private_app.send_task(
+            record_marker.name, args=(marker,), kwargs={"sleep_seconds": sleep_seconds}
+        )
+    wait_until(lambda: bool(marker_rows(marker)), timeout=30, message="the task never started")
+    started = time.monotonic()
+
+    private_redis.kill()
+    private_redis.start()  # same port, empty memory
+
+    wait_until(
+        lambda: "cannot be acknowledged after a connection loss" in worker.log_text(),
+        timeout=60,
+        message="the worker did not cancel its running task after reconnecting",
+    )
+    # Had the task gone on, it would have finished by now; it never does, nor runs again.
+    time.sleep(max(0.0, started + sleep_seconds + 3 - time.monotonic()))
+    assert [phase for phase, _ in marker_rows(marker)] == ["started"]
+    client = redis.Redis.from_url(broker_url)
+    try:
+        assert client.hlen("unacked") == 0
+        assert client.llen("default") == 0
+    finally:
+        client.close()
+    assert worker.running  # the worker itself reconnected and carries on

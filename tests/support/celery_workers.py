@@ -20,6 +20,8 @@ Fixtures
     stopped when the test ends, well before pytest-django drops the database. While subprocess
     workers run, the embedded worker (if the session has one) stops consuming, so a task published
     in the test runs in a subprocess. Tests that use it must be ``django_db(transaction=True)``.
+    ``env={"CELERY_BROKER_URL": private_redis.url()}`` points workers at another broker (readiness
+    pings follow it; publish there with ``app_for_broker(url).send_task(name, ...)``).
 
 ``marker_table`` (function)
     Creates the table that ``tests.support.tasks.record_marker`` writes to, and drops it after.
@@ -159,6 +161,31 @@ def test_database_url() -> str:
     return f"postgres://{credentials}@{host}{port}/{quote(str(db['NAME']), safe='')}"
 
 
+@contextlib.contextmanager
+def app_for_broker(broker_url: str, app: Celery | None = None) -> Iterator[Celery]:
+    """A Celery app publishing to ``broker_url``: ``app`` itself when that is its broker.
+
+    Celery publishes control commands (ping) through the app's own producer pool, whatever
+    connection is passed in, so reaching a worker on another broker takes another app. And the
+    ``CELERY_BROKER_URL`` environment variable beats an app's ``broker_url`` setting, so the
+    probe app is given read and write URLs, which are looked up first.
+    """
+    app = app or celery_app()
+    if broker_url == app.conf.broker_url:
+        yield app
+        return
+    other = Celery("broker-probe", set_as_current=False)
+    other.conf.update(
+        broker_read_url=broker_url,
+        broker_write_url=broker_url,
+        task_default_queue=app.conf.task_default_queue,
+    )
+    try:
+        yield other
+    finally:
+        other.close()
+
+
 def _child_pids(pid: int) -> list[int]:
     children = []
     for entry in Path("/proc").iterdir():
@@ -194,6 +221,11 @@ class WorkerProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def broker_url(self) -> str:
+        """The broker this worker consumes from (``env={"CELERY_BROKER_URL": ...}`` may differ)."""
+        return self.env["CELERY_BROKER_URL"]
+
     def child_pids(self) -> list[int]:
         """Pids of the pool's child processes (prefork), newest state from /proc."""
         return _child_pids(self.pid) if self.running else []
@@ -222,7 +254,8 @@ class WorkerProcess:
                     f"Worker {self.hostname} exited with {self.process and self.process.returncode}"
                     f":\n{self.log_text()[-4000:]}"
                 )
-            replies = app.control.ping(destination=[self.hostname], timeout=0.5)
+            with app_for_broker(self.broker_url, app) as control_app:
+                replies = control_app.control.ping(destination=[self.hostname], timeout=0.5)
             if any(self.hostname in reply for reply in replies or []):
                 return
         raise TimeoutError(
