@@ -165,3 +165,35 @@ def test_a_broker_restart_cancels_the_running_task_and_its_message_is_gone(
     finally:
         client.close()
     assert worker.running  # the worker itself reconnected and carries on
+
+
+def test_a_busy_worker_reserves_nothing_more_so_another_worker_can_take_it(
+    marker_table: str, celery_worker_processes: StartWorkers
+) -> None:
+    """Prefetch 1 with late acks: the running task is the reservation; the next stays queued.
+
+    Prefork, because a solo worker blocks its consumer while a task runs and so never
+    prefetches, whatever the setting.
+    """
+    workers = celery_worker_processes(2, pool="prefork", concurrency=1)
+    long_markers = [_marker(), _marker()]
+    for marker in long_markers:
+        record_marker.delay(marker, sleep_seconds=6)
+    wait_until(
+        lambda: all(marker_rows(m) for m in long_markers), timeout=30, message="not both busy"
+    )
+    waiting = _marker()
+    record_marker.delay(waiting)
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        # Both workers are busy; with a larger prefetch one of them would hold the new message
+        # unacked behind its running task. Give them a second to (not) take it.
+        time.sleep(1.0)
+        assert broker.llen("default") == 1
+        assert broker.hlen("unacked") == 2
+    finally:
+        broker.close()
+    wait_until(lambda: _finished(waiting), timeout=30, message="the waiting task never ran")
+    children = {pid for worker in workers for pid in worker.child_pids()}
+    assert {pid for _, pid in marker_rows(waiting)} <= children
