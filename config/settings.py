@@ -117,12 +117,105 @@ STRIPE_WEBHOOK_MAX_BODY_BYTES = env_int("STRIPE_WEBHOOK_MAX_BODY_BYTES", 1024 * 
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1)
 
 # --- Celery -----------------------------------------------------------------------------------
+# Every CELERY_* name configures the app (config/celery.py reads them with namespace="CELERY").
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 # Results are never read: tasks report through the database rows they change.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+# JSON only, both ways: tasks take primary keys, and unpickling broker data would run code.
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# STARTED states would be written to a result backend nobody reads.
+CELERY_TASK_TRACK_STARTED = False
+
+# Ack after the task ran, so a task whose worker dies mid-flight runs again (tasks are idempotent).
+CELERY_TASK_ACKS_LATE = True
+# ...also when a prefork child is killed (OOM, SIGKILL): the parent requeues its message at once.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Reserve one message per process: with late acks the running task is the reservation, so no task
+# waits behind a slow Stripe call in one worker while another worker idles.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# Soft limit raises SoftTimeLimitExceeded inside the task (time to record the error and retry);
+# the hard limit kills the child. Only the prefork pool enforces them (solo/threads ignore both).
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240, minimum=1)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300, minimum=2)
+if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"CELERY_TASK_SOFT_TIME_LIMIT={CELERY_TASK_SOFT_TIME_LIMIT} must be below "
+        f"CELERY_TASK_TIME_LIMIT={CELERY_TASK_TIME_LIMIT}."
+    )
+# Longest countdown any task may ask for when it retries (tasks use it as retry_backoff_max).
+TASK_RETRY_BACKOFF_MAX_SECONDS = env_int("TASK_RETRY_BACKOFF_MAX_SECONDS", 600, minimum=1)
+# Redis emulates acks: a message delivered but not acked within the visibility timeout is handed to
+# another worker. The clock starts when a worker *reserves* the message, and a countdown/ETA task is
+# reserved at once and held until its time, so the timeout must exceed the longest countdown plus
+# the hard time limit, or the task runs twice. It is also how long a message reserved by a worker
+# that was SIGKILLed (or lost its machine) waits before another worker picks it up.
+_visibility_timeout = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1)
+if _visibility_timeout <= TASK_RETRY_BACKOFF_MAX_SECONDS + CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"CELERY_VISIBILITY_TIMEOUT={_visibility_timeout} must exceed "
+        f"TASK_RETRY_BACKOFF_MAX_SECONDS + CELERY_TASK_TIME_LIMIT "
+        f"({TASK_RETRY_BACKOFF_MAX_SECONDS} + {CELERY_TASK_TIME_LIMIT}), "
+        "or a retried task would be delivered twice."
+    )
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": _visibility_timeout,
+    # A publish to a Redis that vanished without closing the socket fails instead of hanging.
+    "socket_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 10.0, minimum=2.0),
+    "socket_connect_timeout": env_float("CELERY_BROKER_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+}
+# A worker started before the broker waits for it instead of exiting (Celery 6 changes the default).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Keep retrying a lost broker for a while (2 s, 4 s... up to 30 s apart: ~46 min by default), then
+# exit so the process supervisor restarts the worker and the outage shows up in its logs.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = env_int(
+    "CELERY_BROKER_CONNECTION_MAX_RETRIES", 100, minimum=1
+)
+# When the broker connection drops, a running late-ack task can no longer be acked; cancel it
+# rather than let it finish unacknowledged and run a second time once its message is restored.
+# Kombu tries to put the message back as the channel closes; after a Redis restart (nothing on
+# disk) it is gone, which is why recovery never relies on the broker (inbox rows, beat re-enqueue).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Workers keep Django's LOGGING (and so its secret scrubbing) instead of Celery's own root handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Two queues: Stripe-calling tasks go to "stripe" (routing by task name comes with the tasks), so a
+# Stripe slowdown or rate limit never starves the bookkeeping tasks on "default".
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = {
+    "default": {"exchange": "default", "routing_key": "default"},
+    "stripe": {"exchange": "stripe", "routing_key": "stripe"},
+}
+# Routes added with the tasks: {"workers.tasks.create_invoice_for_po": {"queue": "stripe"}, ...}.
+CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {}
+# Filled by the pipeline (reconciliation, re-enqueue); django-celery-beat materialises it at start.
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+
+# --- Stripe rate limit (invoicing/services/rate_limit.py) ------------------------------------
+# One token bucket per Stripe account in Redis, shared by every worker. A bucket of size B refilled
+# at R/s lets through at most R + B requests in any second, so R + B stays below Stripe's limit
+# (25/s in a sandbox, 100/s live); the remainder is room for requests made outside the workers.
+STRIPE_RATE_LIMIT_REDIS_URL = env_str("STRIPE_RATE_LIMIT_REDIS_URL", "redis://127.0.0.1:6379/1")
+STRIPE_RATE_LIMIT_TEST_PER_SECOND = env_float(
+    "STRIPE_RATE_LIMIT_TEST_PER_SECOND", 20.0, minimum=0.1
+)
+STRIPE_RATE_LIMIT_TEST_BURST = env_int("STRIPE_RATE_LIMIT_TEST_BURST", 4, minimum=1)
+STRIPE_RATE_LIMIT_LIVE_PER_SECOND = env_float(
+    "STRIPE_RATE_LIMIT_LIVE_PER_SECOND", 90.0, minimum=0.1
+)
+STRIPE_RATE_LIMIT_LIVE_BURST = env_int("STRIPE_RATE_LIMIT_LIVE_BURST", 9, minimum=1)
+# How long one request may wait for a token before it fails with a retryable error (the task
+# then retries with backoff instead of holding a worker).
+STRIPE_RATE_LIMIT_MAX_WAIT_SECONDS = env_float(
+    "STRIPE_RATE_LIMIT_MAX_WAIT_SECONDS", 10.0, minimum=0.0
+)
+# After a 429 every worker pauses that account this long (or longer, if Stripe says so).
+STRIPE_RATE_LIMIT_COOLDOWN_SECONDS = env_float(
+    "STRIPE_RATE_LIMIT_COOLDOWN_SECONDS", 1.0, minimum=0.0
+)
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
@@ -130,18 +223,31 @@ LOG_FORMAT = env_str("LOG_FORMAT", "text")
 if LOG_FORMAT not in {"text", "json"}:
     raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use 'text' or 'json'.")
 
+# Both formats mask anything shaped like a Stripe secret (invoicing/logging.py): the filter cleans
+# the record for every handler, the formatters scrub the finished line once more.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "scrub_secrets": {"()": "invoicing.logging.SecretScrubbingFilter"},
+    },
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {
+            "()": "invoicing.logging.ScrubbingTextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "invoicing.logging.ScrubbingJsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "json_ensure_ascii": False,
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["scrub_secrets"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
