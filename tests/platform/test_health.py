@@ -12,7 +12,6 @@ from django.test import Client, override_settings
 from tests.support.redis_server import RedisServer, free_port
 
 # WhiteNoise warns (an error under filterwarnings=error) when STATIC_ROOT was never collected.
-pytestmark = pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
 
 
 def _get(client: Client) -> tuple[int, dict[str, str], str]:
