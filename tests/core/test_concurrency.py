@@ -27,7 +27,7 @@ def run_in_threads(targets: list[Callable[[], None]]) -> list[BaseException]:
         try:
             barrier.wait()
             target()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+        except BaseException as exc:  # reported to the test below
             errors.append(exc)
         finally:
             connection.close()
