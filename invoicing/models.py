@@ -187,6 +187,7 @@ class StripeCustomer(models.Model):
     name = models.CharField(max_length=200, blank=True, default="")
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
+    key_epoch = models.PositiveIntegerField(default=0)  # see PurchaseOrder.key_epoch
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -207,6 +208,11 @@ class StripeCustomer(models.Model):
     @staticmethod
     def normalize_email(email: str) -> str:
         return email.strip().lower()
+
+    @property
+    def idempotency_key(self) -> str:
+        suffix = f"-e{self.key_epoch}" if self.key_epoch else ""
+        return f"customer-{self.uid}{suffix}"
 
 
 class PurchaseOrderStatus(models.TextChoices):
@@ -245,6 +251,9 @@ class PurchaseOrder(models.Model):
     # Idempotency: keys are po-<uid>-g<generation>-<step>; generation grows on every re-issue.
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     generation = models.PositiveIntegerField(default=1)
+    # Bumped when Stripe cached a server error under a key and the step provably did not happen:
+    # Stripe replays that error for 24 h, so the step continues under a fresh key.
+    key_epoch = models.PositiveIntegerField(default=0)
     # Money already received when this generation's invoice was issued; the invoice deducts it.
     invoice_credit = models.DecimalField(
         max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, default=ZERO
@@ -355,8 +364,9 @@ class PurchaseOrder(models.Model):
         )
 
     def idempotency_key(self, step: str) -> str:
-        """Stripe idempotency key of one creation step of the current generation."""
-        return f"po-{self.uid}-g{self.generation}-{step}"
+        """Stripe idempotency key of one write of the current generation."""
+        suffix = f"-e{self.key_epoch}" if self.key_epoch else ""
+        return f"po-{self.uid}-g{self.generation}-{step}{suffix}"
 
 
 class PurchaseOrderLineItem(models.Model):

@@ -446,6 +446,7 @@ def prepare_reissue(
             )
         previous_invoice = locked.stripe_invoice_id
         locked.generation += 1
+        locked.key_epoch = 0
         locked.invoice_credit = received
         locked.stripe_invoice_id = ""
         locked.stripe_invoice_url = ""

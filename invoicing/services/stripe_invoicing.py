@@ -29,10 +29,10 @@ import datetime
 import enum
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import stripe
 from django.db import transaction
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 Status = PurchaseOrder.Status
 
 # Stripe keeps idempotency keys for at least 24 h; past this age we stop relying on them.
@@ -478,6 +479,47 @@ def _check_invoiceable(po: PurchaseOrder) -> None:
         )
 
 
+def _poisons_key(exc: stripe.StripeError) -> bool:
+    """Stripe stores a 5xx under the idempotency key and replays it for 24 h."""
+    return isinstance(exc, stripe.APIError) and (exc.http_status or 0) >= 500
+
+
+def _keyed_write(
+    po: PurchaseOrder,
+    step: str,
+    call: Callable[[str], _T],
+    *,
+    verify: Callable[[], _T | None] | None = None,
+) -> _T:
+    """Run one Stripe write under the PO's key for ``step``; recover from a cached 5xx.
+
+    After a server error the key is poisoned: every retry would get the same cached error for a
+    day. ``verify`` asks Stripe whether the write happened anyway (it returns the object, and we
+    carry on with it). If it did not, the PO's key epoch moves on so the next run writes under a
+    fresh key, and the error still surfaces (the caller retries later).
+    """
+    try:
+        return call(po.idempotency_key(step))
+    except stripe.StripeError as exc:
+        if not _poisons_key(exc):
+            raise
+        done = verify() if verify is not None else None
+        if done is not None:
+            logger.info("po %s: %s happened despite a server error", po.reference, step)
+            return done
+        updated = PurchaseOrder.objects.filter(pk=po.pk, key_epoch=po.key_epoch).update(
+            key_epoch=po.key_epoch + 1
+        )
+        logger.warning(
+            "po %s: %s failed at Stripe (%s); %s under a fresh idempotency key",
+            po.reference,
+            step,
+            exc.http_status,
+            "next attempt runs" if updated else "another worker already moved",
+        )
+        raise
+
+
 def _ensure_customer(client: stripe.StripeClient, po: PurchaseOrder) -> str:
     """Claim our customer row (before Stripe), then create it at Stripe under its own key."""
     customer = po.stripe_customer
@@ -493,14 +535,21 @@ def _ensure_customer(client: stripe.StripeClient, po: PurchaseOrder) -> str:
         po.stripe_customer = customer
     if customer.stripe_customer_id:
         return customer.stripe_customer_id
-    created = client.v1.customers.create(
-        {
-            "email": customer.email,
-            "name": customer.name or customer.email,
-            "metadata": {"conference": po.conference.slug, "customer_uid": str(customer.uid)},
-        },
-        options={"idempotency_key": f"customer-{customer.uid}"},
-    )
+    try:
+        created = client.v1.customers.create(
+            {
+                "email": customer.email,
+                "name": customer.name or customer.email,
+                "metadata": {"conference": po.conference.slug, "customer_uid": str(customer.uid)},
+            },
+            options={"idempotency_key": customer.idempotency_key},
+        )
+    except stripe.StripeError as exc:
+        if _poisons_key(exc):
+            StripeCustomer.objects.filter(pk=customer.pk, key_epoch=customer.key_epoch).update(
+                key_epoch=customer.key_epoch + 1
+            )
+        raise
     StripeCustomer.objects.filter(pk=customer.pk, stripe_customer_id="").update(
         stripe_customer_id=created.id
     )
@@ -518,7 +567,7 @@ def _ensure_customer(client: stripe.StripeClient, po: PurchaseOrder) -> str:
 def _find_invoice_by_metadata(
     client: stripe.StripeClient, po: PurchaseOrder, customer_id: str
 ) -> stripe.Invoice | None:
-    """Find this generation's invoice among the customer's (recovery when keys may be gone)."""
+    """Find this generation's invoice among the customer's (recovery when keys cannot help)."""
     uid, generation = str(po.uid), str(po.generation)
     found: list[stripe.Invoice] = []
     page = client.v1.invoices.list({"customer": customer_id, "limit": 100})
@@ -526,13 +575,48 @@ def _find_invoice_by_metadata(
         metadata = invoice.metadata.to_dict() if invoice.metadata is not None else {}
         if metadata.get("po_uid") == uid and metadata.get("generation") == generation:
             found.append(invoice)
-    live = [invoice for invoice in found if invoice.status != "void"] or found
-    if len(live) > 1:
+    usable = [invoice for invoice in found if invoice.status not in {"void", "deleted"}]
+    if len(usable) > 1:
         raise InvoiceMismatch(
-            f"PO {po.reference}: {len(live)} invoices at Stripe carry generation {generation}: "
-            f"{[invoice.id for invoice in live]}; resolve by hand."
+            f"PO {po.reference}: {len(usable)} invoices at Stripe carry generation {generation}: "
+            f"{[invoice.id for invoice in usable]}; resolve by hand."
         )
-    return live[0] if live else None
+    return usable[0] if usable else None
+
+
+def _create_or_recover_invoice(
+    client: stripe.StripeClient, po: PurchaseOrder, customer_id: str
+) -> stripe.Invoice:
+    def recover() -> stripe.Invoice | None:
+        recovered = _find_invoice_by_metadata(client, po, customer_id)
+        if recovered is not None:
+            logger.info("po %s: recovered invoice %s by metadata", po.reference, recovered.id)
+        return recovered
+
+    started = po.invoice_create_started_at
+    if started is not None and timezone.now() - started > IDEMPOTENCY_KEY_SAFE_AGE:
+        # An earlier attempt may have created the invoice, and its key may have expired.
+        recovered = recover()
+        if recovered is not None:
+            return recovered
+    if started is None:
+        PurchaseOrder.objects.filter(pk=po.pk, invoice_create_started_at__isnull=True).update(
+            invoice_create_started_at=timezone.now()
+        )
+    params = _invoice_create_params(po, customer_id)
+    try:
+        return _keyed_write(
+            po,
+            "invoice",
+            lambda key: client.v1.invoices.create(params, options={"idempotency_key": key}),
+            verify=recover,
+        )
+    except stripe.IdempotencyError:
+        # Same key, other parameters (e.g. the conference's memo changed since the first try).
+        recovered = recover()
+        if recovered is None:
+            raise
+        return recovered
 
 
 def _persist_invoice_created(po: PurchaseOrder, invoice: stripe.Invoice) -> PurchaseOrder:
@@ -554,34 +638,6 @@ def _persist_invoice_created(po: PurchaseOrder, invoice: stripe.Invoice) -> Purc
             )
             logger.info("po %s: invoice %s created (draft)", locked.reference, invoice.id)
     return locked
-
-
-def _create_or_recover_invoice(
-    client: stripe.StripeClient, po: PurchaseOrder, customer_id: str
-) -> stripe.Invoice:
-    started = po.invoice_create_started_at
-    if started is not None and timezone.now() - started > IDEMPOTENCY_KEY_SAFE_AGE:
-        # The first attempt may have created the invoice, and its key may have expired.
-        recovered = _find_invoice_by_metadata(client, po, customer_id)
-        if recovered is not None:
-            logger.info("po %s: recovered invoice %s by metadata", po.reference, recovered.id)
-            return recovered
-    if started is None:
-        PurchaseOrder.objects.filter(pk=po.pk, invoice_create_started_at__isnull=True).update(
-            invoice_create_started_at=timezone.now()
-        )
-    try:
-        return client.v1.invoices.create(
-            _invoice_create_params(po, customer_id),
-            options={"idempotency_key": po.idempotency_key("invoice")},
-        )
-    except stripe.IdempotencyError:
-        # Same key, other parameters (e.g. the conference's memo changed since the first try).
-        recovered = _find_invoice_by_metadata(client, po, customer_id)
-        if recovered is None:
-            raise
-        logger.info("po %s: recovered invoice %s by metadata", po.reference, recovered.id)
-        return recovered
 
 
 def _persist_step(
@@ -619,6 +675,18 @@ def _stop_if_cancelled(client: stripe.StripeClient, po: PurchaseOrder) -> None:
     raise PurchaseOrderNotInvoiceable(f"PO {po.reference} was cancelled during invoicing.")
 
 
+def _retrieve_if(
+    client: stripe.StripeClient, invoice_id: str, done: Callable[[stripe.Invoice], bool]
+) -> Callable[[], stripe.Invoice | None]:
+    """A ``verify`` for :func:`_keyed_write`: the invoice, if Stripe shows the step happened."""
+
+    def verify() -> stripe.Invoice | None:
+        invoice = client.v1.invoices.retrieve(invoice_id)
+        return invoice if done(invoice) else None
+
+    return verify
+
+
 def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
     """Create, finalize and send the PO's invoice in its conference's Stripe account.
 
@@ -639,50 +707,59 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
     lines, expected_subtotal = build_invoice_lines(po)
 
     customer_id = _ensure_customer(client, po)
-    invoice: stripe.Invoice | None = None
     if not po.stripe_invoice_id:
         invoice = _create_or_recover_invoice(client, po, customer_id)
         po = _persist_invoice_created(po, invoice)
-        _stop_if_cancelled(client, po)
     else:
         # Resuming: learn where Stripe really is before writing anything.
         invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
         po = _persist_step(po, invoice, stamp="last_synced_at", always=True)
-        _stop_if_cancelled(client, po)
+    _stop_if_cancelled(client, po)
+    invoice_id = invoice.id
 
     if invoice.status == "draft":
         if po.invoice_lines_added_at is None and not invoice.lines.data:
-            invoice = client.v1.invoices.add_lines(
-                invoice.id,
-                {"lines": lines},
-                options={"idempotency_key": po.idempotency_key("lines")},
+            invoice = _keyed_write(
+                po,
+                "lines",
+                lambda key: client.v1.invoices.add_lines(
+                    invoice_id, {"lines": lines}, options={"idempotency_key": key}
+                ),
+                verify=_retrieve_if(client, invoice_id, lambda found: bool(found.lines.data)),
             )
         _check_lines(po, invoice, expected_subtotal)
         po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
-        logger.info("po %s: lines added to invoice %s", po.reference, invoice.id)
+        logger.info("po %s: lines added to invoice %s", po.reference, invoice_id)
         _stop_if_cancelled(client, po)
-        invoice = client.v1.invoices.finalize_invoice(
-            invoice.id,
-            {"auto_advance": False},
-            options={"idempotency_key": po.idempotency_key("finalize")},
+        invoice = _keyed_write(
+            po,
+            "finalize",
+            lambda key: client.v1.invoices.finalize_invoice(
+                invoice_id, {"auto_advance": False}, options={"idempotency_key": key}
+            ),
+            verify=_retrieve_if(client, invoice_id, lambda found: found.status != "draft"),
         )
         po = _persist_step(po, invoice, stamp="invoice_finalized_at")
-        logger.info("po %s: invoice %s finalized as %s", po.reference, invoice.id, invoice.number)
+        logger.info("po %s: invoice %s finalized as %s", po.reference, invoice_id, invoice.number)
     elif po.invoice_lines_added_at is None:
         _check_lines(po, invoice, expected_subtotal)
         po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
 
     if invoice.status == "open" and po.invoice_sent_at is None:
-        invoice = client.v1.invoices.send_invoice(
-            invoice.id, options={"idempotency_key": po.idempotency_key("send")}
+        invoice = _keyed_write(
+            po,
+            "send",
+            lambda key: client.v1.invoices.send_invoice(
+                invoice_id, options={"idempotency_key": key}
+            ),
         )
         po = _persist_step(po, invoice, stamp="invoice_sent_at")
-        logger.info("po %s: invoice %s sent to %s", po.reference, invoice.id, po.contact_email)
+        logger.info("po %s: invoice %s sent to %s", po.reference, invoice_id, po.contact_email)
     elif po.invoice_sent_at is None:
         logger.warning(
             "po %s: invoice %s is %s at Stripe; not sending it",
             po.reference,
-            invoice.id,
+            invoice_id,
             invoice.status,
         )
     purchase_order.refresh_from_db()
@@ -934,6 +1011,17 @@ def handle_invoice_paid_webhook(stripe_event_payload: dict[str, object]) -> None
 # --- Cancel and re-issue -------------------------------------------------------------------------
 
 
+def _void(client: stripe.StripeClient, po: PurchaseOrder, invoice_id: str) -> stripe.Invoice:
+    invoice = _keyed_write(
+        po,
+        "void",
+        lambda key: client.v1.invoices.void_invoice(invoice_id, options={"idempotency_key": key}),
+        verify=_retrieve_if(client, invoice_id, lambda found: found.status == "void"),
+    )
+    logger.info("po %s: invoice %s voided", po.reference, invoice_id)
+    return invoice
+
+
 def cancel_invoiced_purchase_order(
     purchase_order: PurchaseOrder,
     *,
@@ -963,9 +1051,7 @@ def cancel_invoiced_purchase_order(
     if invoice.status == "draft":
         invoice = client.v1.invoices.delete(invoice.id)
     elif invoice.status in {"open", "uncollectible"}:
-        invoice = client.v1.invoices.void_invoice(
-            invoice.id, options={"idempotency_key": po.idempotency_key("void")}
-        )
+        invoice = _void(client, po, invoice.id)
     # Committed on its own: a payment that raced the cancellation stays in the ledger either way.
     apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="cancel")
     if invoice.status == "paid":
@@ -997,9 +1083,7 @@ def reissue_stripe_invoice(
         invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
         apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reissue")
         if invoice.status in {"open", "uncollectible"}:
-            invoice = client.v1.invoices.void_invoice(
-                invoice.id, options={"idempotency_key": po.idempotency_key("void")}
-            )
+            invoice = _void(client, po, invoice.id)
             apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reissue")
         po = _load(po)
     purchase_orders.prepare_reissue(po, reissued_by=reissued_by)
