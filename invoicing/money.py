@@ -85,8 +85,16 @@ def smallest_amount(currency: str) -> Decimal:
 
 
 def format_amount(amount: Decimal, currency: str) -> str:
-    """Render an amount for messages and logs, e.g. ``10.005 USD``."""
-    return f"{amount} {currency.strip().upper()}"
+    """Render an amount for messages and logs: ``10.00 USD`` (stored as 10.000), ``10.005 USD``."""
+    code = currency.strip().upper()
+    try:
+        exponent = currency_exponent(currency)
+    except ValueError:
+        return f"{amount} {code}"
+    step = Decimal(1).scaleb(-exponent)
+    if amount.is_finite() and amount == amount.quantize(step):
+        amount = amount.quantize(step)
+    return f"{amount} {code}"
 
 
 def _require_decimal(amount: object) -> Decimal:

@@ -428,6 +428,7 @@ def build_invoice_lines(po: PurchaseOrder) -> tuple[list[InvoiceAddLinesParamsLi
                     "unit_amount": unit_amount,
                 },
                 "quantity": item.quantity,
+                "description": item.description,
                 "metadata": {"po_uid": str(po.uid), "po_line": str(item.position)},
             }
         )

@@ -8,10 +8,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from pytest_django.fixtures import Settings as SettingsWrapper
 
 from invoicing.models import Conference, PurchaseOrder
 from invoicing.services import purchase_orders
 from invoicing.services.purchase_orders import LineItemInput
+from tests.stripe_emulator.handle import EmulatorHandle
 
 MakeConference = Callable[..., Conference]
 MakePurchaseOrder = Callable[..., PurchaseOrder]
@@ -65,3 +67,21 @@ def make_purchase_order(make_conference: MakeConference) -> MakePurchaseOrder:
         return po
 
     return make
+
+
+@pytest.fixture
+def stripe_conference(
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    settings: SettingsWrapper,
+    make_conference: MakeConference,
+) -> Conference:
+    """A conference whose Stripe account is a fresh emulator account; our code talks to it."""
+    settings.STRIPE_API_BASE = stripe_emulator.base_url
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0  # tests that want retries set them
+    return make_conference(secret_key=stripe_secret_key)
+
+
+def api_calls(emulator: EmulatorHandle, secret_key: str) -> list[tuple[str, str]]:
+    """The account's Stripe API requests as (method, path), oldest first."""
+    return [(entry["method"], entry["path"]) for entry in emulator.requests(secret_key)]
