@@ -91,10 +91,13 @@ def format_amount(amount: Decimal, currency: str) -> str:
         exponent = currency_exponent(currency)
     except ValueError:
         return f"{amount} {code}"
+    if not amount.is_finite():
+        return f"{amount} {code}"
     step = Decimal(1).scaleb(-exponent)
-    if amount.is_finite() and amount == amount.quantize(step):
-        amount = amount.quantize(step)
-    return f"{amount} {code}"
+    if amount == amount.quantize(step):
+        return f"{amount.quantize(step)} {code}"
+    # More decimals than the currency has: show them all, without trailing zeros (1.500 -> 1.5).
+    return f"{format(amount.normalize(), 'f')} {code}"
 
 
 def _require_decimal(amount: object) -> Decimal:

@@ -381,7 +381,7 @@ def derive_status(purchase_order: PurchaseOrder) -> str:
         return Status.PAID
     if received > total:
         return Status.OVERPAID
-    if purchase_order.stripe_invoice_id and invoice_status == "void":
+    if purchase_order.stripe_invoice_id and invoice_status in {"void", "deleted"}:
         return Status.INVOICE_VOIDED
     if purchase_order.stripe_invoice_id and invoice_status == "uncollectible":
         return Status.INVOICE_UNCOLLECTIBLE
@@ -432,7 +432,10 @@ def prepare_reissue(
     """
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
-        if locked.status != Status.INVOICE_VOIDED or locked.stripe_invoice_status != "void":
+        if locked.status != Status.INVOICE_VOIDED or locked.stripe_invoice_status not in {
+            "void",
+            "deleted",
+        }:
             raise InvalidTransition(
                 f"PO {locked.reference} is {locked.status} (invoice "
                 f"{locked.stripe_invoice_status or 'none'}); only a PO whose invoice is void "

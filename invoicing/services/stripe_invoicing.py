@@ -30,7 +30,7 @@ import enum
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -84,6 +84,7 @@ INVOICE_SNAPSHOT_EVENTS: Final = frozenset(
         "invoice.finalized",
         "invoice.sent",
         "invoice.updated",
+        "invoice.deleted",
     }
 )
 INVOICE_PAYMENT_EVENTS: Final = frozenset({"invoice_payment.paid"})
@@ -469,6 +470,8 @@ def _invoice_create_params(po: PurchaseOrder, customer_id: str) -> InvoiceCreate
 
 
 def _check_invoiceable(po: PurchaseOrder) -> None:
+    if po.status == Status.CANCELLED:
+        raise PurchaseOrderNotInvoiceable(f"PO {po.reference} is cancelled.")
     if po.has_complete_invoice:
         raise InvoiceAlreadyAttached(
             f"PO {po.reference} already has Stripe invoice {po.stripe_invoice_id}."
@@ -688,6 +691,32 @@ def _retrieve_if(
     return verify
 
 
+def _retrieve_for_resume(client: stripe.StripeClient, po: PurchaseOrder) -> stripe.Invoice:
+    try:
+        return client.v1.invoices.retrieve(po.stripe_invoice_id)
+    except stripe.InvalidRequestError as exc:
+        if exc.code != "resource_missing":
+            raise
+    # The draft was deleted at Stripe (dashboard): the organizer re-issues or cancels.
+    apply_invoice_snapshot(
+        purchase_order=po,
+        invoice=InvoiceSnapshot(
+            id=po.stripe_invoice_id,
+            status="deleted",
+            currency=po.currency,
+            livemode=bool(po.conference.stripe_livemode),
+            amount_due=0,
+            amount_paid=0,
+            amount_remaining=0,
+        ),
+        source="resume",
+    )
+    raise InvoiceMismatch(
+        f"PO {po.reference}: draft invoice {po.stripe_invoice_id} was deleted at Stripe; "
+        "re-issue or cancel the PO."
+    )
+
+
 def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
     """Create, finalize and send the PO's invoice in its conference's Stripe account.
 
@@ -713,7 +742,7 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
         po = _persist_invoice_created(po, invoice)
     else:
         # Resuming: learn where Stripe really is before writing anything.
-        invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+        invoice = _retrieve_for_resume(client, po)
         po = _persist_step(po, invoice, stamp="last_synced_at", always=True)
     _stop_if_cancelled(client, po)
     invoice_id = invoice.id
@@ -926,6 +955,8 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
         return EventOutcome.HANDLED
 
     snapshot = InvoiceSnapshot.from_payload(obj)
+    if event_type == "invoice.deleted":
+        snapshot = replace(snapshot, status="deleted")
     po = find_purchase_order_for_invoice(
         conference=conference, invoice_id=snapshot.id, metadata=snapshot.metadata
     )
@@ -1054,8 +1085,9 @@ def cancel_invoiced_purchase_order(
     elif invoice.status in {"open", "uncollectible"}:
         invoice = _void(client, po, invoice.id)
     # Committed on its own: a payment that raced the cancellation stays in the ledger either way.
-    apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="cancel")
-    if invoice.status == "paid":
+    snapshot = InvoiceSnapshot.from_invoice(invoice)
+    apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source="cancel")
+    if snapshot.status == "paid":
         raise purchase_orders.InvalidTransition(
             f"PO {po.reference}: invoice {invoice.id} is paid; refund it before cancelling."
         )

@@ -156,3 +156,18 @@ def test_sum_of_minor_units_equals_minor_units_of_sum(amounts: list[Decimal]) ->
     assert sum(money.to_minor_units(a, "usd") for a in amounts) == money.to_minor_units(
         total, "usd"
     )
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "text"),
+    [
+        (Decimal("6350.000"), "usd", "6350.00 USD"),
+        (Decimal("10.005"), "usd", "10.005 USD"),
+        (Decimal("1.500"), "jpy", "1.5 JPY"),
+        (Decimal("1500.000"), "jpy", "1500 JPY"),
+        (Decimal("1E+3"), "jpy", "1000 JPY"),
+        (Decimal("5.1"), "kwd", "5.100 KWD"),
+    ],
+)
+def test_format_amount(amount: Decimal, currency: str, text: str) -> None:
+    assert money.format_amount(amount, currency) == text
