@@ -90,15 +90,23 @@ def handle(
             return _ok({"deleted": True})
         raise _method_not_allowed(method, path)
     if parts == ["clock"] and method == "GET":
-        return _ok({"now": store.clock.now(), "offset": store.clock.offset})
+        return _clock(server, _optional_key(headers))
     if parts == ["clock", "advance"] and method == "POST":
         options = _body(body, headers)
+        key = _optional_key(headers)
         try:
             seconds = float(options.get("seconds", 0))
-            store.clock.advance(seconds)
-        except ValueError as exc:
+            if seconds < 0:
+                raise ValueError("the clock only moves forward")
+        except (TypeError, ValueError) as exc:
             raise invalid_request(f"Invalid seconds: {exc}", param="seconds") from exc
-        return _ok({"now": store.clock.now(), "offset": store.clock.offset})
+        if key is None:
+            store.clock.advance(seconds)
+        else:
+            account = store.account(key)
+            with store.lock:
+                account.clock_offset += seconds
+        return _clock(server, key)
     if parts == ["deliveries"] and method == "GET":
         account = _account(server, headers)
         with store.lock:
@@ -132,6 +140,16 @@ def handle(
     raise StripeError(404, f"Unrecognized emulator URL ({method}: {path}).")
 
 
+def _clock(server: EmulatorServer, key: str | None) -> Response:
+    store = server.store
+    if key is None:
+        return _ok({"now": store.clock.now(), "offset": store.clock.offset})
+    account = store.account(key)
+    return _ok(
+        {"now": account.now(store.clock), "offset": store.clock.offset + account.clock_offset}
+    )
+
+
 def _method_not_allowed(method: str, path: str) -> StripeError:
     return StripeError(405, f"{method} is not allowed on {path}.")
 
@@ -141,7 +159,7 @@ def _ctx(server: EmulatorServer, account: Account) -> api.Ctx:
     return api.Ctx(
         store=store,
         account=account,
-        now=store.clock.timestamp(),
+        now=int(account.now(store.clock)),
         request_id=None,
         idempotency_key=None,
     )

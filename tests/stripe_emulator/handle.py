@@ -73,6 +73,7 @@ class EmulatorHandle:
                 body = response.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read()
+            exc.close()
             try:
                 parsed: Any = json.loads(raw)
             except ValueError:
@@ -149,11 +150,16 @@ class EmulatorHandle:
     def clear_requests(self, secret_key: str | None = None) -> None:
         self._call("DELETE", "/_emulator/requests", secret_key=secret_key)
 
-    def advance_clock(self, seconds: float) -> None:
-        self._call("POST", "/_emulator/clock/advance", {"seconds": seconds})
+    def advance_clock(self, seconds: float, *, secret_key: str | None = None) -> None:
+        """Move the emulator's clock forward (no sleeping).
 
-    def now(self) -> float:
-        result = self._call("GET", "/_emulator/clock")
+        Without ``secret_key`` the whole emulator moves (every account, every later test in the
+        session); with it only that account's clock does, which keeps tests independent.
+        """
+        self._call("POST", "/_emulator/clock/advance", {"seconds": seconds}, secret_key=secret_key)
+
+    def now(self, *, secret_key: str | None = None) -> float:
+        result = self._call("GET", "/_emulator/clock", secret_key=secret_key)
         now: float = result["now"]
         return now
 
@@ -183,9 +189,15 @@ class EmulatorHandle:
             time.sleep(0.02)
 
     def hosted_page(self, invoice_id: str) -> str:
+        """The hosted invoice page's HTML (``EmulatorError`` 404 for drafts and unknown ids)."""
         request = urllib.request.Request(self.base_url + f"/i/{invoice_id}")
-        with _OPENER.open(request, timeout=10) as response:
-            text: str = response.read().decode()
+        try:
+            with _OPENER.open(request, timeout=10) as response:
+                text: str = response.read().decode()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            exc.close()
+            raise EmulatorError(exc.code, json.loads(raw)) from None
         return text
 
     def post_form(self, path: str, fields: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -206,4 +218,5 @@ class EmulatorHandle:
             with opener.open(request, timeout=10) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers), exc.read()
+            with exc:
+                return exc.code, dict(exc.headers), exc.read()

@@ -18,6 +18,7 @@ from typing import Any
 
 from stripe._api_version import _ApiVersion
 
+from .clock import Clock
 from .config import AccountConfig
 from .ids import new_id, random_token
 
@@ -196,7 +197,12 @@ class Account:
         self.request_times: collections.deque[float] = collections.deque()
         self.deliveries: list[dict[str, Any]] = []
         self.delivered: set[tuple[str, str]] = set()
+        self.clock_offset = 0.0
         self._seq = 0
+
+    def now(self, clock: Clock) -> float:
+        """The account's time: the emulator's clock plus what tests advanced for this account."""
+        return clock.now() + self.clock_offset
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -289,6 +295,7 @@ def render_invoice_item(item: InvoiceItemRec) -> JSON:
         "discounts": [],
         "frozen_fields": [],
         "invoice": item.invoice,
+        "invoicing_rules": None,
         "livemode": item.livemode,
         "metadata": dict(item.metadata),
         "net_amount": item.amount,
@@ -437,7 +444,6 @@ def render_invoice(
             "object": "list",
             "data": [render_line(item) for item in items[:LINES_EMBEDDED]],
             "has_more": len(items) > LINES_EMBEDDED,
-            "total_count": len(items),
             "url": f"/v1/invoices/{invoice.id}/lines",
         },
         "livemode": invoice.livemode,

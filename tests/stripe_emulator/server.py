@@ -148,6 +148,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             secret_key = self._secret_key()
             account = store.account(secret_key)
             entry["account"] = mask_key(secret_key)
+            entry["emulator_time"] = account.now(store.clock)
             entry["livemode"] = account.livemode
             idempotency_key = self.headers.get("Idempotency-Key") if method == "POST" else None
             entry["idempotency_key"] = idempotency_key
@@ -221,7 +222,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             with store.lock:
                 existing = account.idempotency.get(idempotency_key)
                 if existing is not None and (
-                    store.clock.now() - existing.created > IDEMPOTENCY_TTL_SECONDS
+                    account.now(store.clock) - existing.created > IDEMPOTENCY_TTL_SECONDS
                 ):
                     existing = None
                 if existing is not None:
@@ -242,7 +243,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                         existing.body,
                         {**existing.headers, "Idempotent-Replayed": "true"},
                     )
-                record = IdempotencyRec(fingerprint=fingerprint, created=store.clock.now())
+                record = IdempotencyRec(fingerprint=fingerprint, created=account.now(store.clock))
                 account.idempotency[idempotency_key] = record
 
         def forget_key() -> None:
@@ -307,7 +308,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 ctx = api.Ctx(
                     store=store,
                     account=account,
-                    now=store.clock.timestamp(),
+                    now=int(account.now(store.clock)),
                     request_id=request_id,
                     idempotency_key=idempotency_key,
                     deliveries=deliveries,

@@ -10,6 +10,7 @@ up on an endpoint).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
 import hmac
@@ -57,7 +58,7 @@ class Dispatcher:
         self._queue: list[_Job] = []
         self._cond = threading.Condition()
         self._order = itertools.count()
-        self._in_flight = 0
+        self._in_flight: collections.Counter[str] = collections.Counter()
         self._stopped = False
         self._threads = [
             threading.Thread(target=self._run, name=f"webhooks-{n}", daemon=True)
@@ -79,7 +80,10 @@ class Dispatcher:
                 for job in self._queue
                 if secret_key is None or job.delivery.account.secret_key == secret_key
             ]
-            return len(queued) + (self._in_flight if secret_key is None else 0)
+            running = (
+                sum(self._in_flight.values()) if secret_key is None else self._in_flight[secret_key]
+            )
+            return len(queued) + running
 
     def submit(self, deliveries: list[Delivery]) -> None:
         now = time.time()
@@ -115,7 +119,7 @@ class Dispatcher:
                             heapq.heappush(self._queue, job)
                             self._cond.wait(0.05)
                             continue
-                        self._in_flight += 1
+                        self._in_flight[job.delivery.account.secret_key] += 1
                         return job
                     self._cond.wait(wait)
                 else:
@@ -131,7 +135,7 @@ class Dispatcher:
                 self._attempt(job)
             finally:
                 with self._cond:
-                    self._in_flight -= 1
+                    self._in_flight[job.delivery.account.secret_key] -= 1
 
     def _attempt(self, job: _Job) -> None:
         delivery = job.delivery
