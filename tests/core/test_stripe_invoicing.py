@@ -310,7 +310,7 @@ def test_invoice_created_but_not_recorded_for_over_a_day_is_found_again(
     with pytest.raises(stripe.APIConnectionError):
         stripe_invoicing.create_stripe_invoice(po)
     # The worker stayed down for 25 hours: the emulator's keys expire, our attempt is that old.
-    stripe_emulator.advance_clock(25 * 3600)
+    stripe_emulator.advance_clock(25 * 3600, secret_key=stripe_secret_key)
     PurchaseOrder.objects.filter(pk=po.pk).update(
         invoice_create_started_at=timezone.now() - datetime.timedelta(hours=25)
     )
@@ -340,7 +340,7 @@ def test_lines_added_but_not_recorded_for_over_a_day_are_not_added_again(
     po.refresh_from_db()
     assert po.stripe_invoice_id
     assert po.invoice_lines_added_at is None
-    stripe_emulator.advance_clock(25 * 3600)
+    stripe_emulator.advance_clock(25 * 3600, secret_key=stripe_secret_key)
     stripe_emulator.clear_requests(stripe_secret_key)
 
     stripe_invoicing.create_stripe_invoice(po)
