@@ -296,6 +296,7 @@ def record_payment(
     created_by: User | None = None,
     stripe_invoice_id: str = "",
     stripe_amount_paid_after: int | None = None,
+    source: str = "",
 ) -> PurchaseOrderPayment:
     """Add one payment to the ledger and re-derive the PO's status, under the PO's row lock.
 
@@ -304,7 +305,7 @@ def record_payment(
     would no longer equal Stripe (a payment on a cancelled PO is logged as needing a refund).
     ``stripe`` rows are written by the invoice-snapshot code in ``stripe_invoicing``, which passes
     the invoice id and its ``amount_paid`` after the payment (minor units); the database refuses a
-    second row for the same pair.
+    second row for the same pair. ``source`` (e.g. the event id) only goes to the log line.
     """
     if method not in Method.values:
         raise InvalidPayment(f"Unknown payment method {method!r}; use one of {Method.values}.")
@@ -354,12 +355,13 @@ def record_payment(
             raise
         log = logger.warning if locked.status == Status.CANCELLED else logger.info
         log(
-            "po %s: recorded %s payment of %s (invoice %s, reference %r)%s",
+            "po %s: recorded %s payment of %s (invoice %s, reference %r%s)%s",
             locked.reference,
             method,
             money.format_amount(amount, locked.currency),
             stripe_invoice_id or "-",
             reference,
+            f", via {source}" if source else "",
             " on a CANCELLED purchase order: refund needed"
             if is_stripe and (locked.status == Status.CANCELLED)
             else "",

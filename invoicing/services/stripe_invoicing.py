@@ -9,9 +9,11 @@ transaction as soon as Stripe returns it::
 A rerun resumes from what is stored. Within 24 h the keys make every repeated write return the
 first result; after a crash that left no invoice id on the PO for longer than that, the invoice is
 found again by listing the customer's invoices and matching our metadata (PO uid + generation),
-and lines are only added after a retrieve shows the invoice has none. The fresh path costs five
-calls (customer, invoice, one ``add_lines`` with every line, finalize, send); a known customer
-saves one.
+and lines are only added after a retrieve shows the invoice has none. Stripe also stores a 5xx
+under its key and replays it for 24 h: after one, the step is checked at Stripe (retrieve or
+list) and, if it did not happen, the PO's ``key_epoch`` moves so the next run uses a fresh key.
+The fresh path costs five calls (customer, invoice, one ``add_lines`` with every line, finalize,
+send); a known customer saves one.
 
 Payments reach the ledger only through :func:`apply_invoice_snapshot`: under the PO's row lock it
 records ``amount_paid`` minus the Stripe payments already recorded *for that invoice*, so stale,
@@ -71,7 +73,6 @@ _STATUS_RANK: Final = {
     "void": 3,
     "deleted": 4,
 }
-_FINAL_STATUSES: Final = frozenset({"paid", "void", "uncollectible", "deleted"})
 
 # Invoice events whose ``data.object`` is the invoice itself.
 INVOICE_SNAPSHOT_EVENTS: Final = frozenset(
@@ -150,10 +151,9 @@ class InvoiceSnapshot:
     amount_due: int
     amount_paid: int
     amount_remaining: int
-    subtotal: int | None = None
+    amount_paid_off_stripe: int = 0
     number: str = ""
     hosted_invoice_url: str = ""
-    customer_id: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -181,10 +181,7 @@ class InvoiceSnapshot:
             if isinstance(raw_metadata, Mapping)
             else {}
         )
-        customer = data.get("customer")
-        if isinstance(customer, Mapping):
-            customer = customer.get("id")
-        subtotal = data.get("subtotal")
+        off_stripe = data.get("amount_paid_off_stripe")
         return cls(
             id=invoice_id,
             status=_require_str(data, "status"),
@@ -193,12 +190,13 @@ class InvoiceSnapshot:
             amount_due=_require_int(data, "amount_due"),
             amount_paid=_require_int(data, "amount_paid"),
             amount_remaining=_require_int(data, "amount_remaining"),
-            subtotal=subtotal
-            if isinstance(subtotal, int) and not isinstance(subtotal, bool)
-            else None,
+            amount_paid_off_stripe=(
+                off_stripe
+                if isinstance(off_stripe, int) and not isinstance(off_stripe, bool)
+                else 0
+            ),
             number=_optional_str(data, "number"),
             hosted_invoice_url=_optional_str(data, "hosted_invoice_url"),
-            customer_id=customer if isinstance(customer, str) else "",
             metadata=metadata,
         )
 
@@ -242,6 +240,12 @@ def _check_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> None:
         raise EventRejected(
             f"Invoice {snapshot.id} does not belong to PO {locked.reference} "
             f"of conference {conference.slug!r}."
+        )
+    claimed_conference = snapshot.metadata.get("conference")
+    if claimed_conference is not None and claimed_conference != conference.slug:
+        raise EventRejected(
+            f"Invoice {snapshot.id} was issued for conference {claimed_conference!r}, "
+            f"not {conference.slug!r}; refused."
         )
     if snapshot.status == "deleted":
         return
@@ -331,6 +335,17 @@ def _apply_locked(
         already = purchase_orders.stripe_paid_total(locked, stripe_invoice_id=snapshot.id)
         delta = paid - already
         if delta > 0:
+            seen_via = f"{source}, event {event_id}" if event_id else source
+            off_stripe = (
+                " Includes "
+                + money.format_amount(
+                    money.from_minor_units(snapshot.amount_paid_off_stripe, locked.currency),
+                    locked.currency,
+                )
+                + " marked paid outside Stripe."
+                if snapshot.amount_paid_off_stripe
+                else ""
+            )
             purchase_orders.record_payment(
                 locked,
                 amount=delta,
@@ -339,10 +354,11 @@ def _apply_locked(
                 payment_date=payment_date or timezone.localdate(),
                 note=(
                     f"Stripe invoice {snapshot.id}: amount paid {already} -> {paid} "
-                    f"(seen via {source}{', event ' + event_id if event_id else ''})."
+                    f"(seen via {seen_via}).{off_stripe}"
                 ),
                 stripe_invoice_id=snapshot.id,
                 stripe_amount_paid_after=snapshot.amount_paid,
+                source=seen_via,
             )
             recorded = delta
         elif delta < 0:
@@ -923,12 +939,13 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
             f"Conference {conference.slug!r} has no Stripe secret key; cannot check event "
             f"{event_id}."
         )
-    if event.get("livemode") is not expected_livemode:
+    obj = _event_object(event)
+    livemode = event.get("livemode", obj.get("livemode"))
+    if livemode is not expected_livemode:
         raise EventRejected(
-            f"Event {event_id} has livemode={event.get('livemode')!r}; conference "
+            f"Event {event_id} has livemode={livemode!r}; conference "
             f"{conference.slug!r} is in {'live' if expected_livemode else 'test'} mode."
         )
-    obj = _event_object(event)
     payment_date = _event_payment_date(event)
 
     if event_type in INVOICE_PAYMENT_EVENTS:

@@ -232,3 +232,13 @@ def test_void_and_uncollectible_move_the_po_where_organizers_act(
     )
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == Status.INVOICE_VOIDED
+
+
+def test_invoice_issued_for_another_conference_is_refused(invoiced_po: PurchaseOrder) -> None:
+    payload = invoice_payload(invoiced_po, amount_paid=635000)
+    payload["metadata"] = {**payload["metadata"], "conference": "someone-else"}
+    with pytest.raises(EventRejected, match="issued for conference 'someone-else'"):
+        stripe_invoicing.handle_invoice_event(
+            conference=invoiced_po.conference, event=event(payload)
+        )
+    assert not PurchaseOrderPayment.objects.exists()

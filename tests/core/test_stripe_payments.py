@@ -402,3 +402,18 @@ def test_live_event_at_a_test_mode_conference_is_refused(
     stripe_invoicing.handle_invoice_event(conference=live_conference, event=event)
     live_po.refresh_from_db()
     assert live_po.status == Status.PAID
+
+
+@pytest.mark.django_db
+def test_paid_out_of_band_is_in_the_ledger_and_says_so(
+    stripe_emulator: EmulatorHandle, stripe_secret_key: str, invoiced_po: PurchaseOrder
+) -> None:
+    """The organizer marks the invoice paid in Stripe's dashboard: Stripe's amount_paid grows."""
+    client = stripe_emulator.client(stripe_secret_key)
+    client.v1.invoices.pay(invoiced_po.stripe_invoice_id, {"paid_out_of_band": True})
+    stripe_invoicing.sync_stripe_invoice_status(invoiced_po)
+    invoiced_po.refresh_from_db()
+    assert invoiced_po.status == Status.PAID
+    (payment,) = PurchaseOrderPayment.objects.filter(purchase_order=invoiced_po)
+    assert payment.method == "stripe"
+    assert "6350.00 USD marked paid outside Stripe" in payment.note
