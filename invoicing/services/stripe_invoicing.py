@@ -37,6 +37,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import stripe
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -48,6 +49,7 @@ from invoicing.models import (
     PurchaseOrderPayment,
     StripeCustomer,
     StripeEvent,
+    validate_payment_method_types,
 )
 from invoicing.services import purchase_orders
 from invoicing.services.stripe_client import StripeKeyMissing, build_stripe_client
@@ -488,6 +490,12 @@ def _invoice_create_params(po: PurchaseOrder, customer_id: str) -> InvoiceCreate
 def _check_invoiceable(po: PurchaseOrder) -> None:
     if po.status == Status.CANCELLED:
         raise PurchaseOrderNotInvoiceable(f"PO {po.reference} is cancelled.")
+    try:
+        validate_payment_method_types(po.conference.payment_method_types)
+    except ValidationError as exc:
+        raise PurchaseOrderNotInvoiceable(
+            f"Conference {po.conference.slug!r}: {' '.join(exc.messages)}"
+        ) from None
     if po.has_complete_invoice:
         raise InvoiceAlreadyAttached(
             f"PO {po.reference} already has Stripe invoice {po.stripe_invoice_id}."

@@ -417,3 +417,40 @@ def test_paid_out_of_band_is_in_the_ledger_and_says_so(
     (payment,) = PurchaseOrderPayment.objects.filter(purchase_order=invoiced_po)
     assert payment.method == "stripe"
     assert "6350.00 USD marked paid outside Stripe" in payment.note
+
+
+@pytest.mark.django_db
+def test_bad_payment_method_settings_are_refused_before_any_call(
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    po = make_purchase_order(conference=stripe_conference)
+    Conference.objects.filter(pk=stripe_conference.pk).update(payment_method_types=["cheque"])
+    with pytest.raises(ValueError, match="Unknown payment method type"):
+        stripe_invoicing.create_stripe_invoice(po)
+    assert stripe_emulator.requests(stripe_secret_key) == []
+
+
+@pytest.mark.django_db
+def test_secrets_never_reach_the_logs(
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    po = make_purchase_order(conference=stripe_conference)
+    stripe_emulator.configure(stripe_secret_key, fail_next=["500"])
+    with pytest.raises(stripe.APIError):
+        stripe_invoicing.create_stripe_invoice(po)
+    stripe_invoicing.create_stripe_invoice(po)
+    po.refresh_from_db()
+    stripe_emulator.pay_invoice(po.stripe_invoice_id, amount=1000)
+    deliver_all(stripe_conference, stripe_events(stripe_emulator, stripe_secret_key))
+    assert "invoice" in caplog.text
+    assert stripe_secret_key not in caplog.text
+    assert stripe_secret_key[-12:] not in caplog.text
+    assert stripe_conference.stripe_webhook_secret not in caplog.text
