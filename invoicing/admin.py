@@ -72,9 +72,23 @@ class ConferenceAdmin(admin.ModelAdmin[Conference]):
     search_fields = ("name", "slug")
 
 
+def _is_locked(obj: PurchaseOrder | None) -> bool:
+    """Once approved, a PO's lines and terms are what the invoice says: no more edits."""
+    return obj is not None and obj.status != PurchaseOrder.Status.DRAFT
+
+
 class LineItemInline(admin.TabularInline[PurchaseOrderLineItem, PurchaseOrder]):
     model = PurchaseOrderLineItem
     extra = 0
+
+    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
+        return not _is_locked(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return not _is_locked(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return not _is_locked(obj) and super().has_delete_permission(request, obj)
 
 
 class PaymentInline(admin.TabularInline[PurchaseOrderPayment, PurchaseOrder]):
@@ -124,6 +138,12 @@ class PurchaseOrderAdmin(admin.ModelAdmin[PurchaseOrder]):
         "invoice_sent_at",
         "last_synced_at",
     ]
+
+    def get_readonly_fields(self, request: Any, obj: PurchaseOrder | None = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if _is_locked(obj):
+            fields += ["conference", "reference", "currency", "organization_name", "contact_email"]
+        return fields
 
 
 @admin.register(StripeCustomer)

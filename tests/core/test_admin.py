@@ -88,3 +88,18 @@ def test_every_model_has_a_changelist(
     ):
         response = admin_client.get(reverse(f"admin:invoicing_{model}_changelist"))
         assert response.status_code == 200, model
+
+
+def test_approved_po_lines_and_terms_are_read_only(
+    admin_client: Client, make_purchase_order: MakePurchaseOrder
+) -> None:
+    draft = make_purchase_order(approve=False)
+    approved = make_purchase_order()
+    draft_page = admin_client.get(reverse("admin:invoicing_purchaseorder_change", args=[draft.pk]))
+    approved_page = admin_client.get(
+        reverse("admin:invoicing_purchaseorder_change", args=[approved.pk])
+    )
+    assert 'name="line_items-0-unit_price"' in draft_page.content.decode()
+    assert 'name="line_items-0-unit_price"' not in approved_page.content.decode()
+    assert 'name="currency"' in draft_page.content.decode()
+    assert 'name="currency"' not in approved_page.content.decode()

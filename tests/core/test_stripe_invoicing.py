@@ -349,3 +349,40 @@ def test_lines_added_but_not_recorded_for_over_a_day_are_not_added_again(
     paths = [path for _, path in api_calls(stripe_emulator, stripe_secret_key)]
     assert not any(path.endswith("/add_lines") for path in paths)
     assert f"/v1/invoices/{po.stripe_invoice_id}" in paths  # the retrieve that checked the lines
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creation_runs_make_one_invoice(
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    """The task ran twice at once (a redelivery): the keys make both runs converge."""
+    from tests.core.test_concurrency import run_in_threads
+
+    po = make_purchase_order(conference=stripe_conference)
+    stripe_emulator.configure(stripe_secret_key, latency=0.05, latency_jitter=0.05, seed=3)
+    outcomes: list[object] = []
+
+    def run() -> None:
+        try:
+            outcomes.append(stripe_invoicing.create_stripe_invoice(po))
+        except (stripe.StripeError, ValueError) as exc:
+            outcomes.append(exc)
+
+    assert run_in_threads([run] * 4) == []
+    stripe_emulator.configure(stripe_secret_key, latency=0.0, latency_jitter=0.0)
+    po.refresh_from_db()
+    if not po.has_complete_invoice:  # every run lost a race: the next retry finishes
+        stripe_invoicing.create_stripe_invoice(po)
+    assert_exactly_one_sent_invoice(stripe_emulator, stripe_secret_key, po)
+    assert any(outcome == po.stripe_invoice_url for outcome in outcomes)
+    executed = [
+        entry["path"]
+        for entry in stripe_emulator.requests(stripe_secret_key)
+        if entry["method"] == "POST" and entry["status"] == 200 and not entry["idempotent_replayed"]
+    ]
+    assert sorted(path.rsplit("/", 1)[-1] for path in executed) == sorted(
+        ["customers", "invoices", "add_lines", "finalize", "send"]
+    )
