@@ -27,6 +27,7 @@ from .errors import (
 )
 from .ids import new_id, random_token
 from .models import (
+    AUTO_FINALIZE_DELAY,
     JSON,
     Account,
     CustomerRec,
@@ -1118,6 +1119,25 @@ def _finalize(ctx: Ctx, invoice: InvoiceRec, auto_advance: bool | None) -> None:
         invoice.status = "paid"
         invoice.paid_at = ctx.now
         emit(ctx, "invoice.paid", render_invoice(ctx.account, invoice))
+
+
+def advance_automatic_invoices(ctx: Ctx) -> None:
+    """What Stripe's scheduler would have done by now: finalize ``auto_advance`` drafts an hour
+    after creation and, for ``send_invoice``, send them. Runs before every API request, so the
+    effect shows up as soon as a test advances the clock.
+    """
+    due = [
+        invoice
+        for invoice in ctx.account.invoices.values()
+        if invoice.status == "draft"
+        and invoice.auto_advance
+        and not invoice.deleted
+        and invoice.created + AUTO_FINALIZE_DELAY <= ctx.now
+    ]
+    for invoice in sorted(due, key=lambda record: record.seq):
+        _finalize(ctx, invoice, None)
+        if invoice.collection_method == "send_invoice" and invoice.status == "open":
+            emit(ctx, "invoice.sent", render_invoice(ctx.account, invoice))
 
 
 def finalize_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:

@@ -313,6 +313,15 @@ class RequestHandler(BaseHTTPRequestHandler):
                     idempotency_key=idempotency_key,
                     deliveries=deliveries,
                 )
+                automatic = api.Ctx(
+                    store=store,
+                    account=account,
+                    now=ctx.now,
+                    request_id=None,
+                    idempotency_key=None,
+                    deliveries=deliveries,
+                )
+                api.advance_automatic_invoices(automatic)
                 result = route.handler(ctx, params, **path_args)
             status, payload, headers = 200, _json(result), {}
         except StripeError as exc:
