@@ -492,7 +492,7 @@ def _price(params: Params, name: Namer, *, allow_unit_amount_decimal: bool) -> _
     )
 
 
-def _check_amount_for_currency(amount: int, currency: str, *, param: str) -> None:
+def check_amount_for_currency(amount: int, currency: str, *, param: str) -> None:
     if currency in currencies.THREE_DECIMAL and amount % 10 != 0:
         raise invalid_request(
             f"Invalid amount {amount} for currency {currency}: three-decimal currencies are "
@@ -601,7 +601,7 @@ def create_invoice_item(ctx: Ctx, params: Params) -> JSON:
         currency = invoice.currency
     if currency is None:
         currency = customer.currency or "usd"
-    _check_amount_for_currency(priced.amount, currency, param="amount")
+    check_amount_for_currency(priced.amount, currency, param="amount")
     if invoice is not None:
         before = render_invoice(ctx.account, invoice)
     item = _new_item(
@@ -668,7 +668,7 @@ def update_invoice_item(ctx: Ctx, params: Params, item_id: str) -> JSON:
                 "The currency of `price_data` must match the invoice item's currency.",
                 param="price_data[currency]",
             )
-        _check_amount_for_currency(priced.amount, item.currency, param="amount")
+        check_amount_for_currency(priced.amount, item.currency, param="amount")
     before_invoice = render_invoice(ctx.account, invoice) if invoice else None
     before = render_invoice_item(item)
     if priced is not None:
@@ -796,8 +796,12 @@ def _payment_method_types(value: Any) -> list[str] | None:
     return list(value)
 
 
+_INVOICE_EXPANDABLE = ("customer", "payments")
+
+
 def create_invoice(ctx: Ctx, params: Params) -> JSON:
     _reject_unsupported(params, _INVOICE_UNSUPPORTED)
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     automatic_tax = params.get("automatic_tax")
     if automatic_tax and automatic_tax.get("enabled"):
         raise invalid_request(
@@ -858,9 +862,7 @@ def create_invoice(ctx: Ctx, params: Params) -> JSON:
         customer.currency = currency
     ctx.account.invoices[invoice.id] = invoice
     ctx.store.index_invoice(invoice.id, ctx.account)
-    rendered = render_invoice(
-        ctx.account, invoice, expand=_expand(params, ("customer", "payments"))
-    )
+    rendered = render_invoice(ctx.account, invoice, expand=expand)
     emit(ctx, "invoice.created", render_invoice(ctx.account, invoice))
     return rendered
 
@@ -871,7 +873,7 @@ def retrieve_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         raise no_such("invoice", invoice_id)
     if invoice.deleted:
         raise no_such("invoice", invoice_id)
-    return render_invoice(ctx.account, invoice, expand=_expand(params, ("customer", "payments")))
+    return render_invoice(ctx.account, invoice, expand=_expand(params, _INVOICE_EXPANDABLE))
 
 
 _DRAFT_ONLY_FIELDS = (
@@ -889,7 +891,7 @@ _DRAFT_ONLY_FIELDS = (
 def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     invoice = _invoice(ctx, invoice_id)
     _reject_unsupported(params, _INVOICE_UNSUPPORTED)
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     if invoice.status != "draft":
         for name in _DRAFT_ONLY_FIELDS:
             if name in params:
@@ -903,7 +905,9 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                 f"This invoice is {invoice.status}; only its metadata can be updated."
             )
     collection_method = params.get("collection_method", invoice.collection_method)
-    days_until_due = params.get("days_until_due", invoice.days_until_due)
+    days_until_due = params.get(
+        "days_until_due", None if "due_date" in params else invoice.days_until_due
+    )
     due_date = params.get("due_date")
     if collection_method == "charge_automatically" and "collection_method" in params:
         days_until_due = params.get("days_until_due")
@@ -972,7 +976,7 @@ def list_invoices(ctx: Ctx, params: Params) -> JSON:
     created = params.get("created")
     due_date = params.get("due_date")
     _reject_unsupported(params, ("subscription", "customer_account"))
-    expand = _expand(params, ("customer", "payments"), prefix="data.")
+    expand = _expand(params, _INVOICE_EXPANDABLE, prefix="data.")
     records = [
         invoice
         for invoice in _newest_first(ctx.account.invoices.values())
@@ -1011,6 +1015,7 @@ def list_invoice_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
 
 def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     invoice = _invoice(ctx, invoice_id)
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     if invoice.status != "draft":
         raise invoice_not_editable(
             f"You can only add lines to draft invoices; this invoice is {invoice.status}."
@@ -1059,7 +1064,7 @@ def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                 f"the invoice ({invoice.currency}).",
                 param=name("price_data") + "[currency]",
             )
-        _check_amount_for_currency(priced.amount, invoice.currency, param=name("amount"))
+        check_amount_for_currency(priced.amount, invoice.currency, param=name("amount"))
         planned.append((line, name, priced, None))
     new_metadata = (
         _metadata(params["invoice_metadata"], invoice.metadata, param="invoice_metadata")
@@ -1092,7 +1097,7 @@ def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         invoice.metadata = new_metadata
     after = render_invoice(ctx.account, invoice)
     emit(ctx, "invoice.updated", after, _diff(before, after))
-    return render_invoice(ctx.account, invoice, expand=_expand(params, ("customer", "payments")))
+    return render_invoice(ctx.account, invoice, expand=expand)
 
 
 def _finalize(ctx: Ctx, invoice: InvoiceRec, auto_advance: bool | None) -> None:
@@ -1146,7 +1151,7 @@ def finalize_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         raise invoice_not_editable(
             "This invoice is already finalized, you can't re-finalize a non-draft invoice."
         )
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     _finalize(ctx, invoice, params.get("auto_advance"))
     return render_invoice(ctx.account, invoice, expand=expand)
 
@@ -1159,7 +1164,7 @@ def send_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         )
     if invoice.status == "void":
         raise invalid_request("You can't send a void invoice.")
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     if invoice.status == "draft":
         _finalize(ctx, invoice, None)
     emit(ctx, "invoice.sent", render_invoice(ctx.account, invoice))
@@ -1177,7 +1182,7 @@ def void_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                 f"{invoice.status}."
             )
         raise invalid_request(message)
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     before = render_invoice(ctx.account, invoice)
     invoice.status = "void"
     invoice.voided_at = ctx.now
@@ -1197,7 +1202,7 @@ def mark_uncollectible(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         raise invalid_request(
             f"You can only mark an open invoice as uncollectible; this invoice is {invoice.status}."
         )
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     before = render_invoice(ctx.account, invoice)
     invoice.status = "uncollectible"
     invoice.marked_uncollectible_at = ctx.now
@@ -1221,7 +1226,7 @@ TEST_PAYMENT_METHODS = {
 def pay_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     invoice = _invoice(ctx, invoice_id)
     _reject_unsupported(params, ("source", "mandate"))
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     if invoice.status == "paid":
         raise invalid_request("Invoice is already paid")
     if invoice.status == "void":
