@@ -309,13 +309,17 @@ def retrieve_customer(ctx: Ctx, params: Params, customer_id: str) -> JSON:
 def update_customer(ctx: Ctx, params: Params, customer_id: str) -> JSON:
     customer = _customer(ctx, customer_id)
     _reject_unsupported(params, ("cash_balance", "source", "default_source"))
+    metadata = (
+        _metadata(params["metadata"], customer.metadata, param="metadata")
+        if "metadata" in params
+        else customer.metadata
+    )
     before = render_customer(customer)
     for name in ("email", "name", "description", "phone"):
         if name in params:
             value = params[name]
             setattr(customer, name, None if value is UNSET else value)
-    if "metadata" in params:
-        customer.metadata = _metadata(params["metadata"], customer.metadata, param="metadata")
+    customer.metadata = metadata
     if "address" in params:
         customer.address = _address(params["address"])
     if "invoice_prefix" in params:
@@ -520,17 +524,32 @@ def _period(params: Params, name: Namer, now: int) -> tuple[int, int]:
     return period["start"], period["end"]
 
 
+@dataclass
+class _ItemFields:
+    """An item's validated metadata and period, computed before anything is changed."""
+
+    metadata: dict[str, str]
+    period: tuple[int, int]
+
+
+def _item_fields(params: Params, name: Namer, now: int) -> _ItemFields:
+    return _ItemFields(
+        metadata=_metadata(params.get("metadata", {}), param=name("metadata")),
+        period=_period(params, name, now),
+    )
+
+
 def _new_item(
     ctx: Ctx,
     params: Params,
     *,
-    name: Namer,
+    fields: _ItemFields,
     customer: str,
     currency: str,
     priced: _Priced,
     invoice: str | None,
 ) -> InvoiceItemRec:
-    start, end = _period(params, name, ctx.now)
+    start, end = fields.period
     discountable = params.get("discountable", priced.amount >= 0)
     item = InvoiceItemRec(
         id=new_id("ii"),
@@ -543,7 +562,7 @@ def _new_item(
         quantity_decimal=priced.quantity_decimal,
         unit_amount_decimal=priced.unit_amount_decimal,
         description=params.get("description"),
-        metadata=_metadata(params.get("metadata", {}), param=name("metadata")),
+        metadata=fields.metadata,
         period_start=start,
         period_end=end,
         discountable=discountable,
@@ -602,12 +621,13 @@ def create_invoice_item(ctx: Ctx, params: Params) -> JSON:
     if currency is None:
         currency = customer.currency or "usd"
     check_amount_for_currency(priced.amount, currency, param="amount")
+    fields = _item_fields(params, _namer(""), ctx.now)
     if invoice is not None:
         before = render_invoice(ctx.account, invoice)
     item = _new_item(
         ctx,
         params,
-        name=_namer(""),
+        fields=fields,
         customer=customer.id,
         currency=currency,
         priced=priced,
@@ -669,6 +689,16 @@ def update_invoice_item(ctx: Ctx, params: Params, item_id: str) -> JSON:
                 param="price_data[currency]",
             )
         check_amount_for_currency(priced.amount, item.currency, param="amount")
+    metadata = (
+        _metadata(params["metadata"], item.metadata, param="metadata")
+        if "metadata" in params
+        else item.metadata
+    )
+    period = (
+        _period(params, _namer(""), ctx.now)
+        if "period" in params
+        else (item.period_start, item.period_end)
+    )
     before_invoice = render_invoice(ctx.account, invoice) if invoice else None
     before = render_invoice_item(item)
     if priced is not None:
@@ -682,10 +712,8 @@ def update_invoice_item(ctx: Ctx, params: Params, item_id: str) -> JSON:
         item.description = params["description"]
     if "discountable" in params:
         item.discountable = params["discountable"]
-    if "metadata" in params:
-        item.metadata = _metadata(params["metadata"], item.metadata, param="metadata")
-    if "period" in params:
-        item.period_start, item.period_end = _period(params, _namer(""), ctx.now)
+    item.metadata = metadata
+    item.period_start, item.period_end = period
     after = render_invoice_item(item)
     if _diff(before, after):
         emit(ctx, "invoiceitem.updated", after, _diff(before, after))
@@ -919,6 +947,11 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
             )
         _currency(params["currency"], param="currency")
     _check_due(collection_method, days_until_due, due_date, ctx.now, creating=False)
+    metadata = (
+        _metadata(params["metadata"], invoice.metadata, param="metadata")
+        if "metadata" in params
+        else invoice.metadata
+    )
     before = render_invoice(ctx.account, invoice)
     if "collection_method" in params:
         invoice.collection_method = collection_method
@@ -944,8 +977,7 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
             setattr(invoice, name, None if value is UNSET else value)
     if "auto_advance" in params:
         invoice.auto_advance = params["auto_advance"]
-    if "metadata" in params:
-        invoice.metadata = _metadata(params["metadata"], invoice.metadata, param="metadata")
+    invoice.metadata = metadata
     if "effective_at" in params:
         invoice.effective_at = params["effective_at"]
     if "number" in params:
@@ -1023,7 +1055,7 @@ def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     lines: list[Params] = params["lines"]
     if not lines:
         raise parameter_missing("lines")
-    planned: list[tuple[Params, Namer, _Priced | None, InvoiceItemRec | None]] = []
+    planned: list[tuple[Params, _ItemFields, _Priced | None, InvoiceItemRec | None]] = []
     for index, line in enumerate(lines):
         name = _namer(f"lines[{index}]")
         _reject_unsupported(
@@ -1055,7 +1087,11 @@ def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                     f"currency of the invoice ({invoice.currency}).",
                     param=name("invoice_item"),
                 )
-            planned.append((line, name, None, item))
+            existing_fields = _ItemFields(
+                metadata=_metadata(line.get("metadata", {}), item.metadata, param=name("metadata")),
+                period=(item.period_start, item.period_end),
+            )
+            planned.append((line, existing_fields, None, item))
             continue
         priced = _price(line, name, allow_unit_amount_decimal=False)
         if priced.currency is not None and priced.currency != invoice.currency:
@@ -1065,27 +1101,24 @@ def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                 param=name("price_data") + "[currency]",
             )
         check_amount_for_currency(priced.amount, invoice.currency, param=name("amount"))
-        planned.append((line, name, priced, None))
+        planned.append((line, _item_fields(line, name, ctx.now), priced, None))
     new_metadata = (
         _metadata(params["invoice_metadata"], invoice.metadata, param="invoice_metadata")
         if "invoice_metadata" in params
         else None
     )
     before = render_invoice(ctx.account, invoice)
-    for line, name, line_price, existing in planned:
+    for line, fields, line_price, existing in planned:
         if existing is not None:
             existing.invoice = invoice.id
+            existing.metadata = fields.metadata
             invoice.item_ids.append(existing.id)
-            if "metadata" in line:
-                existing.metadata = _metadata(
-                    line["metadata"], existing.metadata, param=name("metadata")
-                )
             continue
         assert line_price is not None
         item = _new_item(
             ctx,
             line,
-            name=name,
+            fields=fields,
             customer=invoice.customer,
             currency=invoice.currency,
             priced=line_price,
@@ -1505,6 +1538,11 @@ def update_webhook_endpoint(ctx: Ctx, params: Params, endpoint_id: str) -> JSON:
     url = _check_url(params["url"]) if "url" in params else None
     if "enabled_events" in params and not params["enabled_events"]:
         raise parameter_missing("enabled_events")
+    metadata = (
+        _metadata(params["metadata"], endpoint.metadata, param="metadata")
+        if "metadata" in params
+        else endpoint.metadata
+    )
     if url is not None:
         endpoint.url = url
     if "enabled_events" in params:
@@ -1512,8 +1550,7 @@ def update_webhook_endpoint(ctx: Ctx, params: Params, endpoint_id: str) -> JSON:
     if "description" in params:
         value = params["description"]
         endpoint.description = None if value is UNSET else value
-    if "metadata" in params:
-        endpoint.metadata = _metadata(params["metadata"], endpoint.metadata, param="metadata")
+    endpoint.metadata = metadata
     if "disabled" in params:
         endpoint.status = "disabled" if params["disabled"] else "enabled"
     return render_webhook_endpoint(endpoint)

@@ -478,3 +478,36 @@ def test_due_date_can_replace_days_until_due_on_a_draft(
     due = int(stripe_emulator.now()) + 10 * 86400
     updated = client.v1.invoices.update(draft.id, params={"due_date": due})
     assert updated.due_date == due
+
+
+def test_a_bad_line_anywhere_adds_no_line(
+    client: stripe.StripeClient, customer: stripe.Customer
+) -> None:
+    draft = client.v1.invoices.create(params={"customer": customer.id})
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.invoices.add_lines(
+            draft.id,
+            params={
+                "lines": [
+                    {"amount": 100},
+                    {"amount": 200, "period": {"start": 20, "end": 10}},
+                ]
+            },
+        )
+    assert caught.value.param == "lines[1][period][end]"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.invoices.add_lines(
+            draft.id,
+            params={"lines": [{"amount": 100}, {"amount": 1, "metadata": {"k" * 41: "v"}}]},
+        )
+    assert client.v1.invoices.retrieve(draft.id).lines.data == []
+    assert client.v1.invoice_items.list().data == []
+
+
+def test_a_rejected_update_changes_nothing(client: stripe.StripeClient) -> None:
+    customer = client.v1.customers.create(params={"email": "before@example.com"})
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.customers.update(
+            customer.id, params={"email": "after@example.com", "metadata": {"k" * 41: "v"}}
+        )
+    assert client.v1.customers.retrieve(customer.id).email == "before@example.com"

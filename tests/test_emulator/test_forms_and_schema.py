@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
+from pathlib import Path
 from decimal import Decimal
 from typing import Any
 
@@ -132,3 +133,26 @@ def test_decimals_keep_their_precision_and_limits() -> None:
         validate("InvoiceItemCreateParams", decode("unit_amount_decimal=0.0000000000001"))
     with pytest.raises(StripeError):
         validate("InvoiceItemCreateParams", decode("unit_amount_decimal=1e5"))
+
+
+def test_the_emulator_imports_neither_django_nor_the_project() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tests.stripe_emulator.server, tests.stripe_emulator.handle, "
+        "tests.stripe_emulator.pytest_plugin; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('django', 'invoicing', 'workers', 'config', 'celery')); "
+        "print(','.join(bad))"
+    )
+    repo_root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=repo_root,
+    )
+    assert result.stdout.strip() == ""
