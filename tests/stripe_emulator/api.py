@@ -27,6 +27,7 @@ from .errors import (
 )
 from .ids import new_id, random_token
 from .models import (
+    AUTO_FINALIZE_DELAY,
     JSON,
     Account,
     CustomerRec,
@@ -308,13 +309,17 @@ def retrieve_customer(ctx: Ctx, params: Params, customer_id: str) -> JSON:
 def update_customer(ctx: Ctx, params: Params, customer_id: str) -> JSON:
     customer = _customer(ctx, customer_id)
     _reject_unsupported(params, ("cash_balance", "source", "default_source"))
+    metadata = (
+        _metadata(params["metadata"], customer.metadata, param="metadata")
+        if "metadata" in params
+        else customer.metadata
+    )
     before = render_customer(customer)
     for name in ("email", "name", "description", "phone"):
         if name in params:
             value = params[name]
             setattr(customer, name, None if value is UNSET else value)
-    if "metadata" in params:
-        customer.metadata = _metadata(params["metadata"], customer.metadata, param="metadata")
+    customer.metadata = metadata
     if "address" in params:
         customer.address = _address(params["address"])
     if "invoice_prefix" in params:
@@ -491,7 +496,7 @@ def _price(params: Params, name: Namer, *, allow_unit_amount_decimal: bool) -> _
     )
 
 
-def _check_amount_for_currency(amount: int, currency: str, *, param: str) -> None:
+def check_amount_for_currency(amount: int, currency: str, *, param: str) -> None:
     if currency in currencies.THREE_DECIMAL and amount % 10 != 0:
         raise invalid_request(
             f"Invalid amount {amount} for currency {currency}: three-decimal currencies are "
@@ -519,17 +524,32 @@ def _period(params: Params, name: Namer, now: int) -> tuple[int, int]:
     return period["start"], period["end"]
 
 
+@dataclass
+class _ItemFields:
+    """An item's validated metadata and period, computed before anything is changed."""
+
+    metadata: dict[str, str]
+    period: tuple[int, int]
+
+
+def _item_fields(params: Params, name: Namer, now: int) -> _ItemFields:
+    return _ItemFields(
+        metadata=_metadata(params.get("metadata", {}), param=name("metadata")),
+        period=_period(params, name, now),
+    )
+
+
 def _new_item(
     ctx: Ctx,
     params: Params,
     *,
-    name: Namer,
+    fields: _ItemFields,
     customer: str,
     currency: str,
     priced: _Priced,
     invoice: str | None,
 ) -> InvoiceItemRec:
-    start, end = _period(params, name, ctx.now)
+    start, end = fields.period
     discountable = params.get("discountable", priced.amount >= 0)
     item = InvoiceItemRec(
         id=new_id("ii"),
@@ -542,7 +562,7 @@ def _new_item(
         quantity_decimal=priced.quantity_decimal,
         unit_amount_decimal=priced.unit_amount_decimal,
         description=params.get("description"),
-        metadata=_metadata(params.get("metadata", {}), param=name("metadata")),
+        metadata=fields.metadata,
         period_start=start,
         period_end=end,
         discountable=discountable,
@@ -600,13 +620,14 @@ def create_invoice_item(ctx: Ctx, params: Params) -> JSON:
         currency = invoice.currency
     if currency is None:
         currency = customer.currency or "usd"
-    _check_amount_for_currency(priced.amount, currency, param="amount")
+    check_amount_for_currency(priced.amount, currency, param="amount")
+    fields = _item_fields(params, _namer(""), ctx.now)
     if invoice is not None:
         before = render_invoice(ctx.account, invoice)
     item = _new_item(
         ctx,
         params,
-        name=_namer(""),
+        fields=fields,
         customer=customer.id,
         currency=currency,
         priced=priced,
@@ -667,7 +688,17 @@ def update_invoice_item(ctx: Ctx, params: Params, item_id: str) -> JSON:
                 "The currency of `price_data` must match the invoice item's currency.",
                 param="price_data[currency]",
             )
-        _check_amount_for_currency(priced.amount, item.currency, param="amount")
+        check_amount_for_currency(priced.amount, item.currency, param="amount")
+    metadata = (
+        _metadata(params["metadata"], item.metadata, param="metadata")
+        if "metadata" in params
+        else item.metadata
+    )
+    period = (
+        _period(params, _namer(""), ctx.now)
+        if "period" in params
+        else (item.period_start, item.period_end)
+    )
     before_invoice = render_invoice(ctx.account, invoice) if invoice else None
     before = render_invoice_item(item)
     if priced is not None:
@@ -681,10 +712,8 @@ def update_invoice_item(ctx: Ctx, params: Params, item_id: str) -> JSON:
         item.description = params["description"]
     if "discountable" in params:
         item.discountable = params["discountable"]
-    if "metadata" in params:
-        item.metadata = _metadata(params["metadata"], item.metadata, param="metadata")
-    if "period" in params:
-        item.period_start, item.period_end = _period(params, _namer(""), ctx.now)
+    item.metadata = metadata
+    item.period_start, item.period_end = period
     after = render_invoice_item(item)
     if _diff(before, after):
         emit(ctx, "invoiceitem.updated", after, _diff(before, after))
@@ -795,8 +824,12 @@ def _payment_method_types(value: Any) -> list[str] | None:
     return list(value)
 
 
+_INVOICE_EXPANDABLE = ("customer", "payments")
+
+
 def create_invoice(ctx: Ctx, params: Params) -> JSON:
     _reject_unsupported(params, _INVOICE_UNSUPPORTED)
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     automatic_tax = params.get("automatic_tax")
     if automatic_tax and automatic_tax.get("enabled"):
         raise invalid_request(
@@ -857,9 +890,7 @@ def create_invoice(ctx: Ctx, params: Params) -> JSON:
         customer.currency = currency
     ctx.account.invoices[invoice.id] = invoice
     ctx.store.index_invoice(invoice.id, ctx.account)
-    rendered = render_invoice(
-        ctx.account, invoice, expand=_expand(params, ("customer", "payments"))
-    )
+    rendered = render_invoice(ctx.account, invoice, expand=expand)
     emit(ctx, "invoice.created", render_invoice(ctx.account, invoice))
     return rendered
 
@@ -870,7 +901,7 @@ def retrieve_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         raise no_such("invoice", invoice_id)
     if invoice.deleted:
         raise no_such("invoice", invoice_id)
-    return render_invoice(ctx.account, invoice, expand=_expand(params, ("customer", "payments")))
+    return render_invoice(ctx.account, invoice, expand=_expand(params, _INVOICE_EXPANDABLE))
 
 
 _DRAFT_ONLY_FIELDS = (
@@ -888,7 +919,7 @@ _DRAFT_ONLY_FIELDS = (
 def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     invoice = _invoice(ctx, invoice_id)
     _reject_unsupported(params, _INVOICE_UNSUPPORTED)
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     if invoice.status != "draft":
         for name in _DRAFT_ONLY_FIELDS:
             if name in params:
@@ -902,7 +933,9 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                 f"This invoice is {invoice.status}; only its metadata can be updated."
             )
     collection_method = params.get("collection_method", invoice.collection_method)
-    days_until_due = params.get("days_until_due", invoice.days_until_due)
+    days_until_due = params.get(
+        "days_until_due", None if "due_date" in params else invoice.days_until_due
+    )
     due_date = params.get("due_date")
     if collection_method == "charge_automatically" and "collection_method" in params:
         days_until_due = params.get("days_until_due")
@@ -914,6 +947,11 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
             )
         _currency(params["currency"], param="currency")
     _check_due(collection_method, days_until_due, due_date, ctx.now, creating=False)
+    metadata = (
+        _metadata(params["metadata"], invoice.metadata, param="metadata")
+        if "metadata" in params
+        else invoice.metadata
+    )
     before = render_invoice(ctx.account, invoice)
     if "collection_method" in params:
         invoice.collection_method = collection_method
@@ -939,8 +977,7 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
             setattr(invoice, name, None if value is UNSET else value)
     if "auto_advance" in params:
         invoice.auto_advance = params["auto_advance"]
-    if "metadata" in params:
-        invoice.metadata = _metadata(params["metadata"], invoice.metadata, param="metadata")
+    invoice.metadata = metadata
     if "effective_at" in params:
         invoice.effective_at = params["effective_at"]
     if "number" in params:
@@ -971,7 +1008,7 @@ def list_invoices(ctx: Ctx, params: Params) -> JSON:
     created = params.get("created")
     due_date = params.get("due_date")
     _reject_unsupported(params, ("subscription", "customer_account"))
-    expand = _expand(params, ("customer", "payments"), prefix="data.")
+    expand = _expand(params, _INVOICE_EXPANDABLE, prefix="data.")
     records = [
         invoice
         for invoice in _newest_first(ctx.account.invoices.values())
@@ -1010,6 +1047,7 @@ def list_invoice_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
 
 def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     invoice = _invoice(ctx, invoice_id)
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     if invoice.status != "draft":
         raise invoice_not_editable(
             f"You can only add lines to draft invoices; this invoice is {invoice.status}."
@@ -1017,7 +1055,7 @@ def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     lines: list[Params] = params["lines"]
     if not lines:
         raise parameter_missing("lines")
-    planned: list[tuple[Params, Namer, _Priced | None, InvoiceItemRec | None]] = []
+    planned: list[tuple[Params, _ItemFields, _Priced | None, InvoiceItemRec | None]] = []
     for index, line in enumerate(lines):
         name = _namer(f"lines[{index}]")
         _reject_unsupported(
@@ -1049,7 +1087,11 @@ def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                     f"currency of the invoice ({invoice.currency}).",
                     param=name("invoice_item"),
                 )
-            planned.append((line, name, None, item))
+            existing_fields = _ItemFields(
+                metadata=_metadata(line.get("metadata", {}), item.metadata, param=name("metadata")),
+                period=(item.period_start, item.period_end),
+            )
+            planned.append((line, existing_fields, None, item))
             continue
         priced = _price(line, name, allow_unit_amount_decimal=False)
         if priced.currency is not None and priced.currency != invoice.currency:
@@ -1058,28 +1100,25 @@ def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                 f"the invoice ({invoice.currency}).",
                 param=name("price_data") + "[currency]",
             )
-        _check_amount_for_currency(priced.amount, invoice.currency, param=name("amount"))
-        planned.append((line, name, priced, None))
+        check_amount_for_currency(priced.amount, invoice.currency, param=name("amount"))
+        planned.append((line, _item_fields(line, name, ctx.now), priced, None))
     new_metadata = (
         _metadata(params["invoice_metadata"], invoice.metadata, param="invoice_metadata")
         if "invoice_metadata" in params
         else None
     )
     before = render_invoice(ctx.account, invoice)
-    for line, name, line_price, existing in planned:
+    for line, fields, line_price, existing in planned:
         if existing is not None:
             existing.invoice = invoice.id
+            existing.metadata = fields.metadata
             invoice.item_ids.append(existing.id)
-            if "metadata" in line:
-                existing.metadata = _metadata(
-                    line["metadata"], existing.metadata, param=name("metadata")
-                )
             continue
         assert line_price is not None
         item = _new_item(
             ctx,
             line,
-            name=name,
+            fields=fields,
             customer=invoice.customer,
             currency=invoice.currency,
             priced=line_price,
@@ -1091,7 +1130,7 @@ def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         invoice.metadata = new_metadata
     after = render_invoice(ctx.account, invoice)
     emit(ctx, "invoice.updated", after, _diff(before, after))
-    return render_invoice(ctx.account, invoice, expand=_expand(params, ("customer", "payments")))
+    return render_invoice(ctx.account, invoice, expand=expand)
 
 
 def _finalize(ctx: Ctx, invoice: InvoiceRec, auto_advance: bool | None) -> None:
@@ -1120,13 +1159,32 @@ def _finalize(ctx: Ctx, invoice: InvoiceRec, auto_advance: bool | None) -> None:
         emit(ctx, "invoice.paid", render_invoice(ctx.account, invoice))
 
 
+def advance_automatic_invoices(ctx: Ctx) -> None:
+    """What Stripe's scheduler would have done by now: finalize ``auto_advance`` drafts an hour
+    after creation and, for ``send_invoice``, send them. Runs before every API request, so the
+    effect shows up as soon as a test advances the clock.
+    """
+    due = [
+        invoice
+        for invoice in ctx.account.invoices.values()
+        if invoice.status == "draft"
+        and invoice.auto_advance
+        and not invoice.deleted
+        and invoice.created + AUTO_FINALIZE_DELAY <= ctx.now
+    ]
+    for invoice in sorted(due, key=lambda record: record.seq):
+        _finalize(ctx, invoice, None)
+        if invoice.collection_method == "send_invoice" and invoice.status == "open":
+            emit(ctx, "invoice.sent", render_invoice(ctx.account, invoice))
+
+
 def finalize_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     invoice = _invoice(ctx, invoice_id)
     if invoice.status != "draft":
         raise invoice_not_editable(
             "This invoice is already finalized, you can't re-finalize a non-draft invoice."
         )
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     _finalize(ctx, invoice, params.get("auto_advance"))
     return render_invoice(ctx.account, invoice, expand=expand)
 
@@ -1139,7 +1197,7 @@ def send_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         )
     if invoice.status == "void":
         raise invalid_request("You can't send a void invoice.")
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     if invoice.status == "draft":
         _finalize(ctx, invoice, None)
     emit(ctx, "invoice.sent", render_invoice(ctx.account, invoice))
@@ -1157,7 +1215,7 @@ def void_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                 f"{invoice.status}."
             )
         raise invalid_request(message)
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     before = render_invoice(ctx.account, invoice)
     invoice.status = "void"
     invoice.voided_at = ctx.now
@@ -1177,7 +1235,7 @@ def mark_uncollectible(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         raise invalid_request(
             f"You can only mark an open invoice as uncollectible; this invoice is {invoice.status}."
         )
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     before = render_invoice(ctx.account, invoice)
     invoice.status = "uncollectible"
     invoice.marked_uncollectible_at = ctx.now
@@ -1201,7 +1259,7 @@ TEST_PAYMENT_METHODS = {
 def pay_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     invoice = _invoice(ctx, invoice_id)
     _reject_unsupported(params, ("source", "mandate"))
-    expand = _expand(params, ("customer", "payments"))
+    expand = _expand(params, _INVOICE_EXPANDABLE)
     if invoice.status == "paid":
         raise invalid_request("Invoice is already paid")
     if invoice.status == "void":
@@ -1480,6 +1538,11 @@ def update_webhook_endpoint(ctx: Ctx, params: Params, endpoint_id: str) -> JSON:
     url = _check_url(params["url"]) if "url" in params else None
     if "enabled_events" in params and not params["enabled_events"]:
         raise parameter_missing("enabled_events")
+    metadata = (
+        _metadata(params["metadata"], endpoint.metadata, param="metadata")
+        if "metadata" in params
+        else endpoint.metadata
+    )
     if url is not None:
         endpoint.url = url
     if "enabled_events" in params:
@@ -1487,8 +1550,7 @@ def update_webhook_endpoint(ctx: Ctx, params: Params, endpoint_id: str) -> JSON:
     if "description" in params:
         value = params["description"]
         endpoint.description = None if value is UNSET else value
-    if "metadata" in params:
-        endpoint.metadata = _metadata(params["metadata"], endpoint.metadata, param="metadata")
+    endpoint.metadata = metadata
     if "disabled" in params:
         endpoint.status = "disabled" if params["disabled"] else "enabled"
     return render_webhook_endpoint(endpoint)

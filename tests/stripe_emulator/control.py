@@ -247,7 +247,7 @@ def _pay(server: EmulatorServer, invoice_id: str, options: dict[str, Any]) -> Re
                 f"The amount ({amount}) exceeds the amount remaining on the invoice ({available}).",
                 param="amount",
             )
-        api._check_amount_for_currency(amount, invoice.currency, param="amount")
+        api.check_amount_for_currency(amount, invoice.currency, param="amount")
         payment = api.apply_payment(
             ctx,
             invoice,

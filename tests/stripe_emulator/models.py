@@ -364,6 +364,9 @@ def amount_remaining(account: Account, invoice: InvoiceRec) -> int:
 
 
 LINES_EMBEDDED = 10
+# Stripe finalizes an auto_advance draft about an hour after creation (when no webhook is
+# pending); the emulator does it exactly one hour after, on the account's clock.
+AUTO_FINALIZE_DELAY = 3600
 
 
 def render_invoice(
@@ -409,7 +412,11 @@ def render_invoice(
             "provider": None,
             "status": None,
         },
-        "automatically_finalizes_at": None,
+        "automatically_finalizes_at": (
+            invoice.created + AUTO_FINALIZE_DELAY
+            if invoice.status == "draft" and invoice.auto_advance
+            else None
+        ),
         "billing_reason": "manual",
         "collection_method": invoice.collection_method,
         "confirmation_secret": None,

@@ -116,6 +116,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
+            self.close_connection = True  # the unread body would poison the connection
             raise invalid_request("Request body too large.", status=413)
         return self.rfile.read(length) if length else b""
 
@@ -162,6 +163,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             return
         except StripeError as exc:
             status, payload, headers = exc.status, _json(exc.body(request_id)), exc.headers
+        if status == 401:
+            headers = {"WWW-Authenticate": 'Basic realm="Stripe"', **headers}
         headers = {
             "Request-Id": request_id,
             "Stripe-Version": self.headers.get("Stripe-Version") or API_VERSION,
@@ -313,6 +316,15 @@ class RequestHandler(BaseHTTPRequestHandler):
                     idempotency_key=idempotency_key,
                     deliveries=deliveries,
                 )
+                automatic = api.Ctx(
+                    store=store,
+                    account=account,
+                    now=ctx.now,
+                    request_id=None,
+                    idempotency_key=None,
+                    deliveries=deliveries,
+                )
+                api.advance_automatic_invoices(automatic)
                 result = route.handler(ctx, params, **path_args)
             status, payload, headers = 200, _json(result), {}
         except StripeError as exc:

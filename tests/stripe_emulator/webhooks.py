@@ -53,7 +53,7 @@ class _Job:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, *, workers: int = 8) -> None:
+    def __init__(self, store: Store, *, workers: int = 16) -> None:
         self._store = store
         self._queue: list[_Job] = []
         self._cond = threading.Condition()

@@ -455,3 +455,59 @@ def test_payments_endpoint_refuses_what_the_invoice_does_not_accept(
     with pytest.raises(Exception, match="No such invoice"):
         stripe_emulator.pay_invoice("in_doesnotexist")
     assert client.v1.invoices.retrieve(invoice.id).amount_paid == 0
+
+
+def test_a_bad_expand_changes_nothing(
+    client: stripe.StripeClient, customer: stripe.Customer
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.invoices.create(params={"customer": customer.id, "expand": ["lines.nope"]})
+    assert client.v1.invoices.list().data == []
+    draft = client.v1.invoices.create(params={"customer": customer.id})
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.invoices.add_lines(draft.id, params={"lines": [{"amount": 5}], "expand": ["x"]})
+    assert client.v1.invoices.retrieve(draft.id).lines.data == []
+
+
+def test_due_date_can_replace_days_until_due_on_a_draft(
+    client: stripe.StripeClient, customer: stripe.Customer, stripe_emulator: EmulatorHandle
+) -> None:
+    draft = client.v1.invoices.create(
+        params={"customer": customer.id, "collection_method": "send_invoice", "days_until_due": 3}
+    )
+    due = int(stripe_emulator.now()) + 10 * 86400
+    updated = client.v1.invoices.update(draft.id, params={"due_date": due})
+    assert updated.due_date == due
+
+
+def test_a_bad_line_anywhere_adds_no_line(
+    client: stripe.StripeClient, customer: stripe.Customer
+) -> None:
+    draft = client.v1.invoices.create(params={"customer": customer.id})
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.invoices.add_lines(
+            draft.id,
+            params={
+                "lines": [
+                    {"amount": 100},
+                    {"amount": 200, "period": {"start": 20, "end": 10}},
+                ]
+            },
+        )
+    assert caught.value.param == "lines[1][period][end]"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.invoices.add_lines(
+            draft.id,
+            params={"lines": [{"amount": 100}, {"amount": 1, "metadata": {"k" * 41: "v"}}]},
+        )
+    assert client.v1.invoices.retrieve(draft.id).lines.data == []
+    assert client.v1.invoice_items.list().data == []
+
+
+def test_a_rejected_update_changes_nothing(client: stripe.StripeClient) -> None:
+    customer = client.v1.customers.create(params={"email": "before@example.com"})
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.customers.update(
+            customer.id, params={"email": "after@example.com", "metadata": {"k" * 41: "v"}}
+        )
+    assert client.v1.customers.retrieve(customer.id).email == "before@example.com"

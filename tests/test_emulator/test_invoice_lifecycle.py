@@ -313,3 +313,34 @@ def test_finalized_invoice_takes_no_lines(
     assert caught.value.code == "invoice_not_editable"
     assert "re-finalize" in str(caught.value.user_message)
     assert client.v1.invoices.retrieve(invoice.id).amount_due == 100
+
+
+def test_auto_advance_drafts_are_finalized_and_sent_an_hour_later(
+    client: stripe.StripeClient,
+    customer: stripe.Customer,
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+) -> None:
+    draft = client.v1.invoices.create(
+        params={
+            "customer": customer.id,
+            "collection_method": "send_invoice",
+            "days_until_due": 10,
+            "auto_advance": True,
+        }
+    )
+    client.v1.invoices.add_lines(draft.id, params={"lines": [{"amount": 900}]})
+    assert draft.automatically_finalizes_at == draft.created + 3600
+    manual = client.v1.invoices.create(params={"customer": customer.id})
+    stripe_emulator.advance_clock(3599, secret_key=stripe_secret_key)
+    assert client.v1.invoices.retrieve(draft.id).status == "draft"
+    stripe_emulator.advance_clock(1, secret_key=stripe_secret_key)
+    finalized = client.v1.invoices.retrieve(draft.id)
+    assert finalized.status == "open"
+    assert finalized.automatically_finalizes_at is None
+    assert client.v1.invoices.retrieve(manual.id).status == "draft"
+    types = _event_types(client)
+    assert types[-2:] == ["invoice.finalized", "invoice.sent"]
+    finalized_event = client.v1.events.list(params={"type": "invoice.finalized"}).data[0]
+    assert finalized_event.request is not None
+    assert finalized_event.request.id is None  # done by Stripe, not by an API request
