@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import urllib.parse
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
