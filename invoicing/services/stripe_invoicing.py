@@ -881,6 +881,17 @@ def find_purchase_order_for_invoice(
     Raises:
         EventRejected: the invoice belongs to a PO of *another* conference.
     """
+    claimed = (metadata or {}).get("conference")
+    if claimed is not None and claimed != conference.slug:
+        logger.warning(
+            "conference %s: refused invoice %s issued for conference %s",
+            conference.slug,
+            invoice_id,
+            claimed,
+        )
+        raise EventRejected(
+            f"Invoice {invoice_id} was issued for conference {claimed!r}, not {conference.slug!r}."
+        )
     pos = PurchaseOrder.objects.select_related("conference")
     po = pos.filter(conference=conference, stripe_invoice_id=invoice_id).first()
     if po is None:
@@ -915,6 +926,23 @@ def find_purchase_order_for_invoice(
             f"Invoice {invoice_id} does not belong to conference {conference.slug!r}."
         )
     return None
+
+
+def reconcile_invoice(
+    *, conference: Conference, invoice: InvoiceLike, source: str = "reconcile"
+) -> EventOutcome:
+    """Apply an invoice read from ``conference``'s account (list page, retrieve) to its PO.
+
+    For reconciliation: ``IGNORED`` when the invoice is not one of this conference's POs.
+    """
+    snapshot = _as_snapshot(invoice)
+    po = find_purchase_order_for_invoice(
+        conference=conference, invoice_id=snapshot.id, metadata=snapshot.metadata
+    )
+    if po is None:
+        return EventOutcome.IGNORED
+    apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source=source)
+    return EventOutcome.HANDLED
 
 
 def _event_payment_date(event: Mapping[str, object]) -> datetime.date | None:

@@ -454,3 +454,26 @@ def test_secrets_never_reach_the_logs(
     assert stripe_secret_key not in caplog.text
     assert stripe_secret_key[-12:] not in caplog.text
     assert stripe_conference.stripe_webhook_secret not in caplog.text
+
+
+@pytest.mark.django_db
+def test_reconcile_invoice_from_a_list_page(
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    invoiced_po: PurchaseOrder,
+    make_conference: MakeConference,
+) -> None:
+    stripe_emulator.pay_invoice(invoiced_po.stripe_invoice_id, amount=70000)
+    client = stripe_emulator.client(stripe_secret_key)
+    page = client.v1.invoices.list({"status": "open", "limit": 100})
+    outcomes = [
+        stripe_invoicing.reconcile_invoice(conference=invoiced_po.conference, invoice=invoice)
+        for invoice in page.auto_paging_iter()
+    ]
+    assert outcomes == [EventOutcome.HANDLED]
+    assert stripe_ledger(invoiced_po) == Decimal("700.00")
+    # The same page, read at another conference's door, is refused.
+    other = make_conference(secret_key=stripe_emulator.new_secret_key())
+    with pytest.raises(EventRejected):
+        stripe_invoicing.reconcile_invoice(conference=other, invoice=page.data[0])
+    assert stripe_ledger(invoiced_po) == Decimal("700.00")
