@@ -1,0 +1,479 @@
+"""Purchase orders and their ledger: create, approve, cancel, record payments, derive the status.
+
+One function owns each transition. Everything that changes a PO's money or status takes the PO's
+row lock (``SELECT ... FOR UPDATE``) inside a transaction, so concurrent webhooks, syncs and staff
+actions serialize on PostgreSQL instead of racing. No function here talks to Stripe; the Stripe
+halves of cancelling and re-issuing live in :mod:`invoicing.services.stripe_invoicing`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from invoicing import money
+from invoicing.models import (
+    MONEY_DECIMAL_PLACES,
+    MONEY_MAX_DIGITS,
+    ZERO,
+    Conference,
+    PurchaseOrder,
+    PurchaseOrderLineItem,
+    PurchaseOrderPayment,
+)
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+
+Status = PurchaseOrder.Status
+Method = PurchaseOrderPayment.Method
+
+# Largest value a money column holds (max_digits=14, decimal_places=3).
+_MONEY_LIMIT = Decimal(10) ** (MONEY_MAX_DIGITS - MONEY_DECIMAL_PLACES)
+
+
+class InvalidPurchaseOrder(ValueError):
+    """The PO input is invalid; nothing was saved. The message lists every problem."""
+
+
+class InvalidTransition(ValueError):
+    """The PO is not in a state that allows this action."""
+
+
+class InvalidPayment(ValueError):
+    """The payment cannot be recorded; nothing was saved."""
+
+
+@dataclass(frozen=True)
+class LineItemInput:
+    """One line of a new purchase order."""
+
+    description: str
+    quantity: int
+    unit_price: Decimal
+
+
+def lock_purchase_order(purchase_order: PurchaseOrder) -> PurchaseOrder:
+    """Reload the PO with its row lock held until the surrounding transaction ends."""
+    return PurchaseOrder.objects.select_for_update().get(pk=purchase_order.pk)
+
+
+def _line_problems(lines: Sequence[LineItemInput], currency: str) -> list[str]:
+    problems: list[str] = []
+    if not lines:
+        return ["A purchase order needs at least one line."]
+    total = ZERO
+    for number, line in enumerate(lines, start=1):
+        where = f"Line {number}"
+        description = line.description.strip() if isinstance(line.description, str) else ""
+        if not description:
+            problems.append(f"{where}: the description is empty.")
+        elif len(description) > 250:
+            problems.append(f"{where}: the description is longer than 250 characters.")
+        quantity_ok = isinstance(line.quantity, int) and not isinstance(line.quantity, bool)
+        if not quantity_ok or line.quantity < 1:
+            problems.append(f"{where}: the quantity must be a whole number of at least 1.")
+        if not isinstance(line.unit_price, Decimal) or not line.unit_price.is_finite():
+            problems.append(f"{where}: the unit price must be a Decimal amount.")
+            continue
+        if line.unit_price < 0:
+            problems.append(f"{where}: the unit price is negative.")
+            continue
+        try:
+            money.to_minor_units(line.unit_price, currency)
+        except money.AmountNotRepresentable as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if quantity_ok and line.quantity >= 1:
+            total += line.unit_price * line.quantity
+    if not problems:
+        if total <= 0:
+            problems.append("The purchase order's total must be greater than zero.")
+        elif total >= _MONEY_LIMIT:
+            problems.append(f"The total {money.format_amount(total, currency)} is too large.")
+    return problems
+
+
+def create_purchase_order(
+    *,
+    conference: Conference,
+    reference: str,
+    organization_name: str,
+    contact_email: str,
+    lines: Sequence[LineItemInput],
+    contact_name: str = "",
+    currency: str | None = None,
+    notes: str = "",
+) -> PurchaseOrder:
+    """Create a draft PO with its lines, or raise :class:`InvalidPurchaseOrder` saving nothing.
+
+    Every unit price must be exactly chargeable in the PO's currency (README: Money), so a PO that
+    could never be invoiced is refused now rather than after approval.
+    """
+    problems: list[str] = []
+    reference = reference.strip()
+    organization_name = organization_name.strip()
+    contact_email = contact_email.strip()
+    if not conference.is_active:
+        problems.append(f"Conference {conference.slug!r} is not active.")
+    if not reference:
+        problems.append("The reference is empty.")
+    elif len(reference) > 64:
+        problems.append("The reference is longer than 64 characters.")
+    if not organization_name:
+        problems.append("The organization name is empty.")
+    try:
+        validate_email(contact_email)
+    except ValidationError:
+        problems.append(f"{contact_email!r} is not a valid email address.")
+    try:
+        code = money.normalize_currency(currency if currency is not None else conference.currency)
+    except ValueError as exc:
+        raise InvalidPurchaseOrder(str(exc)) from None
+    problems.extend(_line_problems(lines, code))
+    if problems:
+        raise InvalidPurchaseOrder(" ".join(problems))
+
+    try:
+        with transaction.atomic():
+            purchase_order = PurchaseOrder.objects.create(
+                conference=conference,
+                reference=reference,
+                organization_name=organization_name,
+                contact_name=contact_name.strip(),
+                contact_email=contact_email,
+                currency=code,
+                notes=notes,
+            )
+            PurchaseOrderLineItem.objects.bulk_create(
+                PurchaseOrderLineItem(
+                    purchase_order=purchase_order,
+                    position=position,
+                    description=line.description.strip(),
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
+                )
+                for position, line in enumerate(lines, start=1)
+            )
+    except IntegrityError:
+        if PurchaseOrder.objects.filter(conference=conference, reference=reference).exists():
+            raise InvalidPurchaseOrder(
+                f"Conference {conference.slug!r} already has a purchase order {reference!r}."
+            ) from None
+        raise
+    logger.info(
+        "po %s: created (draft) for conference %s, total %s",
+        purchase_order.reference,
+        conference.slug,
+        money.format_amount(purchase_order.total, code),
+    )
+    return purchase_order
+
+
+def approve_purchase_order(
+    purchase_order: PurchaseOrder, *, approved_by: User | None = None
+) -> PurchaseOrder:
+    """Approve a draft PO: the step after which the invoice is created without further clicks.
+
+    Refused when the conference has no Stripe key: the invoice could not be created, and the person
+    approving is the one who can fix that.
+    """
+    with transaction.atomic():
+        locked = lock_purchase_order(purchase_order)
+        if locked.status != Status.DRAFT:
+            raise InvalidTransition(
+                f"PO {locked.reference} is {locked.status}; only a draft can be approved."
+            )
+        if not locked.conference.has_stripe_key:
+            raise InvalidTransition(
+                f"Conference {locked.conference.slug!r} has no Stripe secret key; "
+                f"add it before approving PO {locked.reference}."
+            )
+        problems = _line_problems(
+            [
+                LineItemInput(line.description, line.quantity, line.unit_price)
+                for line in locked.line_items.all()
+            ],
+            locked.currency,
+        )
+        if problems:
+            raise InvalidPurchaseOrder(" ".join(problems))
+        locked.status = Status.APPROVED
+        locked.approved_at = timezone.now()
+        locked.approved_by = approved_by
+        locked.save(update_fields=["status", "approved_at", "approved_by", "updated_at"])
+    logger.info("po %s: approved", locked.reference)
+    return locked
+
+
+def cancel_purchase_order(
+    purchase_order: PurchaseOrder,
+    *,
+    cancelled_by: User | None = None,
+    reason: str = "",
+) -> PurchaseOrder:
+    """Cancel a PO that has no payable Stripe invoice.
+
+    A PO whose invoice may still be paid (draft, open or uncollectible at Stripe) must be cancelled
+    through :func:`invoicing.services.stripe_invoicing.cancel_invoiced_purchase_order`, which
+    voids the invoice first: we never consider a PO cancelled while its invoice can take money.
+    Cancelling twice is a no-op. Payments already recorded stay in the ledger.
+    """
+    with transaction.atomic():
+        locked = lock_purchase_order(purchase_order)
+        if locked.status == Status.CANCELLED:
+            return locked
+        if locked.stripe_invoice_id and locked.stripe_invoice_status not in {"void", "deleted"}:
+            raise InvalidTransition(
+                f"PO {locked.reference} has Stripe invoice {locked.stripe_invoice_id} "
+                f"({locked.stripe_invoice_status or 'status unknown'}); cancel it with "
+                "stripe_invoicing.cancel_invoiced_purchase_order, which voids the invoice first."
+            )
+        mark_cancelled(locked, cancelled_by=cancelled_by, reason=reason)
+    return locked
+
+
+def mark_cancelled(
+    locked: PurchaseOrder,
+    *,
+    cancelled_by: User | None = None,
+    reason: str = "",
+) -> None:
+    """Set the cancelled state on a PO whose row lock the caller holds (internal)."""
+    if locked.status in {Status.PAID, Status.OVERPAID}:
+        raise InvalidTransition(
+            f"PO {locked.reference} is {locked.status}; refund the payments before cancelling."
+        )
+    locked.status = Status.CANCELLED
+    locked.cancelled_at = timezone.now()
+    locked.cancelled_by = cancelled_by
+    locked.cancellation_reason = reason
+    locked.save(
+        update_fields=[
+            "status",
+            "cancelled_at",
+            "cancelled_by",
+            "cancellation_reason",
+            "updated_at",
+        ]
+    )
+    logger.info(
+        "po %s: cancelled (invoice %s)", locked.reference, locked.stripe_invoice_id or "none"
+    )
+
+
+def stripe_paid_total(purchase_order: PurchaseOrder, *, stripe_invoice_id: str) -> Decimal:
+    """Sum of the ``stripe`` ledger rows for one invoice; wire and check rows never count here."""
+    result: Decimal = PurchaseOrderPayment.objects.filter(
+        purchase_order=purchase_order,
+        method=Method.STRIPE,
+        stripe_invoice_id=stripe_invoice_id,
+    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+    return result
+
+
+def record_payment(
+    purchase_order: PurchaseOrder,
+    *,
+    amount: Decimal,
+    method: str,
+    reference: str = "",
+    payment_date: datetime.date,
+    note: str = "",
+    created_by: User | None = None,
+    stripe_invoice_id: str = "",
+    stripe_amount_paid_after: int | None = None,
+    source: str = "",
+) -> PurchaseOrderPayment:
+    """Add one payment to the ledger and re-derive the PO's status, under the PO's row lock.
+
+    Manual payments (wire, check, other) need an approved, not cancelled PO. A ``stripe`` payment is
+    recorded whatever the PO's state: the money really moved at Stripe, and a ledger that forgot it
+    would no longer equal Stripe (a payment on a cancelled PO is logged as needing a refund).
+    ``stripe`` rows are written by the invoice-snapshot code in ``stripe_invoicing``, which passes
+    the invoice id and its ``amount_paid`` after the payment (minor units); the database refuses a
+    second row for the same pair. ``source`` (e.g. the event id) only goes to the log line.
+    """
+    if method not in Method.values:
+        raise InvalidPayment(f"Unknown payment method {method!r}; use one of {Method.values}.")
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise InvalidPayment(f"The amount must be a Decimal, not {amount!r}.")
+    if amount <= 0:
+        raise InvalidPayment(f"The amount must be greater than zero, not {amount}.")
+    if not isinstance(payment_date, datetime.date):
+        raise InvalidPayment(f"The payment date must be a date, not {payment_date!r}.")
+    is_stripe = method == Method.STRIPE
+    if is_stripe and (not stripe_invoice_id or not stripe_amount_paid_after):
+        raise InvalidPayment(
+            "A Stripe payment needs stripe_invoice_id and stripe_amount_paid_after."
+        )
+    if not is_stripe and (stripe_invoice_id or stripe_amount_paid_after is not None):
+        raise InvalidPayment("Only a Stripe payment carries Stripe invoice data.")
+
+    with transaction.atomic():
+        locked = lock_purchase_order(purchase_order)
+        try:
+            money.to_minor_units(amount, locked.currency)
+        except money.AmountNotRepresentable as exc:
+            raise InvalidPayment(str(exc)) from None
+        if not is_stripe and locked.status == Status.CANCELLED:
+            raise InvalidPayment(f"PO {locked.reference} is cancelled; it takes no payments.")
+        if not is_stripe and locked.status == Status.DRAFT:
+            raise InvalidPayment(f"PO {locked.reference} is a draft; approve it first.")
+        try:
+            with transaction.atomic():
+                payment = PurchaseOrderPayment.objects.create(
+                    purchase_order=locked,
+                    amount=amount,
+                    method=method,
+                    reference=reference,
+                    payment_date=payment_date,
+                    note=note,
+                    created_by=created_by,
+                    stripe_invoice_id=stripe_invoice_id,
+                    stripe_amount_paid_after=stripe_amount_paid_after,
+                )
+        except IntegrityError:
+            if is_stripe:
+                raise InvalidPayment(
+                    f"Stripe payment up to {stripe_amount_paid_after} on invoice "
+                    f"{stripe_invoice_id} is already recorded."
+                ) from None
+            raise
+        log = logger.warning if locked.status == Status.CANCELLED else logger.info
+        log(
+            "po %s: recorded %s payment of %s (invoice %s, reference %r%s)%s",
+            locked.reference,
+            method,
+            money.format_amount(amount, locked.currency),
+            stripe_invoice_id or "-",
+            reference,
+            f", via {source}" if source else "",
+            " on a CANCELLED purchase order: refund needed"
+            if is_stripe and (locked.status == Status.CANCELLED)
+            else "",
+        )
+        update_po_status(locked)
+    purchase_order.status = locked.status
+    return payment
+
+
+def derive_status(purchase_order: PurchaseOrder) -> str:
+    """The status the ledger and the mirrored invoice imply (pure read, no lock)."""
+    current = purchase_order.status
+    if current in {Status.DRAFT, Status.CANCELLED}:
+        return current
+    total = purchase_order.total
+    received = purchase_order.amount_received
+    invoice_status = purchase_order.stripe_invoice_status
+    if received > 0 and received == total:
+        return Status.PAID
+    if received > total:
+        return Status.OVERPAID
+    if purchase_order.stripe_invoice_id and invoice_status in {"void", "deleted"}:
+        return Status.INVOICE_VOIDED
+    if purchase_order.stripe_invoice_id and invoice_status == "uncollectible":
+        return Status.INVOICE_UNCOLLECTIBLE
+    if received > 0:
+        return Status.PARTIALLY_PAID
+    if purchase_order.has_complete_invoice:
+        return Status.INVOICED
+    return Status.APPROVED
+
+
+def update_po_status(purchase_order: PurchaseOrder) -> str:
+    """Derive paid / partially_paid / overpaid / ... from the ledger: the one place that does.
+
+    Takes the row lock itself when the caller does not already hold it (re-locking a row the
+    transaction holds is free). Returns the status now stored.
+    """
+    with transaction.atomic():
+        locked = lock_purchase_order(purchase_order)
+        new_status = derive_status(locked)
+        if new_status != locked.status:
+            previous = locked.status
+            locked.status = new_status
+            locked.save(update_fields=["status", "updated_at"])
+            logger.info(
+                "po %s: status %s -> %s (invoice %s, received %s of %s)",
+                locked.reference,
+                previous,
+                new_status,
+                locked.stripe_invoice_id or "-",
+                locked.amount_received,
+                locked.total,
+            )
+    purchase_order.status = new_status
+    return new_status
+
+
+def prepare_reissue(
+    purchase_order: PurchaseOrder, *, reissued_by: User | None = None
+) -> PurchaseOrder:
+    """Start a new invoice generation for a PO whose invoice was voided (internal).
+
+    The old invoice's payments stay in the ledger under its id. The new invoice asks only for what
+    is still owed: it carries the PO's lines plus one credit line for everything already received
+    (all methods, all earlier invoices), frozen here in ``invoice_credit`` so the creation
+    parameters stay deterministic under their idempotency keys. Call
+    :func:`invoicing.services.stripe_invoicing.reissue_stripe_invoice`, which voids an
+    uncollectible invoice at Stripe first and then creates the new one.
+    """
+    with transaction.atomic():
+        locked = lock_purchase_order(purchase_order)
+        if locked.status != Status.INVOICE_VOIDED or locked.stripe_invoice_status not in {
+            "void",
+            "deleted",
+        }:
+            raise InvalidTransition(
+                f"PO {locked.reference} is {locked.status} (invoice "
+                f"{locked.stripe_invoice_status or 'none'}); only a PO whose invoice is void "
+                "can be re-issued."
+            )
+        received = locked.amount_received
+        if received >= locked.total:
+            raise InvalidTransition(
+                f"PO {locked.reference} has received {received} of {locked.total}; "
+                "nothing is left to invoice."
+            )
+        previous_invoice = locked.stripe_invoice_id
+        locked.generation += 1
+        locked.key_epoch = 0
+        locked.invoice_credit = received
+        locked.stripe_invoice_id = ""
+        locked.stripe_invoice_url = ""
+        locked.stripe_invoice_number = ""
+        locked.stripe_invoice_status = ""
+        locked.stripe_amount_due = None
+        locked.stripe_amount_paid = None
+        locked.stripe_amount_remaining = None
+        locked.invoice_create_started_at = None
+        locked.invoice_created_at = None
+        locked.invoice_lines_added_at = None
+        locked.invoice_finalized_at = None
+        locked.invoice_sent_at = None
+        locked.status = Status.APPROVED
+        locked.save()
+        logger.info(
+            "po %s: re-issue started, generation %s replaces invoice %s (credit %s) by %s",
+            locked.reference,
+            locked.generation,
+            previous_invoice,
+            money.format_amount(received, locked.currency),
+            getattr(reissued_by, "pk", None),
+        )
+        update_po_status(locked)
+    return locked

@@ -1,0 +1,1178 @@
+"""Stripe invoices for purchase orders: create, sync, and every invoice event, exactly once.
+
+Creation (:func:`create_stripe_invoice`) runs as a sequence of steps, each a Stripe write with an
+idempotency key ``po-<uid>-g<generation>-<step>`` and each result stored in its own short
+transaction as soon as Stripe returns it::
+
+    customer (ours first, then Stripe's) -> invoice created -> lines added -> finalized -> sent
+
+A rerun resumes from what is stored. Within 24 h the keys make every repeated write return the
+first result; after a crash that left no invoice id on the PO for longer than that, the invoice is
+found again by listing the customer's invoices and matching our metadata (PO uid + generation),
+and lines are only added after a retrieve shows the invoice has none. Stripe also stores a 5xx
+under its key and replays it for 24 h: after one, the step is checked at Stripe (retrieve or
+list) and, if it did not happen, the PO's ``key_epoch`` moves so the next run uses a fresh key.
+The fresh path costs five calls (customer, invoice, one ``add_lines`` with every line, finalize,
+send); a known customer saves one.
+
+Payments reach the ledger only through :func:`apply_invoice_snapshot`: under the PO's row lock it
+records ``amount_paid`` minus the Stripe payments already recorded *for that invoice*, so stale,
+duplicated, reordered or concurrent snapshots (webhooks, retrieves, list pages, events) can never
+record a payment twice or hide one behind a wire transfer.
+
+Isolation: every call uses the PO's conference's client; event handlers take the conference the
+event arrived for and refuse a payload that names another conference's invoice, carries the wrong
+``livemode`` or another currency.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import stripe
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from invoicing import money
+from invoicing.models import (
+    ZERO,
+    Conference,
+    PurchaseOrder,
+    PurchaseOrderPayment,
+    StripeCustomer,
+    StripeEvent,
+    validate_payment_method_types,
+)
+from invoicing.services import purchase_orders
+from invoicing.services.stripe_client import StripeKeyMissing, build_stripe_client
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from stripe.params import InvoiceAddLinesParamsLine, InvoiceCreateParams
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+Status = PurchaseOrder.Status
+
+# Stripe keeps idempotency keys for at least 24 h; past this age we stop relying on them.
+IDEMPOTENCY_KEY_SAFE_AGE: Final = datetime.timedelta(hours=23)
+
+# Order in which an invoice's status can move; a snapshot never moves the mirror backwards.
+_STATUS_RANK: Final = {
+    "draft": 0,
+    "open": 1,
+    "uncollectible": 2,
+    "paid": 3,
+    "void": 3,
+    "deleted": 4,
+}
+
+# Invoice events whose ``data.object`` is the invoice itself.
+INVOICE_SNAPSHOT_EVENTS: Final = frozenset(
+    {
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "invoice.payment_failed",
+        "invoice.voided",
+        "invoice.marked_uncollectible",
+        "invoice.finalized",
+        "invoice.sent",
+        "invoice.updated",
+        "invoice.deleted",
+    }
+)
+INVOICE_PAYMENT_EVENTS: Final = frozenset({"invoice_payment.paid"})
+HANDLED_EVENT_TYPES: Final = INVOICE_SNAPSHOT_EVENTS | INVOICE_PAYMENT_EVENTS
+
+
+class InvoiceAlreadyAttached(ValueError):
+    """The PO already has a complete Stripe invoice; re-issue instead of creating another."""
+
+
+class PurchaseOrderNotInvoiceable(ValueError):
+    """The PO is not in a state that can be invoiced (draft, cancelled, paid...)."""
+
+
+class InvoiceMismatch(ValueError):
+    """Stripe's invoice does not match the PO (edited at Stripe, or not ours)."""
+
+
+class EventRejected(ValueError):
+    """An event payload must not be applied: wrong conference, livemode or currency, malformed.
+
+    Permanent: retrying cannot help. The dispatcher should park the event as failed, visibly.
+    """
+
+
+class EventOutcome(enum.StrEnum):
+    """What an event handler did with an event."""
+
+    HANDLED = "handled"
+    IGNORED = "ignored"
+
+
+# --- Snapshots -----------------------------------------------------------------------------------
+
+
+def _require_str(data: Mapping[str, object], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise EventRejected(f"Invoice payload: {key!r} is missing or not a string.")
+    return value
+
+
+def _require_int(data: Mapping[str, object], key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EventRejected(f"Invoice payload: {key!r} is missing or not an integer.")
+    return value
+
+
+def _optional_str(data: Mapping[str, object], key: str) -> str:
+    value = data.get(key)
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True)
+class InvoiceSnapshot:
+    """What we read from one view of a Stripe invoice (amounts in minor units, as Stripe sends)."""
+
+    id: str
+    status: str
+    currency: str
+    livemode: bool
+    amount_due: int
+    amount_paid: int
+    amount_remaining: int
+    amount_paid_off_stripe: int = 0
+    number: str = ""
+    hosted_invoice_url: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, object]) -> InvoiceSnapshot:
+        """Parse an invoice as Stripe serializes it (webhook ``data.object``, ``to_dict()``)."""
+        if data.get("object") not in (None, "invoice"):
+            raise EventRejected(f"Expected an invoice, got a {data.get('object')!r}.")
+        invoice_id = _require_str(data, "id")
+        if data.get("deleted") is True:
+            return cls(
+                id=invoice_id,
+                status="deleted",
+                currency="",
+                livemode=bool(data.get("livemode", False)),
+                amount_due=0,
+                amount_paid=0,
+                amount_remaining=0,
+            )
+        livemode = data.get("livemode")
+        if not isinstance(livemode, bool):
+            raise EventRejected("Invoice payload: 'livemode' is missing.")
+        raw_metadata = data.get("metadata")
+        metadata = (
+            {str(k): str(v) for k, v in raw_metadata.items()}
+            if isinstance(raw_metadata, Mapping)
+            else {}
+        )
+        off_stripe = data.get("amount_paid_off_stripe")
+        return cls(
+            id=invoice_id,
+            status=_require_str(data, "status"),
+            currency=_require_str(data, "currency").lower(),
+            livemode=livemode,
+            amount_due=_require_int(data, "amount_due"),
+            amount_paid=_require_int(data, "amount_paid"),
+            amount_remaining=_require_int(data, "amount_remaining"),
+            amount_paid_off_stripe=(
+                off_stripe
+                if isinstance(off_stripe, int) and not isinstance(off_stripe, bool)
+                else 0
+            ),
+            number=_optional_str(data, "number"),
+            hosted_invoice_url=_optional_str(data, "hosted_invoice_url"),
+            metadata=metadata,
+        )
+
+    @classmethod
+    def from_invoice(cls, invoice: stripe.Invoice) -> InvoiceSnapshot:
+        """Parse an invoice stripe-python returned."""
+        return cls.from_payload(invoice.to_dict())
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return (_STATUS_RANK.get(self.status, 0), self.amount_paid)
+
+
+InvoiceLike = InvoiceSnapshot | stripe.Invoice | Mapping[str, object]
+
+
+def _as_snapshot(invoice: InvoiceLike) -> InvoiceSnapshot:
+    if isinstance(invoice, InvoiceSnapshot):
+        return invoice
+    if isinstance(invoice, stripe.StripeObject):
+        return InvoiceSnapshot.from_payload(invoice.to_dict())
+    return InvoiceSnapshot.from_payload(invoice)
+
+
+# --- The ledger ----------------------------------------------------------------------------------
+
+
+def _snapshot_belongs_to(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> bool:
+    if snapshot.id == locked.stripe_invoice_id:
+        return True
+    if snapshot.metadata.get("po_uid") == str(locked.uid):
+        return True
+    return PurchaseOrderPayment.objects.filter(
+        purchase_order=locked, stripe_invoice_id=snapshot.id
+    ).exists()
+
+
+def _check_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> None:
+    conference = locked.conference
+    if not _snapshot_belongs_to(locked, snapshot):
+        raise EventRejected(
+            f"Invoice {snapshot.id} does not belong to PO {locked.reference} "
+            f"of conference {conference.slug!r}."
+        )
+    claimed_conference = snapshot.metadata.get("conference")
+    if claimed_conference is not None and claimed_conference != conference.slug:
+        raise EventRejected(
+            f"Invoice {snapshot.id} was issued for conference {claimed_conference!r}, "
+            f"not {conference.slug!r}; refused."
+        )
+    if snapshot.status == "deleted":
+        return
+    if snapshot.currency != locked.currency:
+        raise EventRejected(
+            f"Invoice {snapshot.id} is in {snapshot.currency!r}, PO {locked.reference} in "
+            f"{locked.currency!r}; refused."
+        )
+    expected_livemode = conference.stripe_livemode
+    if expected_livemode is not None and snapshot.livemode != expected_livemode:
+        raise EventRejected(
+            f"Invoice {snapshot.id} has livemode={snapshot.livemode}, but conference "
+            f"{conference.slug!r} uses a {'live' if expected_livemode else 'test'} key; refused."
+        )
+
+
+def _mirror_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> list[str]:
+    """Copy the current invoice's status and amounts onto the PO, never moving backwards."""
+    changed: list[str] = []
+    if snapshot.number and locked.stripe_invoice_number != snapshot.number:
+        locked.stripe_invoice_number = snapshot.number
+        changed.append("stripe_invoice_number")
+    if snapshot.hosted_invoice_url and locked.stripe_invoice_url != snapshot.hosted_invoice_url:
+        locked.stripe_invoice_url = snapshot.hosted_invoice_url
+        changed.append("stripe_invoice_url")
+    current_paid = (
+        money.to_minor_units(locked.stripe_amount_paid, locked.currency)
+        if locked.stripe_amount_paid is not None
+        else -1
+    )
+    current_rank = (_STATUS_RANK.get(locked.stripe_invoice_status, -1), current_paid)
+    if snapshot.rank < current_rank:
+        return changed
+    if snapshot.status == "deleted":
+        locked.stripe_invoice_status = "deleted"
+        return [*changed, "stripe_invoice_status"]
+    locked.stripe_invoice_status = snapshot.status
+    locked.stripe_amount_due = money.from_minor_units(snapshot.amount_due, locked.currency)
+    locked.stripe_amount_paid = money.from_minor_units(snapshot.amount_paid, locked.currency)
+    locked.stripe_amount_remaining = money.from_minor_units(
+        snapshot.amount_remaining, locked.currency
+    )
+    if snapshot.status != "draft" and locked.invoice_finalized_at is None:
+        locked.invoice_finalized_at = timezone.now()
+        changed.append("invoice_finalized_at")
+    return [
+        *changed,
+        "stripe_invoice_status",
+        "stripe_amount_due",
+        "stripe_amount_paid",
+        "stripe_amount_remaining",
+    ]
+
+
+def _apply_locked(
+    locked: PurchaseOrder,
+    snapshot: InvoiceSnapshot,
+    *,
+    source: str,
+    event_id: str = "",
+    payment_date: datetime.date | None = None,
+    extra_fields: tuple[str, ...] = (),
+) -> Decimal:
+    """Apply a snapshot to a PO whose row lock the caller holds. Returns the amount recorded."""
+    _check_snapshot(locked, snapshot)
+    is_current = snapshot.id == locked.stripe_invoice_id
+    previous_status = locked.stripe_invoice_status
+    changed = list(extra_fields)
+    if is_current:
+        changed += _mirror_snapshot(locked, snapshot)
+    if changed:
+        locked.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
+    if is_current and locked.stripe_invoice_status != previous_status:
+        logger.info(
+            "po %s: invoice %s is %s (was %s; %s%s)",
+            locked.reference,
+            snapshot.id,
+            locked.stripe_invoice_status,
+            previous_status or "unknown",
+            source,
+            f", event {event_id}" if event_id else "",
+        )
+
+    recorded = ZERO
+    if snapshot.status != "deleted":
+        paid = money.from_minor_units(snapshot.amount_paid, locked.currency)
+        already = purchase_orders.stripe_paid_total(locked, stripe_invoice_id=snapshot.id)
+        delta = paid - already
+        if delta > 0:
+            seen_via = f"{source}, event {event_id}" if event_id else source
+            off_stripe = (
+                " Includes "
+                + money.format_amount(
+                    money.from_minor_units(snapshot.amount_paid_off_stripe, locked.currency),
+                    locked.currency,
+                )
+                + " marked paid outside Stripe."
+                if snapshot.amount_paid_off_stripe
+                else ""
+            )
+            purchase_orders.record_payment(
+                locked,
+                amount=delta,
+                method=PurchaseOrderPayment.Method.STRIPE,
+                reference=snapshot.number or snapshot.id,
+                payment_date=payment_date or timezone.localdate(),
+                note=(
+                    f"Stripe invoice {snapshot.id}: amount paid {already} -> {paid} "
+                    f"(seen via {seen_via}).{off_stripe}"
+                ),
+                stripe_invoice_id=snapshot.id,
+                stripe_amount_paid_after=snapshot.amount_paid,
+                source=seen_via,
+            )
+            recorded = delta
+        elif delta < 0:
+            # Out of order: an older view of the invoice; the ledger already holds more.
+            logger.debug(
+                "po %s: stale snapshot of invoice %s (paid %s < recorded %s) via %s",
+                locked.reference,
+                snapshot.id,
+                paid,
+                already,
+                source,
+            )
+    purchase_orders.update_po_status(locked)
+    return recorded
+
+
+def apply_invoice_snapshot(
+    *,
+    purchase_order: PurchaseOrder,
+    invoice: InvoiceLike,
+    source: str,
+    event_id: str = "",
+    payment_date: datetime.date | None = None,
+) -> Decimal:
+    """Bring one view of a Stripe invoice into the PO: mirror it and record any new payment.
+
+    The single entry point for sync, every webhook handler and reconciliation. Safe to call with
+    stale, duplicated, out-of-order or concurrent snapshots: under the PO's row lock it records
+    ``amount_paid - (Stripe payments already recorded for this invoice)`` when positive, and the
+    database's unique ``(stripe_invoice_id, stripe_amount_paid_after)`` backs that up.
+
+    Returns:
+        The amount newly recorded (``0`` when the snapshot brought nothing new).
+
+    Raises:
+        EventRejected: the invoice is not this PO's, or its currency/livemode do not match.
+    """
+    snapshot = _as_snapshot(invoice)
+    with transaction.atomic():
+        locked = purchase_orders.lock_purchase_order(purchase_order)
+        recorded = _apply_locked(
+            locked, snapshot, source=source, event_id=event_id, payment_date=payment_date
+        )
+    purchase_order.refresh_from_db()
+    return recorded
+
+
+# --- Creation ------------------------------------------------------------------------------------
+
+
+def _load(purchase_order: PurchaseOrder) -> PurchaseOrder:
+    return PurchaseOrder.objects.select_related("conference", "stripe_customer").get(
+        pk=purchase_order.pk
+    )
+
+
+def _invoice_metadata(po: PurchaseOrder) -> dict[str, str]:
+    return {
+        "po_id": str(po.pk),
+        "po_uid": str(po.uid),
+        "po_reference": po.reference,
+        "conference": po.conference.slug,
+        "generation": str(po.generation),
+    }
+
+
+def build_invoice_lines(po: PurchaseOrder) -> tuple[list[InvoiceAddLinesParamsLine], int]:
+    """The ``add_lines`` lines for the PO and the subtotal they add up to (minor units).
+
+    Each PO line becomes ``quantity`` x ``price_data.unit_amount`` so the hosted page shows the
+    quantity and the unit price. A re-issued invoice ends with one negative line for the money
+    already received. Raises ``AmountNotRepresentable`` before any Stripe call.
+    """
+    lines: list[InvoiceAddLinesParamsLine] = []
+    subtotal = 0
+    for item in po.line_items.all():
+        unit_amount = money.to_minor_units(item.unit_price, po.currency)
+        subtotal += unit_amount * item.quantity
+        lines.append(
+            {
+                "price_data": {
+                    "currency": po.currency,
+                    "product_data": {"name": item.description},
+                    "unit_amount": unit_amount,
+                },
+                "quantity": item.quantity,
+                "description": item.description,
+                "metadata": {"po_uid": str(po.uid), "po_line": str(item.position)},
+            }
+        )
+    if po.invoice_credit > 0:
+        credit = money.to_minor_units(po.invoice_credit, po.currency)
+        subtotal -= credit
+        lines.append(
+            {
+                "amount": -credit,
+                "description": f"Payments already received for purchase order {po.reference}",
+                "metadata": {"po_uid": str(po.uid), "po_line": "credit"},
+            }
+        )
+    if not lines:
+        raise PurchaseOrderNotInvoiceable(f"PO {po.reference} has no lines.")
+    if subtotal <= 0:
+        raise PurchaseOrderNotInvoiceable(f"PO {po.reference} has nothing left to invoice.")
+    return lines, subtotal
+
+
+def _invoice_create_params(po: PurchaseOrder, customer_id: str) -> InvoiceCreateParams:
+    conference = po.conference
+    params: InvoiceCreateParams = {
+        "customer": customer_id,
+        "collection_method": "send_invoice",
+        "days_until_due": conference.invoice_days_until_due,
+        "currency": po.currency,
+        "auto_advance": False,
+        "pending_invoice_items_behavior": "exclude",
+        "payment_settings": {"payment_method_types": list(conference.payment_method_types)},
+        "metadata": _invoice_metadata(po),
+    }
+    if conference.invoice_memo:
+        params["description"] = conference.invoice_memo
+    if conference.invoice_footer:
+        params["footer"] = conference.invoice_footer
+    return params
+
+
+def _check_invoiceable(po: PurchaseOrder) -> None:
+    if po.status == Status.CANCELLED:
+        raise PurchaseOrderNotInvoiceable(f"PO {po.reference} is cancelled.")
+    try:
+        validate_payment_method_types(po.conference.payment_method_types)
+    except ValidationError as exc:
+        raise PurchaseOrderNotInvoiceable(
+            f"Conference {po.conference.slug!r}: {' '.join(exc.messages)}"
+        ) from None
+    if po.has_complete_invoice:
+        raise InvoiceAlreadyAttached(
+            f"PO {po.reference} already has Stripe invoice {po.stripe_invoice_id}."
+        )
+    # PARTIALLY_PAID: a wire recorded while the invoice was still being created.
+    if po.status not in {Status.APPROVED, Status.PARTIALLY_PAID}:
+        raise PurchaseOrderNotInvoiceable(
+            f"PO {po.reference} is {po.status}; only an approved PO is invoiced."
+        )
+
+
+def _poisons_key(exc: stripe.StripeError) -> bool:
+    """Stripe stores a 5xx under the idempotency key and replays it for 24 h."""
+    return isinstance(exc, stripe.APIError) and (exc.http_status or 0) >= 500
+
+
+def _keyed_write(
+    po: PurchaseOrder,
+    step: str,
+    call: Callable[[str], _T],
+    *,
+    verify: Callable[[], _T | None] | None = None,
+) -> _T:
+    """Run one Stripe write under the PO's key for ``step``; recover from a cached 5xx.
+
+    After a server error the key is poisoned: every retry would get the same cached error for a
+    day. ``verify`` asks Stripe whether the write happened anyway (it returns the object, and we
+    carry on with it). If it did not, the PO's key epoch moves on so the next run writes under a
+    fresh key, and the error still surfaces (the caller retries later).
+    """
+    try:
+        return call(po.idempotency_key(step))
+    except stripe.StripeError as exc:
+        if not _poisons_key(exc):
+            raise
+        done = verify() if verify is not None else None
+        if done is not None:
+            logger.info("po %s: %s happened despite a server error", po.reference, step)
+            return done
+        updated = PurchaseOrder.objects.filter(pk=po.pk, key_epoch=po.key_epoch).update(
+            key_epoch=po.key_epoch + 1
+        )
+        logger.warning(
+            "po %s: %s failed at Stripe (%s); %s under a fresh idempotency key",
+            po.reference,
+            step,
+            exc.http_status,
+            "next attempt runs" if updated else "another worker already moved",
+        )
+        raise
+
+
+def _ensure_customer(client: stripe.StripeClient, po: PurchaseOrder) -> str:
+    """Claim our customer row (before Stripe), then create it at Stripe under its own key."""
+    customer = po.stripe_customer
+    if customer is None:
+        customer, _ = StripeCustomer.objects.get_or_create(
+            conference=po.conference,
+            email=StripeCustomer.normalize_email(po.contact_email),
+            defaults={"name": po.organization_name},
+        )
+        PurchaseOrder.objects.filter(pk=po.pk, stripe_customer__isnull=True).update(
+            stripe_customer=customer
+        )
+        po.stripe_customer = customer
+    if customer.stripe_customer_id:
+        return customer.stripe_customer_id
+    try:
+        created = client.v1.customers.create(
+            {
+                "email": customer.email,
+                "name": customer.name or customer.email,
+                "metadata": {"conference": po.conference.slug, "customer_uid": str(customer.uid)},
+            },
+            options={"idempotency_key": customer.idempotency_key},
+        )
+    except stripe.StripeError as exc:
+        if _poisons_key(exc):
+            StripeCustomer.objects.filter(pk=customer.pk, key_epoch=customer.key_epoch).update(
+                key_epoch=customer.key_epoch + 1
+            )
+        raise
+    StripeCustomer.objects.filter(pk=customer.pk, stripe_customer_id="").update(
+        stripe_customer_id=created.id
+    )
+    customer.refresh_from_db(fields=["stripe_customer_id"])
+    logger.info(
+        "po %s: Stripe customer %s for %s in conference %s",
+        po.reference,
+        customer.stripe_customer_id,
+        customer.email,
+        po.conference.slug,
+    )
+    return customer.stripe_customer_id
+
+
+def _find_invoice_by_metadata(
+    client: stripe.StripeClient, po: PurchaseOrder, customer_id: str
+) -> stripe.Invoice | None:
+    """Find this generation's invoice among the customer's (recovery when keys cannot help)."""
+    uid, generation = str(po.uid), str(po.generation)
+    found: list[stripe.Invoice] = []
+    page = client.v1.invoices.list({"customer": customer_id, "limit": 100})
+    for invoice in page.auto_paging_iter():
+        metadata = invoice.metadata.to_dict() if invoice.metadata is not None else {}
+        if metadata.get("po_uid") == uid and metadata.get("generation") == generation:
+            found.append(invoice)
+    usable = [invoice for invoice in found if invoice.status not in {"void", "deleted"}]
+    if len(usable) > 1:
+        raise InvoiceMismatch(
+            f"PO {po.reference}: {len(usable)} invoices at Stripe carry generation {generation}: "
+            f"{[invoice.id for invoice in usable]}; resolve by hand."
+        )
+    return usable[0] if usable else None
+
+
+def _create_or_recover_invoice(
+    client: stripe.StripeClient, po: PurchaseOrder, customer_id: str
+) -> stripe.Invoice:
+    def recover() -> stripe.Invoice | None:
+        recovered = _find_invoice_by_metadata(client, po, customer_id)
+        if recovered is not None:
+            logger.info("po %s: recovered invoice %s by metadata", po.reference, recovered.id)
+        return recovered
+
+    started = po.invoice_create_started_at
+    if started is not None and timezone.now() - started > IDEMPOTENCY_KEY_SAFE_AGE:
+        # An earlier attempt may have created the invoice, and its key may have expired.
+        recovered = recover()
+        if recovered is not None:
+            return recovered
+    if started is None:
+        PurchaseOrder.objects.filter(pk=po.pk, invoice_create_started_at__isnull=True).update(
+            invoice_create_started_at=timezone.now()
+        )
+    params = _invoice_create_params(po, customer_id)
+    try:
+        return _keyed_write(
+            po,
+            "invoice",
+            lambda key: client.v1.invoices.create(params, options={"idempotency_key": key}),
+            verify=recover,
+        )
+    except stripe.IdempotencyError:
+        # Same key, other parameters (e.g. the conference's memo changed since the first try).
+        recovered = recover()
+        if recovered is None:
+            raise
+        return recovered
+
+
+def _persist_invoice_created(po: PurchaseOrder, invoice: stripe.Invoice) -> PurchaseOrder:
+    with transaction.atomic():
+        locked = purchase_orders.lock_purchase_order(po)
+        if locked.stripe_invoice_id and locked.stripe_invoice_id != invoice.id:
+            raise InvoiceMismatch(
+                f"PO {locked.reference} already records invoice {locked.stripe_invoice_id}, "
+                f"Stripe returned {invoice.id}."
+            )
+        if not locked.stripe_invoice_id:
+            locked.stripe_invoice_id = invoice.id
+            locked.invoice_created_at = timezone.now()
+            _apply_locked(
+                locked,
+                InvoiceSnapshot.from_invoice(invoice),
+                source="create",
+                extra_fields=("stripe_invoice_id", "invoice_created_at"),
+            )
+            logger.info("po %s: invoice %s created (draft)", locked.reference, invoice.id)
+    return locked
+
+
+def _persist_step(
+    po: PurchaseOrder, invoice: stripe.Invoice, *, stamp: str, always: bool = False
+) -> PurchaseOrder:
+    """Store one step's result in its own transaction: its timestamp, then the snapshot."""
+    with transaction.atomic():
+        locked = purchase_orders.lock_purchase_order(po)
+        extra: tuple[str, ...] = ()
+        if always or getattr(locked, stamp) is None:
+            setattr(locked, stamp, timezone.now())
+            extra = (stamp,)
+        _apply_locked(
+            locked, InvoiceSnapshot.from_invoice(invoice), source=stamp, extra_fields=extra
+        )
+    return locked
+
+
+def _check_lines(po: PurchaseOrder, invoice: stripe.Invoice, expected_subtotal: int) -> None:
+    if invoice.subtotal != expected_subtotal:
+        raise InvoiceMismatch(
+            f"PO {po.reference}: invoice {invoice.id} at Stripe has subtotal {invoice.subtotal}, "
+            f"the PO expects {expected_subtotal} (minor units); was the draft edited at Stripe?"
+        )
+
+
+def _stop_if_cancelled(client: stripe.StripeClient, po: PurchaseOrder) -> None:
+    """A PO cancelled while its invoice was being created: delete the draft, then refuse."""
+    if po.status != Status.CANCELLED:
+        return
+    if po.stripe_invoice_id and po.stripe_invoice_status == "draft":
+        deleted = client.v1.invoices.delete(po.stripe_invoice_id)
+        apply_invoice_snapshot(purchase_order=po, invoice=deleted, source="cancel")
+        logger.info("po %s: draft invoice %s deleted (PO cancelled)", po.reference, deleted.id)
+    raise PurchaseOrderNotInvoiceable(f"PO {po.reference} was cancelled during invoicing.")
+
+
+def _retrieve_if(
+    client: stripe.StripeClient, invoice_id: str, done: Callable[[stripe.Invoice], bool]
+) -> Callable[[], stripe.Invoice | None]:
+    """A ``verify`` for :func:`_keyed_write`: the invoice, if Stripe shows the step happened."""
+
+    def verify() -> stripe.Invoice | None:
+        invoice = client.v1.invoices.retrieve(invoice_id)
+        return invoice if done(invoice) else None
+
+    return verify
+
+
+def _retrieve_for_resume(client: stripe.StripeClient, po: PurchaseOrder) -> stripe.Invoice:
+    try:
+        return client.v1.invoices.retrieve(po.stripe_invoice_id)
+    except stripe.InvalidRequestError as exc:
+        if exc.code != "resource_missing":
+            raise
+    # The draft was deleted at Stripe (dashboard): the organizer re-issues or cancels.
+    apply_invoice_snapshot(
+        purchase_order=po,
+        invoice=InvoiceSnapshot(
+            id=po.stripe_invoice_id,
+            status="deleted",
+            currency=po.currency,
+            livemode=bool(po.conference.stripe_livemode),
+            amount_due=0,
+            amount_paid=0,
+            amount_remaining=0,
+        ),
+        source="resume",
+    )
+    raise InvoiceMismatch(
+        f"PO {po.reference}: draft invoice {po.stripe_invoice_id} was deleted at Stripe; "
+        "re-issue or cancel the PO."
+    )
+
+
+def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
+    """Create, finalize and send the PO's invoice in its conference's Stripe account.
+
+    Resumes an interrupted creation from the stored steps; see the module docstring.
+
+    Returns:
+        The hosted invoice URL (also stored on the PO with the invoice id).
+
+    Raises:
+        ValueError: the conference has no Stripe key (:class:`StripeKeyMissing`), the PO already
+            has a complete invoice (:class:`InvoiceAlreadyAttached`), the PO is not approved,
+            or an amount is not representable in its currency (before any Stripe call).
+        stripe.StripeError: Stripe refused or failed; rerun to resume.
+    """
+    po = _load(purchase_order)
+    _check_invoiceable(po)
+    client = build_stripe_client(po.conference)
+    lines, expected_subtotal = build_invoice_lines(po)
+
+    customer_id = _ensure_customer(client, po)
+    if not po.stripe_invoice_id:
+        invoice = _create_or_recover_invoice(client, po, customer_id)
+        po = _persist_invoice_created(po, invoice)
+    else:
+        # Resuming: learn where Stripe really is before writing anything.
+        invoice = _retrieve_for_resume(client, po)
+        po = _persist_step(po, invoice, stamp="last_synced_at", always=True)
+    _stop_if_cancelled(client, po)
+    invoice_id = invoice.id
+
+    if invoice.status == "draft":
+        if po.invoice_lines_added_at is None and not invoice.lines.data:
+            invoice = _keyed_write(
+                po,
+                "lines",
+                lambda key: client.v1.invoices.add_lines(
+                    invoice_id, {"lines": lines}, options={"idempotency_key": key}
+                ),
+                verify=_retrieve_if(client, invoice_id, lambda found: bool(found.lines.data)),
+            )
+        _check_lines(po, invoice, expected_subtotal)
+        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
+        logger.info("po %s: lines added to invoice %s", po.reference, invoice_id)
+        _stop_if_cancelled(client, po)
+        invoice = _keyed_write(
+            po,
+            "finalize",
+            lambda key: client.v1.invoices.finalize_invoice(
+                invoice_id, {"auto_advance": False}, options={"idempotency_key": key}
+            ),
+            verify=_retrieve_if(client, invoice_id, lambda found: found.status != "draft"),
+        )
+        po = _persist_step(po, invoice, stamp="invoice_finalized_at")
+        logger.info("po %s: invoice %s finalized as %s", po.reference, invoice_id, invoice.number)
+    elif po.invoice_lines_added_at is None:
+        _check_lines(po, invoice, expected_subtotal)
+        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
+
+    if invoice.status == "open" and po.invoice_sent_at is None:
+        invoice = _keyed_write(
+            po,
+            "send",
+            lambda key: client.v1.invoices.send_invoice(
+                invoice_id, options={"idempotency_key": key}
+            ),
+        )
+        po = _persist_step(po, invoice, stamp="invoice_sent_at")
+        logger.info("po %s: invoice %s sent to %s", po.reference, invoice_id, po.contact_email)
+    elif po.invoice_sent_at is None:
+        logger.warning(
+            "po %s: invoice %s is %s at Stripe; not sending it",
+            po.reference,
+            invoice_id,
+            invoice.status,
+        )
+    purchase_order.refresh_from_db()
+    return po.stripe_invoice_url
+
+
+# --- Sync ----------------------------------------------------------------------------------------
+
+
+def sync_invoice(
+    *, purchase_order: PurchaseOrder, invoice_id: str, source: str = "sync"
+) -> Decimal:
+    """Retrieve one of the PO's invoices with its conference's key and apply it (internal).
+
+    Works for the current invoice and for an earlier generation's (reconciliation).
+    """
+    po = _load(purchase_order)
+    client = build_stripe_client(po.conference)
+    invoice = client.v1.invoices.retrieve(invoice_id)
+    with transaction.atomic():
+        locked = purchase_orders.lock_purchase_order(po)
+        locked.last_synced_at = timezone.now()
+        recorded = _apply_locked(
+            locked,
+            InvoiceSnapshot.from_invoice(invoice),
+            source=source,
+            extra_fields=("last_synced_at",),
+        )
+    purchase_order.refresh_from_db()
+    return recorded
+
+
+def sync_stripe_invoice_status(purchase_order: PurchaseOrder) -> None:
+    """Fetch the PO's invoice and bring it in: status mirrored, new (partial) payments recorded.
+
+    Raises:
+        ValueError: the PO has no invoice id, or the conference has no Stripe key.
+        stripe.StripeError: Stripe failed.
+    """
+    po = _load(purchase_order)
+    if not po.stripe_invoice_id:
+        raise ValueError(f"PO {po.reference} has no Stripe invoice to sync.")
+    sync_invoice(purchase_order=po, invoice_id=po.stripe_invoice_id)
+    purchase_order.refresh_from_db()
+
+
+# --- Events --------------------------------------------------------------------------------------
+
+
+def _event_object(event: Mapping[str, object]) -> Mapping[str, object]:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    if not isinstance(obj, Mapping):
+        raise EventRejected("The event has no data.object.")
+    return obj
+
+
+def find_purchase_order_for_invoice(
+    *, conference: Conference, invoice_id: str, metadata: Mapping[str, str] | None = None
+) -> PurchaseOrder | None:
+    """The PO of ``conference`` an invoice belongs to, or None when it is not one of ours.
+
+    Looks at the current invoice ids, then earlier generations' payments, then our metadata.
+
+    Raises:
+        EventRejected: the invoice belongs to a PO of *another* conference.
+    """
+    claimed = (metadata or {}).get("conference")
+    if claimed is not None and claimed != conference.slug:
+        logger.warning(
+            "conference %s: refused invoice %s issued for conference %s",
+            conference.slug,
+            invoice_id,
+            claimed,
+        )
+        raise EventRejected(
+            f"Invoice {invoice_id} was issued for conference {claimed!r}, not {conference.slug!r}."
+        )
+    pos = PurchaseOrder.objects.select_related("conference")
+    po = pos.filter(conference=conference, stripe_invoice_id=invoice_id).first()
+    if po is None:
+        po = pos.filter(
+            conference=conference,
+            payments__stripe_invoice_id=invoice_id,
+        ).first()
+    if po is None and metadata and metadata.get("po_uid"):
+        try:
+            uid = uuid.UUID(metadata["po_uid"])
+        except ValueError:
+            uid = None
+        if uid is not None:
+            po = pos.filter(conference=conference, uid=uid).first()
+    if po is not None:
+        return po
+    elsewhere = PurchaseOrder.objects.filter(stripe_invoice_id=invoice_id).exclude(
+        conference=conference
+    )
+    if (
+        elsewhere.exists()
+        or PurchaseOrderPayment.objects.filter(stripe_invoice_id=invoice_id)
+        .exclude(purchase_order__conference=conference)
+        .exists()
+    ):
+        logger.warning(
+            "conference %s: refused an event naming invoice %s of another conference",
+            conference.slug,
+            invoice_id,
+        )
+        raise EventRejected(
+            f"Invoice {invoice_id} does not belong to conference {conference.slug!r}."
+        )
+    return None
+
+
+def reconcile_invoice(
+    *, conference: Conference, invoice: InvoiceLike, source: str = "reconcile"
+) -> EventOutcome:
+    """Apply an invoice read from ``conference``'s account (list page, retrieve) to its PO.
+
+    For reconciliation: ``IGNORED`` when the invoice is not one of this conference's POs.
+    """
+    snapshot = _as_snapshot(invoice)
+    po = find_purchase_order_for_invoice(
+        conference=conference, invoice_id=snapshot.id, metadata=snapshot.metadata
+    )
+    if po is None:
+        return EventOutcome.IGNORED
+    apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source=source)
+    return EventOutcome.HANDLED
+
+
+def _event_payment_date(event: Mapping[str, object]) -> datetime.date | None:
+    created = event.get("created")
+    if isinstance(created, int) and not isinstance(created, bool):
+        return datetime.datetime.fromtimestamp(created, tz=datetime.UTC).date()
+    return None
+
+
+def handle_invoice_event(*, conference: Conference, event: Mapping[str, object]) -> EventOutcome:
+    """Apply one Stripe event that arrived at ``conference``'s endpoint (the dispatcher's entry).
+
+    Handles the invoice events in :data:`HANDLED_EVENT_TYPES`; others are ``IGNORED``, as are
+    invoices that are not ours. ``invoice_payment.paid`` carries an InvoicePayment, not the
+    invoice's ``amount_paid``, so the invoice is retrieved (with this conference's key) and applied.
+
+    Raises:
+        EventRejected: wrong livemode or currency, another conference's invoice, malformed.
+        StripeKeyMissing: the conference has no key (its livemode is unknown).
+        stripe.StripeError: retrieving the invoice failed (retry later).
+    """
+    event_type = event.get("type")
+    raw_event_id = event.get("id")
+    event_id = raw_event_id if isinstance(raw_event_id, str) else ""
+    if not isinstance(event_type, str) or event_type not in HANDLED_EVENT_TYPES:
+        return EventOutcome.IGNORED
+    expected_livemode = conference.stripe_livemode
+    if expected_livemode is None:
+        raise StripeKeyMissing(
+            f"Conference {conference.slug!r} has no Stripe secret key; cannot check event "
+            f"{event_id}."
+        )
+    obj = _event_object(event)
+    livemode = event.get("livemode", obj.get("livemode"))
+    if livemode is not expected_livemode:
+        raise EventRejected(
+            f"Event {event_id} has livemode={livemode!r}; conference "
+            f"{conference.slug!r} is in {'live' if expected_livemode else 'test'} mode."
+        )
+    payment_date = _event_payment_date(event)
+
+    if event_type in INVOICE_PAYMENT_EVENTS:
+        invoice_ref = obj.get("invoice")
+        if isinstance(invoice_ref, Mapping):
+            invoice_ref = invoice_ref.get("id")
+        if not isinstance(invoice_ref, str) or not invoice_ref:
+            raise EventRejected(f"Event {event_id}: the invoice payment names no invoice.")
+        po = find_purchase_order_for_invoice(conference=conference, invoice_id=invoice_ref)
+        if po is None:
+            logger.info(
+                "conference %s: event %s for a foreign invoice %s ignored",
+                conference.slug,
+                event_id,
+                invoice_ref,
+            )
+            return EventOutcome.IGNORED
+        currency = obj.get("currency")
+        if isinstance(currency, str) and currency.lower() != po.currency:
+            raise EventRejected(
+                f"Event {event_id}: payment in {currency!r}, PO {po.reference} in {po.currency!r}."
+            )
+        sync_invoice(purchase_order=po, invoice_id=invoice_ref, source=f"{event_type} {event_id}")
+        return EventOutcome.HANDLED
+
+    snapshot = InvoiceSnapshot.from_payload(obj)
+    if event_type == "invoice.deleted":
+        snapshot = replace(snapshot, status="deleted")
+    po = find_purchase_order_for_invoice(
+        conference=conference, invoice_id=snapshot.id, metadata=snapshot.metadata
+    )
+    if po is None:
+        logger.info(
+            "conference %s: event %s for a foreign invoice %s ignored",
+            conference.slug,
+            event_id,
+            snapshot.id,
+        )
+        return EventOutcome.IGNORED
+    if event_type == "invoice.payment_failed":
+        logger.warning(
+            "po %s: a payment on invoice %s failed (event %s)", po.reference, snapshot.id, event_id
+        )
+    with transaction.atomic():
+        locked = purchase_orders.lock_purchase_order(po)
+        extra: tuple[str, ...] = ()
+        if (
+            event_type == "invoice.sent"
+            and snapshot.id == locked.stripe_invoice_id
+            and locked.invoice_sent_at is None
+        ):
+            locked.invoice_sent_at = timezone.now()
+            extra = ("invoice_sent_at",)
+        _apply_locked(
+            locked,
+            snapshot,
+            source=event_type,
+            event_id=event_id,
+            payment_date=payment_date,
+            extra_fields=extra,
+        )
+    return EventOutcome.HANDLED
+
+
+def handle_invoice_paid_webhook(stripe_event_payload: dict[str, object]) -> None:
+    """Apply an ``invoice.paid`` event: find the PO by the invoice id, record what was paid.
+
+    The conference is the one the event arrived for, taken from the inbox row of this event id;
+    without one (a direct call), it is the conference of the PO that owns the invoice. Either way
+    :func:`handle_invoice_event` refuses a payload naming another conference's invoice, the wrong
+    livemode or another currency (:class:`EventRejected`).
+
+    Raises:
+        ValueError: the payload names no invoice id (or is otherwise refused).
+    """
+    obj = _event_object(stripe_event_payload)
+    invoice_id = obj.get("id")
+    if not isinstance(invoice_id, str) or not invoice_id:
+        raise ValueError("The invoice.paid payload has no invoice id in data.object.")
+    event: dict[str, object] = dict(stripe_event_payload)
+    event.setdefault("type", "invoice.paid")
+    event_id = event.get("id")
+    inbox = (
+        StripeEvent.objects.select_related("conference").filter(stripe_event_id=event_id).first()
+        if isinstance(event_id, str) and event_id
+        else None
+    )
+    if inbox is not None:
+        conference = inbox.conference
+    else:
+        owner = (
+            PurchaseOrder.objects.select_related("conference")
+            .filter(stripe_invoice_id=invoice_id)
+            .first()
+        )
+        if owner is None:
+            owner_payment = (
+                PurchaseOrderPayment.objects.select_related("purchase_order__conference")
+                .filter(stripe_invoice_id=invoice_id)
+                .first()
+            )
+            owner = owner_payment.purchase_order if owner_payment is not None else None
+        if owner is None:
+            logger.info(
+                "invoice.paid for invoice %s: no purchase order has it; ignored", invoice_id
+            )
+            return
+        conference = owner.conference
+    handle_invoice_event(conference=conference, event=event)
+
+
+# --- Cancel and re-issue -------------------------------------------------------------------------
+
+
+def _void(client: stripe.StripeClient, po: PurchaseOrder, invoice_id: str) -> stripe.Invoice:
+    invoice = _keyed_write(
+        po,
+        "void",
+        lambda key: client.v1.invoices.void_invoice(invoice_id, options={"idempotency_key": key}),
+        verify=_retrieve_if(client, invoice_id, lambda found: found.status == "void"),
+    )
+    logger.info("po %s: invoice %s voided", po.reference, invoice_id)
+    return invoice
+
+
+def cancel_invoiced_purchase_order(
+    purchase_order: PurchaseOrder,
+    *,
+    cancelled_by: User | None = None,
+    reason: str = "",
+) -> None:
+    """Cancel a PO and make sure its Stripe invoice can no longer take money.
+
+    Flow: a draft invoice is deleted, an open or uncollectible one is voided (idempotency key
+    ``po-<uid>-g<n>-void``), then the resulting snapshot is applied (recording any payment that
+    arrived meanwhile) and the PO is marked cancelled in the same transaction. A paid invoice is
+    refused (refund it first). If Stripe fails, nothing changes on our side and the error surfaces.
+    """
+    po = _load(purchase_order)
+    if po.status == Status.CANCELLED:
+        return
+    if po.status in {Status.PAID, Status.OVERPAID}:
+        raise purchase_orders.InvalidTransition(
+            f"PO {po.reference} is {po.status}; refund the payments before cancelling."
+        )
+    if not po.stripe_invoice_id:
+        purchase_orders.cancel_purchase_order(po, cancelled_by=cancelled_by, reason=reason)
+        purchase_order.refresh_from_db()
+        return
+    client = build_stripe_client(po.conference)
+    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+    if invoice.status == "draft":
+        invoice = client.v1.invoices.delete(invoice.id)
+    elif invoice.status in {"open", "uncollectible"}:
+        invoice = _void(client, po, invoice.id)
+    # Committed on its own: a payment that raced the cancellation stays in the ledger either way.
+    snapshot = InvoiceSnapshot.from_invoice(invoice)
+    apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source="cancel")
+    if snapshot.status == "paid":
+        raise purchase_orders.InvalidTransition(
+            f"PO {po.reference}: invoice {invoice.id} is paid; refund it before cancelling."
+        )
+    with transaction.atomic():
+        locked = purchase_orders.lock_purchase_order(po)
+        purchase_orders.mark_cancelled(locked, cancelled_by=cancelled_by, reason=reason)
+    purchase_order.refresh_from_db()
+
+
+def reissue_stripe_invoice(
+    purchase_order: PurchaseOrder, *, reissued_by: User | None = None
+) -> str:
+    """Replace a void or uncollectible invoice with a new one for what is still owed.
+
+    An uncollectible invoice is synced (so its payments are in the ledger) and voided first, so it
+    can never be paid after its replacement exists. Then the generation is bumped (new idempotency
+    keys), the money received so far becomes a credit line on the new invoice
+    (:func:`purchase_orders.prepare_reissue`), and the new invoice is created and sent.
+
+    Returns:
+        The new hosted invoice URL.
+    """
+    po = _load(purchase_order)
+    if po.status == Status.INVOICE_UNCOLLECTIBLE:
+        client = build_stripe_client(po.conference)
+        invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+        apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reissue")
+        if invoice.status in {"open", "uncollectible"}:
+            invoice = _void(client, po, invoice.id)
+            apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reissue")
+        po = _load(po)
+    purchase_orders.prepare_reissue(po, reissued_by=reissued_by)
+    url = create_stripe_invoice(po)
+    purchase_order.refresh_from_db()
+    return url

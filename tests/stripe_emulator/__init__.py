@@ -1,0 +1,1 @@
+"""A stateful Stripe emulator that stripe-python talks to over HTTP (see README in this folder)."""

@@ -1,0 +1,298 @@
+"""The ``/_emulator`` control API: what the Stripe Dashboard and the customer's browser do.
+
+Tests and the demo use it to configure faults and chaos per account, read the request log and
+the webhook delivery attempts, move the clock, and make the customer pay (card or ACH, in full or
+in part) or have an ACH debit fail later. Errors use Stripe's error shape.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from email.message import Message
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from . import api, currencies
+from .config import ConfigError
+from .errors import StripeError, invalid_request, no_such
+from .forms import decode
+from .models import Account, amount_remaining, render_invoice, render_invoice_payment
+
+if TYPE_CHECKING:
+    from .server import EmulatorServer
+
+Response = tuple[int, bytes, dict[str, str]]
+PAYMENT_METHOD_TYPES = ("card", "us_bank_account")
+
+
+def _ok(payload: Any, status: int = 200) -> Response:
+    return status, json.dumps(payload, indent=2).encode(), {"Content-Type": "application/json"}
+
+
+def _body(body: bytes, headers: Message) -> dict[str, Any]:
+    if not body:
+        return {}
+    if (headers.get("Content-Type") or "").startswith("application/json"):
+        try:
+            parsed = json.loads(body)
+        except ValueError as exc:
+            raise invalid_request(f"Invalid JSON body: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise invalid_request("The JSON body must be an object.")
+        return parsed
+    return decode(body.decode("utf-8", errors="replace"))
+
+
+def _optional_key(headers: Message) -> str | None:
+    header = headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+def _account(server: EmulatorServer, headers: Message) -> Account:
+    key = _optional_key(headers)
+    if key is None:
+        raise StripeError(401, "This emulator endpoint needs 'Authorization: Bearer <secret key>'.")
+    return server.store.account(key)
+
+
+def handle(
+    server: EmulatorServer, method: str, path: str, query: str, body: bytes, headers: Message
+) -> Response:
+    store = server.store
+    parts = path.strip("/").split("/")[1:]  # drop "_emulator"
+    if parts == ["health"] and method == "GET":
+        return _ok({"ok": True, "base_url": store.public_url})
+    if parts == ["config"]:
+        account = _account(server, headers)
+        if method == "POST":
+            options = _body(body, headers)
+            try:
+                with store.lock:
+                    account.config.update(options)
+                    if "seed" in options:
+                        account.reseed(account.config.seed)
+            except ConfigError as exc:
+                raise invalid_request(str(exc)) from exc
+        elif method != "GET":
+            raise _method_not_allowed(method, path)
+        with store.lock:
+            return _ok(account.config.as_json())
+    if parts == ["requests"]:
+        key = _optional_key(headers)
+        if method == "GET":
+            return _ok({"object": "list", "data": store.requests(key)})
+        if method == "DELETE":
+            store.clear_requests(key)
+            return _ok({"deleted": True})
+        raise _method_not_allowed(method, path)
+    if parts == ["clock"] and method == "GET":
+        return _clock(server, _optional_key(headers))
+    if parts == ["clock", "advance"] and method == "POST":
+        options = _body(body, headers)
+        key = _optional_key(headers)
+        try:
+            seconds = float(options.get("seconds", 0))
+            if seconds < 0:
+                raise ValueError("the clock only moves forward")
+        except (TypeError, ValueError) as exc:
+            raise invalid_request(f"Invalid seconds: {exc}", param="seconds") from exc
+        if key is None:
+            store.clock.advance(seconds)
+        else:
+            account = store.account(key)
+            with store.lock:
+                account.clock_offset += seconds
+        return _clock(server, key)
+    if parts == ["deliveries"] and method == "GET":
+        account = _account(server, headers)
+        with store.lock:
+            attempts = [dict(attempt) for attempt in account.deliveries]
+        return _ok(
+            {
+                "object": "list",
+                "data": attempts,
+                "pending": server.dispatcher.pending(account.secret_key),
+            }
+        )
+    if len(parts) == 3 and parts[0] == "invoices" and parts[2] == "payments":
+        if method != "POST":
+            raise _method_not_allowed(method, path)
+        options = _body(body, headers)
+        if options.get("return_to") != "hosted":
+            return _pay(server, parts[1], options)
+        # The hosted invoice page's forms: answer with a redirect back to the page.
+        try:
+            _, payload, _ = _pay(server, parts[1], options)
+            payment = json.loads(payload)["invoice_payment"]
+            notice = f"Payment {payment['id']} {payment['status']}."
+            location = hosted_redirect(parts[1], notice=notice)
+        except StripeError as exc:
+            location = hosted_redirect(parts[1], error=exc.message)
+        return 303, b"", {"Location": location}
+    if len(parts) == 3 and parts[0] == "invoice_payments" and parts[2] in ("succeed", "fail"):
+        if method != "POST":
+            raise _method_not_allowed(method, path)
+        return _settle(server, parts[1], parts[2], _body(body, headers))
+    raise StripeError(404, f"Unrecognized emulator URL ({method}: {path}).")
+
+
+def _clock(server: EmulatorServer, key: str | None) -> Response:
+    store = server.store
+    if key is None:
+        return _ok({"now": store.clock.now(), "offset": store.clock.offset})
+    account = store.account(key)
+    return _ok(
+        {"now": account.now(store.clock), "offset": store.clock.offset + account.clock_offset}
+    )
+
+
+def _method_not_allowed(method: str, path: str) -> StripeError:
+    return StripeError(405, f"{method} is not allowed on {path}.")
+
+
+def _ctx(server: EmulatorServer, account: Account) -> api.Ctx:
+    store = server.store
+    return api.Ctx(
+        store=store,
+        account=account,
+        now=int(account.now(store.clock)),
+        request_id=None,
+        idempotency_key=None,
+    )
+
+
+def _parse_amount(options: dict[str, Any], currency: str) -> int | None:
+    """``amount`` in minor units, or ``display_amount`` in major units (the hosted page form)."""
+    if options.get("amount") not in (None, ""):
+        raw = options["amount"]
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise invalid_request("Invalid integer: amount", param="amount")
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise StripeError(
+                400, f"Invalid integer: {raw}", code="parameter_invalid_integer", param="amount"
+            ) from exc
+    if options.get("display_amount") not in (None, ""):
+        raw = str(options["display_amount"]).replace(",", "").strip()
+        try:
+            major = Decimal(raw)
+        except InvalidOperation as exc:
+            raise invalid_request(f"Invalid amount: {raw}", param="display_amount") from exc
+        minor = major * (10 ** currencies.exponent(currency))
+        if minor != minor.to_integral_value():
+            raise invalid_request(
+                f"Invalid amount {raw}: {currency.upper()} has "
+                f"{currencies.exponent(currency)} decimal places.",
+                param="display_amount",
+            )
+        return int(minor)
+    return None
+
+
+def _pay(server: EmulatorServer, invoice_id: str, options: dict[str, Any]) -> Response:
+    store = server.store
+    account = store.invoice_owner(invoice_id)
+    if account is None:
+        raise no_such("invoice", invoice_id)
+    method_type = options.get("payment_method_type") or "card"
+    if method_type not in PAYMENT_METHOD_TYPES:
+        raise invalid_request(
+            f"Invalid payment_method_type: must be one of {' or '.join(PAYMENT_METHOD_TYPES)}",
+            param="payment_method_type",
+        )
+    pending = str(options.get("pending", "false")).lower() == "true"
+    if pending and method_type != "us_bank_account":
+        raise invalid_request("Only us_bank_account payments can stay pending.", param="pending")
+    failure_code = options.get("failure_code") or None
+    ctx = _ctx(server, account)
+    with store.lock:
+        invoice = account.invoices.get(invoice_id)
+        if invoice is None or invoice.deleted:
+            raise no_such("invoice", invoice_id)
+        if invoice.status == "draft":
+            raise invalid_request("This invoice is a draft; it can be paid once finalized.")
+        if invoice.status == "paid":
+            raise invalid_request("Invoice is already paid")
+        if invoice.status == "void":
+            raise invalid_request("This invoice is void and can no longer be paid.")
+        accepted = invoice.payment_method_types
+        if accepted is not None and method_type not in accepted:
+            raise invalid_request(
+                f"This invoice does not accept {method_type} payments "
+                f"(payment_settings.payment_method_types is {accepted}).",
+                param="payment_method_type",
+            )
+        reserved = sum(
+            account.invoice_payments[pid].amount_requested
+            for pid in invoice.payment_ids
+            if account.invoice_payments[pid].status == "open"
+        )
+        available = amount_remaining(account, invoice) - reserved
+        amount = _parse_amount(options, invoice.currency)
+        if amount is None:
+            amount = available
+        if amount <= 0:
+            raise invalid_request(
+                "The amount must be positive"
+                + (" (pending payments already cover the rest)." if reserved else "."),
+                param="amount",
+            )
+        if amount > available:
+            raise invalid_request(
+                f"The amount ({amount}) exceeds the amount remaining on the invoice ({available}).",
+                param="amount",
+            )
+        api.check_amount_for_currency(amount, invoice.currency, param="amount")
+        payment = api.apply_payment(
+            ctx,
+            invoice,
+            amount=amount,
+            method_type=method_type,
+            failure_code=failure_code,
+            pending=pending,
+        )
+        result = {
+            "invoice_payment": render_invoice_payment(payment),
+            "invoice": render_invoice(account, invoice),
+        }
+    if ctx.deliveries:
+        server.dispatcher.submit(ctx.deliveries)
+    return _ok(result)
+
+
+def _settle(
+    server: EmulatorServer, payment_id: str, outcome: str, options: dict[str, Any]
+) -> Response:
+    store = server.store
+    account = store.payment_owner(payment_id)
+    if account is None:
+        raise no_such("invoice_payment", payment_id)
+    ctx = _ctx(server, account)
+    with store.lock:
+        payment = account.invoice_payments[payment_id]
+        if outcome == "succeed":
+            api.settle_payment(ctx, payment)
+        else:
+            api.fail_payment(ctx, payment, str(options.get("failure_code") or "insufficient_funds"))
+        invoice = account.invoices[payment.invoice]
+        result = {
+            "invoice_payment": render_invoice_payment(payment),
+            "invoice": render_invoice(account, invoice),
+        }
+    if ctx.deliveries:
+        server.dispatcher.submit(ctx.deliveries)
+    return _ok(result)
+
+
+def hosted_redirect(invoice_id: str, *, notice: str | None = None, error: str | None = None) -> str:
+    query = ""
+    if notice:
+        query = f"?notice={quote(notice)}"
+    elif error:
+        query = f"?error={quote(error)}"
+    return f"/i/{invoice_id}{query}"
