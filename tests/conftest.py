@@ -1,4 +1,4 @@
-"""Root conftest: pytest only honours ``pytest_plugins`` here; each directory adds its own fixtures."""
+"""Root conftest: pytest only honours ``pytest_plugins`` here; directories add their own."""
 
 pytest_plugins = [
     "tests.stripe_emulator.pytest_plugin",
