@@ -1,14 +1,18 @@
 """The hosted invoice page (``GET /i/<invoice id>``), plain HTML a browser test can drive.
 
-Stable hooks for Playwright: ``#invoice-number``, ``#invoice-status``, ``#amount-due``,
-``#amount-paid``, ``#amount-remaining``, ``#lines`` (one ``tr.line`` per line), forms
-``#pay-card-form`` (button ``#pay-card``) and ``#pay-ach-form`` (field ``#ach-amount``, labelled
-"Amount", in major units; button ``#pay-ach``), and ``#notice`` / ``#error`` after a payment.
+Stable hooks for Playwright:
+
+* ``#invoice-number``, ``#invoice-status``, ``#due-date``, ``#customer-name``, ``#customer-email``
+* ``#amount-due``, ``#amount-paid``, ``#amount-remaining``; ``#lines`` with one ``tr.line`` each
+* ``#pay-card-form`` with button ``#pay-card`` (pays everything that remains)
+* ``#pay-ach-form`` with field ``#ach-amount`` (labelled "Amount", major units) and ``#pay-ach``
+* ``#notice`` / ``#error`` after a payment (the form posts, then is redirected back here)
 """
 
 from __future__ import annotations
 
 import html
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -89,6 +93,7 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
   <h1>Invoice <span id="invoice-number">{esc(invoice.number or "")}</span></h1>
   {notice}
   <p>Status: <span id="invoice-status">{esc(invoice.status)}</span></p>
+  <p>Due: <span id="due-date">{esc(_date(invoice.due_date))}</span></p>
   <p>Billed to: <span id="customer-name">{esc(invoice.customer_name or "")}</span>
      <span id="customer-email">{esc(invoice.customer_email or "")}</span></p>
   <table id="lines">
@@ -106,6 +111,12 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
 </body>
 </html>
 """
+
+
+def _date(timestamp: int | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(timestamp, tz=UTC).date().isoformat()
 
 
 def _major(amount: int, currency: str) -> str:

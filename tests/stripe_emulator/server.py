@@ -13,7 +13,10 @@ import base64
 import json
 import socket
 import struct
+import sys
 import time
+import traceback
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -112,6 +115,13 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._drop_connection()
         except StripeError as exc:
             self._send_json(exc.status, exc.body(), exc.headers)
+        except Exception as exc:  # an emulator bug: answer like Stripe's 500, keep the trace
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            error = StripeError(
+                500, f"Stripe emulator bug: {type(exc).__name__}: {exc}", error_type="api_error"
+            )
+            self._send_json(500, error.body())
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -163,6 +173,12 @@ class RequestHandler(BaseHTTPRequestHandler):
             return
         except StripeError as exc:
             status, payload, headers = exc.status, _json(exc.body(request_id)), exc.headers
+        except Exception as exc:  # an emulator bug: a logged 500 rather than a dropped socket
+            traceback.print_exc(file=sys.stderr)
+            error = StripeError(
+                500, f"Stripe emulator bug: {type(exc).__name__}: {exc}", error_type="api_error"
+            )
+            status, payload, headers = 500, _json(error.body(request_id)), {}
         if status == 401:
             headers = {"WWW-Authenticate": 'Basic realm="Stripe"', **headers}
         headers = {
@@ -292,7 +308,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         raw_params: dict[str, Any],
         idempotency_key: str | None,
         request_id: str,
-        forget_key: Any,
+        forget_key: Callable[[], None],
     ) -> tuple[int, bytes, dict[str, str]]:
         store = self.server.store
         matched = api.match_route(method, path)

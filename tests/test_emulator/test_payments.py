@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -88,6 +89,8 @@ def test_hosted_page_shows_the_invoice(
     page = stripe_emulator.hosted_page(open_invoice.id)
     assert f'<span id="invoice-number">{open_invoice.number}</span>' in page
     assert '<span id="invoice-status">open</span>' in page
+    due = datetime.fromtimestamp(open_invoice.due_date or 0, tz=UTC).date().isoformat()
+    assert f'<span id="due-date">{due}</span>' in page
     assert '<dd id="amount-due">1,500.50 USD</dd>' in page
     assert '<dd id="amount-remaining">1,500.50 USD</dd>' in page
     assert "Booth &lt;power&gt; &amp; wifi" in page
