@@ -262,5 +262,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # stripe-python logs every request and response at INFO; our own lines say what happened.
+        "stripe": {"level": env_str("STRIPE_LOG_LEVEL", "WARNING").upper()},
     },
 }

@@ -153,9 +153,11 @@ def register_webhook_endpoint(
     full_url = webhook_url(conference, url)
     client = build_stripe_client(conference)
     previous_id = conference.stripe_webhook_endpoint_id
-    if previous_id and conference.stripe_webhook_secret and not replace:
+    if previous_id:
         existing = _retrieve_endpoint(client, previous_id)
-        if _is_current(existing, full_url):
+        if existing is None:  # deleted at Stripe (or an emulator that restarted): nothing to keep
+            previous_id = ""
+        elif conference.stripe_webhook_secret and not replace and _is_current(existing, full_url):
             logger.info(
                 "conference %s: webhook endpoint %s already registered for %s",
                 conference.slug,
