@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -84,6 +85,16 @@ def url_host(host: str) -> str:
     if host in {"0.0.0.0", "::", ""}:  # noqa: S104 (formatting a URL, not binding)
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
+
+
+def demo_web_command(command: str, host: str) -> str:
+    """The Procfile's web entry, bound to ``host`` instead of every interface.
+
+    In production the web binds all interfaces behind the platform's router; the demo prints an
+    admin password, so it listens on ``DEMO_HOST`` (the loopback unless you say otherwise).
+    """
+    bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return re.sub(r"((?:--bind|-b)[= ]+)(?:0\.0\.0\.0|\[::\]):", rf"\g<1>{bind_host}:", command)
 
 
 def dev_secret_key(var_dir: Path) -> str:
@@ -340,7 +351,10 @@ class Command(BaseCommand):
             cwd=str(REPO_ROOT),
         )
         for name in PROCESSES:
-            manager.add_process(name, procfile[name], env=env, cwd=str(REPO_ROOT))
+            command = procfile[name]
+            if name == "web":
+                command = demo_web_command(command, addresses.host)
+            manager.add_process(name, command, env=env, cwd=str(REPO_ROOT))
 
         stopping = threading.Event()
         seeder = DemoSeeder(
