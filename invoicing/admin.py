@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import django_stubs_ext
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from invoicing.models import (
     Conference,
@@ -20,6 +20,7 @@ from invoicing.models import (
     StripeCustomer,
     StripeEvent,
 )
+from invoicing.services import purchase_orders, stripe_events
 
 # Lets ModelAdmin[...] / ModelForm[...] be subscripted at runtime, as django-stubs types them.
 django_stubs_ext.monkeypatch()
@@ -109,12 +110,37 @@ class PaymentInline(admin.TabularInline[PurchaseOrderPayment, PurchaseOrder]):
         return False
 
 
+class PurchaseOrderAdminForm(forms.ModelForm[PurchaseOrder]):
+    """Adds "approve on save" to a draft's form: approval then queues the invoice (signals.py)."""
+
+    approve = forms.BooleanField(
+        required=False,
+        help_text="Approve when saving: the invoice is then created and sent automatically.",
+    )
+
+    class Meta:
+        model = PurchaseOrder
+        # The admin passes its own field list (get_fields); these are the editable ones.
+        fields = (
+            "conference",
+            "reference",
+            "organization_name",
+            "contact_name",
+            "contact_email",
+            "currency",
+            "notes",
+            "cancellation_reason",
+        )
+
+
 @admin.register(PurchaseOrder)
 class PurchaseOrderAdmin(admin.ModelAdmin[PurchaseOrder]):
+    form = PurchaseOrderAdminForm
     list_display = ("reference", "organization_name", "conference", "status", "stripe_invoice_id")
     list_filter = ("conference", "status")
     search_fields = ("reference", "organization_name", "contact_email", "stripe_invoice_id")
     inlines = (LineItemInline, PaymentInline)
+    actions = ("approve_selected",)
     readonly_fields: ClassVar = [
         "uid",
         "generation",
@@ -137,6 +163,9 @@ class PurchaseOrderAdmin(admin.ModelAdmin[PurchaseOrder]):
         "invoice_finalized_at",
         "invoice_sent_at",
         "last_synced_at",
+        "invoice_error",
+        "invoice_error_at",
+        "invoice_creation_blocked",
     ]
 
     def get_readonly_fields(self, request: Any, obj: PurchaseOrder | None = None) -> Any:
@@ -144,6 +173,37 @@ class PurchaseOrderAdmin(admin.ModelAdmin[PurchaseOrder]):
         if _is_locked(obj):
             fields += ["conference", "reference", "currency", "organization_name", "contact_email"]
         return fields
+
+    def get_fields(self, request: Any, obj: PurchaseOrder | None = None) -> Any:
+        fields = list(super().get_fields(request, obj))
+        if _is_locked(obj) and "approve" in fields:
+            fields.remove("approve")
+        return fields
+
+    def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
+        # After the inlines: approval checks the lines as saved.
+        super().save_related(request, form, formsets, change)
+        po = form.instance
+        if form.cleaned_data.get("approve") and po.status == PurchaseOrder.Status.DRAFT:
+            self._approve(request, po)
+
+    def _approve(self, request: Any, po: PurchaseOrder) -> bool:
+        try:
+            purchase_orders.approve_purchase_order(po, approved_by=request.user)
+        except ValueError as refusal:  # InvalidTransition, InvalidPurchaseOrder: nothing changed
+            self.message_user(request, str(refusal), level=messages.ERROR)
+            return False
+        return True
+
+    @admin.action(description="Approve selected purchase orders (their invoices are sent)")
+    def approve_selected(self, request: Any, queryset: Any) -> None:
+        approved = sum(self._approve(request, po) for po in queryset)
+        if approved:
+            self.message_user(
+                request,
+                f"{approved} purchase order(s) approved; their invoices are being created.",
+                level=messages.SUCCESS,
+            )
 
 
 @admin.register(StripeCustomer)
@@ -156,6 +216,24 @@ class StripeCustomerAdmin(admin.ModelAdmin[StripeCustomer]):
 class StripeEventAdmin(admin.ModelAdmin[StripeEvent]):
     list_display = ("stripe_event_id", "type", "conference", "status", "attempts", "received_at")
     list_filter = ("status", "type", "conference")
+    actions = ("replay_selected",)
+
+    @admin.action(description="Replay selected events (reset and queue them again)")
+    def replay_selected(self, request: Any, queryset: Any) -> None:
+        result = stripe_events.replay_stripe_events(
+            stripe_event_ids=list(queryset.values_list("stripe_event_id", flat=True))
+        )
+        self.message_user(
+            request,
+            f"{len(result.replayed)} event(s) queued again."
+            + (
+                f" {len(result.in_progress)} being processed right now were left alone."
+                if result.in_progress
+                else ""
+            ),
+            level=messages.SUCCESS,
+        )
+
     readonly_fields: ClassVar = [
         "conference",
         "stripe_event_id",
