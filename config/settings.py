@@ -199,10 +199,70 @@ CELERY_TASK_QUEUES = {
     "default": {"exchange": "default", "routing_key": "default"},
     "stripe": {"exchange": "stripe", "routing_key": "stripe"},
 }
-# Routes added with the tasks: {"workers.tasks.create_invoice_for_po": {"queue": "stripe"}, ...}.
-CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {}
-# Filled by the pipeline (reconciliation, re-enqueue); django-celery-beat materialises it at start.
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+# Every task that may call Stripe runs on "stripe"; the beat's bookkeeping tasks stay on "default".
+CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
+    f"workers.tasks.{name}": {"queue": "stripe"}
+    for name in (
+        "create_invoice_for_purchase_order",
+        "process_stripe_event",
+        "sync_purchase_order",
+        "sync_conference_invoices",
+        "void_purchase_order_invoice",
+        "reissue_purchase_order_invoice",
+        "cancel_purchase_order_task",
+    )
+}
+
+# --- The pipeline (workers/tasks.py, invoicing/services/stripe_events.py, reconciliation.py) ------
+# Retries of transient failures (Stripe 5xx/429/connection, database hiccups): exponential backoff
+# from this base, jittered, capped at TASK_RETRY_BACKOFF_MAX_SECONDS; then the error is recorded.
+TASK_RETRY_BACKOFF_BASE_SECONDS = env_float("TASK_RETRY_BACKOFF_BASE_SECONDS", 5.0, minimum=0.0)
+TASK_MAX_RETRIES = env_int("TASK_MAX_RETRIES", 10, minimum=0)
+# A webhook event is tried this many times (transient failures), then parked as failed (replayable).
+STRIPE_EVENT_MAX_ATTEMPTS = env_int("STRIPE_EVENT_MAX_ATTEMPTS", 10, minimum=1)
+# A recorded event not processed after this long is put on the queue again by the beat (its message
+# may have died with the broker). A worker's claim on an event lasts past the hard time limit.
+STRIPE_EVENT_REENQUEUE_AFTER_SECONDS = env_int(
+    "STRIPE_EVENT_REENQUEUE_AFTER_SECONDS", 300, minimum=1
+)
+STRIPE_EVENT_CLAIM_SECONDS = CELERY_TASK_TIME_LIMIT + 60
+# The webhook view publishes with these timeouts and no retry: a dead broker must never turn a
+# recorded event into a slow answer or a 5xx (the beat re-enqueues it).
+WEBHOOK_BROKER_TIMEOUT_SECONDS = env_float("WEBHOOK_BROKER_TIMEOUT_SECONDS", 1.0, minimum=0.05)
+# An approved PO without a sent invoice after this long is handed to the creation task again.
+INVOICE_CREATION_GRACE_SECONDS = env_int("INVOICE_CREATION_GRACE_SECONDS", 600, minimum=1)
+# Reconciliation: how often each conference's open invoices are compared with Stripe, and how far
+# the events cursor looks back (events can become listable a little after their timestamp).
+RECONCILE_INTERVAL_SECONDS = env_int(
+    "RECONCILE_INTERVAL_SECONDS",
+    env_int("RECONCILE_INTERVAL_MINUTES", 15, minimum=1) * 60,
+    minimum=1,
+)
+RECONCILE_EVENTS_OVERLAP_SECONDS = env_int("RECONCILE_EVENTS_OVERLAP_SECONDS", 3600, minimum=0)
+STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS = env_int(
+    "STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS", 60, minimum=1
+)
+INVOICE_RESUME_INTERVAL_SECONDS = env_int("INVOICE_RESUME_INTERVAL_SECONDS", 300, minimum=1)
+
+# django-celery-beat writes these into PeriodicTask rows when beat starts (an interval changed here
+# updates its row then). Each run expires after one interval, so a backlog never replays them all.
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "sync-open-invoices": {
+        "task": "workers.tasks.sync_open_invoices",
+        "schedule": float(RECONCILE_INTERVAL_SECONDS),
+        "options": {"expire_seconds": RECONCILE_INTERVAL_SECONDS},
+    },
+    "reenqueue-pending-stripe-events": {
+        "task": "workers.tasks.reenqueue_pending_stripe_events",
+        "schedule": float(STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS),
+        "options": {"expire_seconds": STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS},
+    },
+    "resume-stalled-invoice-creation": {
+        "task": "workers.tasks.resume_stalled_invoice_creation",
+        "schedule": float(INVOICE_RESUME_INTERVAL_SECONDS),
+        "options": {"expire_seconds": INVOICE_RESUME_INTERVAL_SECONDS},
+    },
+}
 
 # --- Stripe rate limit (invoicing/services/rate_limit.py) ------------------------------------
 # One token bucket per Stripe account in Redis, shared by every worker. A bucket of size B refilled

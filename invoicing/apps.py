@@ -7,3 +7,7 @@ class InvoicingConfig(AppConfig):
     name = "invoicing"
     verbose_name = "Invoicing"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Connects the approval receiver (post_save of PurchaseOrder).
+        from invoicing import signals  # noqa: F401

@@ -12,8 +12,9 @@ Invariants the database enforces (not just the code):
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Iterable
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -307,6 +308,14 @@ class PurchaseOrder(models.Model):
     invoice_sent_at = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
 
+    # The last failure of a background invoice action (creation, re-issue, void, cancel, sync), for
+    # the organizer; cleared when one succeeds. ``invoice_creation_blocked``: creating the invoice
+    # failed in a way retrying cannot fix (a refused parameter, a revoked key, a mismatch): the
+    # resume task leaves the PO alone until someone acts.
+    invoice_error = models.TextField(blank=True, default="")
+    invoice_error_at = models.DateTimeField(null=True, blank=True)
+    invoice_creation_blocked = models.BooleanField(default=False)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -339,6 +348,29 @@ class PurchaseOrder(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference} ({self.organization_name})"
+
+    # The status as last read from or written to the database (None: a new PO, or the column was
+    # deferred). The approval signal compares it with the saved status (invoicing/signals.py).
+    _loaded_status: str | None = None
+
+    @classmethod
+    def from_db(
+        cls, db: str | None, field_names: Collection[str], values: Collection[Any]
+    ) -> PurchaseOrder:
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_status = instance.__dict__.get("status")
+        return instance
+
+    def refresh_from_db(
+        self,
+        using: str | None = None,
+        fields: Iterable[str] | None = None,
+        from_queryset: models.QuerySet[PurchaseOrder] | None = None,
+    ) -> None:
+        fields = list(fields) if fields is not None else None
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        if fields is None or "status" in fields:
+            self._loaded_status = self.__dict__.get("status")
 
     @property
     def total(self) -> Decimal:
@@ -525,3 +557,25 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.stripe_event_id} ({self.status})"
+
+
+class StripeSyncState(models.Model):
+    """Where reconciliation stands for one conference (``services/reconciliation.py``).
+
+    ``events_cursor`` is the ``created`` time (Unix seconds, Stripe's clock) of the newest event the
+    last successful run saw; the next run lists events from a little before it. ``lease_expires_at``
+    keeps two runs for the same conference from overlapping.
+    """
+
+    conference = models.OneToOneField(
+        Conference, on_delete=models.CASCADE, related_name="stripe_sync_state"
+    )
+    events_cursor = models.BigIntegerField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    last_summary = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"Stripe sync of conference {self.conference_id}"

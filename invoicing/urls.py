@@ -3,7 +3,13 @@
 from django.urls import URLPattern, path
 
 from invoicing.health import health
+from invoicing.views import stripe_webhook
 
 urlpatterns: list[URLPattern] = [
     path("health/", health, name="health"),
+    path(
+        "stripe/webhooks/<slug:conference_slug>/",
+        stripe_webhook,
+        name="stripe-webhook",
+    ),
 ]

@@ -1,1 +1,298 @@
-"""Celery tasks. Each loads its row by primary key and calls one service."""
+"""Celery tasks. Each loads its row by primary key and calls one service.
+
+Failure policy (one place, :func:`_run_for_purchase_order`; the rule itself is
+:mod:`invoicing.retry`):
+
+- **Transient** (Stripe connection/5xx/409/429 incl. ``lock_timeout`` and the rate limiter's wait,
+  database ``OperationalError``/``InterfaceError``, the soft time limit): retried with exponential
+  backoff and jitter, capped at ``TASK_RETRY_BACKOFF_MAX_SECONDS``, at most ``TASK_MAX_RETRIES``
+  times. Each failure is shown on the PO (``invoice_error``) while it retries.
+- **Permanent** (our ``ValueError``s, Stripe's ``InvalidRequestError``, ``AuthenticationError``,
+  ``PermissionError``, ``IdempotencyError``, anything unexpected): recorded on the PO and the task
+  stops. A failed creation also sets ``invoice_creation_blocked``, so the resume task leaves the PO
+  for a person.
+- Success clears the recorded error. Work found already done (the invoice exists, the PO is gone,
+  cancelled or already void) is a quiet no-op: every task may run twice (late acks, redeliveries,
+  the beat's recovery tasks), and the services are idempotent.
+
+Webhook events keep their own retry state on the inbox row (``services/stripe_events.py``); the
+task only turns "retry in N s" into a Celery retry.
+
+Routing (settings ``CELERY_TASK_ROUTES``): every task that may call Stripe runs on the ``stripe``
+queue, the beat's bookkeeping (fan-out, re-enqueue, resume) on ``default``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import stripe
+from celery import Task, shared_task
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import DatabaseError
+
+from invoicing.models import Conference, PurchaseOrder
+from invoicing.retry import backoff_seconds, describe_error, is_transient
+from invoicing.services import purchase_orders, reconciliation, stripe_events, stripe_invoicing
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+
+_BoundTask = Task[Any, Any]
+
+
+# --- The failure policy --------------------------------------------------------------------------
+
+
+def _retry_countdown(task: _BoundTask) -> float | None:
+    """Seconds until the next retry, or None when the retry budget is spent."""
+    retries = int(task.request.retries or 0)
+    if retries >= settings.TASK_MAX_RETRIES:
+        return None
+    return backoff_seconds(retries + 1)
+
+
+def _record(po: PurchaseOrder, message: str, *, blocks_creation: bool) -> None:
+    try:
+        purchase_orders.record_invoice_error(po, message=message, blocks_creation=blocks_creation)
+    except DatabaseError as error:  # the database is the problem; the log keeps the reason
+        logger.error("po %s: could not record %r (%s)", po.reference, message, error)
+
+
+def _fail(
+    task: _BoundTask, po: PurchaseOrder, action: str, error: Exception, *, creates: bool
+) -> None:
+    """Retry a transient failure, or record a permanent one and stop (see the module doc)."""
+    description = describe_error(error)
+    if is_transient(error):
+        countdown = _retry_countdown(task)
+        if countdown is not None:
+            attempt = int(task.request.retries or 0) + 1
+            _record(
+                po,
+                f"{action} failed, retry {attempt} of {settings.TASK_MAX_RETRIES} in "
+                f"{countdown:.0f} s: {description}",
+                blocks_creation=False,
+            )
+            raise task.retry(exc=error, countdown=countdown)
+        # Out of retries; a later run (the resume task, a person) may still succeed.
+        _record(
+            po,
+            f"{action} failed after {settings.TASK_MAX_RETRIES} retries: {description}",
+            blocks_creation=False,
+        )
+        return None
+    _record(po, f"{action} failed: {description}", blocks_creation=creates)
+    if not isinstance(error, ValueError | DatabaseError | stripe.StripeError):
+        logger.error("%s for po %s: unexpected error", action, po.reference, exc_info=error)
+    return None
+
+
+def _load_purchase_order(purchase_order_id: int, action: str) -> PurchaseOrder | None:
+    po = PurchaseOrder.objects.select_related("conference").filter(pk=purchase_order_id).first()
+    if po is None:
+        logger.info(
+            "%s: purchase order %s no longer exists; nothing to do", action, purchase_order_id
+        )
+    return po
+
+
+def _load_user(user_id: int | None) -> User | None:
+    if user_id is None:
+        return None
+    user: User | None = get_user_model().objects.filter(pk=user_id).first()
+    return user
+
+
+def _run_for_purchase_order(
+    task: _BoundTask,
+    po: PurchaseOrder,
+    action: str,
+    call: Callable[[PurchaseOrder], object],
+    *,
+    creates: bool = False,
+    clears: str | None = None,
+) -> bool:
+    """Call one service for the PO under the failure policy; True when it succeeded."""
+    try:
+        call(po)
+    except Exception as error:  # classified by _fail: retried, or recorded and stopped
+        _fail(task, po, action, error, creates=creates)
+        return False
+    purchase_orders.clear_invoice_error(po, action=clears)
+    return True
+
+
+# --- Invoice creation ----------------------------------------------------------------------------
+
+
+@shared_task(bind=True, name="workers.tasks.create_invoice_for_purchase_order", max_retries=None)
+def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) -> None:
+    """Create, finalize and send the PO's invoice (queued on approval; resumable)."""
+    po = _load_purchase_order(purchase_order_id, "invoice creation")
+    if po is None:
+        return
+    if not stripe_invoicing.awaits_invoice(po):
+        logger.info(
+            "invoice creation for po %s: nothing to do (%s, invoice %s)",
+            po.reference,
+            po.status,
+            po.stripe_invoice_id or "none",
+        )
+        return
+
+    def create(po: PurchaseOrder) -> None:
+        try:
+            stripe_invoicing.create_stripe_invoice(po)
+        except stripe_invoicing.InvoiceAlreadyAttached:
+            logger.info("invoice creation for po %s: a concurrent run finished it", po.reference)
+
+    _run_for_purchase_order(self, po, "Invoice creation", create, creates=True)
+
+
+@shared_task(name="workers.tasks.resume_stalled_invoice_creation")
+def resume_stalled_invoice_creation() -> int:
+    """Beat: queue the creation again for approved POs idle without a sent invoice."""
+    stalled = stripe_invoicing.stalled_invoice_creations(
+        idle_for=timedelta(seconds=settings.INVOICE_CREATION_GRACE_SECONDS)
+    )
+    for pk in stalled:
+        create_invoice_for_purchase_order.delay(pk)
+    if stalled:
+        logger.warning("resumed invoice creation for %s stalled purchase order(s)", len(stalled))
+    return len(stalled)
+
+
+# --- Webhook events ------------------------------------------------------------------------------
+
+
+@shared_task(bind=True, name="workers.tasks.process_stripe_event", max_retries=None)
+def process_stripe_event(self: _BoundTask, stripe_event_id: int) -> None:
+    """Process one inbox row (its primary key); its retries are counted on the row."""
+    try:
+        result = stripe_events.process_stripe_event(stripe_event_id=stripe_event_id)
+    except DatabaseError as error:  # claiming or settling failed; an unsettled claim expires
+        countdown = _retry_countdown(self) if is_transient(error) else None
+        if countdown is None:
+            logger.error(
+                "stripe event row %s: giving up for now (%s); the beat re-enqueues it",
+                stripe_event_id,
+                describe_error(error),
+            )
+            return
+        raise self.retry(exc=error, countdown=countdown) from error
+    if result.retry_in is not None:
+        raise self.retry(countdown=result.retry_in)
+
+
+@shared_task(name="workers.tasks.reenqueue_pending_stripe_events")
+def reenqueue_pending_stripe_events() -> int:
+    """Beat: queue again events recorded but not processed (lost messages, dead workers)."""
+    return stripe_events.reenqueue_pending_stripe_events()
+
+
+# --- Sync and reconciliation ---------------------------------------------------------------------
+
+
+@shared_task(bind=True, name="workers.tasks.sync_purchase_order", max_retries=None)
+def sync_purchase_order(self: _BoundTask, purchase_order_id: int) -> None:
+    """Fetch the PO's invoice from Stripe and bring it in (status, new payments)."""
+    po = _load_purchase_order(purchase_order_id, "sync")
+    if po is None:
+        return
+    if not po.stripe_invoice_id:
+        logger.info("sync of po %s: no Stripe invoice yet; nothing to do", po.reference)
+        return
+    _run_for_purchase_order(
+        self, po, "Sync", stripe_invoicing.sync_stripe_invoice_status, clears="Sync"
+    )
+
+
+@shared_task(name="workers.tasks.sync_open_invoices")
+def sync_open_invoices() -> int:
+    """Beat: one reconciliation task per active conference with a Stripe key."""
+    conferences = reconciliation.conferences_to_reconcile()
+    for conference in conferences:
+        sync_conference_invoices.delay(conference.pk)
+    return len(conferences)
+
+
+@shared_task(bind=True, name="workers.tasks.sync_conference_invoices", max_retries=None)
+def sync_conference_invoices(self: _BoundTask, conference_id: int) -> None:
+    """Reconcile one conference's open invoices with Stripe (services/reconciliation.py)."""
+    conference = Conference.objects.filter(pk=conference_id, is_active=True).first()
+    if conference is None or not conference.has_stripe_key:
+        logger.info("reconcile: conference %s is gone, inactive or keyless; skipped", conference_id)
+        return
+    try:
+        reconciliation.reconcile_conference(conference=conference)
+    except Exception as error:  # the run's state row keeps last_error
+        countdown = _retry_countdown(self) if is_transient(error) else None
+        if countdown is not None:
+            raise self.retry(exc=error, countdown=countdown) from error
+        logger.error(
+            "reconcile %s failed: %s", conference.slug, describe_error(error), exc_info=error
+        )
+
+
+# --- Staff actions (the admin queues these; views never call Stripe) -----------------------------
+
+
+@shared_task(bind=True, name="workers.tasks.void_purchase_order_invoice", max_retries=None)
+def void_purchase_order_invoice(
+    self: _BoundTask, purchase_order_id: int, requested_by_id: int | None = None
+) -> None:
+    """Void the PO's invoice without cancelling the PO (it can then be re-issued)."""
+    po = _load_purchase_order(purchase_order_id, "void")
+    if po is None:
+        return
+    user = _load_user(requested_by_id)
+    _run_for_purchase_order(
+        self, po, "Void", lambda po: stripe_invoicing.void_stripe_invoice(po, voided_by=user)
+    )
+
+
+@shared_task(bind=True, name="workers.tasks.reissue_purchase_order_invoice", max_retries=None)
+def reissue_purchase_order_invoice(
+    self: _BoundTask, purchase_order_id: int, requested_by_id: int | None = None
+) -> None:
+    """Replace a void or uncollectible invoice with a new one for the balance."""
+    po = _load_purchase_order(purchase_order_id, "re-issue")
+    if po is None:
+        return
+    user = _load_user(requested_by_id)
+    _run_for_purchase_order(
+        self,
+        po,
+        "Re-issue",
+        lambda po: stripe_invoicing.reissue_stripe_invoice(po, reissued_by=user),
+        creates=True,
+    )
+
+
+@shared_task(bind=True, name="workers.tasks.cancel_purchase_order_task", max_retries=None)
+def cancel_purchase_order_task(
+    self: _BoundTask,
+    purchase_order_id: int,
+    requested_by_id: int | None = None,
+    reason: str = "",
+) -> None:
+    """Cancel the PO, voiding (or deleting) its Stripe invoice first."""
+    po = _load_purchase_order(purchase_order_id, "cancel")
+    if po is None:
+        return
+    user = _load_user(requested_by_id)
+    _run_for_purchase_order(
+        self,
+        po,
+        "Cancel",
+        lambda po: stripe_invoicing.cancel_invoiced_purchase_order(
+            po, cancelled_by=user, reason=reason
+        ),
+    )

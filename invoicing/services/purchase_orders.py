@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from invoicing import money
+from invoicing.logging import log_state_change
 from invoicing.models import (
     MONEY_DECIMAL_PLACES,
     MONEY_MAX_DIGITS,
@@ -68,7 +69,12 @@ class LineItemInput:
 
 def lock_purchase_order(purchase_order: PurchaseOrder) -> PurchaseOrder:
     """Reload the PO with its row lock held until the surrounding transaction ends."""
-    return PurchaseOrder.objects.select_for_update().get(pk=purchase_order.pk)
+    # The conference comes along (every snapshot check reads it); only the PO row is locked.
+    return (
+        PurchaseOrder.objects.select_for_update(of=("self",))
+        .select_related("conference")
+        .get(pk=purchase_order.pk)
+    )
 
 
 def _line_problems(lines: Sequence[LineItemInput], currency: str) -> list[str]:
@@ -376,8 +382,12 @@ def derive_status(purchase_order: PurchaseOrder) -> str:
     current = purchase_order.status
     if current in {Status.DRAFT, Status.CANCELLED}:
         return current
-    total = purchase_order.total
-    received = purchase_order.amount_received
+    return _derive_status(
+        purchase_order, total=purchase_order.total, received=purchase_order.amount_received
+    )
+
+
+def _derive_status(purchase_order: PurchaseOrder, *, total: Decimal, received: Decimal) -> str:
     invoice_status = purchase_order.stripe_invoice_status
     if received > 0 and received == total:
         return Status.PAID
@@ -402,20 +412,24 @@ def update_po_status(purchase_order: PurchaseOrder) -> str:
     """
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
-        new_status = derive_status(locked)
-        if new_status != locked.status:
-            previous = locked.status
-            locked.status = new_status
-            locked.save(update_fields=["status", "updated_at"])
-            logger.info(
-                "po %s: status %s -> %s (invoice %s, received %s of %s)",
-                locked.reference,
-                previous,
-                new_status,
-                locked.stripe_invoice_id or "-",
-                locked.amount_received,
-                locked.total,
-            )
+        new_status = locked.status
+        if locked.status not in {Status.DRAFT, Status.CANCELLED}:
+            # Read once: the ledger reads are most of what applying a payment costs.
+            total, received = locked.total, locked.amount_received
+            new_status = _derive_status(locked, total=total, received=received)
+            if new_status != locked.status:
+                previous = locked.status
+                locked.status = new_status
+                locked.save(update_fields=["status", "updated_at"])
+                logger.info(
+                    "po %s: status %s -> %s (invoice %s, received %s of %s)",
+                    locked.reference,
+                    previous,
+                    new_status,
+                    locked.stripe_invoice_id or "-",
+                    received,
+                    total,
+                )
     purchase_order.status = new_status
     return new_status
 
@@ -477,3 +491,58 @@ def prepare_reissue(
         )
         update_po_status(locked)
     return locked
+
+
+def record_invoice_error(
+    purchase_order: PurchaseOrder, *, message: str, blocks_creation: bool = False
+) -> None:
+    """Show the organizer why a background invoice action failed.
+
+    ``blocks_creation``: the invoice cannot be created without someone acting (the resume task
+    skips the PO until then). A plain UPDATE of these columns: it never races the ledger or the
+    status, which other transactions own under the row lock.
+    """
+    now = timezone.now()
+    PurchaseOrder.objects.filter(pk=purchase_order.pk).update(
+        invoice_error=message,
+        invoice_error_at=now,
+        invoice_creation_blocked=blocks_creation,
+        updated_at=now,
+    )
+    purchase_order.invoice_error = message
+    purchase_order.invoice_error_at = now
+    purchase_order.invoice_creation_blocked = blocks_creation
+    log_state_change(
+        logger,
+        event="invoice_error_recorded",
+        po_reference=purchase_order.reference,
+        invoice_id=purchase_order.stripe_invoice_id or None,
+        blocks_creation=blocks_creation,
+        error=message,
+        level=logging.ERROR if blocks_creation else logging.WARNING,
+    )
+
+
+def clear_invoice_error(purchase_order: PurchaseOrder, *, action: str | None = None) -> bool:
+    """Forget the last invoice error after an action succeeded; True when there was one.
+
+    With ``action``, only an error that action recorded (its message starts with the action's
+    name): a successful sync says nothing about a failed creation.
+    """
+    pending = PurchaseOrder.objects.filter(pk=purchase_order.pk).exclude(invoice_error="")
+    if action is not None:
+        pending = pending.filter(invoice_error__startswith=action)
+    cleared = pending.update(
+        invoice_error="", invoice_error_at=None, invoice_creation_blocked=False
+    )
+    if cleared:
+        purchase_order.invoice_error = ""
+        purchase_order.invoice_error_at = None
+        purchase_order.invoice_creation_blocked = False
+        log_state_change(
+            logger,
+            event="invoice_error_cleared",
+            po_reference=purchase_order.reference,
+            invoice_id=purchase_order.stripe_invoice_id or None,
+        )
+    return bool(cleared)

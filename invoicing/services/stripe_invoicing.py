@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import stripe
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from invoicing import money
@@ -118,6 +119,43 @@ class EventOutcome(enum.StrEnum):
 
     HANDLED = "handled"
     IGNORED = "ignored"
+
+
+# POs whose invoice is still to be created or sent: approved (or paid in part by wire meanwhile),
+# without an invoice that was sent or left the open state at Stripe (``has_complete_invoice``).
+AWAITING_INVOICE: Final = Q(status__in=[Status.APPROVED, Status.PARTIALLY_PAID]) & (
+    Q(stripe_invoice_id="")
+    | (
+        Q(invoice_sent_at__isnull=True)
+        & ~Q(stripe_invoice_status__in=["paid", "void", "uncollectible", "deleted"])
+    )
+)
+
+
+def awaits_invoice(purchase_order: PurchaseOrder) -> bool:
+    """Whether the PO still needs :func:`create_stripe_invoice` (the creation task's guard)."""
+    return (
+        purchase_order.status in {Status.APPROVED, Status.PARTIALLY_PAID}
+        and not purchase_order.has_complete_invoice
+    )
+
+
+def stalled_invoice_creations(*, idle_for: datetime.timedelta, limit: int = 500) -> list[int]:
+    """Primary keys of POs still awaiting their invoice and untouched for ``idle_for``.
+
+    Their creation message was lost (broker restart), their worker died, their retries ran out,
+    or they were approved by a ``QuerySet.update()``. A PO whose creation is blocked by a
+    permanent error waits for a person (``invoice_creation_blocked``). A PO being worked on is
+    touched by every step and every recorded error, so it does not look idle.
+    """
+    cutoff = timezone.now() - idle_for
+    return list(
+        PurchaseOrder.objects.filter(AWAITING_INVOICE)
+        .filter(updated_at__lte=cutoff, invoice_creation_blocked=False)
+        .filter(Q(approved_at__isnull=True) | Q(approved_at__lte=cutoff))
+        .order_by("updated_at")
+        .values_list("pk", flat=True)[:limit]
+    )
 
 
 # --- Snapshots -----------------------------------------------------------------------------------
@@ -213,6 +251,21 @@ class InvoiceSnapshot:
 
 
 InvoiceLike = InvoiceSnapshot | stripe.Invoice | Mapping[str, object]
+
+
+def mirrored_rank(
+    *, stripe_invoice_status: str, stripe_amount_paid: Decimal | None, currency: str
+) -> tuple[int, int]:
+    """The rank of what a PO mirrors of its current invoice, comparable with ``snapshot.rank``.
+
+    A snapshot whose rank is not above it can change nothing: the mirror never moves backwards
+    and the ledger already holds that ``amount_paid`` (both are written under one row lock).
+    Reconciliation uses it to skip unchanged invoices without locking their POs.
+    """
+    paid = (
+        money.to_minor_units(stripe_amount_paid, currency) if stripe_amount_paid is not None else -1
+    )
+    return (_STATUS_RANK.get(stripe_invoice_status, -1), paid)
 
 
 def _as_snapshot(invoice: InvoiceLike) -> InvoiceSnapshot:
@@ -373,7 +426,9 @@ def _apply_locked(
                 already,
                 source,
             )
-    purchase_orders.update_po_status(locked)
+    if not recorded:
+        # record_payment already derived the status under this lock, after the mirror was saved.
+        purchase_orders.update_po_status(locked)
     return recorded
 
 
@@ -1150,6 +1205,48 @@ def cancel_invoiced_purchase_order(
     purchase_order.refresh_from_db()
 
 
+def void_stripe_invoice(purchase_order: PurchaseOrder, *, voided_by: User | None = None) -> None:
+    """Void the PO's open or uncollectible invoice, keeping the PO: it becomes ``invoice_voided``.
+
+    The organizer then re-issues (:func:`reissue_stripe_invoice`) or cancels it. The void carries
+    the same idempotency key as the one :func:`cancel_invoiced_purchase_order` sends, and any
+    payment that raced it is recorded from the voided invoice's snapshot. An invoice already void
+    (here or at Stripe) is left as it is.
+
+    Raises:
+        purchase_orders.InvalidTransition: no invoice, the PO is cancelled, the invoice is still
+            a draft (being created) or is paid.
+        stripe.StripeError: Stripe failed; nothing changed on our side.
+    """
+    po = _load(purchase_order)
+    if po.status == Status.CANCELLED:
+        raise purchase_orders.InvalidTransition(f"PO {po.reference} is cancelled.")
+    if not po.stripe_invoice_id:
+        raise purchase_orders.InvalidTransition(f"PO {po.reference} has no Stripe invoice to void.")
+    if po.stripe_invoice_status in {"void", "deleted"}:
+        return
+    client = build_stripe_client(po.conference)
+    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+    if invoice.status in {"open", "uncollectible"}:
+        invoice = _void(client, po, invoice.id)
+    apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="void")
+    if invoice.status == "paid":
+        raise purchase_orders.InvalidTransition(
+            f"PO {po.reference}: invoice {invoice.id} is paid; there is nothing to void."
+        )
+    if invoice.status == "draft":
+        raise purchase_orders.InvalidTransition(
+            f"PO {po.reference}: invoice {invoice.id} is still being created; void it once sent."
+        )
+    logger.info(
+        "po %s: invoice %s void at the organizer's request (by user %s)",
+        po.reference,
+        invoice.id,
+        getattr(voided_by, "pk", None),
+    )
+    purchase_order.refresh_from_db()
+
+
 def reissue_stripe_invoice(
     purchase_order: PurchaseOrder, *, reissued_by: User | None = None
 ) -> str:
@@ -1164,6 +1261,12 @@ def reissue_stripe_invoice(
         The new hosted invoice URL.
     """
     po = _load(purchase_order)
+    if po.status == Status.APPROVED and po.generation > 1 and not po.has_complete_invoice:
+        # A re-issue that stopped after starting the new generation (Stripe failed, the worker
+        # died): finish that invoice instead of refusing to re-issue an approved PO.
+        url = create_stripe_invoice(po)
+        purchase_order.refresh_from_db()
+        return url
     if po.status == Status.INVOICE_UNCOLLECTIBLE:
         client = build_stripe_client(po.conference)
         invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)

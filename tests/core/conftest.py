@@ -16,6 +16,17 @@ from invoicing.services.purchase_orders import LineItemInput
 from tests.stripe_emulator.handle import EmulatorHandle
 
 MakeConference = Callable[..., Conference]
+
+
+@pytest.fixture(autouse=True)
+def _core_tests_run_without_a_worker(request: pytest.FixtureRequest) -> None:
+    """Approvals queue a real creation task on commit; the core tests call the services
+    themselves, so in transactional tests no worker may consume (it would race them)."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and marker.kwargs.get("transaction"):
+        request.getfixturevalue("embedded_worker_paused")
+
+
 MakePurchaseOrder = Callable[..., PurchaseOrder]
 
 DEFAULT_LINES = (

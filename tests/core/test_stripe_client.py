@@ -8,6 +8,7 @@ import pytest
 import stripe
 
 from invoicing.models import Conference
+from invoicing.services.rate_limit import RateLimitedRequestsClient, account_fingerprint
 from invoicing.services.stripe_client import (
     STRIPE_API_VERSION,
     StripeKeyMissing,
@@ -31,11 +32,13 @@ def test_no_key_is_a_clear_value_error(make_conference: MakeConference) -> None:
     assert isinstance(raised.value, StripeKeyMissing)
 
 
-def test_http_client_uses_requests_with_the_configured_timeout(settings: Any) -> None:
+def test_http_client_is_rate_limited_with_the_configured_timeout(settings: Any) -> None:
     settings.STRIPE_TIMEOUT_SECONDS = 7.5
-    http_client = build_http_client()
+    http_client = build_http_client(secret_key="sk_test_timeout")
+    assert isinstance(http_client, RateLimitedRequestsClient)
     assert isinstance(http_client, stripe.RequestsClient)
     assert http_client._timeout == 7.5
+    assert http_client.account == account_fingerprint("sk_test_timeout")
 
 
 def test_client_talks_to_the_configured_base_with_the_conference_key(

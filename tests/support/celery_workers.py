@@ -23,6 +23,10 @@ Fixtures
     ``env={"CELERY_BROKER_URL": private_redis.url()}`` points workers at another broker (readiness
     pings follow it; publish there with ``app_for_broker(url).send_task(name, ...)``).
 
+``embedded_worker_paused`` (function)
+    The embedded worker (if running) stops consuming for the test, and the worker queues are
+    purged after it: nothing the test queues runs behind its back, and queue lengths can be read.
+
 ``marker_table`` (function)
     Creates the table that ``tests.support.tasks.record_marker`` writes to, and drops it after.
 
@@ -391,6 +395,27 @@ def celery_worker_processes(
         if paused_embedded:
             with django_db_blocker.unblock():
                 purge_worker_queues(app)
+            _set_embedded_consuming(app, consuming=True)
+
+
+@pytest.fixture
+def embedded_worker_paused(django_db_blocker: Any) -> Iterator[None]:
+    """No worker consumes during the test; what the test queued is purged after it.
+
+    For transactional tests that drive the services themselves while their approvals queue real
+    creation tasks (``invoicing/signals.py``): without it, the session's embedded worker (if one
+    runs) would race the test's own calls. Also for tests that count what was queued.
+    """
+    app = celery_app()
+    paused = _embedded_worker_hostname is not None
+    if paused:
+        _set_embedded_consuming(app, consuming=False)
+    try:
+        yield
+    finally:
+        with django_db_blocker.unblock():
+            purge_worker_queues(app)
+        if paused:
             _set_embedded_consuming(app, consuming=True)
 
 

@@ -1,0 +1,54 @@
+"""``manage.py sync_stripe_invoices [--conference <slug>]``: reconcile now, in this process.
+
+The same reconciliation the beat runs (``invoicing/services/reconciliation.py``), for one
+conference or every active conference with a Stripe key; prints what each run did.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import stripe
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from invoicing.models import Conference
+from invoicing.retry import describe_error
+from invoicing.services import reconciliation
+
+
+class Command(BaseCommand):
+    help = "Reconcile open Stripe invoices with the purchase orders (one conference or all)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--conference", metavar="SLUG", help="Only this conference.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        slug: str | None = options["conference"]
+        if slug:
+            conference = Conference.objects.filter(slug=slug).first()
+            if conference is None:
+                raise CommandError(f"No conference {slug!r}.")
+            if not conference.has_stripe_key:
+                raise CommandError(f"Conference {slug!r} has no Stripe secret key.")
+            conferences = [conference]
+        else:
+            conferences = reconciliation.conferences_to_reconcile()
+        failures = 0
+        for conference in conferences:
+            try:
+                summary = reconciliation.reconcile_conference(conference=conference)
+            except (stripe.StripeError, ValueError) as error:
+                failures += 1
+                self.stderr.write(f"{conference.slug}: failed: {describe_error(error)}")
+                continue
+            if summary.skipped:
+                self.stdout.write(f"{conference.slug}: skipped (another run is in progress)")
+                continue
+            self.stdout.write(
+                f"{conference.slug}: {summary.stripe_calls} Stripe call(s), "
+                f"{summary.open_invoices} open invoice(s), {summary.events} closing event(s), "
+                f"{summary.retrieved} retrieved, {summary.applied} applied, "
+                f"{summary.unchanged} unchanged, {summary.errors} error(s)"
+            )
+        if failures:
+            raise CommandError(f"{failures} conference(s) failed.")

@@ -1,0 +1,412 @@
+"""Reconciliation: bring every conference's open invoices in line with Stripe, cheaply.
+
+Webhooks can be dropped, delayed past our patience, or refused while we were down; the beat runs
+this for each active conference every ``RECONCILE_INTERVAL_SECONDS`` (15 minutes by default). The
+naive way, one retrieve per open PO, costs one Stripe call and one row-locking transaction per PO
+per run: 10,000 open invoices would take 10,000 calls (400 s at the sandbox's 25 requests/s).
+Instead, per conference:
+
+(a) **Events since the cursor.** ``GET /v1/events`` filtered to the types that end an invoice's open
+    life (``invoice.paid``, ``invoice.voided``, ``invoice.marked_uncollectible``), created since
+    the stored cursor minus ``RECONCILE_EVENTS_OVERLAP_SECONDS`` (events may become listable a
+    little after their timestamp), 100 a page. Each carries the invoice as it was then. This is
+    what catches an invoice that left ``open`` while its webhook was lost: it is in no list of
+    open invoices any more. The cursor then moves to the newest event's ``created`` (Stripe's
+    clock, never ours). Without a cursor (the first run) it reads what Stripe keeps (30 days).
+(b) **Open invoices.** ``GET /v1/invoices?status=open&collection_method=send_invoice``, 100 a
+    page: partial payments on invoices still open.
+(c) **The rest, one by one.** Only POs we consider open (mirrored invoice status ``open`` or
+    ``uncollectible``) whose invoice appeared in neither (a) nor (b) are retrieved individually
+    (an uncollectible invoice, one that left ``open`` before the cursor's window...).
+
+For every page of (a) and (b) the POs of the page's invoices are read in ONE query, and a snapshot
+whose rank (status, ``amount_paid``) is not above what the PO mirrors is skipped without touching
+the PO: it cannot change anything (``stripe_invoicing.mirrored_rank``). Only the rest reach
+``apply_invoice_snapshot``, the single ledger entry point, under the PO's row lock (through
+``reconcile_invoice`` for an invoice no PO has as its current one: an earlier generation's). So a
+run costs about ``(open invoices + closing events) / 100 + stragglers`` Stripe calls and one
+transaction per invoice that actually changed: for 10,000 open invoices of which 5% were paid with
+their webhooks dropped, 5 event pages + 95 invoice pages = 100 calls (1% of the naive 10,000) and
+500 ledger transactions (measured: ``tests/benchmarks/reconciliation.py``).
+
+Pages are read as plain JSON (``raw_request`` through the same rate-limited client), not as
+``StripeObject`` trees, which cost more CPU than the HTTP call for 100 invoices; the next page is
+fetched in a background thread while the current one is applied.
+
+A lease on the conference's :class:`~invoicing.models.StripeSyncState` keeps two runs for one
+conference from overlapping. Transient Stripe errors abort the run (the task retries it; nothing
+is half-applied: each invoice is its own transaction, and the cursor only moves at the end). An
+invoice that cannot be applied (another conference's, another currency) is logged and counted,
+and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+import stripe
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from invoicing.models import Conference, PurchaseOrder, StripeSyncState
+from invoicing.retry import describe_error
+from invoicing.services.stripe_client import build_stripe_client
+from invoicing.services.stripe_invoicing import (
+    EventOutcome,
+    EventRejected,
+    InvoiceSnapshot,
+    apply_invoice_snapshot,
+    mirrored_rank,
+    reconcile_invoice,
+    sync_invoice,
+)
+
+if TYPE_CHECKING:
+    from stripe.params import EventListParams, InvoiceListParams
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE: Final = 100
+# Events that end an invoice's open life; each carries the invoice (data.object).
+CLOSING_EVENT_TYPES: Final = ("invoice.paid", "invoice.voided", "invoice.marked_uncollectible")
+# Mirrored invoice statuses of POs that may still take money or change at Stripe.
+OPEN_INVOICE_STATUSES: Final = ("open", "uncollectible")
+
+
+@dataclass
+class ReconcileSummary:
+    """What one run did, for the log, the sync state row and the benchmarks."""
+
+    conference: str
+    event_pages: int = 0
+    events: int = 0
+    invoice_pages: int = 0
+    open_invoices: int = 0
+    retrieved: int = 0
+    applied: int = 0
+    unchanged: int = 0
+    not_ours: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    apply_seconds: float = 0.0  # in the ledger (row-locking transactions), of ``seconds``
+    cursor: int | None = None
+    skipped: bool = False
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def stripe_calls(self) -> int:
+        return self.event_pages + self.invoice_pages + self.retrieved
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stripe_calls"] = self.stripe_calls
+        return data
+
+
+def _acquire_lease(conference: Conference) -> bool:
+    now = timezone.now()
+    state, _ = StripeSyncState.objects.get_or_create(conference=conference)
+    lease = timedelta(seconds=settings.STRIPE_EVENT_CLAIM_SECONDS)
+    return bool(
+        StripeSyncState.objects.filter(pk=state.pk)
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+        .update(lease_expires_at=now + lease, last_started_at=now)
+    )
+
+
+def _pages(
+    client: stripe.StripeClient, path: str, params: Mapping[str, Any]
+) -> Iterator[list[Any]]:
+    """Walk a Stripe list one page (one API call) at a time, as plain JSON.
+
+    ``raw_request`` goes through the same client (key, API version, rate limit, retries, error
+    classes) but skips building a ``StripeObject`` tree for every invoice of every page, which
+    costs more than the HTTP call itself for 100 invoices with their lines. The parameters are
+    still checked by mypy against stripe-python's ``*ListParams`` at the call sites.
+    """
+    cursor: str | None = None
+    while True:
+        query = dict(params) if cursor is None else {**params, "starting_after": cursor}
+        response = client.raw_request("get", path, **query)
+        page = response.data if isinstance(response.data, Mapping) else {}
+        data = page.get("data")
+        items = list(data) if isinstance(data, list) else []
+        yield items
+        if not page.get("has_more") or not items:
+            return
+        last = items[-1].get("id") if isinstance(items[-1], Mapping) else None
+        if not isinstance(last, str):
+            return
+        cursor = last
+
+
+_DONE = object()
+
+
+def _prefetched(pages: Iterator[list[Any]], *, depth: int = 2) -> Iterator[list[Any]]:
+    """Fetch the next pages in a background thread while the caller applies the current one.
+
+    The fetch is network and JSON work (no database), so it overlaps with the row-locking
+    transactions of the page being applied. Errors surface in the caller, in order; a caller that
+    stops early (an exception) stops the fetcher too.
+    """
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                if not put(page):
+                    return
+        except BaseException as error:  # handed to the caller, raised there
+            put(_Failure(error))
+            return
+        put(_DONE)
+
+    fetcher = threading.Thread(target=fetch, name="reconcile-fetch", daemon=True)
+    fetcher.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        fetcher.join(timeout=30)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+class _Reconciler:
+    def __init__(self, conference: Conference, summary: ReconcileSummary) -> None:
+        self.conference = conference
+        self.summary = summary
+        self.seen: set[str] = set()
+
+    def _note_error(self, message: str) -> None:
+        self.summary.errors += 1
+        if len(self.summary.error_samples) < 5:
+            self.summary.error_samples.append(message)
+
+    def apply_page(self, snapshots: Iterable[InvoiceSnapshot]) -> None:
+        """Apply a page's snapshots that can change something (one query for the page's POs)."""
+        best: dict[str, InvoiceSnapshot] = {}
+        for snapshot in snapshots:
+            kept = best.get(snapshot.id)
+            if kept is None or snapshot.rank > kept.rank:
+                best[snapshot.id] = snapshot
+        if not best:
+            return
+        self.seen.update(best)
+        mirrors = {
+            invoice_id: (
+                pk,
+                mirrored_rank(
+                    stripe_invoice_status=status, stripe_amount_paid=paid, currency=currency
+                ),
+            )
+            for pk, invoice_id, status, paid, currency in PurchaseOrder.objects.filter(
+                conference=self.conference, stripe_invoice_id__in=list(best)
+            ).values_list(
+                "pk", "stripe_invoice_id", "stripe_invoice_status", "stripe_amount_paid", "currency"
+            )
+        }
+        for invoice_id, snapshot in best.items():
+            mirror = mirrors.get(invoice_id)
+            if mirror is not None and snapshot.rank <= mirror[1]:
+                self.summary.unchanged += 1
+                continue
+            if mirror is None and snapshot.metadata.get("conference") not in (
+                None,
+                self.conference.slug,
+            ):
+                self.summary.not_ours += 1  # issued by another app or conference on this account
+                continue
+            self._apply(snapshot, purchase_order_id=mirror[0] if mirror is not None else None)
+
+    def _apply(self, snapshot: InvoiceSnapshot, *, purchase_order_id: int | None) -> None:
+        started = time.monotonic()
+        try:
+            self._reconcile(snapshot, purchase_order_id)
+        finally:
+            self.summary.apply_seconds += time.monotonic() - started
+
+    def _reconcile(self, snapshot: InvoiceSnapshot, purchase_order_id: int | None) -> None:
+        try:
+            if purchase_order_id is not None:
+                # The page's query found the PO (this conference, current invoice): apply.
+                apply_invoice_snapshot(
+                    purchase_order=PurchaseOrder(pk=purchase_order_id),
+                    invoice=snapshot,
+                    source="reconcile",
+                )
+                outcome = EventOutcome.HANDLED
+            else:  # an earlier generation's invoice, found through payments or metadata
+                outcome = reconcile_invoice(
+                    conference=self.conference, invoice=snapshot, source="reconcile"
+                )
+        except EventRejected as error:
+            logger.warning(
+                "reconcile %s: invoice %s refused: %s", self.conference.slug, snapshot.id, error
+            )
+            self._note_error(f"{snapshot.id}: {error}")
+            return
+        if outcome == EventOutcome.IGNORED:
+            self.summary.not_ours += 1
+        else:
+            self.summary.applied += 1
+
+    def snapshot(self, invoice: Any) -> InvoiceSnapshot | None:
+        if not isinstance(invoice, Mapping):
+            self._note_error("malformed invoice: not an object")
+            return None
+        try:
+            return InvoiceSnapshot.from_payload(invoice)
+        except EventRejected as error:
+            self._note_error(f"malformed invoice: {error}")
+            return None
+
+
+def _event_snapshots(reconciler: _Reconciler, events: list[Any]) -> list[InvoiceSnapshot]:
+    snapshots = []
+    for event in events:
+        data = event.get("data") if isinstance(event, Mapping) else None
+        obj = data.get("object") if isinstance(data, Mapping) else None
+        if not isinstance(obj, Mapping) or obj.get("object") != "invoice":
+            continue
+        snapshot = reconciler.snapshot(obj)
+        if snapshot is not None:
+            snapshots.append(snapshot)
+    return snapshots
+
+
+def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
+    """Run (a), (b) and (c) of the module docstring for one conference.
+
+    Returns the summary (``skipped`` when another run holds the conference's lease).
+
+    Raises:
+        StripeKeyMissing: the conference has no key.
+        stripe.StripeError: Stripe failed; the run stopped, the cursor did not move.
+    """
+    summary = ReconcileSummary(conference=conference.slug)
+    started = time.monotonic()
+    if not _acquire_lease(conference):
+        summary.skipped = True
+        logger.info("reconcile %s: another run is in progress; skipped", conference.slug)
+        return summary
+    state = StripeSyncState.objects.get(conference=conference)
+    try:
+        client = build_stripe_client(conference)
+        reconciler = _Reconciler(conference, summary)
+        newest = state.events_cursor
+
+        # (a) events that closed invoices since the cursor
+        event_params: EventListParams = {"types": list(CLOSING_EVENT_TYPES), "limit": PAGE_SIZE}
+        if state.events_cursor is not None:
+            since = state.events_cursor - settings.RECONCILE_EVENTS_OVERLAP_SECONDS
+            event_params["created"] = {"gte": max(0, since)}
+        for events in _prefetched(_pages(client, "/v1/events", event_params)):
+            summary.event_pages += 1
+            summary.events += len(events)
+            for event in events:
+                created = event.get("created") if isinstance(event, Mapping) else None
+                if isinstance(created, int):
+                    newest = created if newest is None else max(newest, created)
+            reconciler.apply_page(_event_snapshots(reconciler, events))
+
+        # (b) every open invoice, a page at a time
+        invoice_params: InvoiceListParams = {
+            "status": "open",
+            "collection_method": "send_invoice",
+            "limit": PAGE_SIZE,
+        }
+        for invoices in _prefetched(_pages(client, "/v1/invoices", invoice_params)):
+            summary.invoice_pages += 1
+            summary.open_invoices += len(invoices)
+            page = [reconciler.snapshot(invoice) for invoice in invoices]
+            reconciler.apply_page(snapshot for snapshot in page if snapshot is not None)
+
+        # (c) POs we consider open that neither list mentioned
+        stragglers = (
+            PurchaseOrder.objects.filter(
+                conference=conference, stripe_invoice_status__in=OPEN_INVOICE_STATUSES
+            )
+            .exclude(stripe_invoice_id="")
+            .values_list("pk", "stripe_invoice_id")
+        )
+        for pk, invoice_id in stragglers:
+            if invoice_id in reconciler.seen:
+                continue
+            summary.retrieved += 1
+            po = PurchaseOrder.objects.select_related("conference").get(pk=pk)
+            try:
+                sync_invoice(purchase_order=po, invoice_id=invoice_id, source="reconcile")
+            except (EventRejected, stripe.InvalidRequestError) as error:
+                # Refused or gone at Stripe: counted and logged; the other POs still reconcile.
+                logger.warning(
+                    "reconcile %s: invoice %s of po %s: %s",
+                    conference.slug,
+                    invoice_id,
+                    po.reference,
+                    describe_error(error),
+                )
+                reconciler._note_error(f"{invoice_id}: {describe_error(error)}")
+        summary.cursor = newest
+        summary.seconds = round(time.monotonic() - started, 3)
+        summary.apply_seconds = round(summary.apply_seconds, 3)
+    except BaseException as error:
+        StripeSyncState.objects.filter(pk=state.pk).update(
+            lease_expires_at=None, last_error=describe_error(error)
+        )
+        raise
+    StripeSyncState.objects.filter(pk=state.pk).update(
+        lease_expires_at=None,
+        last_finished_at=timezone.now(),
+        events_cursor=newest,
+        last_error="",
+        last_summary=summary.as_json(),
+    )
+    logger.info(
+        "reconcile %s: %s Stripe call(s) (%s event page(s), %s invoice page(s), %s retrieve(s)); "
+        "%s open invoice(s), %s applied, %s unchanged, %s not ours, %s error(s)",
+        conference.slug,
+        summary.stripe_calls,
+        summary.event_pages,
+        summary.invoice_pages,
+        summary.retrieved,
+        summary.open_invoices,
+        summary.applied,
+        summary.unchanged,
+        summary.not_ours,
+        summary.errors,
+    )
+    return summary
+
+
+def conferences_to_reconcile() -> list[Conference]:
+    """Active conferences with a Stripe key (the beat fans out one task per conference)."""
+    return list(Conference.objects.filter(is_active=True).exclude(stripe_secret_key=""))

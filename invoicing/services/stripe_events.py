@@ -1,0 +1,512 @@
+"""The webhook inbox: verify and record an event, queue it; then claim, dispatch and settle it once.
+
+Receiving (the webhook view, nothing else):
+
+1. :func:`verify_webhook` checks the ``Stripe-Signature`` header against the raw body with the
+   secret of the conference in the URL (Stripe's 300 s tolerance), then that the body is a Stripe
+   event whose ``livemode`` matches the conference's key. A :class:`WebhookRejected` stores nothing.
+2. :func:`record_stripe_event` inserts the inbox row: one INSERT, unique on the Stripe event id, so
+   a duplicate delivery adds nothing. After the commit it queues ``process_stripe_event`` through
+   :mod:`workers.enqueue` (one publish, short timeouts, no retry). If the broker does not take it,
+   the row is already durable and is made due for :func:`reenqueue_pending_stripe_events`.
+
+Processing (the worker):
+
+3. :func:`process_stripe_event` claims the row (``SELECT ... FOR UPDATE SKIP LOCKED``, then
+   ``processing`` with a claim that outlives the task's hard time limit), dispatches it by type
+   (:func:`dispatch_stripe_event`: invoice events to ``handle_invoice_event``, everything else
+   ``ignored``) and settles it: ``processed`` / ``ignored``; on a transient failure back to
+   ``pending`` with ``next_attempt_at`` after an exponential backoff, until
+   ``STRIPE_EVENT_MAX_ATTEMPTS``; on a permanent one (``EventRejected``, an unknown error...)
+   ``failed`` at once. ``last_error`` keeps the reason; failed events are replayed with
+   :func:`replay_stripe_events` (admin action, ``manage.py replay_stripe_events``).
+
+Every message may arrive twice (webhook retries are deduplicated by the insert; broker
+redeliveries, the beat's re-enqueue and replays by the claim), and applying an invoice snapshot is
+idempotent anyway (the ledger's own rule), so "at least once" everywhere adds up to "once".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+import stripe
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from invoicing.models import Conference, StripeEvent
+from invoicing.retry import backoff_seconds, describe_error, is_transient
+from invoicing.services.stripe_invoicing import EventOutcome, handle_invoice_event
+
+logger = logging.getLogger(__name__)
+
+EventStatus = StripeEvent.Status
+
+# The longest values the inbox columns hold.
+_MAX_ID_LENGTH = 255
+
+
+class WebhookRejected(ValueError):
+    """The request is not a genuine, well-formed event for this conference; nothing was stored."""
+
+
+# --- Receiving -----------------------------------------------------------------------------------
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise WebhookRejected(message)
+
+
+def verify_webhook(
+    *, conference: Conference, payload: bytes, signature_header: str | None
+) -> dict[str, Any]:
+    """Check the signature (with the conference's secret), the timestamp and the event's shape.
+
+    Returns:
+        The parsed event.
+
+    Raises:
+        WebhookRejected: no secret configured, a missing, wrong or stale signature, a body that is
+            not a Stripe event, or a ``livemode`` that does not match the conference's key.
+    """
+    secret = conference.stripe_webhook_secret
+    _require(bool(secret), "This conference has no webhook signing secret configured.")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebhookRejected("The body is not UTF-8.") from None
+    try:
+        stripe.WebhookSignature.verify_header(
+            text, signature_header, secret, tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS
+        )
+    except stripe.SignatureVerificationError as error:
+        # Stripe's messages name the problem (missing header, no match, outside the tolerance
+        # zone) and never echo the secret; the header and body stay out of the message.
+        raise WebhookRejected(f"Signature check failed: {error.user_message or error}") from None
+
+    try:
+        event: dict[str, Any] = json.loads(text)
+    except ValueError:
+        raise WebhookRejected("The body is not valid JSON.") from None
+    _require(isinstance(event, dict), "The body is not a JSON object.")
+    if "\\u0000" in text:
+        event = _without_nul(event)
+    _require(event.get("object") == "event", "The body is not a Stripe event.")
+    event_id = event.get("id")
+    _require(
+        isinstance(event_id, str) and event_id.startswith("evt_") and len(event_id) <= 255,
+        "The event has no valid id.",
+    )
+    event_type = event.get("type")
+    _require(
+        isinstance(event_type, str) and 0 < len(event_type) <= _MAX_ID_LENGTH,
+        "The event has no type.",
+    )
+    _require(isinstance(event.get("livemode"), bool), "The event has no livemode.")
+    data = event.get("data")
+    _require(
+        isinstance(data, dict) and isinstance(data.get("object"), dict),
+        "The event has no data.object.",
+    )
+    api_version = event.get("api_version")
+    _require(
+        api_version is None or (isinstance(api_version, str) and len(api_version) <= 64),
+        "The event's api_version is malformed.",
+    )
+    expected = conference.stripe_livemode
+    _require(
+        expected is None or event["livemode"] is expected,
+        f"The event's livemode={event['livemode']} does not match this conference's "
+        f"{'live' if expected else 'test'} key.",
+    )
+    return event
+
+
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL's jsonb refuses U+0000 in strings: store U+FFFD instead of refusing the event
+    (which Stripe would then resend for days, and which would never be processed)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """The inbox row for an event, and whether this delivery created it."""
+
+    stripe_event: StripeEvent
+    created: bool
+
+
+def record_stripe_event(*, conference: Conference, event: Mapping[str, Any]) -> RecordedEvent:
+    """Insert the verified event into the inbox (once per Stripe event id) and queue it on commit.
+
+    A duplicate delivery inserts nothing and queues nothing: the row already exists, and if its
+    message was lost, the beat re-enqueues it.
+
+    Raises:
+        DatabaseError: the event could not be stored (the view answers 5xx: Stripe retries).
+    """
+    now = timezone.now()
+    row = StripeEvent(
+        conference=conference,
+        stripe_event_id=event["id"],
+        type=event["type"],
+        livemode=event["livemode"],
+        api_version=event.get("api_version") or "",
+        payload=dict(event),
+        # If the message never reaches a worker, the beat queues the event again from this time.
+        next_attempt_at=now + timedelta(seconds=settings.STRIPE_EVENT_REENQUEUE_AFTER_SECONDS),
+    )
+    try:
+        with transaction.atomic():
+            row.save(force_insert=True)
+            transaction.on_commit(partial(enqueue_stripe_event, row.pk), robust=True)
+    except IntegrityError:
+        existing = (
+            StripeEvent.objects.filter(stripe_event_id=row.stripe_event_id)
+            .only("pk", "conference_id", "status", "stripe_event_id")
+            .first()
+        )
+        if existing is None:
+            raise
+        if existing.conference_id != conference.pk:
+            # Stripe's event ids are global: two conferences share one Stripe account. The event
+            # stays with the conference that recorded it; reconciliation covers the other one.
+            logger.warning(
+                "stripe event %s arrived for conference %s but is recorded for conference id %s",
+                row.stripe_event_id,
+                conference.slug,
+                existing.conference_id,
+            )
+        else:
+            logger.info(
+                "stripe event %s (%s) for conference %s: duplicate delivery, already %s",
+                row.stripe_event_id,
+                row.type,
+                conference.slug,
+                existing.status,
+            )
+        return RecordedEvent(stripe_event=existing, created=False)
+    logger.info(
+        "stripe event %s (%s) for conference %s: recorded",
+        row.stripe_event_id,
+        row.type,
+        conference.slug,
+    )
+    return RecordedEvent(stripe_event=row, created=True)
+
+
+def enqueue_stripe_event(stripe_event_pk: int) -> bool:
+    """Queue the processing of one inbox row; if the broker refuses, make it due for the beat."""
+    from workers.enqueue import enqueue
+    from workers.tasks import process_stripe_event as process_task
+
+    if enqueue(process_task, stripe_event_pk):
+        return True
+    try:
+        StripeEvent.objects.filter(pk=stripe_event_pk, status=EventStatus.PENDING).update(
+            next_attempt_at=timezone.now()
+        )
+    except DatabaseError as error:  # still recorded; due later instead of at the next run
+        logger.warning(
+            "stripe event row %s: could not mark it due (%s)", stripe_event_pk, type(error).__name__
+        )
+    return False
+
+
+# --- Processing ----------------------------------------------------------------------------------
+
+
+def claim_stripe_event(*, stripe_event_id: int) -> StripeEvent | None:
+    """Take the row for processing, or None when it is done, taken, or gone.
+
+    ``SKIP LOCKED``: a row another worker is claiming right now is theirs. A ``processing`` row is
+    taken over only once its claim expired (its worker died; the claim outlives the hard limit).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        row = (
+            StripeEvent.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("conference")
+            .filter(pk=stripe_event_id)
+            .first()
+        )
+        if row is None:
+            return None
+        claim_expired = row.status == EventStatus.PROCESSING and (
+            row.next_attempt_at is None or row.next_attempt_at <= now
+        )
+        if row.status != EventStatus.PENDING and not claim_expired:
+            return None
+        if claim_expired:
+            logger.warning(
+                "stripe event %s: taking over an expired claim (attempt %s)",
+                row.stripe_event_id,
+                row.attempts,
+            )
+        row.status = EventStatus.PROCESSING
+        row.attempts += 1
+        row.next_attempt_at = now + timedelta(seconds=settings.STRIPE_EVENT_CLAIM_SECONDS)
+        row.save(update_fields=["status", "attempts", "next_attempt_at"])
+    return row
+
+
+def dispatch_stripe_event(stripe_event: StripeEvent) -> EventOutcome:
+    """Route an event by type; types we do not act on are ``ignored``."""
+    if stripe_event.type.startswith(("invoice.", "invoice_payment.")):
+        return handle_invoice_event(conference=stripe_event.conference, event=stripe_event.payload)
+    return EventOutcome.IGNORED
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What one processing run did: the row's status after it, and when to try again."""
+
+    status: str
+    retry_in: float | None = None
+    error: str = ""
+    skipped: bool = field(default=False)
+
+
+def _settle(claimed: StripeEvent, **changes: Any) -> bool:
+    """Write the outcome only if our claim still stands (nobody took the row over meanwhile)."""
+    updated = StripeEvent.objects.filter(
+        pk=claimed.pk, status=EventStatus.PROCESSING, attempts=claimed.attempts
+    ).update(**changes)
+    if not updated:
+        logger.warning(
+            "stripe event %s: claim lost before settling (another worker took it over)",
+            claimed.stripe_event_id,
+        )
+    return bool(updated)
+
+
+def process_stripe_event(*, stripe_event_id: int) -> ProcessResult:
+    """Claim, dispatch and settle one inbox row (``stripe_event_id`` is the row's primary key).
+
+    Never raises for what the event's handler does: failures are recorded on the row. Database
+    errors while claiming or settling do propagate (the caller retries; an unsettled claim expires).
+    """
+    claimed = claim_stripe_event(stripe_event_id=stripe_event_id)
+    if claimed is None:
+        logger.debug("stripe event row %s: nothing to do (done, taken or gone)", stripe_event_id)
+        return ProcessResult(status="", skipped=True)
+    try:
+        outcome = dispatch_stripe_event(claimed)
+    except Exception as error:  # recorded on the row, never lost; see _settle_failure
+        return _settle_failure(claimed, error)
+    status = EventStatus.PROCESSED if outcome == EventOutcome.HANDLED else EventStatus.IGNORED
+    if _settle(
+        claimed,
+        status=status,
+        processed_at=timezone.now(),
+        last_error="",
+        next_attempt_at=None,
+    ):
+        logger.info(
+            "stripe event %s (%s) for conference %s: %s (attempt %s)",
+            claimed.stripe_event_id,
+            claimed.type,
+            claimed.conference.slug,
+            status,
+            claimed.attempts,
+        )
+    return ProcessResult(status=status)
+
+
+def _settle_failure(claimed: StripeEvent, error: Exception) -> ProcessResult:
+    message = describe_error(error)
+    transient = is_transient(error)
+    if transient and claimed.attempts < settings.STRIPE_EVENT_MAX_ATTEMPTS:
+        delay = backoff_seconds(claimed.attempts)
+        if _settle(
+            claimed,
+            status=EventStatus.PENDING,
+            last_error=message,
+            next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        ):
+            logger.warning(
+                "stripe event %s (%s): attempt %s failed, retrying in %.0f s: %s",
+                claimed.stripe_event_id,
+                claimed.type,
+                claimed.attempts,
+                delay,
+                message,
+            )
+        return ProcessResult(status=EventStatus.PENDING, retry_in=delay, error=message)
+    if _settle(claimed, status=EventStatus.FAILED, last_error=message, next_attempt_at=None):
+        reason = (
+            f"gave up after {claimed.attempts} attempts"
+            if transient
+            else "permanent error, not retried"
+        )
+        logger.error(
+            "stripe event %s (%s) for conference %s: failed (%s): %s",
+            claimed.stripe_event_id,
+            claimed.type,
+            claimed.conference.slug,
+            reason,
+            message,
+            exc_info=not transient and not isinstance(error, ValueError | stripe.StripeError),
+        )
+    return ProcessResult(status=EventStatus.FAILED, error=message)
+
+
+# --- Recovery ------------------------------------------------------------------------------------
+
+
+def _due_for_reenqueue(now: Any) -> Q:
+    pending_due = Q(status=EventStatus.PENDING) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    claim_expired = Q(status=EventStatus.PROCESSING) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    return pending_due | claim_expired
+
+
+def reenqueue_pending_stripe_events(*, limit: int = 1000) -> int:
+    """Queue again the recorded events no worker finished: lost messages, dead workers.
+
+    Due rows are ``pending`` past their ``next_attempt_at`` (never queued, or a retry whose
+    message is gone) and ``processing`` rows whose claim expired. Each is set ``pending`` with
+    its next check ``STRIPE_EVENT_REENQUEUE_AFTER_SECONDS`` away, so a row is queued again at
+    most once per that period however often this runs. Returns how many were queued.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        due = list(
+            StripeEvent.objects.select_for_update(skip_locked=True)
+            .filter(_due_for_reenqueue(now))
+            .order_by("received_at", "pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not due:
+            return 0
+        StripeEvent.objects.filter(pk__in=due).update(
+            status=EventStatus.PENDING,
+            next_attempt_at=now + timedelta(seconds=settings.STRIPE_EVENT_REENQUEUE_AFTER_SECONDS),
+        )
+    queued = 0
+    for pk in due:
+        if not enqueue_stripe_event(pk):
+            # The broker is away: the rest stay due for the next run.
+            StripeEvent.objects.filter(pk__in=due[queued:], status=EventStatus.PENDING).update(
+                next_attempt_at=now
+            )
+            break
+        queued += 1
+    logger.info("re-enqueued %s of %s due stripe event(s)", queued, len(due))
+    return queued
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """Which events a replay reset to ``pending`` (Stripe ids), and which it could not."""
+
+    replayed: list[str]
+    not_found: list[str]
+    in_progress: list[str]
+
+
+def replay_stripe_events(
+    *,
+    stripe_event_ids: Iterable[str] = (),
+    failed: bool = False,
+    queue: bool = True,
+) -> ReplayResult:
+    """Put events back to ``pending`` with a fresh retry budget, and queue them.
+
+    ``stripe_event_ids`` (``evt_...``) replays those events whatever their state (replaying a
+    processed event is harmless: snapshots apply once); ``failed=True`` adds every failed event.
+    An event a worker is processing right now is left to it. ``queue=False`` only resets the rows
+    (the caller processes them itself, e.g. ``manage.py replay_stripe_events --inline``).
+    """
+    wanted = list(dict.fromkeys(stripe_event_ids))
+    selection = Q(stripe_event_id__in=wanted)
+    if failed:
+        selection |= Q(status=EventStatus.FAILED)
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            StripeEvent.objects.select_for_update()
+            .filter(selection)
+            .order_by("received_at", "pk")
+            .only("pk", "stripe_event_id", "status", "next_attempt_at")
+        )
+        found = {row.stripe_event_id for row in rows}
+        busy = [
+            row
+            for row in rows
+            if row.status == EventStatus.PROCESSING
+            and row.next_attempt_at is not None
+            and row.next_attempt_at > now
+        ]
+        replay = [row for row in rows if row not in busy]
+        StripeEvent.objects.filter(pk__in=[row.pk for row in replay]).update(
+            status=EventStatus.PENDING,
+            attempts=0,
+            processed_at=None,
+            next_attempt_at=now + timedelta(seconds=settings.STRIPE_EVENT_REENQUEUE_AFTER_SECONDS),
+        )
+        if queue:
+            for row in replay:
+                transaction.on_commit(partial(enqueue_stripe_event, row.pk), robust=True)
+    for row in replay:
+        logger.info("stripe event %s: replay requested (was %s)", row.stripe_event_id, row.status)
+    return ReplayResult(
+        replayed=[row.stripe_event_id for row in replay],
+        not_found=[event_id for event_id in wanted if event_id not in found],
+        in_progress=[row.stripe_event_id for row in busy],
+    )
+
+
+# --- Setup ---------------------------------------------------------------------------------------
+
+
+def register_webhook_endpoint(*, conference: Conference, url: str) -> str:
+    """Point the conference's Stripe account at our endpoint for it; store the signing secret.
+
+    Subscribes to the invoice events the pipeline acts on. An endpoint already registered (its id
+    is stored) is updated in place and keeps its secret. Returns the endpoint id.
+    """
+    from invoicing.services.stripe_client import build_stripe_client
+    from invoicing.services.stripe_invoicing import HANDLED_EVENT_TYPES
+
+    client = build_stripe_client(conference)
+    events: list[Any] = sorted(HANDLED_EVENT_TYPES)
+    if conference.stripe_webhook_endpoint_id:
+        endpoint = client.v1.webhook_endpoints.update(
+            conference.stripe_webhook_endpoint_id, {"url": url, "enabled_events": events}
+        )
+        logger.info("conference %s: webhook endpoint %s updated", conference.slug, endpoint.id)
+        return endpoint.id
+    endpoint = client.v1.webhook_endpoints.create(
+        {
+            "url": url,
+            "enabled_events": events,
+            "description": f"PO invoicing: conference {conference.slug}",
+            "metadata": {"conference": conference.slug},
+        }
+    )
+    if not endpoint.secret:
+        raise ValueError(f"Stripe returned no signing secret for endpoint {endpoint.id}.")
+    conference.stripe_webhook_endpoint_id = endpoint.id
+    conference.stripe_webhook_secret = endpoint.secret
+    conference.save(update_fields=["stripe_webhook_endpoint_id", "stripe_webhook_secret"])
+    logger.info("conference %s: webhook endpoint %s registered", conference.slug, endpoint.id)
+    return endpoint.id
