@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import django_stubs_ext
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.widgets import AdminDateWidget
 from django.core.exceptions import ValidationError
 from django.db.models import (
@@ -35,12 +36,13 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from invoicing import money
-from invoicing.logging import mask_secret
+from invoicing.logging import log_state_change, mask_secret
 from invoicing.models import (
     MONEY_DECIMAL_PLACES,
     MONEY_MAX_DIGITS,
@@ -52,8 +54,10 @@ from invoicing.models import (
     StripeCustomer,
     StripeEvent,
 )
-from invoicing.services import purchase_orders
+from invoicing.services import purchase_orders, stripe_events
 from invoicing.services.webhook_endpoints import webhook_path
+from workers import tasks
+from workers.enqueue import enqueue
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -209,6 +213,32 @@ class ConferenceAdmin(admin.ModelAdmin[Conference]):
     )
     list_filter = ("is_active", "currency")
     search_fields = ("name", "slug")
+    actions = ("reconcile_selected",)
+
+    @admin.action(description="Reconcile with Stripe now", permissions=["change"])
+    def reconcile_selected(self, request: HttpRequest, queryset: QuerySet[Conference]) -> None:
+        for conference in queryset.order_by("slug"):
+            if not conference.is_active or not conference.has_stripe_key:
+                self.message_user(
+                    request,
+                    f"{conference.slug}: not reconciled: it is inactive or has no Stripe key.",
+                    messages.WARNING,
+                )
+                continue
+            if enqueue(tasks.sync_conference_invoices, conference.pk):
+                self.message_user(
+                    request,
+                    f"{conference.slug}: reconciliation queued (Stripe's events and every open "
+                    "invoice are compared with the ledger).",
+                    messages.SUCCESS,
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"{conference.slug}: could not queue the reconciliation (the broker did not "
+                    "answer); try again in a moment.",
+                    messages.ERROR,
+                )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Conference | None = None) -> list[str]:
         fields = [
@@ -332,6 +362,11 @@ def _link(url: str, label: str) -> SafeString | str:
 
 
 class PurchaseOrderAdminForm(forms.ModelForm[PurchaseOrder]):
+    approve = forms.BooleanField(
+        required=False,
+        label="Approve when saving",
+        help_text="The invoice is then created and sent automatically; lines and terms freeze.",
+    )
     currency = forms.CharField(
         required=False,
         max_length=3,
@@ -458,6 +493,7 @@ class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
     class Meta:
         model = PurchaseOrderPayment
         fields = ("amount", "method", "payment_date", "reference", "note")
+        widgets: ClassVar = {"note": forms.Textarea(attrs={"rows": 2, "cols": 30})}
 
     def clean_amount(self) -> Decimal:
         amount: Decimal = self.cleaned_data["amount"]
@@ -530,8 +566,8 @@ class ManualPaymentInline(admin.TabularInline[PurchaseOrderPayment, PurchaseOrde
     extra = 1
     max_num = 1
     can_delete = False
-    verbose_name = "payment received outside Stripe"
-    verbose_name_plural = "Record a wire, check or other payment"
+    verbose_name = "Record a wire, check or other payment"
+    verbose_name_plural = verbose_name
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PurchaseOrderPayment]:
         return super().get_queryset(request).none()
@@ -602,11 +638,20 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
         "stripe_invoice_number",
     )
     ordering = ("-created_at",)
-    actions = ("approve_selected",)
+    actions = (
+        "approve_selected",
+        "sync_selected",
+        "void_selected",
+        "reissue_selected",
+        "cancel_selected",
+    )
     inlines = (LineItemInline, PaymentLedgerInline, ManualPaymentInline)
 
     _READONLY_ALWAYS: ClassVar = [
         "status",
+        "invoice_error",
+        "invoice_error_at",
+        "invoice_creation_blocked",
         "total_display",
         "received_display",
         "balance_display",
@@ -616,6 +661,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
         "cancelled_by",
         "cancellation_reason",
         "invoice_link",
+        "stripe_amounts_display",
         "stripe_invoice_id",
         "stripe_invoice_number",
         "stripe_invoice_status",
@@ -648,30 +694,34 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
         return fields
 
     def get_fieldsets(self, request: HttpRequest, obj: PurchaseOrder | None = None) -> Any:
-        terms = (None, {"fields": list(_EDITABLE_IN_DRAFT)})
+        terms_fields: list[str] = list(_EDITABLE_IN_DRAFT)
+        if not _is_locked(obj):
+            terms_fields.append("approve")
+        terms = (None, {"fields": terms_fields})
         if obj is None:
             return [terms]
+        status_fields: list[Any] = [
+            "status",
+            ("total_display", "received_display", "balance_display"),
+            ("approved_at", "approved_by"),
+            ("cancelled_at", "cancelled_by"),
+            "cancellation_reason",
+        ]
+        if obj.invoice_error:
+            # Why the last background action (creation, sync, void, re-issue, cancel) failed.
+            status_fields.insert(
+                1, ("invoice_error", "invoice_error_at", "invoice_creation_blocked")
+            )
         return [
             terms,
-            (
-                "Status and money",
-                {
-                    "fields": [
-                        "status",
-                        ("total_display", "received_display", "balance_display"),
-                        ("approved_at", "approved_by"),
-                        ("cancelled_at", "cancelled_by"),
-                        "cancellation_reason",
-                    ]
-                },
-            ),
+            ("Status and money", {"fields": status_fields}),
             (
                 "Stripe invoice (read-only: Stripe and the worker keep it)",
                 {
                     "fields": [
                         "invoice_link",
                         ("stripe_invoice_id", "stripe_invoice_number", "stripe_invoice_status"),
-                        ("stripe_amount_due", "stripe_amount_paid", "stripe_amount_remaining"),
+                        "stripe_amounts_display",
                         ("generation", "invoice_credit"),
                         "stripe_customer",
                         "last_synced_at",
@@ -732,6 +782,16 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
     @admin.display(description="Balance", ordering="admin_balance")
     def balance_display(self, obj: PurchaseOrder) -> str:
         return _format(self._amount(obj, "balance"), obj.currency)
+
+    @admin.display(description="At Stripe")
+    def stripe_amounts_display(self, obj: PurchaseOrder) -> str:
+        if obj.stripe_amount_due is None:
+            return "-"
+        return (
+            f"due {_format(obj.stripe_amount_due, obj.currency)}, "
+            f"paid {_format(obj.stripe_amount_paid, obj.currency)}, "
+            f"remaining {_format(obj.stripe_amount_remaining, obj.currency)}"
+        )
 
     @admin.display(description="Hosted invoice")
     def invoice_link(self, obj: PurchaseOrder) -> SafeString | str:
@@ -811,24 +871,249 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
         actions.pop("delete_selected", None)
         return actions
 
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        po: PurchaseOrder = form.instance
+        if form.cleaned_data.get("approve") and po.status == Status.DRAFT:
+            # After the lines are saved: approval checks them as they now are. The invoice is
+            # queued when the admin's transaction commits (invoicing/signals.py).
+            self._approve(request, po)
+
     # --- actions -------------------------------------------------------------------------------
+    # Each action says, for every selected PO, what was done or queued, or why it was refused.
+    # Stripe is only ever called by the worker: the actions queue the pipeline's tasks.
+
+    def _approve(self, request: HttpRequest, po: PurchaseOrder) -> None:
+        try:
+            purchase_orders.approve_purchase_order(po, approved_by=_staff(request))
+        except ValueError as error:  # InvalidTransition, InvalidPurchaseOrder: nothing changed
+            self.message_user(request, f"{po.reference}: not approved: {error}", messages.WARNING)
+        else:
+            self.message_user(
+                request,
+                f"{po.reference}: approved; its Stripe invoice is being created and sent (queued).",
+                messages.SUCCESS,
+            )
 
     @admin.action(description="Approve: create and send the Stripe invoice", permissions=["change"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
         for po in queryset.order_by("reference"):
-            try:
-                purchase_orders.approve_purchase_order(po, approved_by=_staff(request))
-            except ValueError as error:  # InvalidTransition, InvalidPurchaseOrder
-                self.message_user(
-                    request, f"{po.reference}: not approved: {error}", messages.WARNING
-                )
-            else:
-                self.message_user(
-                    request,
-                    f"{po.reference}: approved; its Stripe invoice is being created and sent "
-                    "(queued).",
-                    messages.SUCCESS,
-                )
+            self._approve(request, po)
+
+    def _queue(
+        self,
+        request: HttpRequest,
+        po: PurchaseOrder,
+        *,
+        event: str,
+        what: str,
+        next_step: str,
+        task: Any,
+        args: tuple[Any, ...],
+    ) -> None:
+        queued = enqueue(task, po.pk, *args)
+        log_state_change(
+            logger,
+            event=f"{event}_requested" if queued else f"{event}_not_queued",
+            po_reference=po.reference,
+            invoice_id=po.stripe_invoice_id or None,
+            requested_by=getattr(_staff(request), "pk", None),
+            level=logging.INFO if queued else logging.WARNING,
+        )
+        if queued:
+            self.message_user(
+                request, f"{po.reference}: {what} queued; {next_step}", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request,
+                f"{po.reference}: {what} could not be queued (the broker did not answer); "
+                "nothing changed, try again in a moment.",
+                messages.ERROR,
+            )
+
+    def _refuse(self, request: HttpRequest, po: PurchaseOrder, verb: str, why: str) -> None:
+        self.message_user(request, f"{po.reference}: not {verb}: {why}", messages.WARNING)
+
+    @admin.action(description="Sync with Stripe now", permissions=["change"])
+    def sync_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
+        for po in queryset.order_by("reference"):
+            if not po.stripe_invoice_id:
+                self._refuse(request, po, "synced", "it has no Stripe invoice yet.")
+                continue
+            self._queue(
+                request,
+                po,
+                event="sync",
+                what=f"sync of invoice {po.stripe_invoice_id}",
+                next_step="new payments and the invoice's status will show here shortly.",
+                task=tasks.sync_purchase_order,
+                args=(),
+            )
+
+    @admin.action(
+        description="Void the Stripe invoice (then re-issue or cancel)", permissions=["change"]
+    )
+    def void_selected(
+        self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
+    ) -> TemplateResponse | None:
+        confirmation = self._confirm(
+            request,
+            queryset,
+            action="void_selected",
+            title="Void these invoices?",
+            explanation=(
+                "Each open or uncollectible invoice is voided at Stripe: the customer can no "
+                "longer pay it. Payments already received stay in the ledger. The PO then shows "
+                "“Invoice voided”, and you re-issue or cancel it."
+            ),
+            ask_reason=False,
+        )
+        if confirmation is not None:
+            return confirmation
+        for po in queryset.order_by("reference"):
+            why = void_refusal(po)
+            if why:
+                self._refuse(request, po, "voided", why)
+                continue
+            self._queue(
+                request,
+                po,
+                event="void",
+                what=f"void of invoice {po.stripe_invoice_id}",
+                next_step="the PO will show “Invoice voided”; then re-issue or cancel it.",
+                task=tasks.void_purchase_order_invoice,
+                args=(getattr(_staff(request), "pk", None),),
+            )
+        return None
+
+    @admin.action(description="Re-issue the invoice (for the balance)", permissions=["change"])
+    def reissue_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
+        for po in queryset.order_by("reference"):
+            why = reissue_refusal(po)
+            if why:
+                self._refuse(request, po, "re-issued", why)
+                continue
+            self._queue(
+                request,
+                po,
+                event="reissue",
+                what=f"re-issue (replacing invoice {po.stripe_invoice_id})",
+                next_step=(
+                    "a new invoice for the balance is created and sent; payments received so far "
+                    "are credited on it."
+                ),
+                task=tasks.reissue_purchase_order_invoice,
+                args=(getattr(_staff(request), "pk", None),),
+            )
+
+    @admin.action(description="Cancel (voids the Stripe invoice first)", permissions=["change"])
+    def cancel_selected(
+        self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
+    ) -> TemplateResponse | None:
+        confirmation = self._confirm(
+            request,
+            queryset,
+            action="cancel_selected",
+            title="Cancel these purchase orders?",
+            explanation=(
+                "A PO with a Stripe invoice is cancelled by the worker once the invoice is voided "
+                "(or its draft deleted) at Stripe, so it can never be paid afterwards; one without "
+                "an invoice is cancelled now. Payments already received stay in the ledger. A paid "
+                "PO must be refunded first."
+            ),
+            ask_reason=True,
+        )
+        if confirmation is not None:
+            return confirmation
+        reason = str(request.POST.get("reason", "")).strip()
+        for po in queryset.order_by("reference"):
+            why = cancel_refusal(po)
+            if why:
+                self._refuse(request, po, "cancelled", why)
+                continue
+            if not po.stripe_invoice_id:
+                try:
+                    purchase_orders.cancel_purchase_order(
+                        po, cancelled_by=_staff(request), reason=reason
+                    )
+                except ValueError as error:  # raced into a state that has an invoice
+                    self._refuse(request, po, "cancelled", str(error))
+                else:
+                    self.message_user(request, f"{po.reference}: cancelled.", messages.SUCCESS)
+                continue
+            self._queue(
+                request,
+                po,
+                event="cancel",
+                what=f"cancellation (voiding invoice {po.stripe_invoice_id} first)",
+                next_step="the PO shows “Cancelled” once Stripe confirmed the void.",
+                task=tasks.cancel_purchase_order_task,
+                args=(getattr(_staff(request), "pk", None), reason),
+            )
+        return None
+
+    def _confirm(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[PurchaseOrder],
+        *,
+        action: str,
+        title: str,
+        explanation: str,
+        ask_reason: bool,
+    ) -> TemplateResponse | None:
+        """The intermediate page of a destructive action; None once the person confirmed."""
+        if request.POST.get("confirm") == "yes":
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "explanation": explanation,
+            "ask_reason": ask_reason,
+            "action": action,
+            "objects": list(queryset.select_related("conference").order_by("reference")),
+            "opts": self.model._meta,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(
+            request, "admin/invoicing/purchaseorder/confirm_action.html", context
+        )
+
+
+def void_refusal(po: PurchaseOrder) -> str:
+    """Why the PO's invoice cannot be voided now ("" when it can)."""
+    if po.status == Status.CANCELLED:
+        return "it is cancelled."
+    if not po.stripe_invoice_id or not po.has_complete_invoice:
+        return "its invoice is not sent yet (still being created)."
+    if po.stripe_invoice_status in {"void", "deleted"}:
+        return "its invoice is already void."
+    if po.stripe_invoice_status == "paid":
+        return "its invoice is paid: nothing to void (refund it at Stripe instead)."
+    return ""
+
+
+def reissue_refusal(po: PurchaseOrder) -> str:
+    """Why the PO cannot get a new invoice now ("" when it can)."""
+    if po.status not in {Status.INVOICE_VOIDED, Status.INVOICE_UNCOLLECTIBLE}:
+        return (
+            f"it is “{po.get_status_display()}”; only a PO whose invoice was voided or marked "
+            "uncollectible is re-issued (void the invoice first)."
+        )
+    if po.balance_due <= 0:
+        return "everything is paid; there is nothing left to invoice."
+    return ""
+
+
+def cancel_refusal(po: PurchaseOrder) -> str:
+    """Why the PO cannot be cancelled ("" when it can)."""
+    if po.status == Status.CANCELLED:
+        return "it is already cancelled."
+    if po.status in {Status.PAID, Status.OVERPAID}:
+        return f"it is {po.get_status_display().lower()}; refund the payments at Stripe first."
+    return ""
 
 
 # --- Stripe customers and events -------------------------------------------------------------
@@ -886,6 +1171,31 @@ class StripeEventAdmin(admin.ModelAdmin[StripeEvent]):
         "payload_pretty",
     )
     readonly_fields = fields
+    actions = ("replay_selected",)
+
+    @admin.action(description="Replay: reset and queue again")
+    def replay_selected(self, request: HttpRequest, queryset: QuerySet[StripeEvent]) -> None:
+        selected = list(queryset.order_by("received_at", "pk"))
+        result = stripe_events.replay_stripe_events(
+            stripe_event_ids=[event.stripe_event_id for event in selected]
+        )
+        by_id = {event.stripe_event_id: event for event in selected}
+        for event_id in result.replayed:
+            event = by_id[event_id]
+            self.message_user(
+                request,
+                f"{event_id} ({event.type}, was {event.get_status_display().lower()}): queued "
+                "again with a fresh retry budget.",
+                messages.SUCCESS,
+            )
+        for event_id in result.in_progress:
+            self.message_user(
+                request,
+                f"{event_id}: a worker is processing it right now; left alone.",
+                messages.WARNING,
+            )
+        for event_id in result.not_found:
+            self.message_user(request, f"{event_id}: no longer recorded.", messages.WARNING)
 
     @admin.display(description="Last error")
     def last_error_short(self, obj: StripeEvent) -> str:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import stripe
 from django.db import transaction
+from django.urls import reverse
 
 from invoicing.models import Conference
 from invoicing.services.stripe_client import STRIPE_API_VERSION, build_stripe_client
@@ -75,7 +76,7 @@ class WebhookRegistration:
 
 def webhook_path(conference: Conference) -> str:
     """The path of the conference's webhook endpoint on this site."""
-    return f"/stripe/webhooks/{conference.slug}/"
+    return reverse("stripe-webhook", kwargs={"conference_slug": conference.slug})
 
 
 def webhook_url(conference: Conference, url: str) -> str:

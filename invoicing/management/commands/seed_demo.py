@@ -38,6 +38,7 @@ from invoicing.models import (
     PurchaseOrderPayment,
     StripeCustomer,
     StripeEvent,
+    StripeSyncState,
 )
 from invoicing.services import purchase_orders
 from invoicing.services.purchase_orders import LineItemInput
@@ -179,6 +180,8 @@ def reset_demo_conference(conference: Conference) -> int:
         StripeEvent.objects.filter(conference=conference).delete()
         deleted, _ = PurchaseOrder.objects.filter(conference=conference).delete()
         StripeCustomer.objects.filter(conference=conference).delete()
+        # The reconciliation's events cursor pointed into the account that is gone.
+        StripeSyncState.objects.filter(conference=conference).delete()
         conference.stripe_webhook_endpoint_id = ""
         conference.stripe_webhook_secret = ""
         conference.save(
