@@ -386,7 +386,7 @@ def record_payment(
             amount=money.format_amount(amount, locked.currency),
             reference=reference,
             via=source or None,
-            recorded_by=getattr(created_by, "pk", None),
+            **({"recorded_by": created_by.pk} if created_by is not None else {}),
             **(
                 {"attention": "on a CANCELLED purchase order: refund needed"}
                 if on_cancelled

@@ -381,7 +381,7 @@ def _apply_locked(
             po_reference=locked.reference,
             invoice_id=snapshot.id,
             stripe_event_id=event_id or None,
-            from_status=previous_status or None,
+            from_status=previous_status or "none",
             to_status=locked.stripe_invoice_status,
             via=source,
         )
