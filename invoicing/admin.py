@@ -1196,6 +1196,10 @@ class StripeEventAdmin(admin.ModelAdmin[StripeEvent]):
             )
         for event_id in result.not_found:
             self.message_user(request, f"{event_id}: no longer recorded.", messages.WARNING)
+        if result.replayed:
+            self.message_user(
+                request, f"{len(result.replayed)} event(s) queued again.", messages.SUCCESS
+            )
 
     @admin.display(description="Last error")
     def last_error_short(self, obj: StripeEvent) -> str:

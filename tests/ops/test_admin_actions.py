@@ -228,7 +228,8 @@ def test_replay_requeues_a_failed_event_and_the_worker_processes_it(
         follow=True,
     )
     assert notes(response) == [
-        f"{event.id} (invoice.updated, was failed): queued again with a fresh retry budget."
+        f"{event.id} (invoice.updated, was failed): queued again with a fresh retry budget.",
+        "1 event(s) queued again.",
     ]
 
     def processed() -> bool:
