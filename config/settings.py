@@ -81,8 +81,18 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The demo runs web, worker and beat against one SQLite file: wait for locks instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # The demo runs web, worker and beat against one SQLite file. WAL lets readers go on while one
+    # process writes; IMMEDIATE takes the write lock when a transaction begins, so two writers
+    # queue (up to `timeout` seconds) instead of one failing with "database is locked" when it
+    # upgrades a read lock. SQLite has no row locks: this whole-database lock is what serializes
+    # the ledger there (select_for_update is a no-op on SQLite).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -312,5 +322,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # stripe-python logs every request and response at INFO; our own lines say what happened.
+        "stripe": {"level": env_str("STRIPE_LOG_LEVEL", "WARNING").upper()},
     },
 }

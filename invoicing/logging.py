@@ -28,6 +28,7 @@ __all__ = [
     "ScrubbingTextFormatter",
     "SecretScrubbingFilter",
     "log_state_change",
+    "mask_secret",
     "scrub_secrets",
 ]
 
@@ -56,6 +57,17 @@ def scrub_secrets(text: str) -> str:
     if "_" not in text:  # cheap exit: every pattern contains an underscore
         return text
     return _SECRET_PATTERN.sub(_mask, text)
+
+
+def mask_secret(value: str) -> str:
+    """How a stored secret may be shown (the admin): its kind and last four characters at most.
+
+    A value that does not look like a Stripe secret shows nothing of itself.
+    """
+    if not value:
+        return ""
+    match = _SECRET_PATTERN.fullmatch(value.strip())
+    return _mask(match) if match is not None else _MASK
 
 
 def _scrub_value(value: object) -> object:

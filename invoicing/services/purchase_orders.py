@@ -180,11 +180,13 @@ def create_purchase_order(
                 f"Conference {conference.slug!r} already has a purchase order {reference!r}."
             ) from None
         raise
-    logger.info(
-        "po %s: created (draft) for conference %s, total %s",
-        purchase_order.reference,
-        conference.slug,
-        money.format_amount(purchase_order.total, code),
+    log_state_change(
+        logger,
+        event="po_created",
+        po_reference=purchase_order.reference,
+        status=Status.DRAFT.value,
+        conference=conference.slug,
+        total=money.format_amount(purchase_order.total, code),
     )
     return purchase_order
 
@@ -221,7 +223,13 @@ def approve_purchase_order(
         locked.approved_at = timezone.now()
         locked.approved_by = approved_by
         locked.save(update_fields=["status", "approved_at", "approved_by", "updated_at"])
-    logger.info("po %s: approved", locked.reference)
+    log_state_change(
+        logger,
+        event="po_approved",
+        po_reference=locked.reference,
+        status=locked.status,
+        approved_by=getattr(approved_by, "pk", None),
+    )
     return locked
 
 
@@ -276,8 +284,13 @@ def mark_cancelled(
             "updated_at",
         ]
     )
-    logger.info(
-        "po %s: cancelled (invoice %s)", locked.reference, locked.stripe_invoice_id or "none"
+    log_state_change(
+        logger,
+        event="po_cancelled",
+        po_reference=locked.reference,
+        invoice_id=locked.stripe_invoice_id or None,
+        cancelled_by=getattr(cancelled_by, "pk", None),
+        reason=reason,
     )
 
 
@@ -303,6 +316,7 @@ def record_payment(
     stripe_invoice_id: str = "",
     stripe_amount_paid_after: int | None = None,
     source: str = "",
+    stripe_event_id: str = "",
 ) -> PurchaseOrderPayment:
     """Add one payment to the ledger and re-derive the PO's status, under the PO's row lock.
 
@@ -311,7 +325,8 @@ def record_payment(
     would no longer equal Stripe (a payment on a cancelled PO is logged as needing a refund).
     ``stripe`` rows are written by the invoice-snapshot code in ``stripe_invoicing``, which passes
     the invoice id and its ``amount_paid`` after the payment (minor units); the database refuses a
-    second row for the same pair. ``source`` (e.g. the event id) only goes to the log line.
+    second row for the same pair. ``source`` (how the payment was seen) and ``stripe_event_id``
+    (the event that brought it, if any) only go to the log lines.
     """
     if method not in Method.values:
         raise InvalidPayment(f"Unknown payment method {method!r}; use one of {Method.values}.")
@@ -359,20 +374,26 @@ def record_payment(
                     f"{stripe_invoice_id} is already recorded."
                 ) from None
             raise
-        log = logger.warning if locked.status == Status.CANCELLED else logger.info
-        log(
-            "po %s: recorded %s payment of %s (invoice %s, reference %r%s)%s",
-            locked.reference,
-            method,
-            money.format_amount(amount, locked.currency),
-            stripe_invoice_id or "-",
-            reference,
-            f", via {source}" if source else "",
-            " on a CANCELLED purchase order: refund needed"
-            if is_stripe and (locked.status == Status.CANCELLED)
-            else "",
+        on_cancelled = locked.status == Status.CANCELLED
+        log_state_change(
+            logger,
+            event="payment_recorded",
+            po_reference=locked.reference,
+            invoice_id=stripe_invoice_id or None,
+            stripe_event_id=stripe_event_id or None,
+            level=logging.WARNING if on_cancelled else logging.INFO,
+            method=method,
+            amount=money.format_amount(amount, locked.currency),
+            reference=reference,
+            via=source or None,
+            **({"recorded_by": created_by.pk} if created_by is not None else {}),
+            **(
+                {"attention": "on a CANCELLED purchase order: refund needed"}
+                if on_cancelled
+                else {}
+            ),
         )
-        update_po_status(locked)
+        update_po_status(locked, stripe_event_id=stripe_event_id)
     purchase_order.status = locked.status
     return payment
 
@@ -404,11 +425,12 @@ def _derive_status(purchase_order: PurchaseOrder, *, total: Decimal, received: D
     return Status.APPROVED
 
 
-def update_po_status(purchase_order: PurchaseOrder) -> str:
+def update_po_status(purchase_order: PurchaseOrder, *, stripe_event_id: str = "") -> str:
     """Derive paid / partially_paid / overpaid / ... from the ledger: the one place that does.
 
     Takes the row lock itself when the caller does not already hold it (re-locking a row the
-    transaction holds is free). Returns the status now stored.
+    transaction holds is free). Returns the status now stored. ``stripe_event_id``: the event
+    that caused this update, for the log line.
     """
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
@@ -421,14 +443,16 @@ def update_po_status(purchase_order: PurchaseOrder) -> str:
                 previous = locked.status
                 locked.status = new_status
                 locked.save(update_fields=["status", "updated_at"])
-                logger.info(
-                    "po %s: status %s -> %s (invoice %s, received %s of %s)",
-                    locked.reference,
-                    previous,
-                    new_status,
-                    locked.stripe_invoice_id or "-",
-                    received,
-                    total,
+                log_state_change(
+                    logger,
+                    event="po_status_changed",
+                    po_reference=locked.reference,
+                    invoice_id=locked.stripe_invoice_id or None,
+                    stripe_event_id=stripe_event_id or None,
+                    from_status=previous,
+                    to_status=new_status,
+                    received=money.format_amount(received, locked.currency),
+                    total=money.format_amount(total, locked.currency),
                 )
     purchase_order.status = new_status
     return new_status
@@ -481,13 +505,14 @@ def prepare_reissue(
         locked.invoice_sent_at = None
         locked.status = Status.APPROVED
         locked.save()
-        logger.info(
-            "po %s: re-issue started, generation %s replaces invoice %s (credit %s) by %s",
-            locked.reference,
-            locked.generation,
-            previous_invoice,
-            money.format_amount(received, locked.currency),
-            getattr(reissued_by, "pk", None),
+        log_state_change(
+            logger,
+            event="reissue_started",
+            po_reference=locked.reference,
+            invoice_id=previous_invoice or None,
+            generation=locked.generation,
+            credit=money.format_amount(received, locked.currency),
+            reissued_by=getattr(reissued_by, "pk", None),
         )
         update_po_status(locked)
     return locked

@@ -481,32 +481,10 @@ def replay_stripe_events(
 def register_webhook_endpoint(*, conference: Conference, url: str) -> str:
     """Point the conference's Stripe account at our endpoint for it; store the signing secret.
 
-    Subscribes to the invoice events the pipeline acts on. An endpoint already registered (its id
-    is stored) is updated in place and keeps its secret. Returns the endpoint id.
+    Kept for callers of the pipeline's first version; the one implementation (URL checks, the
+    pinned API version, rotation without a gap) is
+    :func:`invoicing.services.webhook_endpoints.register_webhook_endpoint`. Returns the endpoint id.
     """
-    from invoicing.services.stripe_client import build_stripe_client
-    from invoicing.services.stripe_invoicing import HANDLED_EVENT_TYPES
+    from invoicing.services.webhook_endpoints import register_webhook_endpoint as register
 
-    client = build_stripe_client(conference)
-    events: list[Any] = sorted(HANDLED_EVENT_TYPES)
-    if conference.stripe_webhook_endpoint_id:
-        endpoint = client.v1.webhook_endpoints.update(
-            conference.stripe_webhook_endpoint_id, {"url": url, "enabled_events": events}
-        )
-        logger.info("conference %s: webhook endpoint %s updated", conference.slug, endpoint.id)
-        return endpoint.id
-    endpoint = client.v1.webhook_endpoints.create(
-        {
-            "url": url,
-            "enabled_events": events,
-            "description": f"PO invoicing: conference {conference.slug}",
-            "metadata": {"conference": conference.slug},
-        }
-    )
-    if not endpoint.secret:
-        raise ValueError(f"Stripe returned no signing secret for endpoint {endpoint.id}.")
-    conference.stripe_webhook_endpoint_id = endpoint.id
-    conference.stripe_webhook_secret = endpoint.secret
-    conference.save(update_fields=["stripe_webhook_endpoint_id", "stripe_webhook_secret"])
-    logger.info("conference %s: webhook endpoint %s registered", conference.slug, endpoint.id)
-    return endpoint.id
+    return register(conference=conference, url=url).endpoint_id

@@ -43,6 +43,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from invoicing import money
+from invoicing.logging import log_state_change
 from invoicing.models import (
     ZERO,
     Conference,
@@ -374,14 +375,15 @@ def _apply_locked(
     if changed:
         locked.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
     if is_current and locked.stripe_invoice_status != previous_status:
-        logger.info(
-            "po %s: invoice %s is %s (was %s; %s%s)",
-            locked.reference,
-            snapshot.id,
-            locked.stripe_invoice_status,
-            previous_status or "unknown",
-            source,
-            f", event {event_id}" if event_id else "",
+        log_state_change(
+            logger,
+            event="invoice_status_changed",
+            po_reference=locked.reference,
+            invoice_id=snapshot.id,
+            stripe_event_id=event_id or None,
+            from_status=previous_status or "none",
+            to_status=locked.stripe_invoice_status,
+            via=source,
         )
 
     recorded = ZERO
@@ -413,7 +415,8 @@ def _apply_locked(
                 ),
                 stripe_invoice_id=snapshot.id,
                 stripe_amount_paid_after=snapshot.amount_paid,
-                source=seen_via,
+                source=source,
+                stripe_event_id=event_id,
             )
             recorded = delta
         elif delta < 0:
@@ -428,7 +431,7 @@ def _apply_locked(
             )
     if not recorded:
         # record_payment already derived the status under this lock, after the mirror was saved.
-        purchase_orders.update_po_status(locked)
+        purchase_orders.update_po_status(locked, stripe_event_id=event_id)
     return recorded
 
 
@@ -637,12 +640,12 @@ def _ensure_customer(client: stripe.StripeClient, po: PurchaseOrder) -> str:
         stripe_customer_id=created.id
     )
     customer.refresh_from_db(fields=["stripe_customer_id"])
-    logger.info(
-        "po %s: Stripe customer %s for %s in conference %s",
-        po.reference,
-        customer.stripe_customer_id,
-        customer.email,
-        po.conference.slug,
+    log_state_change(
+        logger,
+        event="stripe_customer_created",
+        po_reference=po.reference,
+        customer_id=customer.stripe_customer_id,
+        conference=po.conference.slug,
     )
     return customer.stripe_customer_id
 
@@ -719,7 +722,12 @@ def _persist_invoice_created(po: PurchaseOrder, invoice: stripe.Invoice) -> Purc
                 source="create",
                 extra_fields=("stripe_invoice_id", "invoice_created_at"),
             )
-            logger.info("po %s: invoice %s created (draft)", locked.reference, invoice.id)
+            log_state_change(
+                logger,
+                event="invoice_created",
+                po_reference=locked.reference,
+                invoice_id=invoice.id,
+            )
     return locked
 
 
@@ -754,7 +762,13 @@ def _stop_if_cancelled(client: stripe.StripeClient, po: PurchaseOrder) -> None:
     if po.stripe_invoice_id and po.stripe_invoice_status == "draft":
         deleted = client.v1.invoices.delete(po.stripe_invoice_id)
         apply_invoice_snapshot(purchase_order=po, invoice=deleted, source="cancel")
-        logger.info("po %s: draft invoice %s deleted (PO cancelled)", po.reference, deleted.id)
+        log_state_change(
+            logger,
+            event="invoice_draft_deleted",
+            po_reference=po.reference,
+            invoice_id=deleted.id,
+            why="the PO was cancelled during invoicing",
+        )
     raise PurchaseOrderNotInvoiceable(f"PO {po.reference} was cancelled during invoicing.")
 
 
@@ -838,7 +852,9 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
             )
         _check_lines(po, invoice, expected_subtotal)
         po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
-        logger.info("po %s: lines added to invoice %s", po.reference, invoice_id)
+        log_state_change(
+            logger, event="invoice_lines_added", po_reference=po.reference, invoice_id=invoice_id
+        )
         _stop_if_cancelled(client, po)
         invoice = _keyed_write(
             po,
@@ -849,7 +865,13 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
             verify=_retrieve_if(client, invoice_id, lambda found: found.status != "draft"),
         )
         po = _persist_step(po, invoice, stamp="invoice_finalized_at")
-        logger.info("po %s: invoice %s finalized as %s", po.reference, invoice_id, invoice.number)
+        log_state_change(
+            logger,
+            event="invoice_finalized",
+            po_reference=po.reference,
+            invoice_id=invoice_id,
+            number=invoice.number,
+        )
     elif po.invoice_lines_added_at is None:
         _check_lines(po, invoice, expected_subtotal)
         po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
@@ -863,7 +885,9 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
             ),
         )
         po = _persist_step(po, invoice, stamp="invoice_sent_at")
-        logger.info("po %s: invoice %s sent to %s", po.reference, invoice_id, po.contact_email)
+        log_state_change(
+            logger, event="invoice_sent", po_reference=po.reference, invoice_id=invoice_id
+        )
     elif po.invoice_sent_at is None:
         logger.warning(
             "po %s: invoice %s is %s at Stripe; not sending it",
@@ -1158,7 +1182,9 @@ def _void(client: stripe.StripeClient, po: PurchaseOrder, invoice_id: str) -> st
         lambda key: client.v1.invoices.void_invoice(invoice_id, options={"idempotency_key": key}),
         verify=_retrieve_if(client, invoice_id, lambda found: found.status == "void"),
     )
-    logger.info("po %s: invoice %s voided", po.reference, invoice_id)
+    log_state_change(
+        logger, event="invoice_voided", po_reference=po.reference, invoice_id=invoice_id
+    )
     return invoice
 
 
@@ -1238,11 +1264,12 @@ def void_stripe_invoice(purchase_order: PurchaseOrder, *, voided_by: User | None
         raise purchase_orders.InvalidTransition(
             f"PO {po.reference}: invoice {invoice.id} is still being created; void it once sent."
         )
-    logger.info(
-        "po %s: invoice %s void at the organizer's request (by user %s)",
-        po.reference,
-        invoice.id,
-        getattr(voided_by, "pk", None),
+    log_state_change(
+        logger,
+        event="invoice_void_done",
+        po_reference=po.reference,
+        invoice_id=invoice.id,
+        requested_by=getattr(voided_by, "pk", None),
     )
     purchase_order.refresh_from_db()
 

@@ -1,0 +1,211 @@
+"""An organizer and a customer, in a real browser: approve a PO, pay part of it by ACH, see it.
+
+Debian's Chromium driven by Playwright (never Playwright's own browser download), against
+pytest-django's live server, the session's real Celery worker and the Stripe emulator, which
+delivers signed webhooks to the live server. Every step leaves a screenshot in
+``test-artifacts/browser/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connections
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from pytest_django.fixtures import Settings as SettingsWrapper
+from pytest_django.live_server_helper import LiveServer
+
+from invoicing.models import Conference, PurchaseOrder
+from invoicing.services import purchase_orders
+from invoicing.services.purchase_orders import LineItemInput
+from invoicing.services.stripe_client import clear_stripe_clients
+from invoicing.services.webhook_endpoints import register_webhook_endpoint
+from tests.stripe_emulator.handle import EmulatorHandle
+from tests.support.celery_workers import REPO_ROOT, wait_until
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "a-browser-test-password"
+
+T = TypeVar("T")
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def browser_context(tmp_path: Path) -> Iterator[BrowserContext]:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (make test installs Debian's)")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            user_data_dir=str(tmp_path / "chromium-profile"),  # a fresh profile every time
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        context.set_default_timeout(20_000)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def walkthrough(
+    live_server: LiveServer,
+    celery_worker: Any,
+    stripe_emulator: EmulatorHandle,
+    settings: SettingsWrapper,
+    tmp_path: Path,
+) -> Iterator[PurchaseOrder]:
+    """A conference on a fresh emulator account, its webhook endpoint at the live server, a PO."""
+    settings.STRIPE_API_BASE = stripe_emulator.base_url
+    settings.STATIC_ROOT = tmp_path  # WhiteNoise warns (an error here) without it
+    key = stripe_emulator.new_secret_key()
+    conference = Conference.objects.create(
+        slug="browsercon", name="BrowserCon 2026", stripe_secret_key=key
+    )
+    registration = register_webhook_endpoint(conference=conference, url=live_server.url)
+    assert registration.created
+    User.objects.create_superuser("organizer", "organizer@browsercon.example", PASSWORD)
+    po = purchase_orders.create_purchase_order(
+        conference=conference,
+        reference="BRW-0001",
+        organization_name="Initech",
+        contact_email="ap@initech.example",
+        lines=[
+            LineItemInput("Gold sponsorship", 1, Decimal("5000.00")),
+            LineItemInput("Conference ticket", 3, Decimal("450.00")),
+        ],
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+    yield po
+    clear_stripe_clients()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def in_thread(read: Callable[[], T]) -> T:
+    """Run an ORM read in a thread of its own, which closes its connection after.
+
+    Playwright's sync API keeps an event loop running in the test's thread: Django refuses
+    blocking queries there, and asgiref would give them a connection of their own that nobody
+    closes (pytest-django could then not drop the test database).
+    """
+
+    def run() -> T:
+        try:
+            return read()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+def po_status(po: PurchaseOrder) -> str:
+    return in_thread(lambda: PurchaseOrder.objects.values_list("status", flat=True).get(pk=po.pk))
+
+
+def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
+    walkthrough: PurchaseOrder, browser_context: BrowserContext, live_server: LiveServer
+) -> None:
+    # (The data is made before the browser starts: see in_thread.)
+    po = walkthrough
+    page = browser_context.new_page()
+
+    # 1. The organizer logs into the admin.
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "organizer")
+    page.fill("#id_password", PASSWORD)
+    shot(page, "01-login")
+    page.click("input[type=submit]")
+    expect(page.locator("#site-name")).to_contain_text("PO invoicing")
+
+    # 2. Approves the draft from the purchase order list.
+    page.goto(f"{live_server.url}/admin/invoicing/purchaseorder/")
+    row = page.locator("#result_list tbody tr", has_text="BRW-0001")
+    expect(row).to_contain_text("Draft")
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "approve_selected")
+    shot(page, "02-approve-selected")
+    page.click("button[name=index]")
+    expect(page.locator("ul.messagelist")).to_contain_text(
+        "BRW-0001: approved; its Stripe invoice is being created and sent"
+    )
+    shot(page, "03-approved")
+
+    # 3. The worker creates, finalizes and sends the invoice.
+    wait_until(lambda: po_status(po) == "invoiced", timeout=30, message="the PO was never invoiced")
+    page.reload()
+    row = page.locator("#result_list tbody tr", has_text="BRW-0001")
+    expect(row).to_contain_text("Invoiced")
+    expect(row).to_contain_text("6350.00 USD")
+    shot(page, "04-invoiced")
+
+    # 4. The customer opens the hosted invoice page from the PO's link...
+    row.locator("th a").click()
+    expect(page).to_have_title(re.compile(r"^BRW-0001 \(Initech\) \| Change purchase order"))
+    with browser_context.expect_page() as opened:
+        page.get_by_role("link", name="Open invoice").click()
+    hosted = opened.value
+    hosted.wait_for_load_state()
+    expect(hosted.locator("#amount-remaining")).to_have_text("6,350.00 USD")
+    shot(hosted, "05-hosted-invoice")
+
+    # 5. ...and pays 1,000.00 of it by ACH.
+    hosted.get_by_label("Amount").fill("1000.00")
+    hosted.locator("#pay-ach").click()
+    expect(hosted.locator("#notice")).to_contain_text("paid")
+    expect(hosted.locator("#amount-paid")).to_have_text("1,000.00 USD")
+    expect(hosted.locator("#invoice-status")).to_have_text("open")
+    shot(hosted, "06-paid-part-by-ach")
+
+    # 6. The webhooks reach the live server, the worker records the payment: the organizer sees
+    #    the PO partially paid, with the Stripe payment in its ledger.
+    wait_until(
+        lambda: po_status(po) == "partially_paid",
+        timeout=30,
+        message="the ACH payment never reached the PO",
+    )
+    page.reload()
+    expect(page.locator(".form-row.field-status")).to_contain_text("Partially paid")
+    expect(page.locator(".fieldBox.field-balance_display")).to_contain_text("5350.00 USD")
+    ledger = page.locator("#payments-group")
+    expect(ledger).to_contain_text("1000.00 USD")
+    expect(ledger).to_contain_text("Stripe")
+    shot(page, "07-partially-paid")
+
+    payments = in_thread(lambda: list(po.payments.values_list("method", "amount")))
+    assert payments == [("stripe", Decimal("1000.000"))]
+    assert sorted(path.name for path in ARTIFACTS.glob("*.png")) == [
+        "01-login.png",
+        "02-approve-selected.png",
+        "03-approved.png",
+        "04-invoiced.png",
+        "05-hosted-invoice.png",
+        "06-paid-part-by-ach.png",
+        "07-partially-paid.png",
+    ]
