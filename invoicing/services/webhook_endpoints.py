@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import stripe
@@ -45,18 +45,7 @@ WebhookEventType = Literal[
     "invoice.voided",
     "invoice_payment.paid",
 ]
-WEBHOOK_EVENT_TYPES: Final[list[WebhookEventType]] = [
-    "invoice.deleted",
-    "invoice.finalized",
-    "invoice.marked_uncollectible",
-    "invoice.paid",
-    "invoice.payment_failed",
-    "invoice.payment_succeeded",
-    "invoice.sent",
-    "invoice.updated",
-    "invoice.voided",
-    "invoice_payment.paid",
-]
+WEBHOOK_EVENT_TYPES: Final[tuple[WebhookEventType, ...]] = get_args(WebhookEventType)
 
 
 class WebhookRegistrationError(ValueError):
@@ -171,7 +160,7 @@ def register_webhook_endpoint(
         "url": full_url,
         # A fresh list built in this context: a list is invariant, so the constant's narrower
         # Literal type would not pass as stripe-python's list of every event type.
-        "enabled_events": [event for event in WEBHOOK_EVENT_TYPES],
+        "enabled_events": list(WEBHOOK_EVENT_TYPES),
         # Events are rendered in the version our parsing follows, whatever the account's default.
         "api_version": STRIPE_API_VERSION,  # type: ignore[typeddict-item]
         "description": f"PO invoicing, conference {conference.slug}",
