@@ -417,9 +417,23 @@ class LineItemInline(admin.TabularInline[PurchaseOrderLineItem, PurchaseOrder]):
     form = LineItemForm
     formset = LineItemFormSet
     extra = 0
-    readonly_fields = ("amount_display",)
+    readonly_fields = ("unit_price_display", "amount_display")
     verbose_name = "line"
     verbose_name_plural = "Lines (editable while the PO is a draft)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PurchaseOrderLineItem]:
+        return super().get_queryset(request).select_related("purchase_order")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        # ``obj`` is the parent PO. Read-only lines show prices with the currency's decimals
+        # (5000.00 USD, not the database's 5000.000).
+        if _is_locked(obj):
+            return ("description", "quantity", "unit_price_display", "amount_display")
+        return ("description", "quantity", "unit_price", "amount_display")
+
+    @admin.display(description="Unit price")
+    def unit_price_display(self, obj: PurchaseOrderLineItem) -> str:
+        return _format(obj.unit_price, obj.purchase_order.currency)
 
     def get_extra(
         self, request: HttpRequest, obj: PurchaseOrder | None = None, **kwargs: Any

@@ -429,7 +429,7 @@ class PurchaseOrderLineItem(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.quantity} x {self.description} @ {self.unit_price}"
+        return f"{self.quantity} x {self.description}"
 
     @property
     def amount(self) -> Decimal:

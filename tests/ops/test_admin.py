@@ -206,6 +206,10 @@ def test_an_invoiced_po_shows_the_ledger_read_only_and_offers_a_manual_payment(
     assert 'name="payments-0-amount"' not in html
     assert 'name="stripe_invoice_id"' not in html
     assert 'name="line_items-0-unit_price"' not in html
+    # Read-only prices carry the currency's decimals, not the database's three.
+    assert "5000.00 USD" in html
+    assert "450.00 USD" in html
+    assert "5000.000" not in html
     assert 'name="currency"' not in html
     assert 'name="notes"' in html
     # A blank row for a wire/check/other payment, without Stripe as a choice.
