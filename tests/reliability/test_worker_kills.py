@@ -1,0 +1,177 @@
+"""Case 1 of issue 6: workers SIGKILLed at random moments while approved POs are invoiced.
+
+Real ``celery worker`` prefork processes invoice POs that the test approves (the approval signal
+queues the creation task). At random points of the progress a worker is killed with SIGKILL,
+either the whole worker (main process and pool children: a lost machine; its reserved messages
+come back after the visibility timeout, and the beat's ``resume_stalled_invoice_creation`` queues
+the stalled POs again) or one pool child in the middle of a task (the parent rejects the message
+back to the queue, ``task_reject_on_worker_lost``); the killed worker is then restarted. At the
+end the emulator must hold exactly one sent invoice per PO, no orphan draft, and no PO may keep
+an error from an attempt that a later run finished.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from invoicing.models import PurchaseOrder
+from invoicing.services import purchase_orders
+from tests.core import conftest as core_fixtures
+from tests.core.conftest import MakeConference, MakePurchaseOrder
+from tests.reliability.conftest import RecordFigures, size
+from tests.reliability.stack import (
+    VISIBILITY_TIMEOUT,
+    BeatTicker,
+    broker_backlog,
+    publishing_to,
+    stack_environment,
+    stripe_call_figures,
+    task_log_figures,
+)
+from tests.stripe_emulator.handle import EmulatorHandle
+from tests.support.celery_workers import StartWorkers, WorkerProcess, wait_until
+from tests.support.consistency import compare_with_stripe
+from tests.support.redis_server import RedisServer
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+# The core suite's factories for conferences and POs, used here as fixtures.
+make_conference = core_fixtures.make_conference
+make_purchase_order = core_fixtures.make_purchase_order
+
+Status = PurchaseOrder.Status
+CREATE_TASK = "workers.tasks.create_invoice_for_purchase_order"
+RESUME_TASK = "workers.tasks.resume_stalled_invoice_creation"
+
+
+def _sent(conference_id: int) -> int:
+    return PurchaseOrder.objects.filter(
+        conference_id=conference_id, invoice_sent_at__isnull=False
+    ).count()
+
+
+def _kill(worker: WorkerProcess, rng: random.Random) -> str:
+    """SIGKILL the whole worker (then restart it) or one busy pool child; returns which."""
+    children = worker.child_pids()
+    if children and rng.random() < 0.5:
+        os.kill(rng.choice(children), signal.SIGKILL)  # the parent forks a new child itself
+        return "child"
+    worker.kill_group(signal.SIGKILL)
+    worker.restart()
+    return "worker"
+
+
+def test_workers_killed_while_invoicing_leave_one_sent_invoice_per_po(
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    settings: Any,
+    make_conference: MakeConference,
+    make_purchase_order: MakePurchaseOrder,
+    private_redis: RedisServer,
+    celery_worker_processes: StartWorkers,
+    record_figures: RecordFigures,
+) -> None:
+    count = size(ci=40, full=200)
+    kills = size(ci=4, full=20)
+    seed = int(os.environ.get("RELIABILITY_SEED", random.randrange(1_000_000)))
+    rng = random.Random(seed)
+    settings.STRIPE_API_BASE = stripe_emulator.base_url
+    env = stack_environment(private_redis)
+    broker_url = env["CELERY_BROKER_URL"]
+
+    conference = make_conference(secret_key=stripe_secret_key)
+    # Every call takes 10-60 ms, so a kill lands inside Stripe calls, not only between tasks.
+    stripe_emulator.configure(stripe_secret_key, latency=0.01, latency_jitter=0.05, seed=seed)
+    companies = max(2, count // 4)  # customers shared by several POs, created concurrently
+    pos = [
+        make_purchase_order(
+            conference=conference,
+            approve=False,
+            reference=f"PO-KILL-{index:04d}",
+            organization_name=f"Company {index % companies}",
+            contact_email=f"billing{index % companies}@example.com",
+        )
+        for index in range(count)
+    ]
+    workers = celery_worker_processes(2, concurrency=2, env=env)
+
+    started = time.monotonic()
+    # Kill when the number of sent invoices reaches these marks: random moments while work remains.
+    marks = sorted(rng.sample(range(1, int(count * 0.8)), kills))
+    delivered: list[str] = []
+    sent_at_kill: list[int] = []
+    with BeatTicker(broker_url, [RESUME_TASK], interval=2.0) as beat:
+        with publishing_to(broker_url):
+            for po in pos:
+                purchase_orders.approve_purchase_order(po)
+        for mark in marks:
+            wait_until(
+                lambda mark=mark: _sent(conference.pk) >= mark,
+                timeout=120,
+                interval=0.02,
+                message=f"invoicing stalled below {mark} sent invoices",
+            )
+            sent_now = _sent(conference.pk)
+            if sent_now >= count:
+                break  # nothing left to interrupt
+            delivered.append(_kill(rng.choice(workers), rng))
+            sent_at_kill.append(sent_now)
+        wait_until(
+            lambda: _sent(conference.pk) == count,
+            timeout=180,
+            interval=0.1,
+            message=f"only {_sent(conference.pk)} of {count} invoices sent",
+        )
+        invoiced_after = time.monotonic() - started
+        # Messages the killed workers had reserved come back after the visibility timeout and a
+        # worker's start sweeps them up: let every one of them run (as no-ops) before comparing.
+        time.sleep(VISIBILITY_TIMEOUT + 0.5)
+        workers[0].restart()
+        wait_until(
+            lambda: broker_backlog(broker_url) == 0,
+            timeout=60,
+            interval=0.2,
+            message="redelivered messages never drained",
+        )
+    wall = time.monotonic() - started
+
+    report = compare_with_stripe(emulator=stripe_emulator, conference=conference)
+    report.assert_consistent()
+    assert report.invoices == count
+    pos_after = list(PurchaseOrder.objects.filter(conference=conference))
+    assert {po.status for po in pos_after} == {Status.INVOICED}
+    # A run that found the invoice done must not leave an earlier attempt's error on the PO.
+    assert [(po.reference, po.invoice_error) for po in pos_after if po.invoice_error] == []
+    assert not any(po.invoice_creation_blocked for po in pos_after)
+    assert len(delivered) == kills, f"only {len(delivered)} kills landed while work remained"
+
+    requests = stripe_emulator.requests(stripe_secret_key)
+    logs = [worker.log_text() for worker in workers]
+    tasks = task_log_figures(logs, CREATE_TASK)
+    calls = stripe_call_figures(requests)
+    record_figures(
+        seed=seed,
+        purchase_orders=count,
+        invoices_in_stripe=report.invoices,
+        kills_planned=kills,
+        kills_delivered=len(delivered),
+        whole_worker_kills=delivered.count("worker"),
+        pool_child_kills=delivered.count("child"),
+        sent_invoices_at_each_kill=sent_at_kill,
+        creation_deliveries=tasks.received,
+        creation_messages=tasks.distinct,
+        creation_retries=tasks.retries,
+        creation_redelivered=tasks.redelivered,
+        resume_ticks=beat.sent[RESUME_TASK],
+        **calls,
+        stripe_calls_per_invoice=round(calls["stripe_calls"] / count, 2),
+        orphan_drafts=0,
+        seconds_until_all_sent=round(invoiced_after, 1),
+        wall_seconds=round(wall, 1),
+    )
