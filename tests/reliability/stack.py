@@ -55,6 +55,8 @@ def stack_environment(redis_server: RedisServer, **overrides: str) -> dict[str, 
         # The beat's recovery: approved POs idle this long are resumed, recorded events re-queued.
         "INVOICE_CREATION_GRACE_SECONDS": "3",
         "STRIPE_EVENT_REENQUEUE_AFTER_SECONDS": "3",
+        # An event whose task died (or was cancelled when the broker vanished) is taken over then.
+        "STRIPE_EVENT_CLAIM_SECONDS": str(TASK_TIME_LIMIT + 2),
         "LOG_LEVEL": "INFO",
     }
     env.update(overrides)
@@ -72,11 +74,11 @@ def publishing_to(broker_url: str) -> Iterator[None]:
 
     app = celery_app()
     previous = app.conf.broker_write_url
-    app.conf.broker_write_url = broker_url
+    app.conf["broker_write_url"] = broker_url
     try:
         yield
     finally:
-        app.conf.broker_write_url = previous
+        app.conf["broker_write_url"] = previous
         close_pools()
 
 
