@@ -226,5 +226,6 @@ def stripe_call_figures(requests: Sequence[Mapping[str, Any]]) -> dict[str, int]
         "stripe_writes": sum(1 for r in requests if r["method"] == "POST"),
         "idempotent_replays": sum(1 for r in requests if r.get("idempotent_replayed")),
         "stripe_errors": sum(1 for r in requests if int(r.get("status") or 0) >= 400),
+        "injected_faults": sum(1 for r in requests if r.get("fault")),
         "key_in_use_409": sum(1 for r in requests if int(r.get("status") or 0) == 409),
     }

@@ -7,7 +7,8 @@ come back after the visibility timeout, and the beat's ``resume_stalled_invoice_
 the stalled POs again) or one pool child in the middle of a task (the parent rejects the message
 back to the queue, ``task_reject_on_worker_lost``); the killed worker is then restarted. At the
 end the emulator must hold exactly one sent invoice per PO, no orphan draft, and no PO may keep
-an error from an attempt that a later run finished.
+an error from an attempt that a later run finished. 3% of Stripe calls also fail transiently, so
+retries and recorded errors mix with the kills.
 """
 
 from __future__ import annotations
@@ -91,8 +92,17 @@ def test_workers_killed_while_invoicing_leave_one_sent_invoice_per_po(
     broker_url = env["CELERY_BROKER_URL"]
 
     conference = make_conference(secret_key=stripe_secret_key)
-    # Every call takes 10-60 ms, so a kill lands inside Stripe calls, not only between tasks.
-    stripe_emulator.configure(stripe_secret_key, latency=0.01, latency_jitter=0.05, seed=seed)
+    # Every call takes 10-60 ms, so a kill lands inside Stripe calls, not only between tasks; a
+    # few calls fail (a 500 stored under its key, a lock timeout, an answer lost after the write),
+    # so retries run and errors are recorded on POs between the kills.
+    stripe_emulator.configure(
+        stripe_secret_key,
+        latency=0.01,
+        latency_jitter=0.05,
+        seed=seed,
+        error_rate=0.03,
+        errors=["500", "lock_timeout", "reset_after_commit"],
+    )
     companies = max(2, count // 4)  # customers shared by several POs, created concurrently
     pos = [
         make_purchase_order(
