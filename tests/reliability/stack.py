@@ -53,8 +53,10 @@ def stack_environment(redis_server: RedisServer, **overrides: str) -> dict[str, 
         "STRIPE_RATE_LIMIT_TEST_BURST": "40",
         "STRIPE_RATE_LIMIT_MAX_WAIT_SECONDS": "1",
         # The beat's recovery: approved POs idle this long are resumed, recorded events re-queued.
-        "INVOICE_CREATION_GRACE_SECONDS": "3",
-        "STRIPE_EVENT_REENQUEUE_AFTER_SECONDS": "3",
+        # Shorter than the time a backlog takes to drain, each tick would queue every waiting PO
+        # or event once more (harmless, the runs are idempotent, but it slows the drain down).
+        "INVOICE_CREATION_GRACE_SECONDS": "10",
+        "STRIPE_EVENT_REENQUEUE_AFTER_SECONDS": "10",
         # An event whose task died (or was cancelled when the broker vanished) is taken over then.
         "STRIPE_EVENT_CLAIM_SECONDS": str(TASK_TIME_LIMIT + 2),
         "LOG_LEVEL": "INFO",
