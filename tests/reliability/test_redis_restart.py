@@ -47,7 +47,12 @@ from tests.support.celery_workers import StartWorkers, wait_until
 from tests.support.consistency import compare_with_stripe
 from tests.support.redis_server import RedisServer
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    # The full size runs for minutes on a busy machine; pyproject's 300 s is for everything else.
+    pytest.mark.timeout(size(ci=300, full=1200)),
+]
 
 # The core suite's factories for conferences and POs, used here as fixtures.
 make_conference = core_fixtures.make_conference
