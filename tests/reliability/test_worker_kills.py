@@ -75,10 +75,10 @@ def _keep_request_log(emulator: EmulatorHandle, secret_key: str, directory: Path
     path.write_text(json.dumps(emulator.requests(secret_key), indent=1, default=str))
 
 
-def _kill(worker: WorkerProcess, rng: random.Random) -> str:
+def _kill(worker: WorkerProcess, rng: random.Random, *, whole: bool) -> str:
     """SIGKILL the whole worker (then restart it) or one busy pool child; returns which."""
     children = worker.child_pids()
-    if children and rng.random() < 0.5:
+    if children and not whole:
         os.kill(rng.choice(children), signal.SIGKILL)  # the parent forks a new child itself
         return "child"
     worker.kill_group(signal.SIGKILL)
@@ -136,6 +136,7 @@ def test_workers_killed_while_invoicing_leave_one_sent_invoice_per_po(
     # Kill when the number of sent invoices reaches these marks: random moments while work remains.
     marks = sorted(rng.sample(range(1, int(count * 0.7)), kills))
     delivered: list[str] = []
+    first_whole = rng.randrange(2)
     sent_at_kill: list[int] = []
     with BeatTicker(broker_url, [RESUME_TASK], interval=2.0) as beat:
         with publishing_to(broker_url):
@@ -151,7 +152,11 @@ def test_workers_killed_while_invoicing_leave_one_sent_invoice_per_po(
             sent_now = _sent(conference.pk)
             if sent_now >= count:
                 break  # nothing left to interrupt
-            delivered.append(_kill(rng.choice(workers), rng))
+            # Whole workers and pool children in turn, so both happen at every size.
+            whole = (len(delivered) + first_whole) % 2 == 0
+            with_children = [worker for worker in workers if worker.child_pids()]
+            victim = rng.choice(workers if whole or not with_children else with_children)
+            delivered.append(_kill(victim, rng, whole=whole))
             sent_at_kill.append(sent_now)
         deadline = time.monotonic() + 60 + 2 * count
         while _sent(conference.pk) < count:
