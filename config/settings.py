@@ -225,7 +225,19 @@ STRIPE_EVENT_MAX_ATTEMPTS = env_int("STRIPE_EVENT_MAX_ATTEMPTS", 10, minimum=1)
 STRIPE_EVENT_REENQUEUE_AFTER_SECONDS = env_int(
     "STRIPE_EVENT_REENQUEUE_AFTER_SECONDS", 300, minimum=1
 )
-STRIPE_EVENT_CLAIM_SECONDS = CELERY_TASK_TIME_LIMIT + 60
+# A worker's claim on an event (and the reconciliation's lease) must outlast the hard time limit,
+# or a second worker could take work the first is still doing; the default margin also absorbs
+# clock differences between hosts. An expired claim is how the event of a worker that died (or
+# whose task was cancelled when the broker vanished) is taken over, so this is also how long such
+# an event waits.
+STRIPE_EVENT_CLAIM_SECONDS = env_int(
+    "STRIPE_EVENT_CLAIM_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=1
+)
+if STRIPE_EVENT_CLAIM_SECONDS <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"STRIPE_EVENT_CLAIM_SECONDS={STRIPE_EVENT_CLAIM_SECONDS} must exceed "
+        f"CELERY_TASK_TIME_LIMIT={CELERY_TASK_TIME_LIMIT}."
+    )
 # The webhook view publishes with these timeouts and no retry: a dead broker must never turn a
 # recorded event into a slow answer or a 5xx (the beat re-enqueues it).
 WEBHOOK_BROKER_TIMEOUT_SECONDS = env_float("WEBHOOK_BROKER_TIMEOUT_SECONDS", 1.0, minimum=0.05)

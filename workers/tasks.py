@@ -13,7 +13,8 @@ Failure policy (one place, :func:`_run_for_purchase_order`; the rule itself is
   for a person.
 - Success clears the recorded error. Work found already done (the invoice exists, the PO is gone,
   cancelled or already void) is a quiet no-op: every task may run twice (late acks, redeliveries,
-  the beat's recovery tasks), and the services are idempotent.
+  the beat's recovery tasks), and the services are idempotent. A creation that finds its invoice
+  sent by another run still clears the creation error an earlier attempt of its own recorded.
 
 Webhook events keep their own retry state on the inbox row (``services/stripe_events.py``); the
 task only turns "retry in N s" into a Celery retry.
@@ -145,6 +146,10 @@ def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) 
             po.status,
             po.stripe_invoice_id or "none",
         )
+        if po.has_complete_invoice:
+            # A retry (or redelivery) finding that another run finished: the error this task
+            # recorded on an earlier attempt is no longer true.
+            purchase_orders.clear_invoice_error(po, action="Invoice creation")
         return
 
     def create(po: PurchaseOrder) -> None:

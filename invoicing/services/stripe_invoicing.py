@@ -705,7 +705,10 @@ def _create_or_recover_invoice(
         return recovered
 
 
-def _persist_invoice_created(po: PurchaseOrder, invoice: stripe.Invoice) -> PurchaseOrder:
+def _persist_invoice_created(
+    po: PurchaseOrder, invoice: stripe.Invoice
+) -> tuple[PurchaseOrder, bool]:
+    """Store the new invoice's id; False when another run had already stored it."""
     with transaction.atomic():
         locked = purchase_orders.lock_purchase_order(po)
         if locked.stripe_invoice_id and locked.stripe_invoice_id != invoice.id:
@@ -728,7 +731,8 @@ def _persist_invoice_created(po: PurchaseOrder, invoice: stripe.Invoice) -> Purc
                 po_reference=locked.reference,
                 invoice_id=invoice.id,
             )
-    return locked
+            return locked, True
+    return locked, False
 
 
 def _persist_step(
@@ -832,7 +836,12 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
     customer_id = _ensure_customer(client, po)
     if not po.stripe_invoice_id:
         invoice = _create_or_recover_invoice(client, po, customer_id)
-        po = _persist_invoice_created(po, invoice)
+        po, stored_here = _persist_invoice_created(po, invoice)
+        if not stored_here:
+            # A concurrent run stored it first and may be steps ahead: our answer can be the
+            # idempotent replay of the first one (a draft without lines). Go on from Stripe.
+            invoice = _retrieve_for_resume(client, po)
+            po = _persist_step(po, invoice, stamp="last_synced_at", always=True)
     else:
         # Resuming: learn where Stripe really is before writing anything.
         invoice = _retrieve_for_resume(client, po)

@@ -8,11 +8,14 @@ the emulator's own events (``GET /v1/events``), i.e. exactly what Stripe would P
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import stripe
+from django.db import connection
 from django.utils import timezone
 
 from invoicing import money
@@ -386,3 +389,48 @@ def test_concurrent_creation_runs_make_one_invoice(
     assert sorted(path.rsplit("/", 1)[-1] for path in executed) == sorted(
         ["customers", "invoices", "add_lines", "finalize", "send"]
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_answered_with_a_replay_resumes_from_stripe_not_from_the_replayed_draft(
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    """Two runs for one PO (a redelivered message and the resume task's): the slow one's create
+    is answered with the idempotent replay of the first answer, a draft without lines, while the
+    fast one already added the lines and sent the invoice. The slow run used to go on from that
+    replayed draft, found its subtotal 0 and refused the invoice as "edited at Stripe": a
+    permanent error that blocked a PO whose invoice was in fact sent (seen when workers were
+    killed during invoicing, tests/reliability/test_worker_kills.py)."""
+    po = make_purchase_order(conference=stripe_conference)
+    # The slow run's first call (the customer) waits 3 s at Stripe before it runs.
+    stripe_emulator.configure(stripe_secret_key, latency=3.0)
+    slow_outcome: list[object] = []
+
+    def slow_run() -> None:
+        try:
+            slow_outcome.append(stripe_invoicing.create_stripe_invoice(po))
+        except Exception as exc:  # reported by the assert below
+            slow_outcome.append(exc)
+        finally:
+            connection.close()
+
+    slow = threading.Thread(target=slow_run)
+    slow.start()
+    time.sleep(0.5)  # the slow run is inside its first Stripe call
+    stripe_emulator.configure(stripe_secret_key, latency=0.0)
+    fast_url = stripe_invoicing.create_stripe_invoice(PurchaseOrder.objects.get(pk=po.pk))
+    slow.join(timeout=30)
+
+    assert slow_outcome == [fast_url]
+    invoice = assert_exactly_one_sent_invoice(stripe_emulator, stripe_secret_key, po)
+    assert (po.invoice_error, po.invoice_sent_at is not None) == ("", True)
+    replayed = [
+        entry["path"].rsplit("/", 1)[-1]
+        for entry in stripe_emulator.requests(stripe_secret_key)
+        if entry["idempotent_replayed"]
+    ]
+    assert replayed == ["customers", "invoices"]  # the slow run wrote nothing of its own
+    assert invoice.id == po.stripe_invoice_id

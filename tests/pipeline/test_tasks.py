@@ -145,6 +145,33 @@ def test_a_task_for_work_already_done_is_a_quiet_no_op(
     assert (po.status, po.invoice_error) == (Status.INVOICED, "")
 
 
+def test_a_retry_that_finds_the_invoice_sent_clears_the_creation_error(
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    """An attempt failed (error shown, retry scheduled) and another run (a redelivery, the
+    resume task) sent the invoice meanwhile: the retry finds nothing to do and must not leave
+    the organizer looking at an error for an invoice that went out. A sync's error stays."""
+    po = make_purchase_order(conference=stripe_conference)
+    wait_for_status(po, Status.INVOICED)
+    purchase_orders.record_invoice_error(
+        po, message="Invoice creation failed, retry 1 of 10 in 5 s: Stripe APIError 409"
+    )
+    tasks.create_invoice_for_purchase_order.delay(po.pk)
+
+    def cleared() -> bool:
+        po.refresh_from_db()
+        return po.invoice_error == ""
+
+    wait_for(cleared, message="the stale creation error stayed on the PO")
+    assert (po.invoice_error_at, po.invoice_creation_blocked) == (None, False)
+
+    purchase_orders.record_invoice_error(po, message="Sync failed: Stripe APIError 500")
+    tasks.create_invoice_for_purchase_order(po.pk)  # in this process: nothing to wait for
+    po.refresh_from_db()
+    assert po.invoice_error == "Sync failed: Stripe APIError 500"
+
+
 def test_sync_task_brings_in_a_payment_without_webhooks(
     stripe_emulator: EmulatorHandle,
     stripe_secret_key: str,

@@ -72,10 +72,22 @@ def test_a_soft_limit_not_below_the_hard_limit_is_refused() -> None:
     assert "CELERY_TASK_SOFT_TIME_LIMIT=300 must be below" in result.stderr
 
 
+def test_an_event_claim_not_outlasting_the_hard_limit_is_refused() -> None:
+    result = _import_settings(CELERY_TASK_TIME_LIMIT="300", STRIPE_EVENT_CLAIM_SECONDS="300")
+    assert result.returncode != 0
+    assert "STRIPE_EVENT_CLAIM_SECONDS=300 must exceed CELERY_TASK_TIME_LIMIT=300" in result.stderr
+
+
+def test_the_event_claim_defaults_to_the_hard_limit_plus_a_minute() -> None:
+    claim: int = settings.STRIPE_EVENT_CLAIM_SECONDS
+    assert claim == app.conf.task_time_limit + 60
+
+
 def test_sane_overrides_are_accepted() -> None:
     result = _import_settings(
         CELERY_VISIBILITY_TIMEOUT="20", TASK_RETRY_BACKOFF_MAX_SECONDS="5",
         CELERY_TASK_SOFT_TIME_LIMIT="5", CELERY_TASK_TIME_LIMIT="10",
+        STRIPE_EVENT_CLAIM_SECONDS="12",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
 

@@ -128,7 +128,12 @@ class RequestHandler(BaseHTTPRequestHandler):
         if length > MAX_BODY_BYTES:
             self.close_connection = True  # the unread body would poison the connection
             raise invalid_request("Request body too large.", status=413)
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The client went away before its body arrived (a killed process): Stripe never
+            # sees such a request, so nothing runs, nothing is logged and no key is taken.
+            raise ConnectionDropped()
+        return body
 
     # --- the API pipeline -------------------------------------------------------------------
 

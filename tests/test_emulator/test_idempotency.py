@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+from urllib.parse import urlsplit
 
 import pytest
 import stripe
@@ -22,6 +24,37 @@ def test_same_key_same_params_replays_the_first_response(
     assert len(client.v1.customers.list().data) == 1
     log = stripe_emulator.requests(stripe_secret_key)
     assert [entry["idempotent_replayed"] for entry in log] == [False, True, False]
+
+
+def test_a_request_whose_body_never_arrived_runs_nothing_and_takes_no_key(
+    client: stripe.StripeClient,
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    customer: stripe.Customer,
+) -> None:
+    """A client killed between sending its headers and its body (urllib3 sends them apart):
+    the emulator used to run the request with an empty body and store its 400 under the key,
+    so the client's retry with the real parameters got an idempotency_error."""
+    host, port = urlsplit(stripe_emulator.base_url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/invoices HTTP/1.1\r\nHost: emulator\r\n"
+            + f"Authorization: Bearer {stripe_secret_key}\r\n".encode()
+            + b"Idempotency-Key: cut-short\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\n"
+            b"customer=cus_"
+        )
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1024) == b""  # dropped unanswered
+    invoice = client.v1.invoices.create(
+        params={"customer": customer.id}, options={"idempotency_key": "cut-short"}
+    )
+    assert invoice.customer == customer.id
+    log = stripe_emulator.requests(stripe_secret_key)
+    assert [(entry["path"], entry["idempotent_replayed"]) for entry in log] == [
+        ("/v1/customers", False),
+        ("/v1/invoices", False),
+    ]
 
 
 def test_same_key_other_params_is_an_idempotency_error(client: stripe.StripeClient) -> None:
