@@ -145,7 +145,7 @@ def test_the_ledger_always_equals_stripe(
     totals: Counter[str] = Counter()
 
     @hypothesis_settings(
-        max_examples=size(ci=12, full=2000),
+        max_examples=size(ci=12, full=1000),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         database=None,
