@@ -25,12 +25,12 @@ import json
 import socket
 import time
 import uuid
-from urllib.parse import quote
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.db import connection
