@@ -6,8 +6,10 @@ commit (one publish). Answers, as Stripe reads them (it retries anything but 2xx
 
 - 200: recorded (or a duplicate of a recorded event: nothing added). Also when the broker is down:
   the event is durable, and the beat queues it once the broker is back.
-- 400: missing, wrong or stale signature; not a JSON Stripe event; livemode not matching the
-  conference's key; no signing secret configured for the conference.
+- 400: missing, wrong, stale or future-dated signature; not a JSON Stripe event (including NaN,
+  Infinity and nesting deeper than 64 levels); livemode not matching the conference's key; no
+  signing secret configured for the conference; a body that cannot be read (broken chunked
+  encoding, cut short); an invalid ``Content-Length``.
 - 404: no active conference with that slug. 405: not a POST. 413: body over
   ``STRIPE_WEBHOOK_MAX_BODY_BYTES``, by its ``Content-Length`` or while reading a chunked body.
 - 503: the event could not be stored (database down): Stripe retries later.
@@ -41,6 +43,10 @@ class _BadLength(Exception):
     pass
 
 
+class _Unreadable(Exception):
+    pass
+
+
 def _read_body(request: HttpRequest, limit: int) -> bytes:
     """The raw body, refused past ``limit`` bytes without reading (much) more than that.
 
@@ -58,14 +64,23 @@ def _read_body(request: HttpRequest, limit: int) -> bytes:
             raise _BadLength
         if length > limit:
             raise _BodyTooLarge
-        return request.read(length)
+        try:
+            body = request.read(length)
+        except Exception:  # the server's reader failed: the client closed early, ...
+            raise _Unreadable from None
+        if len(body) != length:  # cut short: what was signed is not what was announced
+            raise _Unreadable
+        return body
     if not request.META.get("wsgi.input_terminated"):
         return b""
     stream = request.META["wsgi.input"]
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = stream.read(min(_READ_CHUNK_BYTES, limit + 1 - size))
+        try:
+            chunk = stream.read(min(_READ_CHUNK_BYTES, limit + 1 - size))
+        except Exception:  # gunicorn's InvalidChunkSize, ChunkMissingTerminator, NoMoreData...
+            raise _Unreadable from None
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
@@ -101,6 +116,9 @@ def stripe_webhook(request: HttpRequest, conference_slug: str) -> JsonResponse:
         return _error(413, f"The body is larger than {limit} bytes.")
     except _BadLength:
         return _error(400, "Invalid Content-Length.")
+    except _Unreadable:
+        logger.warning("webhook for conference %s refused: unreadable body", conference.slug)
+        return _error(400, "The body could not be read (broken chunked encoding or cut short).")
 
     try:
         event = stripe_events.verify_webhook(

@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -52,6 +55,12 @@ EventStatus = StripeEvent.Status
 
 # The longest values the inbox columns hold.
 _MAX_ID_LENGTH = 255
+# Stripe's events nest a dozen levels at most; deeper bodies are refused before they are walked
+# (Python's JSON parser and encoder recurse, and would fail at about a thousand).
+MAX_JSON_DEPTH = 64
+# Escapes of what jsonb cannot store: U+0000 and lone UTF-16 surrogates (U+D800..U+DFFF).
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE_CHARS = re.compile("[\\x00\\ud800-\\udfff]")
 
 
 class WebhookRejected(ValueError):
@@ -84,22 +93,45 @@ def verify_webhook(
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise WebhookRejected("The body is not UTF-8.") from None
+    # stripe-python compares signatures with hmac.compare_digest, which raises TypeError on
+    # non-ASCII text; a real server hands such header bytes over as latin-1.
+    _require(
+        signature_header is None or signature_header.isascii(),
+        "Signature check failed: the Stripe-Signature header is not ASCII.",
+    )
+    tolerance = settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS
     try:
-        stripe.WebhookSignature.verify_header(
-            text, signature_header, secret, tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS
-        )
+        stripe.WebhookSignature.verify_header(text, signature_header, secret, tolerance=tolerance)
     except stripe.SignatureVerificationError as error:
         # Stripe's messages name the problem (missing header, no match, outside the tolerance
         # zone) and never echo the secret; the header and body stay out of the message.
         raise WebhookRejected(f"Signature check failed: {error.user_message or error}") from None
+    # stripe-python only refuses old timestamps; one beyond the tolerance ahead of our clock was
+    # not signed by Stripe now, and would stay replayable for as long as it is in the future.
+    _require(
+        _signature_timestamp(signature_header or "") <= time.time() + tolerance,
+        f"Signature check failed: the timestamp is in the future (beyond {tolerance} s).",
+    )
 
     try:
-        event: dict[str, Any] = json.loads(text)
+        # NaN, Infinity and numbers that overflow to them are not JSON (RFC 8259) and jsonb
+        # refuses them: refused here (400), not at the INSERT (which would answer 503 forever).
+        event: dict[str, Any] = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except RecursionError:
+        raise WebhookRejected(
+            f"The body is not valid JSON for us: nested more than {MAX_JSON_DEPTH} levels."
+        ) from None
     except ValueError:
         raise WebhookRejected("The body is not valid JSON.") from None
     _require(isinstance(event, dict), "The body is not a JSON object.")
-    if "\\u0000" in text:
-        event = _without_nul(event)
+    _require(
+        _depth_within(event, MAX_JSON_DEPTH),
+        f"The body is not valid JSON for us: nested more than {MAX_JSON_DEPTH} levels.",
+    )
+    if _UNSTORABLE_ESCAPE.search(text):
+        event = _storable(event)
     _require(event.get("object") == "event", "The body is not a Stripe event.")
     event_id = event.get("id")
     _require(
@@ -131,15 +163,52 @@ def verify_webhook(
     return event
 
 
-def _without_nul(value: Any) -> Any:
-    """PostgreSQL's jsonb refuses U+0000 in strings: store U+FFFD instead of refusing the event
-    (which Stripe would then resend for days, and which would never be processed)."""
+def _signature_timestamp(header: str) -> int:
+    """The ``t=`` of a header stripe-python already accepted (parsed the way it parses it)."""
+    for item in header.split(","):
+        parts = item.split("=", 2)
+        if parts[0] == "t":
+            return int(parts[1])
+    raise WebhookRejected("Signature check failed: no timestamp.")  # pragma: no cover
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows")
+    return value
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Whether no container in ``value`` is nested deeper than ``limit`` (iteratively)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        pending.extend((child, depth + 1) for child in children)
+    return True
+
+
+def _storable(value: Any) -> Any:
+    """PostgreSQL's jsonb refuses U+0000 and lone surrogates in strings: store U+FFFD instead of
+    refusing the event (which Stripe would then resend for days, and never be processed)."""
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _UNSTORABLE_CHARS.sub("\ufffd", value)
     if isinstance(value, dict):
-        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+        return {_storable(key): _storable(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_without_nul(item) for item in value]
+        return [_storable(item) for item in value]
     return value
 
 

@@ -45,6 +45,8 @@ from django.utils import timezone
 from invoicing import money
 from invoicing.logging import log_state_change
 from invoicing.models import (
+    MONEY_DECIMAL_PLACES,
+    MONEY_MAX_DIGITS,
     ZERO,
     Conference,
     PurchaseOrder,
@@ -94,6 +96,12 @@ INVOICE_SNAPSHOT_EVENTS: Final = frozenset(
 )
 INVOICE_PAYMENT_EVENTS: Final = frozenset({"invoice_payment.paid"})
 HANDLED_EVENT_TYPES: Final = INVOICE_SNAPSHOT_EVENTS | INVOICE_PAYMENT_EVENTS
+
+
+# Stripe's invoice statuses (``deleted`` is ours, for a deleted draft).
+INVOICE_STATUSES: Final = frozenset({"draft", "open", "paid", "uncollectible", "void"})
+# Amounts our money columns hold (max_digits=14, decimal_places=3): below 10**11 major units.
+_MONEY_LIMIT: Final = Decimal(10) ** (MONEY_MAX_DIGITS - MONEY_DECIMAL_PLACES)
 
 
 class InvoiceAlreadyAttached(ValueError):
@@ -223,14 +231,31 @@ class InvoiceSnapshot:
             else {}
         )
         off_stripe = data.get("amount_paid_off_stripe")
+        status = _require_str(data, "status")
+        if status not in INVOICE_STATUSES:
+            raise EventRejected(f"Invoice payload: {status!r} is not an invoice status.")
+        amount_due = _require_int(data, "amount_due")
+        amount_paid = _require_int(data, "amount_paid")
+        amount_remaining = _require_int(data, "amount_remaining")
+        overpaid = data.get("amount_overpaid")
+        overpaid = overpaid if isinstance(overpaid, int) and not isinstance(overpaid, bool) else 0
+        # No invoice history produces these; stale, reordered, voided (remaining 0 with a partial
+        # payment), uncollectible-then-paid and re-issued invoices all pass.
+        if min(amount_due, amount_paid, amount_remaining) < 0:
+            raise EventRejected(f"Invoice payload {invoice_id}: a negative amount.")
+        if amount_paid > amount_due + max(overpaid, 0) or amount_remaining > amount_due:
+            raise EventRejected(
+                f"Invoice payload {invoice_id}: amount_paid {amount_paid} / amount_remaining "
+                f"{amount_remaining} do not fit amount_due {amount_due}."
+            )
         return cls(
             id=invoice_id,
-            status=_require_str(data, "status"),
+            status=status,
             currency=_require_str(data, "currency").lower(),
             livemode=livemode,
-            amount_due=_require_int(data, "amount_due"),
-            amount_paid=_require_int(data, "amount_paid"),
-            amount_remaining=_require_int(data, "amount_remaining"),
+            amount_due=amount_due,
+            amount_paid=amount_paid,
+            amount_remaining=amount_remaining,
             amount_paid_off_stripe=(
                 off_stripe
                 if isinstance(off_stripe, int) and not isinstance(off_stripe, bool)
@@ -309,6 +334,11 @@ def _check_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> None:
         raise EventRejected(
             f"Invoice {snapshot.id} is in {snapshot.currency!r}, PO {locked.reference} in "
             f"{locked.currency!r}; refused."
+        )
+    largest = max(snapshot.amount_due, snapshot.amount_paid)
+    if money.from_minor_units(largest, locked.currency) >= _MONEY_LIMIT:
+        raise EventRejected(
+            f"Invoice {snapshot.id}: {largest} {locked.currency} minor units is beyond any PO."
         )
     expected_livemode = conference.stripe_livemode
     if expected_livemode is not None and snapshot.livemode != expected_livemode:
@@ -1036,7 +1066,10 @@ def reconcile_invoice(
 def _event_payment_date(event: Mapping[str, object]) -> datetime.date | None:
     created = event.get("created")
     if isinstance(created, int) and not isinstance(created, bool):
-        return datetime.datetime.fromtimestamp(created, tz=datetime.UTC).date()
+        try:
+            return datetime.datetime.fromtimestamp(created, tz=datetime.UTC).date()
+        except (OverflowError, OSError, ValueError):
+            raise EventRejected(f"Event {event.get('id')}: created={created} is no date.") from None
     return None
 
 
