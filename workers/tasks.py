@@ -173,11 +173,36 @@ def resume_stalled_invoice_creation() -> int:
 
 
 @shared_task(bind=True, name="workers.tasks.process_stripe_event", max_retries=None)
-def process_stripe_event(self: _BoundTask, stripe_event_id: int) -> None:
-    """Process one inbox row (its primary key); its retries are counted on the row."""
+def process_stripe_event(
+    self: _BoundTask, stripe_event_id: int, resume_claim: int | None = None
+) -> None:
+    """Process one inbox row (its primary key); its retries are counted on the row.
+
+    ``resume_claim``: set by this task's own retry after the database failed between claiming the
+    row and settling it, so the retry takes its claim back instead of waiting for it to expire.
+    """
     try:
-        result = stripe_events.process_stripe_event(stripe_event_id=stripe_event_id)
-    except DatabaseError as error:  # claiming or settling failed; an unsettled claim expires
+        result = stripe_events.process_stripe_event(
+            stripe_event_id=stripe_event_id, resume_claim=resume_claim
+        )
+    except stripe_events.ClaimNotSettled as error:
+        cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
+        countdown = _retry_countdown(self) if is_transient(cause) else None
+        if countdown is None:
+            logger.error(
+                "stripe event row %s: claimed but not settled, giving up for now (%s); "
+                "the beat re-enqueues it once the claim expires",
+                stripe_event_id,
+                describe_error(cause),
+            )
+            return
+        raise self.retry(
+            exc=cause,
+            countdown=countdown,
+            args=(stripe_event_id,),
+            kwargs={"resume_claim": error.attempt},
+        ) from error
+    except DatabaseError as error:  # claiming failed; nothing of ours is held
         countdown = _retry_countdown(self) if is_transient(error) else None
         if countdown is None:
             logger.error(
@@ -187,8 +212,8 @@ def process_stripe_event(self: _BoundTask, stripe_event_id: int) -> None:
             )
             return
         raise self.retry(exc=error, countdown=countdown) from error
-    if result.retry_in is not None:
-        raise self.retry(countdown=result.retry_in)
+    if result.retry_in is not None:  # settled as pending: no claim of ours to resume
+        raise self.retry(countdown=result.retry_in, args=(stripe_event_id,), kwargs={})
 
 
 @shared_task(name="workers.tasks.reenqueue_pending_stripe_events")
