@@ -60,6 +60,8 @@ Status = PurchaseOrder.Status
 FIGURES_ENV = "PRIVATE_POSTGRES_FIGURES"
 DATABASE_NAME = "wt_reliability_pg_restart"
 DOWN_SECONDS = 1.0
+# The default PO (tests/core/conftest.py) totals 6,350.00 USD: half by card, the rest by ACH.
+FIRST_PAYMENT = 317_500
 
 # Worker settings for the inner half: retries in fractions of a second so a case with several
 # restarts fits in CI; the policy itself (exponential, jittered, capped) is the production one.
@@ -131,6 +133,51 @@ def _retry_db(call: Callable[[], _T], *, timeout: float = 60.0) -> _T:
             time.sleep(0.2)
 
 
+def pay_in_two_parts_until_settled(
+    emulator: EmulatorHandle,
+    conference: Any,
+    ids: list[int],
+    *,
+    timeout: float,
+    busy: Callable[[], bool] = lambda: False,
+) -> dict[int, int]:
+    """Pay each PO's invoice in two parts (card, then ACH for the rest) as soon as it is sent.
+
+    Returns when every PO is paid, every inbox event of the conference is settled and ``busy()``
+    (the fault injector) is false, or after ``timeout`` seconds (the test's asserts then say what
+    is missing). Database reads go through :func:`_retry_db`. Returns payments made per PO pk.
+    """
+    payments: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = _retry_db(
+            lambda: list(
+                PurchaseOrder.objects.filter(pk__in=ids).values_list(
+                    "pk", "status", "stripe_invoice_id", "invoice_sent_at"
+                )
+            )
+        )
+        for pk, _status, invoice_id, sent_at in rows:
+            made = payments.get(pk, 0)
+            if sent_at is None or made >= 2:
+                continue
+            if made == 0:
+                emulator.pay_invoice(invoice_id, amount=FIRST_PAYMENT)
+            else:
+                emulator.pay_invoice(invoice_id, payment_method_type="us_bank_account")
+            payments[pk] = made + 1
+        settled = not _retry_db(
+            lambda: StripeEvent.objects.filter(
+                conference=conference,
+                status__in=[StripeEvent.Status.PENDING, StripeEvent.Status.PROCESSING],
+            ).exists()
+        )
+        all_paid = all(status == Status.PAID for _, status, _, _ in rows)
+        if (all_paid and settled and not busy()) or time.monotonic() > deadline:
+            return payments
+        time.sleep(0.2)
+
+
 class Restarter(threading.Thread):
     """Restarts the server every ``interval`` seconds, ``times`` times, in turns fast/immediate."""
 
@@ -188,39 +235,14 @@ def test_postgres_restart_inner(
     ]
     ids = [po.pk for po in pos]
 
-    # Pay each invoice in two parts (card, then ACH) as soon as it is sent, restarts or not.
-    payments: dict[int, int] = {}
-    deadline = time.monotonic() + (60 if count <= 20 else 600)
-    while True:
-        rows = _retry_db(
-            lambda: list(
-                PurchaseOrder.objects.filter(pk__in=ids).values_list(
-                    "pk", "status", "stripe_invoice_id", "invoice_sent_at"
-                )
-            )
-        )
-        for pk, _status, invoice_id, sent_at in rows:
-            made = payments.get(pk, 0)
-            if sent_at is None or made >= 2:
-                continue
-            if made == 0:
-                stripe_emulator.pay_invoice(invoice_id, amount=317_500)
-            else:
-                stripe_emulator.pay_invoice(invoice_id, payment_method_type="us_bank_account")
-            payments[pk] = made + 1
-        settled = not _retry_db(
-            lambda: StripeEvent.objects.filter(
-                conference=conference,
-                status__in=[StripeEvent.Status.PENDING, StripeEvent.Status.PROCESSING],
-            ).exists()
-        )
-        all_paid = all(status == Status.PAID for _, status, _, _ in rows)
-        if all_paid and settled and not restarter.is_alive():
-            break
-        if time.monotonic() > deadline:
-            restarter.stopping.set()
-            break
-        time.sleep(0.2)
+    payments = pay_in_two_parts_until_settled(
+        stripe_emulator,
+        conference,
+        ids,
+        timeout=60 if count <= 20 else 600,
+        busy=restarter.is_alive,
+    )
+    restarter.stopping.set()
     restarter.join(timeout=60)
     assert restarter.error is None, f"restarting the server failed: {restarter.error!r}"
     deliveries = stripe_emulator.wait_for_deliveries(conference.stripe_secret_key, timeout=60)
