@@ -201,6 +201,7 @@ def test_stripe_failing_a_fifth_of_calls_creates_each_invoice_once_and_backs_off
         "keys_retried": sum(1 for n in attempts_per_key.values() if n > 1),
         "retried_requests": sum(n - 1 for n in attempts_per_key.values()),
         "task_retries_seen": len(re.findall(r"retry: Retry in", logs)),
+        "tasks_failed_unexpectedly": len(re.findall(r"raised unexpected", logs)),
         "max_attempts_per_key": max(attempts_per_key.values(), default=0),
         "allowed_attempts_per_key": MAX_REQUESTS_PER_KEY,
         "min_gap_between_attempts_s": round(min((gap for gap, _ in gaps), default=0.0), 3),
@@ -219,6 +220,7 @@ def test_stripe_failing_a_fifth_of_calls_creates_each_invoice_once_and_backs_off
     record_figures(**figures)
 
     assert faults.keys() == set(FAULTS), f"not every fault was injected: {figures}"
+    assert "raised unexpected" not in logs, figures
     assert statuses == {Status.PAID: count}, figures
     assert set(event_statuses) <= {StripeEvent.Status.PROCESSED, StripeEvent.Status.IGNORED}, (
         figures

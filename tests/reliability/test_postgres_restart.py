@@ -263,6 +263,7 @@ def test_postgres_restart_inner(
         "db_errors_in_worker_logs": len(
             re.findall(r"^.*(?:OperationalError|InterfaceError).*$", logs, flags=re.MULTILINE)
         ),
+        "tasks_failed_unexpectedly": len(re.findall(r"raised unexpected", logs)),
         "invoices_in_stripe": 0,
         "events": len(events),
         "events_by_status": dict(event_statuses),
@@ -283,6 +284,8 @@ def test_postgres_restart_inner(
     print(json.dumps(figures, indent=2))
 
     assert restarter.restarts == restarts, figures
+    # Every task that met the outage retried; none failed for good (and waited for the beat).
+    assert figures["tasks_failed_unexpectedly"] == 0, figures
     assert statuses == {Status.PAID: count}, figures
     assert event_statuses[StripeEvent.Status.FAILED] == 0, figures
     assert not event_statuses.keys() & {StripeEvent.Status.PENDING, StripeEvent.Status.PROCESSING}
