@@ -111,7 +111,7 @@ def test_stripe_failing_a_fifth_of_calls_creates_each_invoice_once_and_backs_off
 ) -> None:
     conference = webhook_conference
     key = conference.stripe_secret_key
-    count = size(ci=16, full=200)
+    count = size(ci=12, full=200)
     seed = int(os.environ.get("RELIABILITY_SEED", "20261125"))
     stripe_emulator.clear_requests(key)  # the webhook endpoint's registration is not the case
     stripe_emulator.configure(
