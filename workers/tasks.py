@@ -11,6 +11,8 @@ Failure policy (one place, :func:`_run_for_purchase_order`; the rule itself is
   ``PermissionError``, ``IdempotencyError``, anything unexpected): recorded on the PO and the task
   stops. A failed creation also sets ``invoice_creation_blocked``, so the resume task leaves the PO
   for a person.
+- Loading the task's rows comes first and is under the same rule (:func:`_loaded`): a database
+  that is away when the task starts is a transient failure, retried.
 - Success clears the recorded error. Work found already done (the invoice exists, the PO is gone,
   cancelled or already void) is a quiet no-op: every task may run twice (late acks, redeliveries,
   the beat's recovery tasks), and the services are idempotent. A creation that finds its invoice
@@ -28,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import stripe
 from celery import Task, shared_task
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _BoundTask = Task[Any, Any]
+_T = TypeVar("_T")
 
 
 # --- The failure policy --------------------------------------------------------------------------
@@ -95,6 +98,22 @@ def _fail(
     return None
 
 
+def _loaded(task: _BoundTask, load: Callable[[], _T]) -> _T:
+    """Run a read that comes before the failure policy (loading the task's rows).
+
+    The database may be away at that moment (a restart, a failover): a transient error is retried
+    with backoff like any other, instead of failing the task for good, which would leave the work
+    to the beat's recovery minutes later.
+    """
+    try:
+        return load()
+    except DatabaseError as error:
+        countdown = _retry_countdown(task) if is_transient(error) else None
+        if countdown is None:
+            raise
+        raise task.retry(exc=error, countdown=countdown) from error
+
+
 def _load_purchase_order(purchase_order_id: int, action: str) -> PurchaseOrder | None:
     po = PurchaseOrder.objects.select_related("conference").filter(pk=purchase_order_id).first()
     if po is None:
@@ -126,7 +145,10 @@ def _run_for_purchase_order(
     except Exception as error:  # classified by _fail: retried, or recorded and stopped
         _fail(task, po, action, error, creates=creates)
         return False
-    purchase_orders.clear_invoice_error(po, action=clears)
+    try:
+        purchase_orders.clear_invoice_error(po, action=clears)
+    except DatabaseError as error:  # the work is done; the next success clears the message
+        logger.error("po %s: could not clear the last error (%s)", po.reference, error)
     return True
 
 
@@ -136,7 +158,7 @@ def _run_for_purchase_order(
 @shared_task(bind=True, name="workers.tasks.create_invoice_for_purchase_order", max_retries=None)
 def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) -> None:
     """Create, finalize and send the PO's invoice (queued on approval; resumable)."""
-    po = _load_purchase_order(purchase_order_id, "invoice creation")
+    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "invoice creation"))
     if po is None:
         return
     if not stripe_invoicing.awaits_invoice(po):
@@ -178,11 +200,36 @@ def resume_stalled_invoice_creation() -> int:
 
 
 @shared_task(bind=True, name="workers.tasks.process_stripe_event", max_retries=None)
-def process_stripe_event(self: _BoundTask, stripe_event_id: int) -> None:
-    """Process one inbox row (its primary key); its retries are counted on the row."""
+def process_stripe_event(
+    self: _BoundTask, stripe_event_id: int, resume_claim: int | None = None
+) -> None:
+    """Process one inbox row (its primary key); its retries are counted on the row.
+
+    ``resume_claim``: set by this task's own retry after the database failed between claiming the
+    row and settling it, so the retry takes its claim back instead of waiting for it to expire.
+    """
     try:
-        result = stripe_events.process_stripe_event(stripe_event_id=stripe_event_id)
-    except DatabaseError as error:  # claiming or settling failed; an unsettled claim expires
+        result = stripe_events.process_stripe_event(
+            stripe_event_id=stripe_event_id, resume_claim=resume_claim
+        )
+    except stripe_events.ClaimNotSettled as error:
+        cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
+        countdown = _retry_countdown(self) if is_transient(cause) else None
+        if countdown is None:
+            logger.error(
+                "stripe event row %s: claimed but not settled, giving up for now (%s); "
+                "the beat re-enqueues it once the claim expires",
+                stripe_event_id,
+                describe_error(cause),
+            )
+            return
+        raise self.retry(
+            exc=cause,
+            countdown=countdown,
+            args=(stripe_event_id,),
+            kwargs={"resume_claim": error.attempt},
+        ) from error
+    except DatabaseError as error:  # claiming failed; nothing of ours is held
         countdown = _retry_countdown(self) if is_transient(error) else None
         if countdown is None:
             logger.error(
@@ -192,8 +239,8 @@ def process_stripe_event(self: _BoundTask, stripe_event_id: int) -> None:
             )
             return
         raise self.retry(exc=error, countdown=countdown) from error
-    if result.retry_in is not None:
-        raise self.retry(countdown=result.retry_in)
+    if result.retry_in is not None:  # settled as pending: no claim of ours to resume
+        raise self.retry(countdown=result.retry_in, args=(stripe_event_id,), kwargs={})
 
 
 @shared_task(name="workers.tasks.reenqueue_pending_stripe_events")
@@ -208,7 +255,7 @@ def reenqueue_pending_stripe_events() -> int:
 @shared_task(bind=True, name="workers.tasks.sync_purchase_order", max_retries=None)
 def sync_purchase_order(self: _BoundTask, purchase_order_id: int) -> None:
     """Fetch the PO's invoice from Stripe and bring it in (status, new payments)."""
-    po = _load_purchase_order(purchase_order_id, "sync")
+    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "sync"))
     if po is None:
         return
     if not po.stripe_invoice_id:
@@ -231,7 +278,9 @@ def sync_open_invoices() -> int:
 @shared_task(bind=True, name="workers.tasks.sync_conference_invoices", max_retries=None)
 def sync_conference_invoices(self: _BoundTask, conference_id: int) -> None:
     """Reconcile one conference's open invoices with Stripe (services/reconciliation.py)."""
-    conference = Conference.objects.filter(pk=conference_id, is_active=True).first()
+    conference = _loaded(
+        self, lambda: Conference.objects.filter(pk=conference_id, is_active=True).first()
+    )
     if conference is None or not conference.has_stripe_key:
         logger.info("reconcile: conference %s is gone, inactive or keyless; skipped", conference_id)
         return
@@ -254,10 +303,10 @@ def void_purchase_order_invoice(
     self: _BoundTask, purchase_order_id: int, requested_by_id: int | None = None
 ) -> None:
     """Void the PO's invoice without cancelling the PO (it can then be re-issued)."""
-    po = _load_purchase_order(purchase_order_id, "void")
+    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "void"))
     if po is None:
         return
-    user = _load_user(requested_by_id)
+    user = _loaded(self, lambda: _load_user(requested_by_id))
     _run_for_purchase_order(
         self, po, "Void", lambda po: stripe_invoicing.void_stripe_invoice(po, voided_by=user)
     )
@@ -268,10 +317,10 @@ def reissue_purchase_order_invoice(
     self: _BoundTask, purchase_order_id: int, requested_by_id: int | None = None
 ) -> None:
     """Replace a void or uncollectible invoice with a new one for the balance."""
-    po = _load_purchase_order(purchase_order_id, "re-issue")
+    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "re-issue"))
     if po is None:
         return
-    user = _load_user(requested_by_id)
+    user = _loaded(self, lambda: _load_user(requested_by_id))
     _run_for_purchase_order(
         self,
         po,
@@ -289,10 +338,10 @@ def cancel_purchase_order_task(
     reason: str = "",
 ) -> None:
     """Cancel the PO, voiding (or deleting) its Stripe invoice first."""
-    po = _load_purchase_order(purchase_order_id, "cancel")
+    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "cancel"))
     if po is None:
         return
-    user = _load_user(requested_by_id)
+    user = _loaded(self, lambda: _load_user(requested_by_id))
     _run_for_purchase_order(
         self,
         po,

@@ -300,11 +300,16 @@ def enqueue_stripe_event(stripe_event_pk: int) -> bool:
 # --- Processing ----------------------------------------------------------------------------------
 
 
-def claim_stripe_event(*, stripe_event_id: int) -> StripeEvent | None:
+def claim_stripe_event(
+    *, stripe_event_id: int, resume_claim: int | None = None
+) -> StripeEvent | None:
     """Take the row for processing, or None when it is done, taken, or gone.
 
     ``SKIP LOCKED``: a row another worker is claiming right now is theirs. A ``processing`` row is
-    taken over only once its claim expired (its worker died; the claim outlives the hard limit).
+    taken over once its claim expired (its worker died; the claim outlives the hard limit), or at
+    once when ``resume_claim`` is its ``attempts``: the caller is the retry of the run that made
+    that claim and could not settle it (:class:`ClaimNotSettled`). Any later claim (a takeover)
+    has another ``attempts``, so a stale retry never steals a row.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -319,9 +324,20 @@ def claim_stripe_event(*, stripe_event_id: int) -> StripeEvent | None:
         claim_expired = row.status == EventStatus.PROCESSING and (
             row.next_attempt_at is None or row.next_attempt_at <= now
         )
-        if row.status != EventStatus.PENDING and not claim_expired:
+        own_claim = (
+            row.status == EventStatus.PROCESSING
+            and resume_claim is not None
+            and row.attempts == resume_claim
+        )
+        if row.status != EventStatus.PENDING and not (claim_expired or own_claim):
             return None
-        if claim_expired:
+        if own_claim:
+            logger.info(
+                "stripe event %s: resuming our unsettled claim (attempt %s)",
+                row.stripe_event_id,
+                row.attempts,
+            )
+        elif claim_expired:
             logger.warning(
                 "stripe event %s: taking over an expired claim (attempt %s)",
                 row.stripe_event_id,
@@ -364,16 +380,42 @@ def _settle(claimed: StripeEvent, **changes: Any) -> bool:
     return bool(updated)
 
 
-def process_stripe_event(*, stripe_event_id: int) -> ProcessResult:
+class ClaimNotSettled(DatabaseError):
+    """The row was claimed but its outcome could not be written (the database went away).
+
+    ``attempt`` is the claim's ``attempts``: a retry passes it back as ``resume_claim`` and takes
+    the row over at once, instead of finding it "taken" until the claim expires (which outlives
+    the task's hard time limit: minutes). ``__cause__`` is the database error itself.
+    """
+
+    def __init__(self, *, stripe_event_id: int, attempt: int) -> None:
+        super().__init__(
+            f"stripe event row {stripe_event_id}: claim {attempt} taken but not settled"
+        )
+        self.stripe_event_id = stripe_event_id
+        self.attempt = attempt
+
+
+def process_stripe_event(*, stripe_event_id: int, resume_claim: int | None = None) -> ProcessResult:
     """Claim, dispatch and settle one inbox row (``stripe_event_id`` is the row's primary key).
 
     Never raises for what the event's handler does: failures are recorded on the row. Database
-    errors while claiming or settling do propagate (the caller retries; an unsettled claim expires).
+    errors while claiming propagate as they are; once the row is claimed they propagate as
+    :class:`ClaimNotSettled`, whose ``attempt`` the caller's retry passes back as
+    ``resume_claim`` (see :func:`claim_stripe_event`). Without a retry the claim expires and the
+    beat re-enqueues the row.
     """
-    claimed = claim_stripe_event(stripe_event_id=stripe_event_id)
+    claimed = claim_stripe_event(stripe_event_id=stripe_event_id, resume_claim=resume_claim)
     if claimed is None:
         logger.debug("stripe event row %s: nothing to do (done, taken or gone)", stripe_event_id)
         return ProcessResult(status="", skipped=True)
+    try:
+        return _dispatch_and_settle(claimed)
+    except DatabaseError as error:
+        raise ClaimNotSettled(stripe_event_id=claimed.pk, attempt=claimed.attempts) from error
+
+
+def _dispatch_and_settle(claimed: StripeEvent) -> ProcessResult:
     try:
         outcome = dispatch_stripe_event(claimed)
     except Exception as error:  # recorded on the row, never lost; see _settle_failure

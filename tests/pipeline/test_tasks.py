@@ -43,6 +43,18 @@ def wait_for_error(po: PurchaseOrder, text: str, *, timeout: float = 30) -> Purc
     return po
 
 
+def wait_for_error_cleared(po: PurchaseOrder, *, timeout: float = 30) -> PurchaseOrder:
+    """The task clears the PO's error just after the service returns, which commits the status
+    first: a test that saw the status must wait for the clear too."""
+
+    def cleared() -> bool:
+        po.refresh_from_db()
+        return po.invoice_error == ""
+
+    wait_for(cleared, timeout=timeout, message=f"error never cleared on {po.reference}")
+    return po
+
+
 def test_a_transient_failure_is_retried_and_the_error_cleared(
     stripe_emulator: EmulatorHandle,
     stripe_secret_key: str,
@@ -58,7 +70,7 @@ def test_a_transient_failure_is_retried_and_the_error_cleared(
         ],
     )
     po = make_purchase_order(conference=stripe_conference)
-    wait_for_status(po, Status.INVOICED)
+    wait_for_error_cleared(wait_for_status(po, Status.INVOICED))
     assert (po.invoice_error, po.invoice_error_at, po.invoice_creation_blocked) == ("", None, False)
     assert len(published.of(CREATE, po.pk)) == 3  # approval + two retries
     (invoice,) = sent_invoices(stripe_emulator, stripe_secret_key)
@@ -116,8 +128,7 @@ def test_retries_run_out_then_the_resume_task_finishes_the_invoice(
     assert tasks.resume_stalled_invoice_creation() == 0  # touched moments ago: not idle yet
     settings.INVOICE_CREATION_GRACE_SECONDS = 0
     assert tasks.resume_stalled_invoice_creation() == 1
-    wait_for_status(po, Status.INVOICED)
-    assert po.invoice_error == ""
+    wait_for_error_cleared(wait_for_status(po, Status.INVOICED))
     assert len(sent_invoices(stripe_emulator, stripe_secret_key)) == 1
 
 
