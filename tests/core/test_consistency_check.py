@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from invoicing.models import Conference
-from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
+from invoicing.services.stripe_invoicing import (
+    create_stripe_invoice,
+    sync_stripe_invoice_status,
+    void_stripe_invoice,
+)
 from tests.core.conftest import MakePurchaseOrder
 from tests.stripe_emulator.handle import EmulatorHandle
 from tests.support.consistency import compare_with_stripe
@@ -58,3 +62,29 @@ def test_an_orphan_draft_and_an_uninvoiced_approved_po_are_reported(
     problems = compare_with_stripe(emulator=stripe_emulator, conference=stripe_conference).problems
     assert f"invoice {draft.id} of PO uid {po.uid} is an orphan draft" in problems
     assert any(p.startswith(f"PO {po.reference} (approved) records invoice ''") for p in problems)
+
+
+def test_a_voided_invoice_is_consistent_only_when_the_po_mirrors_the_void(
+    stripe_emulator: EmulatorHandle,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    voided_here = make_purchase_order(conference=stripe_conference)
+    voided_at_stripe = make_purchase_order(conference=stripe_conference)
+    for po in (voided_here, voided_at_stripe):
+        create_stripe_invoice(po)
+        po.refresh_from_db()
+    stripe_emulator.pay_invoice(voided_here.stripe_invoice_id, amount=1000)
+    sync_stripe_invoice_status(voided_here)
+    void_stripe_invoice(voided_here)
+    client = stripe_emulator.client(stripe_conference.stripe_secret_key)
+    client.v1.invoices.void_invoice(voided_at_stripe.stripe_invoice_id)
+
+    problems = compare_with_stripe(emulator=stripe_emulator, conference=stripe_conference).problems
+    assert problems == [
+        f"PO {voided_at_stripe.reference} mirrors invoice {voided_at_stripe.stripe_invoice_id} "
+        "as 'open'; Stripe has it void"
+    ]
+
+    sync_stripe_invoice_status(voided_at_stripe)
+    compare_with_stripe(emulator=stripe_emulator, conference=stripe_conference).assert_consistent()

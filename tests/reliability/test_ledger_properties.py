@@ -273,8 +273,7 @@ def test_the_ledger_always_equals_stripe(
             f" of {total_minor}"
         )
         assert po.stripe_invoice_status == invoice["status"]
-        if invoice["status"] != "void":  # the helper expects a payable invoice per PO
-            compare_with_stripe(emulator=stripe_emulator, conference=conference).assert_consistent()
+        compare_with_stripe(emulator=stripe_emulator, conference=conference).assert_consistent()
 
         totals["examples"] += 1
         totals["events produced"] += len(history.pool)
