@@ -82,12 +82,22 @@ class _RawStripe:
             "Stripe-Version": STRIPE_API_VERSION,
         }
         self._local = threading.local()
+        self._connections: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
 
     def post(self, path: str, fields: dict[str, str | int]) -> dict[str, Any]:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = http.client.HTTPConnection(self._host, self._port, timeout=30)
             self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
         connection.request("POST", path, urlencode(fields), headers=self._headers)
         response = connection.getresponse()
         body = json.loads(response.read())
@@ -130,8 +140,11 @@ def _create_invoices(
         raw.post(f"/v1/invoices/{invoice_id}/send", {})
         return invoice_id
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(one, range(len(uids))))
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(one, range(len(uids))))
+    finally:
+        raw.close()
 
 
 def _purchase_orders(
