@@ -6,7 +6,7 @@ workers are subprocesses it starts and stops; like the other Django benchmarks h
     .venv/bin/pytest tests/benchmarks/bulk_invoicing.py -s -p no:cacheprovider
 
 Knobs (environment): ``BENCH_BULK_POS`` (1000), ``BENCH_BULK_WORKERS`` (2 ``celery worker``
-processes), ``BENCH_BULK_CONCURRENCY`` (6 prefork children each), ``BENCH_BULK_LATENCY`` (0.1 s),
+processes), ``BENCH_BULK_CONCURRENCY`` (10 prefork children each), ``BENCH_BULK_LATENCY`` (0.1 s),
 ``BENCH_BULK_BASELINE=0`` (ours only: the baseline takes ~10 minutes).
 
 Setup: two conferences (two Stripe accounts in the emulator, each adding ``latency`` to every
@@ -41,6 +41,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,7 @@ import pytest
 import stripe
 from celery import Task, shared_task
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -71,7 +72,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(3600)
 
 N = int(os.environ.get("BENCH_BULK_POS", "1000"))
 WORKERS = int(os.environ.get("BENCH_BULK_WORKERS", "2"))
-CONCURRENCY = int(os.environ.get("BENCH_BULK_CONCURRENCY", "6"))
+CONCURRENCY = int(os.environ.get("BENCH_BULK_CONCURRENCY", "10"))
 LATENCY = float(os.environ.get("BENCH_BULK_LATENCY", "0.1"))
 BASELINE = os.environ.get("BENCH_BULK_BASELINE", "1") != "0"
 STRIPE_LIMIT = 25  # requests per second per account, Stripe's sandbox
@@ -278,7 +279,9 @@ def _duplicates(emulator: EmulatorHandle, conference: Conference) -> list[str]:
     return problems
 
 
-def _wait_until_done(pos: list[PurchaseOrder], started: float) -> None:
+def _wait_until_done(
+    pos: list[PurchaseOrder], started: float, on_poll: Callable[[], None] = lambda: None
+) -> None:
     ids = [po.pk for po in pos]
     deadline = time.monotonic() + max(600.0, N * 1.0)
     last_report = 0.0
@@ -287,6 +290,7 @@ def _wait_until_done(pos: list[PurchaseOrder], started: float) -> None:
         blocked = PurchaseOrder.objects.filter(
             pk__in=ids, invoice_sent_at__isnull=True, invoice_creation_blocked=True
         ).count()
+        on_poll()
         if done + blocked >= len(ids):
             return
         if time.monotonic() - last_report > 15:
@@ -302,19 +306,21 @@ def _run(
     conferences: list[Conference],
     pos: list[PurchaseOrder],
     workers: list[WorkerProcess],
-    start: Callable[[], None],
+    start: Callable[[], datetime],
 ) -> RunFigures:
-    """``start()`` queues the work; wait for every PO, then read the figures."""
+    """``start()`` queues the work and returns when the clock starts; wait, then read figures."""
     retries_before = _task_retries(workers)
     load_before = os.getloadavg()
     pids = {"workers": _worker_pids(workers), "emulator": [emulator.pid or 0]}
     cpu_before = {name: _cpu_seconds(group) for name, group in pids.items()}
+    postgres = _PostgresCpu()
     test_cpu_before = time.process_time()
-    start_wall, started = timezone.now(), time.monotonic()
-    start()
-    _wait_until_done(pos, started)
+    started = time.monotonic()
+    start_wall = start()
+    _wait_until_done(pos, started, on_poll=postgres.sample)
     cpu = {name: _cpu_seconds(group) - cpu_before[name] for name, group in pids.items()}
     cpu["this process"] = time.process_time() - test_cpu_before
+    cpu["postgres"] = postgres.seconds()
     load_after = os.getloadavg()
 
     ids = [po.pk for po in pos]
@@ -352,6 +358,39 @@ def _cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / _TICKS
+
+
+class _PostgresCpu:
+    """CPU of the PostgreSQL backends serving the test database, sampled from /proc.
+
+    Backends come and go (``DATABASE_CONN_MAX_AGE``), so they are sampled while the run goes on
+    and each one's last reading is kept; backends already there at the start count from there.
+    """
+
+    def __init__(self) -> None:
+        self._name = str(connection.settings_dict["NAME"])
+        self._start = self._read()
+        self._last = dict(self._start)
+
+    def _read(self) -> dict[int, float]:
+        readings = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"postgres: ") and f" {self._name} ".encode() in cmdline:
+                readings[int(entry.name)] = _cpu_seconds([int(entry.name)])
+        return readings
+
+    def sample(self) -> None:
+        self._last.update(self._read())
+
+    def seconds(self) -> float:
+        self.sample()
+        return sum(cpu - self._start.get(pid, 0.0) for pid, cpu in self._last.items())
 
 
 def _worker_pids(workers: list[WorkerProcess]) -> list[int]:
@@ -448,10 +487,14 @@ def test_bulk_invoicing_at_the_rate_limit(
               f"{account.busiest_second}, {account.in_flight:.2f} in flight")  # fmt: skip
 
     # 1. Ours: approve everything in one transaction; the commit queues the tasks.
-    def approve_all() -> None:
+    def approve_all() -> datetime:
+        committed: list[datetime] = []
         with transaction.atomic():
+            # Registered first, so it runs first at the commit, before the tasks are queued.
+            transaction.on_commit(lambda: committed.append(timezone.now()))
             for po in ours_pos:
                 purchase_orders.approve_purchase_order(po)
+        return committed[0]
 
     ours = _run("ours", stripe_emulator, ours_conferences, ours_pos, workers, approve_all)
     _print(ours)
@@ -459,9 +502,11 @@ def test_bulk_invoicing_at_the_rate_limit(
         return
 
     # 2. Baseline on the same workers.
-    def queue_baseline() -> None:
+    def queue_baseline() -> datetime:
+        queued = timezone.now()
         for po in base_pos:
             baseline_create_invoice.delay(po.pk)
+        return queued
 
     base = _run("baseline", stripe_emulator, base_conferences, base_pos, workers, queue_baseline)
     _print(base)
