@@ -11,8 +11,9 @@ per-process limit cannot keep an account under its limit: the schedule lives in 
   after an idle spell. So ``n`` requests always span at least ``(n - burst) / per_second``
   seconds: no window shorter than one second holds more than ``per_second + burst - 1`` of them
   (for a whole ``per_second``). Nobody polls, nobody races for a freed token, and a busy account
-  is paced evenly at ``per_second`` instead of in bursts: the defaults (23/s, burst 2) use 92% of
-  the sandbox's 25/s and leave 43 ms of slack for requests that reach Stripe later than their slot.
+  is paced evenly at ``per_second`` instead of in bursts: the defaults (23/s, burst 1) use 92% of
+  the sandbox's 25/s, and 26 requests always span 25 intervals (1.087 s): 87 ms of slack for
+  requests that reach Stripe later than their slot.
 - **Accounts are named by a fingerprint** of their secret key (first 16 hex characters of its
   SHA-256), never by the key itself: Redis keys show up in ``MONITOR``, ``KEYS`` and dumps.
 - ``acquire`` reserves only a slot at most ``max_wait`` seconds away; otherwise it reserves

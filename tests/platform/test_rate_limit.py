@@ -218,7 +218,7 @@ def test_a_saturated_account_gets_every_slot_and_never_more_than_its_limit(
 ) -> None:
     """Many callers at once: slots 1/rate apart, so Stripe's 25/s window is never exceeded."""
     account = account_fingerprint(_new_key())
-    limit = limit_for_key("sk_test_x")  # the defaults: 23/s, burst 2
+    limit = limit_for_key("sk_test_x")  # the defaults: 23/s, burst 1
     slots = _slots(timed_limiter, fake_time, account, limit, 400)
 
     assert slots[: limit.burst] == [fake_time.now] * limit.burst
@@ -226,10 +226,10 @@ def test_a_saturated_account_gets_every_slot_and_never_more_than_its_limit(
     gaps = {round(paced[i + 1] - paced[i], 6) for i in range(len(paced) - 1)}
     assert gaps == {round(limit.interval_micros / 1e6, 6)}  # no slot wasted, none early
     assert _max_in_any_window(slots, 1.0) == limit.per_second + limit.burst - 1 <= 24
-    # 26 slots (the 26th would get Stripe's 429) are always more than a second apart: the margin
-    # for requests that reach Stripe later than their slot.
+    # 26 slots (the 26th would get Stripe's 429) are always 1.087 s apart: 87 ms of margin for
+    # requests that reach Stripe later than their slot, even right after a pause.
     spans = [slots[i + 25] - slots[i] for i in range(len(slots) - 25)]
-    assert min(spans) > 1.04
+    assert min(spans) > 1.08
     # Sustained: the schedule runs at the configured rate, 92% of the sandbox's limit.
     assert (len(slots) - limit.burst) / (slots[-1] - slots[0]) == pytest.approx(23, rel=1e-3)
 
