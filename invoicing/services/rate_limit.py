@@ -2,28 +2,38 @@
 
 Stripe limits each account to 25 requests/s in a sandbox and 100/s live, and answers 429 past
 that. Every worker process calls Stripe for many conferences (each its own Stripe account), so a
-per-process limit cannot keep an account under its limit: the bucket lives in Redis.
+per-process limit cannot keep an account under its limit: the schedule lives in Redis.
 
-- **Token bucket**, one per account, in one Lua script (atomic, Redis's own clock, so worker
-  clocks never matter). A bucket of ``burst`` tokens refilled at ``per_second`` lets through at
-  most ``per_second + burst`` requests in any one-second window; the defaults keep that sum under
-  Stripe's limit.
+- **GCRA with reservations**, one schedule per account, in one Lua script (atomic; Redis's own
+  clock, so worker clocks never matter). The account keeps a "theoretical arrival time" (TAT);
+  each caller atomically *reserves* the next slot and learns how long until it, then sleeps once
+  and sends. Slots are ``1/per_second`` apart and at most ``burst`` may fall at the same instant
+  after an idle spell. So ``n`` requests always span at least ``(n - burst) / per_second``
+  seconds: no window shorter than one second holds more than ``per_second + burst - 1`` of them
+  (for a whole ``per_second``). Nobody polls, nobody races for a freed token, and a busy account
+  is paced evenly at ``per_second`` instead of in bursts: the defaults (23/s, burst 1) use 92% of
+  the sandbox's 25/s, and 26 requests always span 25 intervals (1.087 s): 87 ms of slack for
+  requests that reach Stripe later than their slot.
 - **Accounts are named by a fingerprint** of their secret key (first 16 hex characters of its
   SHA-256), never by the key itself: Redis keys show up in ``MONITOR``, ``KEYS`` and dumps.
-- ``acquire`` blocks, sleeping the time the script says, for at most ``max_wait`` seconds, then
-  raises :class:`RateLimitWaitExceeded`, a ``stripe.RateLimitError``: callers and tasks already
-  treat that as "retry later", and nothing was sent to Stripe.
+- ``acquire`` reserves only a slot at most ``max_wait`` seconds away; otherwise it reserves
+  nothing and raises :class:`RateLimitWaitExceeded`, a ``stripe.RateLimitError``: callers and
+  tasks already treat that as "retry later", and nothing was sent to Stripe.
 - **Shared cooldown on 429**: when Stripe answers 429 for the account's rate (not an object's
   ``lock_timeout``), every worker pauses that account for the longer of the configured cooldown
-  and the ``Retry-After`` Stripe sent, and the bucket restarts empty.
-- **Redis down -> process-local bucket**, with a warning. The limiter protects Stripe's limits;
+  and the ``Retry-After`` Stripe sent; the first slot after it is the cooldown's end, with no
+  burst. A caller that slept towards a slot reserved before the 429 checks the cooldown on waking
+  and reserves again behind it.
+- **Redis down -> process-local schedule**, with a warning. The limiter protects Stripe's limits;
   it must never be the reason a payment is not recorded or an invoice not sent. While Redis is
   unreachable each process limits itself to the same rate (so N processes may together exceed
   it; Stripe's 429 and the retries behind it are the backstop), and Redis is tried again after a
   few seconds.
+- **Clock and sleep can be injected** (tests): with ``clock`` the script is given that clock's
+  time instead of reading Redis's, so reservations can be asserted exactly, without sleeping.
 
 :func:`build_stripe_http_client` wraps all of this into the HTTP client a ``StripeClient`` uses, so
-every attempt, including stripe-python's own retries, takes a token first.
+every attempt, including stripe-python's own retries, reserves a slot first.
 """
 
 from __future__ import annotations
@@ -32,10 +42,9 @@ import hashlib
 import json
 import logging
 import math
-import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +61,7 @@ __all__ = [
     "StripeRateLimiter",
     "account_fingerprint",
     "build_stripe_http_client",
+    "gcra_reserve",
     "get_rate_limiter",
     "is_live_key",
     "limit_for_key",
@@ -60,55 +70,65 @@ __all__ = [
 _LIVE_PREFIXES = ("sk_live_", "rk_live_")
 # Stripe never needs more than this; a larger Retry-After is treated as a mistake, not obeyed.
 _MAX_COOLDOWN_SECONDS = 60.0
-# After Redis failed, use the local bucket this long before trying Redis again.
+# After Redis failed, use the local schedule this long before trying Redis again.
 _REDIS_RETRY_AFTER_SECONDS = 5.0
+_MICROS = 1_000_000
 
-# KEYS[1] bucket hash (tokens, ts), KEYS[2] cooldown flag. ARGV: rate/s, burst.
-# Returns {granted 0|1, microseconds to wait before asking again}.
-_ACQUIRE_SCRIPT = """
-local cooldown = redis.call('PTTL', KEYS[2])
-if cooldown > 0 then
-  return {0, cooldown * 1000}
+# Every time is in integer microseconds (exact in a Lua double up to 2^53, i.e. for centuries).
+# ARGV[4] (and ARGV[2] below) is the caller's clock, or '' for Redis's own.
+_NOW_LUA = """
+local now = tonumber(ARGV[4])
+if now == nil then
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 end
-local rate = tonumber(ARGV[1])
+"""
+
+# KEYS[1] the account's TAT, KEYS[2] its cooldown end. ARGV: interval, burst, max wait, now.
+# Returns {reserved 0|1, microseconds from now to the slot (reserved or refused)}.
+_RESERVE_SCRIPT = (
+    _NOW_LUA
+    + """
+local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
+local max_wait = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then
+  tat = now
 end
-if now > ts then
-  tokens = math.min(burst, tokens + (now - ts) * rate)
+local cooldown_end = tonumber(redis.call('GET', KEYS[2]))
+if cooldown_end ~= nil and cooldown_end > now then
+  tat = math.max(tat, cooldown_end + (burst - 1) * interval)
 end
-local granted = 0
-local wait_us = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  granted = 1
-else
-  wait_us = math.ceil((1 - tokens) / rate * 1000000)
+local new_tat = tat + interval
+local wait = math.max(0, new_tat - burst * interval - now)
+if wait > max_wait then
+  return {0, wait}
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {granted, wait_us}
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
+           'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return {1, wait}
 """
+)
 
-# KEYS[1] bucket hash, KEYS[2] cooldown flag. ARGV: cooldown in ms. Extends, never shortens.
-_COOLDOWN_SCRIPT = """
-local ms = tonumber(ARGV[1])
-if redis.call('PTTL', KEYS[2]) < ms then
-  redis.call('SET', KEYS[2], '1', 'PX', ms)
+# KEYS[1] the cooldown end. ARGV[1] cooldown (µs; 0 = only read it), ARGV[4] now.
+# Extends, never shortens. Returns the microseconds left.
+_COOLDOWN_SCRIPT = (
+    _NOW_LUA
+    + """
+local length = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]))
+if length > 0 and (current == nil or current < now + length) then
+  current = now + length
+  redis.call('SET', KEYS[1], string.format('%.0f', current),
+             'PX', math.ceil(length / 1000) + 1000)
 end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-redis.call('HSET', KEYS[1], 'tokens', '0', 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], ms + 60000)
-return 1
+if current == nil or current <= now then
+  return 0
+end
+return current - now
 """
+)
 
 
 def account_fingerprint(secret_key: str) -> str:
@@ -125,7 +145,7 @@ def is_live_key(secret_key: str) -> bool:
 
 @dataclass(frozen=True)
 class BucketLimit:
-    """A token bucket: ``per_second`` refill, at most ``burst`` tokens saved up."""
+    """An account's pace: slots ``1/per_second`` apart, ``burst`` at once after a pause."""
 
     per_second: float
     burst: int
@@ -135,6 +155,16 @@ class BucketLimit:
             raise ValueError(f"Rate must be positive, got {self.per_second!r}.")
         if self.burst < 1:
             raise ValueError(f"Burst must be at least 1, got {self.burst!r}.")
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two slots."""
+        return 1.0 / self.per_second
+
+    @property
+    def interval_micros(self) -> int:
+        """The interval in whole microseconds, rounded up (never faster than ``per_second``)."""
+        return max(1, math.ceil(_MICROS / self.per_second))
 
 
 def limit_for_key(secret_key: str) -> BucketLimit:
@@ -150,8 +180,33 @@ def limit_for_key(secret_key: str) -> BucketLimit:
     )
 
 
+def gcra_reserve(
+    *,
+    tat: float | None,
+    now: float,
+    interval: float,
+    burst: int,
+    max_wait: float,
+    cooldown_until: float | None = None,
+) -> tuple[float | None, float]:
+    """One GCRA reservation, as the Redis script makes it (the local fallback uses this).
+
+    Returns ``(new_tat, wait)``: the account's new theoretical arrival time and the seconds from
+    ``now`` to the reserved slot, or ``(None, wait)`` when that slot is more than ``max_wait``
+    away (nothing reserved).
+    """
+    start = now if tat is None else max(tat, now)
+    if cooldown_until is not None and cooldown_until > now:
+        start = max(start, cooldown_until + (burst - 1) * interval)
+    new_tat = start + interval
+    wait = max(0.0, new_tat - burst * interval - now)
+    if wait > max_wait:
+        return None, wait
+    return new_tat, wait
+
+
 class RateLimitWaitExceeded(stripe.RateLimitError):
-    """No token for this Stripe account within the allowed wait; nothing was sent to Stripe.
+    """No slot for this Stripe account within the allowed wait; nothing was sent to Stripe.
 
     A ``stripe.RateLimitError`` on purpose: it means the same thing as Stripe's 429 (too many
     requests for this account, try again later), so callers retry it like one.
@@ -159,7 +214,7 @@ class RateLimitWaitExceeded(stripe.RateLimitError):
 
     def __init__(self, *, account: str, waited: float, max_wait: float) -> None:
         super().__init__(
-            f"No request sent to Stripe: account {account} had no rate-limit token within "
+            f"No request sent to Stripe: account {account} had no rate-limit slot within "
             f"{max_wait:.1f} s (waited {waited:.1f} s). Retry later.",
             code="rate_limit",
         )
@@ -167,44 +222,43 @@ class RateLimitWaitExceeded(stripe.RateLimitError):
         self.waited = waited
 
 
-class _LocalBucket:
-    """The in-process stand-in for the Redis bucket, used while Redis is unreachable."""
+class _LocalSchedule:
+    """The in-process stand-in for the Redis schedule, used while Redis is unreachable."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._tats: dict[str, float] = {}
         self._cooldown_until: dict[str, float] = {}
 
-    def try_acquire(self, account: str, limit: BucketLimit) -> float:
-        """Take a token and return 0, or return the seconds to wait before asking again."""
+    def reserve(self, account: str, limit: BucketLimit, max_wait: float) -> float | None:
+        """Reserve a slot and return the seconds until it, or None when it is too far away."""
         with self._lock:
-            now = time.monotonic()
-            until = self._cooldown_until.get(account, 0.0)
-            if until > now:
-                return until - now
-            tokens, ts = self._buckets.get(account, (float(limit.burst), now))
-            tokens = min(float(limit.burst), tokens + max(0.0, now - ts) * limit.per_second)
-            if tokens >= 1:
-                self._buckets[account] = (tokens - 1, now)
-                return 0.0
-            self._buckets[account] = (tokens, now)
-            return (1 - tokens) / limit.per_second
+            new_tat, wait = gcra_reserve(
+                tat=self._tats.get(account),
+                now=self._clock(),
+                interval=limit.interval,
+                burst=limit.burst,
+                max_wait=max_wait,
+                cooldown_until=self._cooldown_until.get(account),
+            )
+            if new_tat is None:
+                return None
+            self._tats[account] = new_tat
+            return wait
 
     def cool_down(self, account: str, seconds: float) -> None:
         with self._lock:
-            now = time.monotonic()
-            self._cooldown_until[account] = max(
-                self._cooldown_until.get(account, 0.0), now + seconds
-            )
-            self._buckets[account] = (0.0, now)
+            until = self._clock() + seconds
+            self._cooldown_until[account] = max(self._cooldown_until.get(account, 0.0), until)
 
     def cooldown_remaining(self, account: str) -> float:
         with self._lock:
-            return max(0.0, self._cooldown_until.get(account, 0.0) - time.monotonic())
+            return max(0.0, self._cooldown_until.get(account, 0.0) - self._clock())
 
 
 class StripeRateLimiter:
-    """Token buckets and 429 cooldowns per Stripe account, kept in Redis (see the module doc)."""
+    """GCRA schedules and 429 cooldowns per Stripe account, kept in Redis (see the module doc)."""
 
     def __init__(
         self,
@@ -213,20 +267,26 @@ class StripeRateLimiter:
         key_prefix: str = "stripe-rate-limit",
         socket_timeout: float = 0.5,
         redis_retry_after: float = _REDIS_RETRY_AFTER_SECONDS,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``clock`` (seconds) replaces Redis's clock and ``sleep`` the real sleep, for tests."""
         self._client = redis.Redis.from_url(
             redis_url,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             retry_on_timeout=False,
         )
-        self._acquire_script = self._client.register_script(_ACQUIRE_SCRIPT)
+        self._reserve_script = self._client.register_script(_RESERVE_SCRIPT)
         self._cooldown_script = self._client.register_script(_COOLDOWN_SCRIPT)
         self._key_prefix = key_prefix
         self._redis_retry_after = redis_retry_after
-        self._local = _LocalBucket()
+        self._clock = clock
+        self._monotonic: Callable[[], float] = clock or time.monotonic
+        self._sleep = sleep
+        self._local = _LocalSchedule(self._monotonic)
         self._state_lock = threading.Lock()
-        self._redis_down_until = 0.0  # monotonic; 0 while Redis is believed up
+        self._redis_down_until = 0.0  # time.monotonic(); 0 while Redis is believed up
         self._redis_was_down = False
 
     # -- Redis health ----------------------------------------------------------------------
@@ -256,52 +316,68 @@ class StripeRateLimiter:
 
     def _keys(self, account: str) -> list[str]:
         base = f"{self._key_prefix}:{account}"
-        return [f"{base}:bucket", f"{base}:cooldown"]
+        return [f"{base}:tat", f"{base}:cooldown"]
+
+    def _now_arg(self) -> str:
+        return "" if self._clock is None else str(round(self._clock() * _MICROS))
 
     # -- the API ---------------------------------------------------------------------------
 
-    def _try_acquire(self, account: str, limit: BucketLimit) -> float:
+    def reserve(self, *, account: str, limit: BucketLimit, max_wait: float) -> float | None:
+        """Reserve the account's next slot; return the seconds until it (0: send now).
+
+        Returns None, reserving nothing, when the next slot is more than ``max_wait`` away.
+        The caller must wait that long before sending (:meth:`acquire` does).
+        """
         if self._redis_usable():
             try:
-                granted, wait_us = self._acquire_script(
-                    keys=self._keys(account), args=[repr(limit.per_second), limit.burst]
+                reserved, wait_us = self._reserve_script(
+                    keys=self._keys(account),
+                    args=[
+                        limit.interval_micros,
+                        limit.burst,
+                        max(0, math.floor(max_wait * _MICROS)),
+                        self._now_arg(),
+                    ],
                 )
             except redis.RedisError as error:
                 self._redis_failed(error)
             else:
                 self._redis_ok()
-                return 0.0 if int(granted) else int(wait_us) / 1_000_000
-        return self._local.try_acquire(account, limit)
+                return int(wait_us) / _MICROS if int(reserved) else None
+        return self._local.reserve(account, limit, max_wait)
 
     def acquire(self, *, account: str, limit: BucketLimit, max_wait: float) -> float:
-        """Block until the account has a token; return the seconds waited.
+        """Reserve a slot and sleep until it; return the seconds waited.
 
         Raises:
-            RateLimitWaitExceeded: no token within ``max_wait`` seconds (nothing was taken).
+            RateLimitWaitExceeded: no slot within ``max_wait`` seconds (nothing was reserved).
         """
-        started = time.monotonic()
-        deadline = started + max_wait
+        started = self._monotonic()
         while True:
-            wait = self._try_acquire(account, limit)
-            now = time.monotonic()
+            waited = self._monotonic() - started
+            wait = self.reserve(account=account, limit=limit, max_wait=max_wait - waited)
+            if wait is None:
+                raise RateLimitWaitExceeded(account=account, waited=waited, max_wait=max_wait)
             if wait <= 0:
-                return now - started
-            if now + wait > deadline:
-                raise RateLimitWaitExceeded(
-                    account=account, waited=now - started, max_wait=max_wait
-                )
-            # A little jitter so waiting workers do not all ask again at the same instant.
-            time.sleep(wait + random.uniform(0, 0.005))  # noqa: S311 - jitter, not security
+                return waited
+            self._sleep(wait)
+            # A 429 reported while we slept: our slot may fall inside the pause. Reserve again
+            # (behind the cooldown); the slot we held is simply not used.
+            if self.cooldown_remaining(account=account) <= 0:
+                return self._monotonic() - started
 
     def report_rate_limited(self, *, account: str, cooldown: float) -> None:
         """Pause the account for every worker for ``cooldown`` seconds (never shortens a pause)."""
         cooldown = min(max(cooldown, 0.0), _MAX_COOLDOWN_SECONDS)
-        milliseconds = max(1, math.ceil(cooldown * 1000))
         self._local.cool_down(account, cooldown)
         if not self._redis_usable():
             return
         try:
-            self._cooldown_script(keys=self._keys(account), args=[milliseconds])
+            self._cooldown_script(
+                keys=self._keys(account)[1:],
+                args=[max(1, math.ceil(cooldown * _MICROS)), "", "", self._now_arg()],
+            )
         except redis.RedisError as error:
             self._redis_failed(error)
         else:
@@ -311,12 +387,14 @@ class StripeRateLimiter:
         """Seconds left in the account's shared cooldown (local one while Redis is down)."""
         if self._redis_usable():
             try:
-                pttl = int(self._client.pttl(self._keys(account)[1]))
+                remaining_us = self._cooldown_script(
+                    keys=self._keys(account)[1:], args=[0, "", "", self._now_arg()]
+                )
             except redis.RedisError as error:
                 self._redis_failed(error)
             else:
                 self._redis_ok()
-                return max(0, pttl) / 1000
+                return int(remaining_us) / _MICROS
         return self._local.cooldown_remaining(account)
 
     def close(self) -> None:
@@ -366,7 +444,7 @@ def _error_code(body: object) -> str | None:
 
 
 class RateLimitedRequestsClient(stripe.RequestsClient):
-    """stripe-python's requests client that takes a token before every attempt.
+    """stripe-python's requests client that reserves a rate-limit slot before every attempt.
 
     stripe-python's retry loop (``HTTPClient._request_with_retries_internal``) calls
     :meth:`request` once per attempt, so overriding it covers the first try and every retry, and

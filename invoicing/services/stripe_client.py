@@ -3,7 +3,7 @@
 Every Stripe call in the project goes through :func:`build_stripe_client`, so the isolation rule
 (a PO is only ever touched with its conference's key) has a single place to hold.
 
-The HTTP client (:func:`build_http_client`) takes a token from the account's shared rate limit
+The HTTP client (:func:`build_http_client`) reserves a slot in the account's shared rate limit
 before every attempt (:mod:`invoicing.services.rate_limit`). Clients are reused: one per conference
 per process, so connections stay alive between calls. The cache is keyed by the conference and a
 fingerprint of everything the client was built from (its key, base address, retries, timeout, rate

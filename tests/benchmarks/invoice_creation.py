@@ -2,14 +2,19 @@
 
 Run explicitly (benchmarks are not part of the suite)::
 
-    DATABASE_URL=... .venv/bin/pytest tests/benchmarks/invoice_creation.py -s -p no:cacheprovider
+    .venv/bin/pytest tests/benchmarks/invoice_creation.py -s -p no:cacheprovider
 
 Prints the calls each path costs (fresh customer, known customer, resume after a lost answer)
 and the throughput of sequential and threaded creation. Figures, not asserts on time.
+``BENCH_PROFILE=1`` adds a cProfile of the sequential creations (where a worker's CPU goes per
+invoice; the emulator runs in its own process, so its time shows as waiting on the socket).
 """
 
 from __future__ import annotations
 
+import cProfile
+import os
+import pstats
 import statistics
 import threading
 import time
@@ -80,14 +85,25 @@ def test_calls_and_time_per_invoice(
 
     # Sequential wall time per invoice (new customer each time).
     durations = []
+    profiler = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
+    cpu_started = time.process_time()
     for n in range(30):
         po = _po(stripe_conference, f"seq{n}@bench.example")
         started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         stripe_invoicing.create_stripe_invoice(po)
+        if profiler is not None:
+            profiler.disable()
         durations.append(time.perf_counter() - started)
+    cpu = (time.process_time() - cpu_started) / 30
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
     print(
         f"sequential: median {statistics.median(durations) * 1000:.1f} ms/invoice, "
-        f"p95 {sorted(durations)[int(len(durations) * 0.95) - 1] * 1000:.1f} ms"
+        f"p95 {sorted(durations)[int(len(durations) * 0.95) - 1] * 1000:.1f} ms; "
+        f"{cpu * 1000:.1f} ms CPU of this process per PO (creating and approving it included)"
     )
 
     # Threads, one conference (one Stripe account) each, like several workers.

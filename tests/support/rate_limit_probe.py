@@ -1,4 +1,4 @@
-"""Runs in child processes of the rate-limit tests: acquire tokens, report when each came.
+"""Runs in child processes of the rate-limit tests: reserve slots, report when each falls.
 
 Top-level functions only, so a ``spawn`` multiprocessing context can import and run them.
 """
@@ -11,22 +11,32 @@ import time
 from invoicing.services.rate_limit import BucketLimit, StripeRateLimiter
 
 
-def acquire_many(
+def reserve_many(
     redis_url: str, key_prefix: str, account: str, per_second: float, burst: int, count: int,
     threads: int,
 ) -> list[float]:  # fmt: skip
-    """Acquire ``count`` tokens from ``threads`` threads; return the wall-clock time of each."""
-    limiter = StripeRateLimiter(redis_url=redis_url, key_prefix=key_prefix)
+    """Reserve ``count`` slots from ``threads`` threads; return each slot's time (wall clock).
+
+    The limiter is given the wall clock (shared by every process on the machine) instead of
+    Redis's, frozen per thread around each call, so a slot's time is exactly the ``now`` the
+    script saw plus the wait it answered: what is asserted is the schedule Redis handed out, not
+    how punctually threads woke up.
+    """
+    frozen = threading.local()
+    limiter = StripeRateLimiter(
+        redis_url=redis_url, key_prefix=key_prefix, clock=lambda: float(frozen.now)
+    )
     limit = BucketLimit(per_second=per_second, burst=burst)
-    stamps: list[float] = []
+    slots: list[float] = []
     lock = threading.Lock()
 
     def work(share: int) -> None:
         for _ in range(share):
-            limiter.acquire(account=account, limit=limit, max_wait=60)
-            now = time.time()
+            frozen.now = time.time()
+            wait = limiter.reserve(account=account, limit=limit, max_wait=3600)
+            assert wait is not None
             with lock:
-                stamps.append(now)
+                slots.append(frozen.now + wait)
 
     shares = [count // threads + (1 if i < count % threads else 0) for i in range(threads)]
     workers = [threading.Thread(target=work, args=(share,)) for share in shares]
@@ -35,4 +45,4 @@ def acquire_many(
     for worker in workers:
         worker.join()
     limiter.close()
-    return stamps
+    return slots
