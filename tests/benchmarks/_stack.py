@@ -94,6 +94,52 @@ def child_pids(pid: int) -> list[int]:
     return sorted(children)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used (``/proc/<pid>/stat``), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the comm: state is field 3, utime and stime are fields 14 and 15 (man 5 proc).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def database_backend_pids() -> list[int]:
+    """PostgreSQL backends connected to this benchmark's database, this process's excluded."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [int(row[0]) for row in cursor.fetchall()]
+
+
+class CpuMeter:
+    """CPU seconds used by a service (main process and children) and by the database's backends
+    between :meth:`start` and :meth:`stop`: what a request costs, however busy the machine is."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._before: dict[tuple[str, int], float] = {}
+
+    def _read(self) -> dict[tuple[str, int], float]:
+        pids = [self.service.pid, *child_pids(self.service.pid)]
+        readings = {("web", pid): cpu_seconds(pid) for pid in pids}
+        readings.update({("db", pid): cpu_seconds(pid) for pid in database_backend_pids()})
+        return readings
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self) -> dict[str, float]:
+        used: dict[str, float] = {"web": 0.0, "db": 0.0}
+        for key, seconds in self._read().items():
+            used[key[0]] += seconds - self._before.get(key, 0.0)
+        return used
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile (``fraction`` in 0..1) of a non-empty sequence."""
     ordered = sorted(values)
@@ -203,10 +249,15 @@ def py_spy_path() -> str:
 
 
 def start_profile(
-    pid: int, out: Path, *, seconds: float, rate: int = 97
+    pid: int, out: Path, *, seconds: float, rate: int = 97, gil: bool = False
 ) -> subprocess.Popen[bytes]:
-    """``py-spy record`` on ``pid`` and its subprocesses, collapsed stacks (``--format raw``)."""
+    """``py-spy record`` on ``pid`` and its subprocesses, collapsed stacks (``--format raw``).
+
+    ``gil=True`` samples only the thread holding the GIL: where the Python CPU goes, without
+    the threads waiting on the database or the broker.
+    """
     argv = [py_spy_path(), "record", "--pid", str(pid), "--subprocesses", "--nonblocking"]
+    argv += ["--gil"] if gil else []
     argv += ["--format", "raw", "--rate", str(rate), "--duration", str(max(1, round(seconds)))]
     argv += ["--output", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -128,6 +128,7 @@ class WrkResult:
     view: str
     figures: dict[str, Any]
     sent_ids: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds: gunicorn, database
 
     @property
     def rate(self) -> float:
@@ -145,7 +146,16 @@ class WrkResult:
             f"p90 {f['p90_us'] / 1000:6.1f} ms   p99 {f['p99_us'] / 1000:6.1f} ms   "
             f"max {f['max_us'] / 1000:6.1f} ms   2xx {f['ok']}   errors {self.errors}"
             + (f"   duplicates {f['duplicates']}" if f["duplicates"] else "")
+            + (
+                f"\n{'':8s} CPU per request: gunicorn {self.cpu_ms('web'):.2f} ms, "
+                f"PostgreSQL backends {self.cpu_ms('db'):.2f} ms"
+                if self.cpu
+                else ""
+            )
         )
+
+    def cpu_ms(self, group: str) -> float:
+        return 1000 * self.cpu.get(group, 0.0) / max(1, int(self.figures["requests"]))
 
 
 def run_wrk(
@@ -158,6 +168,7 @@ def run_wrk(
     connections: int,
     threads: int,
     workdir: Path,
+    meter: _stack.CpuMeter | None = None,
 ) -> WrkResult:
     prefix = workdir / f"wrk-{view}-{uuid.uuid4().hex[:6]}-"
     ids = write_wrk_files(events, prefix, threads)
@@ -165,7 +176,10 @@ def run_wrk(
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
         "-s", str(LUA_SCRIPT), url, "--", str(prefix), mode,
     ]  # fmt: skip
+    if meter is not None:
+        meter.start()
     completed = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    cpu = meter.stop() if meter is not None else {}
     for n in range(threads):
         Path(f"{prefix}{n}").unlink(missing_ok=True)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("BENCH_JSON ")]
@@ -180,7 +194,7 @@ def run_wrk(
             sent_ids.extend(thread_ids[:sent])
         if figures["wrapped"]:
             print(f"  note: {view}: a wrk thread ran out of events (sent them all): figures low")
-    return WrkResult(view=view, figures=figures, sent_ids=sent_ids)
+    return WrkResult(view=view, figures=figures, sent_ids=sent_ids, cpu=cpu)
 
 
 # --- Phase 2: the paced, open-loop sender --------------------------------------------------------
@@ -364,7 +378,11 @@ def main(argv: list[str] | None = None) -> int:
         sent: set[str] = set()  # ids posted to the webhook view
         accepted_count = 0
         wrk = partial(
-            run_wrk, connections=args.connections, threads=args.threads, workdir=stack.tmp
+            run_wrk,
+            connections=args.connections,
+            threads=args.threads,
+            workdir=stack.tmp,
+            meter=_stack.CpuMeter(web),
         )
 
         def webhook_run(seconds: float, expected_rate: float) -> WrkResult:
@@ -436,13 +454,20 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         if args.profile:
-            profile_path = stack.tmp / "gunicorn.raw"
-            profiler = _stack.start_profile(web.pid, profile_path, seconds=args.seconds)
-            time.sleep(1.0)  # py-spy attaches
-            profiled = webhook_run(args.seconds, max_rate)
-            profiler.wait(timeout=args.seconds + 60)
-            print(f"\nprofile (py-spy on gunicorn, not counted): {profiled.line()}")
-            print(_stack.summarize_profile(profile_path))
+            for gil in (False, True):
+                profile_path = stack.tmp / f"gunicorn-gil{gil}.raw"
+                profiler = _stack.start_profile(
+                    web.pid, profile_path, seconds=args.seconds, gil=gil
+                )
+                time.sleep(1.0)  # py-spy attaches
+                profiled = webhook_run(args.seconds, max_rate)
+                profiler.wait(timeout=args.seconds + 60)
+                print(
+                    f"\nprofile (py-spy on gunicorn, "
+                    f"{'GIL holder only: CPU' if gil else 'all busy threads: CPU and waits'}"
+                    f", not counted): {profiled.line()}"
+                )
+                print(_stack.summarize_profile(profile_path))
 
         print("\ndrain: the worker processes what was recorded")
         if not args.worker_consumes:
