@@ -233,7 +233,8 @@ async def _paced(url: str, events: list[SignedEvent], rate: float, connections: 
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     result = PacedResult(rate=rate, offered=len(events))
-    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    # LIFO: the connections in use stay warm; the idle ones may be closed by the server (keep-alive)
+    pool: asyncio.LifoQueue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.LifoQueue()
     for _ in range(connections):
         pool.put_nowait(await asyncio.open_connection(host, port))
     loop = asyncio.get_running_loop()
@@ -508,6 +509,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.connections} connections; trivial ceiling {ceiling:.0f} req/s; ratio "
             f"{ratio:.2f} (goal >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'}); "
             f"wrk errors {wrk_errors}"
+        )
+        web_cpu = statistics.median(w.cpu_ms("web") for _, w in rounds)
+        db_cpu = statistics.median(w.cpu_ms("db") for _, w in rounds)
+        trivial_cpu = statistics.median(t.cpu_ms("web") + t.cpu_ms("db") for t, _ in rounds)
+        print(
+            f"  CPU per request: webhook gunicorn {web_cpu:.2f} ms + PostgreSQL {db_cpu:.2f} ms, "
+            f"trivial {trivial_cpu:.2f} ms: the view costs {(web_cpu + db_cpu) / trivial_cpu:.1f}x"
         )
         print(
             f"  at {paced_rate:.0f} events/s offered: p99 {paced_p99:.1f} ms "
