@@ -24,6 +24,7 @@ Goal: p50 < 150 ms. ``--profile`` runs ``py-spy record`` on the worker during th
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -119,8 +120,8 @@ def run_phase(
     elapsed = time.monotonic() - started
     load = _stack.load_average()
     if profiler is not None:
-        profiler.terminate()
-        profiler.wait(timeout=30)
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+        profiler.wait(timeout=60)
     attach_emulator_times(stack, conference, samples)
     return samples, elapsed, load
 
