@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         drain_started = time.monotonic()
         stack.wait(
             lambda: not (inbox_counts(conference).keys() - set(SETTLED)),
-            timeout=max(120.0, sum(inbox_counts(conference).values()) / 20),
+            timeout=120.0 + sum(inbox_counts(conference).values()) / 5,
             interval=0.5,
             what="the worker to settle every recorded event",
         )
