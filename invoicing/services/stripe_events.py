@@ -6,7 +6,8 @@ Receiving (the webhook view, nothing else):
    secret of the conference in the URL (Stripe's 300 s tolerance), then that the body is a Stripe
    event whose ``livemode`` matches the conference's key. A :class:`WebhookRejected` stores nothing.
 2. :func:`record_stripe_event` inserts the inbox row: one INSERT, unique on the Stripe event id, so
-   a duplicate delivery adds nothing. After the commit it queues ``process_stripe_event`` through
+   a duplicate delivery adds nothing (in the view, the INSERT is its own transaction: no BEGIN and
+   COMMIT round trips). After the commit it queues ``process_stripe_event`` through
    :mod:`workers.enqueue` (one publish, short timeouts, no retry). If the broker does not take it,
    the row is already durable and is made due for :func:`reenqueue_pending_stripe_events`.
 
@@ -241,9 +242,14 @@ def record_stripe_event(*, conference: Conference, event: Mapping[str, Any]) -> 
         next_attempt_at=now + timedelta(seconds=settings.STRIPE_EVENT_REENQUEUE_AFTER_SECONDS),
     )
     try:
-        with transaction.atomic():
+        if transaction.get_connection().in_atomic_block:
+            # A caller's transaction: a savepoint, so a duplicate does not break it.
+            with transaction.atomic():
+                row.save(force_insert=True)
+        else:
+            # Autocommit: the INSERT is its own transaction, committed when it returns. One round
+            # trip instead of BEGIN, INSERT, COMMIT: the view's answer waits for each of them.
             row.save(force_insert=True)
-            transaction.on_commit(partial(enqueue_stripe_event, row.pk), robust=True)
     except IntegrityError:
         existing = (
             StripeEvent.objects.filter(stripe_event_id=row.stripe_event_id)
@@ -270,6 +276,8 @@ def record_stripe_event(*, conference: Conference, event: Mapping[str, Any]) -> 
                 existing.status,
             )
         return RecordedEvent(stripe_event=existing, created=False)
+    # Committed (autocommit) or not yet (a caller's transaction): runs now, or after that commit.
+    transaction.on_commit(partial(enqueue_stripe_event, row.pk), robust=True)
     logger.info(
         "stripe event %s (%s) for conference %s: recorded",
         row.stripe_event_id,

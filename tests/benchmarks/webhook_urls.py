@@ -1,13 +1,14 @@
-"""The project's routes plus ``/trivial/``: a CSRF-exempt POST view that does nothing."""
+"""The project's routes plus ``/trivial/``: a CSRF-exempt view that answers like the webhook view
+and does nothing (the ceiling of benchmark 1, served by the same gunicorn and middleware)."""
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 
 
 @csrf_exempt
-def trivial(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(b'{"received": true}', content_type="application/json")
+def trivial(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"received": True, "duplicate": False})
 
 
 urlpatterns = [

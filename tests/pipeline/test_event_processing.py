@@ -13,9 +13,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from celery.signals import before_task_publish
 from django.contrib.admin.sites import site
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -212,6 +213,64 @@ def test_stripe_refusing_the_request_is_permanent(
     assert row.attempts == 1
     assert "InvalidRequestError 404" in row.last_error
     assert len(published.of(PROCESS, row.pk)) == 1
+
+
+def _visible_elsewhere(event_id: str) -> bool:
+    """Whether another database connection (a worker's) sees the inbox row now."""
+    seen: list[bool] = []
+
+    def look() -> None:
+        try:
+            seen.append(StripeEvent.objects.filter(stripe_event_id=event_id).exists())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    thread.join(timeout=10)
+    return seen == [True]
+
+
+@pytest.mark.usefixtures("embedded_worker_paused")
+def test_the_inbox_row_is_committed_before_its_message_is_published(
+    stripe_conference: Conference,
+) -> None:
+    """Outside a transaction the INSERT commits on its own (one round trip for the view), and
+    the publish comes after it: a worker handed the message finds the row."""
+    visible_at_publish: list[bool] = []
+
+    def at_publish(sender: str | None = None, body: Any = None, **_: Any) -> None:
+        if sender == f"workers.tasks.{PROCESS}":
+            visible_at_publish.append(_visible_elsewhere("evt_commit_first"))
+
+    before_task_publish.connect(at_publish, weak=False)
+    try:
+        row = record(stripe_conference, plain_event("evt_commit_first"))
+    finally:
+        before_task_publish.disconnect(at_publish)
+    assert visible_at_publish == [True]
+    assert row.status == EventStatus.PENDING
+
+
+@pytest.mark.usefixtures("embedded_worker_paused")
+def test_recording_inside_a_transaction_publishes_at_its_commit_and_survives_a_duplicate(
+    stripe_conference: Conference, published: PublishLog
+) -> None:
+    """A caller's transaction: the row is queued when that transaction commits, and a duplicate
+    (refused by the unique id) rolls back only its savepoint, not the caller's work."""
+    with transaction.atomic():
+        row = record(stripe_conference, plain_event("evt_in_caller_tx"))
+        again = stripe_events.record_stripe_event(
+            conference=stripe_conference, event=plain_event("evt_in_caller_tx")
+        )
+        assert not again.created
+        assert again.stripe_event.pk == row.pk
+        assert published.of(PROCESS) == []
+        assert not _visible_elsewhere("evt_in_caller_tx")
+        # The caller's transaction is still usable after the refused INSERT.
+        assert StripeEvent.objects.filter(pk=row.pk).exists()
+    assert [m.args for m in published.of(PROCESS)] == [(row.pk,)]
+    assert _visible_elsewhere("evt_in_caller_tx")
 
 
 @pytest.mark.usefixtures("embedded_worker_paused")
