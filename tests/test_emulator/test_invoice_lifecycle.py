@@ -332,9 +332,11 @@ def test_auto_advance_drafts_are_finalized_and_sent_an_hour_later(
     client.v1.invoices.add_lines(draft.id, params={"lines": [{"amount": 900}]})
     assert draft.automatically_finalizes_at == draft.created + 3600
     manual = client.v1.invoices.create(params={"customer": customer.id})
-    stripe_emulator.advance_clock(3599, secret_key=stripe_secret_key)
+    # `created` is a whole second and the clock keeps running: stop 10 s short of the hour so a
+    # slow machine cannot cross it between the create and this retrieve.
+    stripe_emulator.advance_clock(3590, secret_key=stripe_secret_key)
     assert client.v1.invoices.retrieve(draft.id).status == "draft"
-    stripe_emulator.advance_clock(1, secret_key=stripe_secret_key)
+    stripe_emulator.advance_clock(10, secret_key=stripe_secret_key)
     finalized = client.v1.invoices.retrieve(draft.id)
     assert finalized.status == "open"
     assert finalized.automatically_finalizes_at is None
