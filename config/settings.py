@@ -277,21 +277,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 }
 
 # --- Stripe rate limit (invoicing/services/rate_limit.py) ------------------------------------
-# One GCRA schedule per Stripe account in Redis, shared by every worker: slots 1/R s apart, at most
-# B at once after a pause, so no window shorter than a second holds more than R + B - 1 requests.
-# R + B stays at or below Stripe's limit (25/s in a sandbox, 100/s live). 23/s with a burst of 1
-# uses 92% of the sandbox's limit, and 26 requests are always >= 1.087 s apart: 87 ms of slack for
-# requests that reach Stripe late (a burst of 2 halves that after every pause; measured:
-# tests/benchmarks/bulk_invoicing.py).
+# One sliding-window log per Stripe account in Redis, shared by every worker: at most R requests
+# (rounded down) in any 1 s window, as Stripe counts (25/s in a sandbox, 100/s live). An idle
+# account lets R through at once, a busy one sustains R/s. 23 keeps 2 of the sandbox's 25 as slack
+# for requests that reach Stripe later than their slot (measured: tests/benchmarks/).
 STRIPE_RATE_LIMIT_REDIS_URL = env_str("STRIPE_RATE_LIMIT_REDIS_URL", "redis://127.0.0.1:6379/1")
 STRIPE_RATE_LIMIT_TEST_PER_SECOND = env_float(
     "STRIPE_RATE_LIMIT_TEST_PER_SECOND", 23.0, minimum=0.1
 )
-STRIPE_RATE_LIMIT_TEST_BURST = env_int("STRIPE_RATE_LIMIT_TEST_BURST", 1, minimum=1)
 STRIPE_RATE_LIMIT_LIVE_PER_SECOND = env_float(
     "STRIPE_RATE_LIMIT_LIVE_PER_SECOND", 90.0, minimum=0.1
 )
-STRIPE_RATE_LIMIT_LIVE_BURST = env_int("STRIPE_RATE_LIMIT_LIVE_BURST", 9, minimum=1)
 # How long one request may wait for its slot before it fails with a retryable error (the task
 # then retries with backoff instead of holding a worker).
 STRIPE_RATE_LIMIT_MAX_WAIT_SECONDS = env_float(
