@@ -243,7 +243,7 @@ def test_the_redis_script_reserves_exactly_what_the_reference_says(
 
 
 def test_a_saturated_account_never_has_more_than_its_count_in_any_window(
-    timed_limiter: StripeRateLimiter, fake_time: FakeTime
+    timed_limiter: StripeRateLimiter, fake_time: FakeTime, key_prefix: str
 ) -> None:
     """Requests faster than the limit: exactly L in the busiest windows, never more."""
     account = account_fingerprint(_new_key())
@@ -262,6 +262,15 @@ def test_a_saturated_account_never_has_more_than_its_count_in_any_window(
                for i in range(1_000, len(slots)))  # fmt: skip
     sustained = (len(slots) - 1) / ((slots[-1] - slots[0]) / 1e6)
     assert sustained == pytest.approx(limit.count, rel=0.01)
+    # Redis keeps only the last L slots, and forgets them a window after the last one.
+    client = redis.Redis.from_url(settings.STRIPE_RATE_LIMIT_REDIS_URL)
+    try:
+        log_key = f"{key_prefix}:{account}:log"
+        assert [int(raw) for raw in client.lrange(log_key, 0, -1)] == slots[::-1][: limit.count]
+        ttl_ms = (slots[-1] - _micros(fake_time.now)) / 1000 + 1000 + 1000
+        assert 0 < client.pttl(log_key) <= ttl_ms
+    finally:
+        client.close()
 
 
 def test_slots_are_shared_by_processes_and_threads(key_prefix: str) -> None:
