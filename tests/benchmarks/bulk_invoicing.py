@@ -17,7 +17,7 @@ pipe full: at 23 requests/s and ~0.12 s per call, 3 calls must be in flight per 
 
 1. **Ours**: all N POs approved in one transaction (``approve_purchase_order``; the commit
    queues N ``create_invoice_for_purchase_order`` tasks), production code and settings as they
-   are (rate limiter: at most 23 per 1 s window, shared through Redis).
+   are (rate limiter: at most 24 per 1.05 s window, shared through Redis).
 2. **Baseline**, on the same workers, N more POs with the same lines in two fresh accounts: the
    original approach (customer looked up by listing, one invoice-item call per line, no rate
    limiter), as :func:`baseline_create_invoice` below, with the same ``StripeClient`` settings
