@@ -473,7 +473,8 @@ def test_bulk_invoicing_at_the_rate_limit(
     )
     print(f"\nsetup: {N} POs x {len(LINES)} lines twice, 2 accounts each at {STRIPE_LIMIT}/s, "
           f"latency {LATENCY * 1000:.0f} ms; {WORKERS} workers x {CONCURRENCY} prefork; "
-          f"limiter {settings.STRIPE_RATE_LIMIT_TEST_PER_SECOND} per 1 s window; "
+          f"limiter {settings.STRIPE_RATE_LIMIT_TEST_PER_SECOND} per "
+          f"{1 + settings.STRIPE_RATE_LIMIT_WINDOW_SLACK_SECONDS:g} s window; "
           f"load average {os.getloadavg()}")  # fmt: skip
 
     # 0. The limiter alone, callers never short (what the schedule gives when the pipe is full).
