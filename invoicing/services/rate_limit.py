@@ -4,16 +4,20 @@ Stripe limits each account to 25 requests/s in a sandbox and 100/s live, and ans
 that. Every worker process calls Stripe for many conferences (each its own Stripe account), so a
 per-process limit cannot keep an account under its limit: the schedule lives in Redis.
 
-- **GCRA with reservations**, one schedule per account, in one Lua script (atomic; Redis's own
-  clock, so worker clocks never matter). The account keeps a "theoretical arrival time" (TAT);
-  each caller atomically *reserves* the next slot and learns how long until it, then sleeps once
-  and sends. Slots are ``1/per_second`` apart and at most ``burst`` may fall at the same instant
-  after an idle spell. So ``n`` requests always span at least ``(n - burst) / per_second``
-  seconds: no window shorter than one second holds more than ``per_second + burst - 1`` of them
-  (for a whole ``per_second``). Nobody polls, nobody races for a freed token, and a busy account
-  is paced evenly at ``per_second`` instead of in bursts: the defaults (23/s, burst 1) use 92% of
-  the sandbox's 25/s, and 26 requests always span 25 intervals (1.087 s): 87 ms of slack for
-  requests that reach Stripe later than their slot.
+- **A sliding-window log with reservations**, one per account, in one Lua script (atomic;
+  Redis's own clock, so worker clocks never matter). Stripe's limit is a *count per window* (25
+  requests in any second in a sandbox), so the limiter counts the same way: the account keeps the
+  times of its last ``L`` reserved slots (a Redis list, newest first, trimmed to ``L``, with a
+  TTL), and a caller atomically *reserves* ``t = max(now, last slot, L-th most recent slot +
+  window)``, learns how long until it, sleeps once and sends. So no window of ``window`` seconds
+  ever holds more than ``L`` reservations; an idle account lets ``L`` calls through at once (one
+  invoice's five calls are not spaced out), and a saturated one sustains exactly ``L`` per
+  window. Stripe counts *arrivals*, and a window's burst arrives with some jitter: a request of
+  one window that arrives late may share Stripe's second with the next window's, all on time. So
+  the window is 1 s plus a slack (``STRIPE_RATE_LIMIT_WINDOW_SLACK_SECONDS``): the defaults, 24
+  per 1.05 s for test keys (22.9/s, 91% of 25/s), let 26 arrivals share a second only if two
+  requests each arrive 50 ms later than the ones 24 slots after them. Nobody polls and nobody
+  races for a freed slot.
 - **Accounts are named by a fingerprint** of their secret key (first 16 hex characters of its
   SHA-256), never by the key itself: Redis keys show up in ``MONITOR``, ``KEYS`` and dumps.
 - ``acquire`` reserves only a slot at most ``max_wait`` seconds away; otherwise it reserves
@@ -21,9 +25,9 @@ per-process limit cannot keep an account under its limit: the schedule lives in 
   tasks already treat that as "retry later", and nothing was sent to Stripe.
 - **Shared cooldown on 429**: when Stripe answers 429 for the account's rate (not an object's
   ``lock_timeout``), every worker pauses that account for the longer of the configured cooldown
-  and the ``Retry-After`` Stripe sent; the first slot after it is the cooldown's end, with no
-  burst. A caller that slept towards a slot reserved before the 429 checks the cooldown on waking
-  and reserves again behind it.
+  and the ``Retry-After`` Stripe sent; no slot falls inside it (the first is its end, and the
+  window rule still holds). A caller that slept towards a slot reserved before the 429 checks
+  the cooldown on waking and reserves again behind it (the slot it held still counts).
 - **Redis down -> process-local schedule**, with a warning. The limiter protects Stripe's limits;
   it must never be the reason a payment is not recorded or an invoice not sent. While Redis is
   unreachable each process limits itself to the same rate (so N processes may together exceed
@@ -61,10 +65,10 @@ __all__ = [
     "StripeRateLimiter",
     "account_fingerprint",
     "build_stripe_http_client",
-    "gcra_reserve",
     "get_rate_limiter",
     "is_live_key",
     "limit_for_key",
+    "window_reserve",
 ]
 
 _LIVE_PREFIXES = ("sk_live_", "rk_live_")
@@ -84,29 +88,37 @@ if now == nil then
 end
 """
 
-# KEYS[1] the account's TAT, KEYS[2] its cooldown end. ARGV: interval, burst, max wait, now.
+# KEYS[1] the account's log (list of reserved slot times, newest first), KEYS[2] its cooldown
+# end. ARGV: L (slots per window), window, max wait, now.
 # Returns {reserved 0|1, microseconds from now to the slot (reserved or refused)}.
+# Slots are reserved in non-decreasing order, so the list stays sorted and its L-th entry is the
+# L-th most recent slot.
 _RESERVE_SCRIPT = (
     _NOW_LUA
     + """
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
+local count = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then
-  tat = now
+local slot = now
+local last = tonumber(redis.call('LINDEX', KEYS[1], 0))
+if last ~= nil and last > slot then
+  slot = last
+end
+local oldest = tonumber(redis.call('LINDEX', KEYS[1], count - 1))
+if oldest ~= nil and oldest + window > slot then
+  slot = oldest + window
 end
 local cooldown_end = tonumber(redis.call('GET', KEYS[2]))
-if cooldown_end ~= nil and cooldown_end > now then
-  tat = math.max(tat, cooldown_end + (burst - 1) * interval)
+if cooldown_end ~= nil and cooldown_end > slot then
+  slot = cooldown_end
 end
-local new_tat = tat + interval
-local wait = math.max(0, new_tat - burst * interval - now)
+local wait = slot - now
 if wait > max_wait then
   return {0, wait}
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
-           'PX', math.ceil((new_tat - now) / 1000) + 1000)
+redis.call('LPUSH', KEYS[1], string.format('%.0f', slot))
+redis.call('LTRIM', KEYS[1], 0, count - 1)
+redis.call('PEXPIRE', KEYS[1], math.ceil((slot + window - now) / 1000) + 1000)
 return {1, wait}
 """
 )
@@ -145,64 +157,76 @@ def is_live_key(secret_key: str) -> bool:
 
 @dataclass(frozen=True)
 class BucketLimit:
-    """An account's pace: slots ``1/per_second`` apart, ``burst`` at once after a pause."""
+    """An account's limit: ``per_second`` requests in any window of 1 s plus ``slack``.
+
+    A whole number of requests per window is what a log can count: from 1/s up, at most
+    ``floor(per_second)`` requests in any ``1 + slack`` seconds; below 1/s, one request per
+    ``1/per_second + slack`` seconds. The slack is for requests that reach Stripe later than
+    their slot: Stripe counts arrivals, and a request of the previous window that arrives late
+    must not share Stripe's second with the next window's, which may all arrive on time. The
+    name is kept from the token bucket this used to be.
+    """
 
     per_second: float
-    burst: int
+    slack: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.per_second > 0:
             raise ValueError(f"Rate must be positive, got {self.per_second!r}.")
-        if self.burst < 1:
-            raise ValueError(f"Burst must be at least 1, got {self.burst!r}.")
+        if not 0 <= self.slack < 1:
+            raise ValueError(f"Window slack must be in [0, 1) s, got {self.slack!r}.")
 
     @property
-    def interval(self) -> float:
-        """Seconds between two slots."""
-        return 1.0 / self.per_second
+    def count(self) -> int:
+        """L: at most this many reservations in any window."""
+        return max(1, math.floor(self.per_second))
 
     @property
-    def interval_micros(self) -> int:
-        """The interval in whole microseconds, rounded up (never faster than ``per_second``)."""
-        return max(1, math.ceil(_MICROS / self.per_second))
+    def window(self) -> float:
+        """The window's length in seconds: 1 s plus the slack (longer for rates below 1/s)."""
+        return (1.0 if self.per_second >= 1 else 1.0 / self.per_second) + self.slack
+
+    @property
+    def window_micros(self) -> int:
+        """The window in whole microseconds, rounded up (never more than ``count`` per window)."""
+        return max(1, math.ceil(self.window * _MICROS))
 
 
 def limit_for_key(secret_key: str) -> BucketLimit:
     """The configured limit for the key's mode (live or test)."""
+    slack: float = settings.STRIPE_RATE_LIMIT_WINDOW_SLACK_SECONDS
     if is_live_key(secret_key):
-        return BucketLimit(
-            per_second=settings.STRIPE_RATE_LIMIT_LIVE_PER_SECOND,
-            burst=settings.STRIPE_RATE_LIMIT_LIVE_BURST,
-        )
-    return BucketLimit(
-        per_second=settings.STRIPE_RATE_LIMIT_TEST_PER_SECOND,
-        burst=settings.STRIPE_RATE_LIMIT_TEST_BURST,
-    )
+        return BucketLimit(per_second=settings.STRIPE_RATE_LIMIT_LIVE_PER_SECOND, slack=slack)
+    return BucketLimit(per_second=settings.STRIPE_RATE_LIMIT_TEST_PER_SECOND, slack=slack)
 
 
-def gcra_reserve(
+def window_reserve(
     *,
-    tat: float | None,
+    log: list[float],
     now: float,
-    interval: float,
-    burst: int,
+    count: int,
+    window: float,
     max_wait: float,
     cooldown_until: float | None = None,
-) -> tuple[float | None, float]:
-    """One GCRA reservation, as the Redis script makes it (the local fallback uses this).
+) -> tuple[list[float] | None, float]:
+    """One reservation in a sliding-window log, as the Redis script makes it (and the fallback).
 
-    Returns ``(new_tat, wait)``: the account's new theoretical arrival time and the seconds from
-    ``now`` to the reserved slot, or ``(None, wait)`` when that slot is more than ``max_wait``
-    away (nothing reserved).
+    ``log`` holds the account's last reserved slots, newest first (at most ``count``). The new
+    slot is ``max(now, newest, count-th newest + window, cooldown end)``. Returns ``(new_log,
+    wait)``: the log with the slot added (trimmed to ``count``) and the seconds from ``now`` to
+    it, or ``(None, wait)`` when the slot is more than ``max_wait`` away (nothing reserved).
     """
-    start = now if tat is None else max(tat, now)
-    if cooldown_until is not None and cooldown_until > now:
-        start = max(start, cooldown_until + (burst - 1) * interval)
-    new_tat = start + interval
-    wait = max(0.0, new_tat - burst * interval - now)
+    slot = now
+    if log:
+        slot = max(slot, log[0])
+    if len(log) >= count:
+        slot = max(slot, log[count - 1] + window)
+    if cooldown_until is not None:
+        slot = max(slot, cooldown_until)
+    wait = slot - now
     if wait > max_wait:
         return None, wait
-    return new_tat, wait
+    return [slot, *log][:count], wait
 
 
 class RateLimitWaitExceeded(stripe.RateLimitError):
@@ -228,23 +252,23 @@ class _LocalSchedule:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._tats: dict[str, float] = {}
+        self._logs: dict[str, list[float]] = {}
         self._cooldown_until: dict[str, float] = {}
 
     def reserve(self, account: str, limit: BucketLimit, max_wait: float) -> float | None:
         """Reserve a slot and return the seconds until it, or None when it is too far away."""
         with self._lock:
-            new_tat, wait = gcra_reserve(
-                tat=self._tats.get(account),
+            new_log, wait = window_reserve(
+                log=self._logs.get(account, []),
                 now=self._clock(),
-                interval=limit.interval,
-                burst=limit.burst,
+                count=limit.count,
+                window=limit.window,
                 max_wait=max_wait,
                 cooldown_until=self._cooldown_until.get(account),
             )
-            if new_tat is None:
+            if new_log is None:
                 return None
-            self._tats[account] = new_tat
+            self._logs[account] = new_log
             return wait
 
     def cool_down(self, account: str, seconds: float) -> None:
@@ -258,7 +282,7 @@ class _LocalSchedule:
 
 
 class StripeRateLimiter:
-    """GCRA schedules and 429 cooldowns per Stripe account, kept in Redis (see the module doc)."""
+    """Sliding-window logs and 429 cooldowns per Stripe account, in Redis (see the module doc)."""
 
     def __init__(
         self,
@@ -316,7 +340,7 @@ class StripeRateLimiter:
 
     def _keys(self, account: str) -> list[str]:
         base = f"{self._key_prefix}:{account}"
-        return [f"{base}:tat", f"{base}:cooldown"]
+        return [f"{base}:log", f"{base}:cooldown"]
 
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(round(self._clock() * _MICROS))
@@ -334,8 +358,8 @@ class StripeRateLimiter:
                 reserved, wait_us = self._reserve_script(
                     keys=self._keys(account),
                     args=[
-                        limit.interval_micros,
-                        limit.burst,
+                        limit.count,
+                        limit.window_micros,
                         max(0, math.floor(max_wait * _MICROS)),
                         self._now_arg(),
                     ],

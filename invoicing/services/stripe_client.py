@@ -50,9 +50,8 @@ def _client_fingerprint(secret_key: str) -> str:
         str(settings.STRIPE_TIMEOUT_SECONDS),
         settings.STRIPE_RATE_LIMIT_REDIS_URL,
         str(settings.STRIPE_RATE_LIMIT_TEST_PER_SECOND),
-        str(settings.STRIPE_RATE_LIMIT_TEST_BURST),
         str(settings.STRIPE_RATE_LIMIT_LIVE_PER_SECOND),
-        str(settings.STRIPE_RATE_LIMIT_LIVE_BURST),
+        str(settings.STRIPE_RATE_LIMIT_WINDOW_SLACK_SECONDS),
         str(settings.STRIPE_RATE_LIMIT_MAX_WAIT_SECONDS),
         str(settings.STRIPE_RATE_LIMIT_COOLDOWN_SECONDS),
     ]

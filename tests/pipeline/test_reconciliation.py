@@ -33,7 +33,6 @@ def create_invoiced(
 ) -> CreateInvoiced:
     """``n`` POs with open, sent invoices (created by our code, without our rate limit)."""
     settings.STRIPE_RATE_LIMIT_TEST_PER_SECOND = 10_000.0
-    settings.STRIPE_RATE_LIMIT_TEST_BURST = 10_000
 
     def create(n: int) -> list[PurchaseOrder]:
         pos = []

@@ -30,9 +30,9 @@ from invoicing.services.rate_limit import (
     StripeRateLimiter,
     account_fingerprint,
     build_stripe_http_client,
-    gcra_reserve,
     is_live_key,
     limit_for_key,
+    window_reserve,
 )
 from tests.support.rate_limit_probe import reserve_many
 from tests.support.redis_server import RedisServer
@@ -101,7 +101,7 @@ def timed_limiter(key_prefix: str, fake_time: FakeTime) -> Iterator[StripeRateLi
     limiter.close()
 
 
-def _max_in_any_window(stamps: list[float], window: float) -> int:
+def _max_in_any_window(stamps: list[int], window: int) -> int:
     """Most stamps in any half-open window ``(t - window, t]`` (Stripe's and the emulator's)."""
     stamps = sorted(stamps)
     best, start = 0, 0
@@ -112,15 +112,15 @@ def _max_in_any_window(stamps: list[float], window: float) -> int:
     return best
 
 
-def _slots(limiter: StripeRateLimiter, fake: FakeTime, account: str, limit: BucketLimit,
-           count: int) -> list[float]:  # fmt: skip
-    """Reserve ``count`` slots at the current fake instant; their absolute times."""
-    slots = []
-    for _ in range(count):
-        wait = limiter.reserve(account=account, limit=limit, max_wait=3600)
-        assert wait is not None
-        slots.append(fake.now + wait)
-    return slots
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _slot(limiter: StripeRateLimiter, fake: FakeTime, account: str, limit: BucketLimit,
+          max_wait: float = 3600) -> int | None:  # fmt: skip
+    """Reserve one slot at the current fake instant: its time in microseconds (the script's)."""
+    wait = limiter.reserve(account=account, limit=limit, max_wait=max_wait)
+    return None if wait is None else _micros(fake.now) + _micros(wait)
 
 
 # -- naming accounts and choosing limits ----------------------------------------------------
@@ -145,123 +145,166 @@ def test_live_keys_get_the_live_limit_and_everything_else_the_test_limit() -> No
     assert not is_live_key("sk_test_abc")
     assert not is_live_key("rk_test_abc")
     assert limit_for_key("rk_live_x").per_second == settings.STRIPE_RATE_LIMIT_LIVE_PER_SECOND
-    assert limit_for_key("sk_test_x").burst == settings.STRIPE_RATE_LIMIT_TEST_BURST
+    assert limit_for_key("sk_test_x").per_second == settings.STRIPE_RATE_LIMIT_TEST_PER_SECOND
 
 
 def test_the_defaults_never_let_one_second_exceed_stripes_limits() -> None:
     test = limit_for_key("sk_test_x")
     live = limit_for_key("sk_live_x")
-    assert test.per_second + test.burst <= STRIPE_SANDBOX_LIMIT
-    assert live.per_second + live.burst <= STRIPE_LIVE_LIMIT
-    # ...and stay close enough to use most of what Stripe allows (the benchmark's goal: 90%).
-    assert test.per_second >= 0.9 * STRIPE_SANDBOX_LIMIT
-    assert live.per_second >= 0.75 * STRIPE_LIVE_LIMIT
+    assert (test.count, test.window) == (24, 1.05)
+    assert (live.count, live.window) == (90, 1.05)
+    # Below Stripe's count, with time slack for requests that reach Stripe late...
+    assert test.count < STRIPE_SANDBOX_LIMIT
+    assert live.count < STRIPE_LIVE_LIMIT
+    # ...and close enough to use most of what Stripe allows (the benchmark's goal: 90%).
+    assert test.count / test.window >= 0.9 * STRIPE_SANDBOX_LIMIT
+    assert live.count / live.window >= 0.75 * STRIPE_LIVE_LIMIT
 
 
-def test_a_bucket_limit_refuses_nonsense() -> None:
+def test_a_limit_is_a_whole_count_per_window() -> None:
+    assert (BucketLimit(per_second=7.9).count, BucketLimit(per_second=7.9).window) == (7, 1.0)
+    assert (BucketLimit(per_second=0.5).count, BucketLimit(per_second=0.5).window) == (1, 2.0)
+    assert BucketLimit(per_second=0.001).window_micros == 1_000_000_000
+    assert BucketLimit(per_second=3, slack=0.25).window_micros == 1_250_000
     with pytest.raises(ValueError, match="Rate"):
-        BucketLimit(per_second=0, burst=1)
-    with pytest.raises(ValueError, match="Burst"):
-        BucketLimit(per_second=1, burst=0)
+        BucketLimit(per_second=0)
+    with pytest.raises(ValueError, match="slack"):
+        BucketLimit(per_second=1, slack=1.0)
 
 
-# -- the shared bucket ----------------------------------------------------------------------
+# -- the shared sliding window ----------------------------------------------------------------
 
 
-def test_gcra_reserves_a_burst_then_one_slot_per_interval() -> None:
-    interval, burst = 0.1, 3
-    tat: float | None = None
+def test_window_reserve_lets_a_window_through_then_one_per_expired_slot() -> None:
+    log: list[float] = []
     waits = []
-    for _ in range(6):
-        tat, wait = gcra_reserve(tat=tat, now=100.0, interval=interval, burst=burst, max_wait=60)
-        waits.append(round(wait, 9))
-    assert waits == [0, 0, 0, 0.1, 0.2, 0.3]
-    # Idle long enough, the burst is back; no more than ``burst`` is ever saved up.
-    assert tat is not None
-    _, wait = gcra_reserve(tat=tat, now=200.0, interval=interval, burst=burst, max_wait=60)
-    assert wait == 0
+    for now in (100.0, 100.0, 100.0, 100.0, 100.5, 100.5, 102.0):
+        new_log, wait = window_reserve(log=log, now=now, count=3, window=1.0, max_wait=60)
+        assert new_log is not None
+        log = new_log
+        waits.append(wait)
+    # Three at once, then each waits for the slot a window before it to leave the window.
+    assert waits == [0, 0, 0, 1.0, 0.5, 0.5, 0]
+    assert log == [102.0, 101.0, 101.0]  # newest first, trimmed to the count
+    # Never before the newest slot (the log stays sorted), even when the window allows it.
+    assert window_reserve(log=[105.0], now=100.0, count=3, window=1.0, max_wait=60)[1] == 5.0
     # Too far away: nothing reserved.
-    refused, wait = gcra_reserve(tat=tat, now=100.0, interval=interval, burst=burst, max_wait=0.3)
-    assert refused is None
-    assert wait == pytest.approx(0.4)
+    full = [101.0, 101.0, 101.0]
+    refused, wait = window_reserve(log=full, now=100.5, count=3, window=1.0, max_wait=1.4)
+    assert (refused, wait) == (None, 1.5)
+    # A cooldown pushes the slot to its end.
+    moved, wait = window_reserve(log=[], now=10.0, count=3, window=1.0, max_wait=60,
+                                 cooldown_until=12.5)  # fmt: skip
+    assert (moved, wait) == ([12.5], 2.5)
 
 
-def test_the_redis_script_reserves_exactly_what_gcra_says(
+def test_an_idle_account_lets_a_whole_window_through_at_once(
+    timed_limiter: StripeRateLimiter, fake_time: FakeTime
+) -> None:
+    """One invoice's five calls (or 23) are not spaced out on an idle account."""
+    account = account_fingerprint(_new_key())
+    limit = limit_for_key("sk_test_x")  # the defaults: 24 per 1.05 s window
+    start = _micros(fake_time.now)
+
+    slots = [_slot(timed_limiter, fake_time, account, limit) for _ in range(limit.count + 2)]
+
+    assert slots == [start] * limit.count + [start + 1_050_000] * 2
+    # A window after the last slot, the account is idle again: a whole window at once.
+    fake_time.now += 2.5
+    again = [_slot(timed_limiter, fake_time, account, limit) for _ in range(limit.count)]
+    assert again == [_micros(fake_time.now)] * limit.count
+
+
+def test_the_redis_script_reserves_exactly_what_the_reference_says(
     timed_limiter: StripeRateLimiter, fake_time: FakeTime
 ) -> None:
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=23, burst=2)
-    interval = limit.interval_micros / 1_000_000  # the script counts whole microseconds
+    limit = BucketLimit(per_second=5)
+    window = limit.window_micros / 1_000_000  # the script counts whole microseconds
     rng = random.Random(7)
-    tat: float | None = None
+    log: list[float] = []
     cooldown_until: float | None = None
-    for step in range(300):
-        fake_time.now += rng.choice([0.0, 0.0, 0.01, 0.03, 0.2, 1.5])
+    refused = 0
+    for step in range(600):
+        fake_time.now += rng.choice([0.0, 0.0, 0.0, 0.01, 0.07, 0.3, 1.1])
         if step % 97 == 50:
             timed_limiter.report_rate_limited(account=account, cooldown=0.8)
             cooldown_until = fake_time.now + 0.8
         max_wait = rng.choice([0.0, 0.05, 0.5, 10.0])
-        expected_tat, expected_wait = gcra_reserve(
-            tat=tat, now=fake_time.now, interval=interval, burst=2, max_wait=max_wait,
+        expected_log, expected_wait = window_reserve(
+            log=log, now=fake_time.now, count=limit.count, window=window, max_wait=max_wait,
             cooldown_until=cooldown_until,
         )  # fmt: skip
         wait = timed_limiter.reserve(account=account, limit=limit, max_wait=max_wait)
-        if expected_tat is None:
+        if expected_log is None:
             assert wait is None, step
+            refused += 1
         else:
             assert wait == pytest.approx(expected_wait, abs=2e-6), step
-            tat = expected_tat
+            log = expected_log
+    assert 50 < refused < 550  # both paths were taken many times
 
 
-def test_a_saturated_account_gets_every_slot_and_never_more_than_its_limit(
-    timed_limiter: StripeRateLimiter, fake_time: FakeTime
+def test_a_saturated_account_never_has_more_than_its_count_in_any_window(
+    timed_limiter: StripeRateLimiter, fake_time: FakeTime, key_prefix: str
 ) -> None:
-    """Many callers at once: slots 1/rate apart, so Stripe's 25/s window is never exceeded."""
+    """Requests faster than the limit: exactly L in the busiest windows, never more."""
     account = account_fingerprint(_new_key())
-    limit = limit_for_key("sk_test_x")  # the defaults: 23/s, burst 1
-    slots = _slots(timed_limiter, fake_time, account, limit, 400)
+    limit = limit_for_key("sk_test_x")
+    rng = random.Random(11)
+    slots: list[int] = []
+    for _ in range(2_000):
+        fake_time.now += rng.expovariate(40.0)  # 40 requests/s on average against 22.9
+        slot = _slot(timed_limiter, fake_time, account, limit)
+        assert slot is not None
+        slots.append(slot)
 
-    assert slots[: limit.burst] == [fake_time.now] * limit.burst
-    paced = slots[limit.burst - 1 :]
-    gaps = {round(paced[i + 1] - paced[i], 6) for i in range(len(paced) - 1)}
-    assert gaps == {round(limit.interval_micros / 1e6, 6)}  # no slot wasted, none early
-    assert _max_in_any_window(slots, 1.0) == limit.per_second + limit.burst - 1 <= 24
-    # 26 slots (the 26th would get Stripe's 429) are always 1.087 s apart: 87 ms of margin for
-    # requests that reach Stripe later than their slot, even right after a pause.
-    spans = [slots[i + 25] - slots[i] for i in range(len(slots) - 25)]
-    assert min(spans) > 1.08
-    # Sustained: the schedule runs at the configured rate, 92% of the sandbox's limit.
-    assert (len(slots) - limit.burst) / (slots[-1] - slots[0]) == pytest.approx(23, rel=1e-3)
+    assert _max_in_any_window(slots, limit.window_micros) == limit.count
+    # No slot wasted: each is as early as the window allows (a saturated account sustains L/s).
+    assert all(slots[i] == slots[i - limit.count] + limit.window_micros
+               for i in range(1_000, len(slots)))  # fmt: skip
+    sustained = (len(slots) - 1) / ((slots[-1] - slots[0]) / 1e6)
+    assert sustained == pytest.approx(limit.count / limit.window, rel=0.01)
+    # Redis keeps only the last L slots, and forgets them a window after the last one.
+    client = redis.Redis.from_url(settings.STRIPE_RATE_LIMIT_REDIS_URL)
+    try:
+        log_key = f"{key_prefix}:{account}:log"
+        assert [int(raw) for raw in client.lrange(log_key, 0, -1)] == slots[::-1][: limit.count]
+        ttl_ms = (slots[-1] - _micros(fake_time.now) + limit.window_micros) / 1000 + 1000 + 1
+        assert 0 < client.pttl(log_key) <= ttl_ms
+    finally:
+        client.close()
 
 
 def test_slots_are_shared_by_processes_and_threads(key_prefix: str) -> None:
-    """Six workers in three processes reserve from one schedule: no slot handed out twice."""
-    per_second, burst, processes, threads, each = 40.0, 3, 3, 2, 60
+    """Six workers in three processes reserve from one log: never more than L in a window."""
+    per_second, processes, threads, each = 40.0, 3, 2, 60
+    limit = BucketLimit(per_second=per_second)
     account = account_fingerprint(_new_key())
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes) as pool:
         results = pool.starmap(
             reserve_many,
             [
-                (settings.STRIPE_RATE_LIMIT_REDIS_URL, key_prefix, account, per_second, burst,
-                 each, threads)
+                (settings.STRIPE_RATE_LIMIT_REDIS_URL, key_prefix, account, per_second, each,
+                 threads)
                 for _ in range(processes)
             ],
         )  # fmt: skip
     slots = sorted(slot for result in results for slot in result)
     assert len(slots) == processes * each
-    # n slots always span at least (n - burst) / rate, whichever process or clock asked first.
-    for n in (burst + 1, 20, len(slots)):
-        span = min(slots[i + n - 1] - slots[i] for i in range(len(slots) - n + 1))
-        assert span >= (n - burst) / per_second - 1e-5
-    assert _max_in_any_window(slots, 1.0 - 1e-4) <= per_second + burst - 1  # float slack
+    # The callers were far faster than 40/s: every window is full, none holds more.
+    assert _max_in_any_window(slots, limit.window_micros) == limit.count
+    assert all(slots[i] - slots[i - limit.count] >= limit.window_micros
+               for i in range(limit.count, len(slots)))  # fmt: skip
 
 
 def test_a_refused_reservation_takes_nothing(
     timed_limiter: StripeRateLimiter, fake_time: FakeTime
 ) -> None:
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=2, burst=1)
+    limit = BucketLimit(per_second=2)
+    assert timed_limiter.reserve(account=account, limit=limit, max_wait=0) == 0
     assert timed_limiter.reserve(account=account, limit=limit, max_wait=0) == 0
 
     with pytest.raises(RateLimitWaitExceeded) as raised:
@@ -272,22 +315,23 @@ def test_a_refused_reservation_takes_nothing(
     assert account in str(error)
     assert "No request sent to Stripe" in str(error)
     assert fake_time.sleeps == []
-    # The refusal reserved nothing: the next slot is still the one 0.5 s after the first.
-    assert timed_limiter.reserve(account=account, limit=limit, max_wait=1) == pytest.approx(0.5)
+    # The refusal reserved nothing: the next two slots are still a window after the first two.
+    assert timed_limiter.reserve(account=account, limit=limit, max_wait=1) == 1.0
+    assert timed_limiter.reserve(account=account, limit=limit, max_wait=1) == 1.0
 
 
 def test_acquire_sleeps_once_until_its_slot(
     timed_limiter: StripeRateLimiter, fake_time: FakeTime
 ) -> None:
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=5, burst=1)
+    limit = BucketLimit(per_second=1)
     assert timed_limiter.acquire(account=account, limit=limit, max_wait=0) == 0
-    assert timed_limiter.reserve(account=account, limit=limit, max_wait=5) == pytest.approx(0.2)
+    assert timed_limiter.reserve(account=account, limit=limit, max_wait=5) == 1.0
 
     waited = timed_limiter.acquire(account=account, limit=limit, max_wait=5)
 
-    assert fake_time.sleeps == [pytest.approx(0.4)]  # behind the slot reserved just before
-    assert waited == pytest.approx(0.4)
+    assert fake_time.sleeps == [2.0]  # behind the slot reserved just before
+    assert waited == 2.0
 
 
 def test_a_429_cooldown_is_shared_by_every_worker(key_prefix: str, fake_time: FakeTime) -> None:
@@ -297,16 +341,17 @@ def test_a_429_cooldown_is_shared_by_every_worker(key_prefix: str, fake_time: Fa
         redis_url=url, key_prefix=key_prefix, clock=fake_time.clock, sleep=fake_time.sleep
     )
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=10, burst=5)
+    limit = BucketLimit(per_second=3)
+    start = _micros(fake_time.now)
     try:
         first.report_rate_limited(account=account, cooldown=1.5)
 
         assert second.cooldown_remaining(account=account) == pytest.approx(1.5)
         with pytest.raises(RateLimitWaitExceeded):
             second.acquire(account=account, limit=limit, max_wait=0.3)
-        # After the pause the account restarts empty: the pause's end, then one per interval.
-        assert second.reserve(account=account, limit=limit, max_wait=5) == pytest.approx(1.5)
-        assert second.reserve(account=account, limit=limit, max_wait=5) == pytest.approx(1.6)
+        # No slot inside the pause; after it, the window rule as usual.
+        slots = [_slot(second, fake_time, account, limit) for _ in range(4)]
+        assert slots == [start + 1_500_000] * 3 + [start + 2_500_000]
         # A shorter report never cuts a longer pause short.
         first.report_rate_limited(account=account, cooldown=2.0)
         second.report_rate_limited(account=account, cooldown=0.1)
@@ -327,12 +372,12 @@ def test_a_caller_whose_slot_falls_in_a_new_cooldown_waits_it_out(
 ) -> None:
     url = settings.STRIPE_RATE_LIMIT_REDIS_URL
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=10, burst=1)
+    limit = BucketLimit(per_second=1)
     other_worker = StripeRateLimiter(redis_url=url, key_prefix=key_prefix, clock=fake_time.clock)
 
     def sleep_while_another_worker_gets_a_429(seconds: float) -> None:
         if not fake_time.sleeps:
-            other_worker.report_rate_limited(account=account, cooldown=1.0)
+            other_worker.report_rate_limited(account=account, cooldown=2.5)
         fake_time.sleep(seconds)
 
     limiter = StripeRateLimiter(
@@ -346,9 +391,9 @@ def test_a_caller_whose_slot_falls_in_a_new_cooldown_waits_it_out(
         limiter.close()
         other_worker.close()
 
-    # Slept 0.1 s towards its slot, woke inside the 1 s pause, reserved again behind it.
-    assert fake_time.sleeps == [pytest.approx(0.1), pytest.approx(0.9)]
-    assert waited == pytest.approx(1.0)
+    # Slept 1 s towards its slot, woke inside the 2.5 s pause, reserved again behind it.
+    assert fake_time.sleeps == [1.0, 1.5]
+    assert waited == 2.5
 
 
 def test_with_redis_down_requests_go_on_under_a_local_limit(
@@ -361,7 +406,7 @@ def test_with_redis_down_requests_go_on_under_a_local_limit(
         sleep=fake_time.sleep,
     )
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=20, burst=2)
+    limit = BucketLimit(per_second=5)
     limiter.acquire(account=account, limit=limit, max_wait=0)
     assert private_redis.running
 
@@ -373,8 +418,8 @@ def test_with_redis_down_requests_go_on_under_a_local_limit(
     warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
     assert len(warnings) == 1  # once per outage, not once per request
     assert "Requests are not blocked" in warnings[0].getMessage()
-    # Still limited, locally: a burst of 2, then one every 50 ms.
-    assert fake_time.sleeps == [pytest.approx(0.05)] * 10
+    # Still limited, locally, by the same rule: 5 at once, then 5 a second later, then 2.
+    assert fake_time.sleeps == [1.0, 1.0]
 
     # Redis comes back (tried again after redis_retry_after, on the real clock).
     private_redis.start()
@@ -383,7 +428,7 @@ def test_with_redis_down_requests_go_on_under_a_local_limit(
         limiter.acquire(account=account, limit=limit, max_wait=2)
     assert any("reachable again" in r.getMessage() for r in caplog.records)
     client = redis.Redis.from_url(private_redis.url(3))
-    assert client.exists(f"stripe-rate-limit:{account}:tat") == 1
+    assert client.llen(f"stripe-rate-limit:{account}:log") == 1  # restarted empty: today's slot
     client.close()
     limiter.close()
 
@@ -460,16 +505,13 @@ def _client(
     return client, http_client
 
 
-def _slots_taken(key_prefix: str, key: str, limit: BucketLimit) -> int:
-    """Slots reserved so far for a slow account (TAT minus Redis's now, in intervals)."""
+def _slots_taken(key_prefix: str, key: str) -> int:
+    """Slots reserved so far for an account (the length of its log)."""
     client = redis.Redis.from_url(settings.STRIPE_RATE_LIMIT_REDIS_URL)
     try:
-        raw = client.get(f"{key_prefix}:{account_fingerprint(key)}:tat")
-        seconds, micros = client.time()
+        return int(client.llen(f"{key_prefix}:{account_fingerprint(key)}:log"))
     finally:
         client.close()
-    assert raw is not None
-    return round((int(raw) - (seconds * 1_000_000 + micros)) / limit.interval_micros)
 
 
 def test_every_attempt_including_stripe_pythons_retries_takes_a_slot(
@@ -478,21 +520,21 @@ def test_every_attempt_including_stripe_pythons_retries_takes_a_slot(
     key = _new_key()
     script: list[tuple[int, dict[str, str], Body]] = [(500, {}, SERVER_ERROR), (200, {}, CUSTOMER)]
     with _ScriptedStripe(script) as server:
-        limit = BucketLimit(per_second=0.001, burst=5)
+        limit = BucketLimit(per_second=5)
         client, _ = _client(server, limiter, key=key, limit=limit)
 
         customer = client.v1.customers.retrieve("cus_123")
 
     assert customer.id == "cus_123"
     assert server.requests == ["/v1/customers/cus_123"] * 2  # stripe-python retried the 500
-    assert _slots_taken(key_prefix, key, limit) == 2  # one slot per attempt
+    assert _slots_taken(key_prefix, key) == 2  # one slot per attempt
 
 
 def test_a_retry_without_a_slot_is_not_sent(limiter: StripeRateLimiter) -> None:
     key = _new_key()
     with _ScriptedStripe([(500, {}, SERVER_ERROR), (200, {}, CUSTOMER)]) as server:
         client, _ = _client(
-            server, limiter, key=key, limit=BucketLimit(per_second=0.001, burst=1), max_wait=0.2
+            server, limiter, key=key, limit=BucketLimit(per_second=0.001), max_wait=0.2
         )
 
         with pytest.raises(RateLimitWaitExceeded):
@@ -506,7 +548,7 @@ def test_a_429_pauses_the_account_for_every_worker_as_long_as_stripe_asks(
 ) -> None:
     key = _new_key()
     with _ScriptedStripe([(429, {"Retry-After": "3"}, RATE_LIMITED)]) as server:
-        client, _ = _client(server, limiter, key=key, limit=BucketLimit(per_second=100, burst=10))
+        client, _ = _client(server, limiter, key=key, limit=BucketLimit(per_second=100))
 
         with pytest.raises(stripe.RateLimitError):
             client.v1.customers.retrieve("cus_123")
@@ -524,7 +566,7 @@ def test_a_429_pauses_the_account_for_every_worker_as_long_as_stripe_asks(
 def test_a_lock_timeout_429_does_not_pause_the_account(limiter: StripeRateLimiter) -> None:
     key = _new_key()
     with _ScriptedStripe([(429, {}, LOCK_TIMEOUT)]) as server:
-        client, _ = _client(server, limiter, key=key, limit=BucketLimit(per_second=100, burst=10))
+        client, _ = _client(server, limiter, key=key, limit=BucketLimit(per_second=100))
 
         with pytest.raises(stripe.RateLimitError):
             client.v1.customers.retrieve("cus_123")

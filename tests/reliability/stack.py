@@ -50,7 +50,6 @@ def stack_environment(redis_server: RedisServer, **overrides: str) -> dict[str, 
         "TASK_RETRY_BACKOFF_MAX_SECONDS": str(RETRY_BACKOFF_MAX),
         # The emulator enforces no rate here; the limiter still runs (through the private Redis).
         "STRIPE_RATE_LIMIT_TEST_PER_SECOND": "400",
-        "STRIPE_RATE_LIMIT_TEST_BURST": "40",
         "STRIPE_RATE_LIMIT_MAX_WAIT_SECONDS": "1",
         # The beat's recovery: approved POs idle this long are resumed, recorded events re-queued.
         # Shorter than the time a backlog takes to drain, each tick would queue every waiting PO

@@ -12,10 +12,9 @@ from invoicing.services.rate_limit import BucketLimit, StripeRateLimiter
 
 
 def reserve_many(
-    redis_url: str, key_prefix: str, account: str, per_second: float, burst: int, count: int,
-    threads: int,
-) -> list[float]:  # fmt: skip
-    """Reserve ``count`` slots from ``threads`` threads; return each slot's time (wall clock).
+    redis_url: str, key_prefix: str, account: str, per_second: float, count: int, threads: int,
+) -> list[int]:  # fmt: skip
+    """Reserve ``count`` slots from ``threads`` threads; each slot's time (µs, wall clock).
 
     The limiter is given the wall clock (shared by every process on the machine) instead of
     Redis's, frozen per thread around each call, so a slot's time is exactly the ``now`` the
@@ -26,8 +25,8 @@ def reserve_many(
     limiter = StripeRateLimiter(
         redis_url=redis_url, key_prefix=key_prefix, clock=lambda: float(frozen.now)
     )
-    limit = BucketLimit(per_second=per_second, burst=burst)
-    slots: list[float] = []
+    limit = BucketLimit(per_second=per_second)
+    slots: list[int] = []
     lock = threading.Lock()
 
     def work(share: int) -> None:
@@ -36,7 +35,7 @@ def reserve_many(
             wait = limiter.reserve(account=account, limit=limit, max_wait=3600)
             assert wait is not None
             with lock:
-                slots.append(frozen.now + wait)
+                slots.append(round(frozen.now * 1_000_000) + round(wait * 1_000_000))
 
     shares = [count // threads + (1 if i < count % threads else 0) for i in range(threads)]
     workers = [threading.Thread(target=work, args=(share,)) for share in shares]
