@@ -59,7 +59,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "BucketLimit",
+    "AccountLimit",
     "RateLimitWaitExceeded",
     "RateLimitedRequestsClient",
     "StripeRateLimiter",
@@ -156,15 +156,14 @@ def is_live_key(secret_key: str) -> bool:
 
 
 @dataclass(frozen=True)
-class BucketLimit:
+class AccountLimit:
     """An account's limit: ``per_second`` requests in any window of 1 s plus ``slack``.
 
     A whole number of requests per window is what a log can count: from 1/s up, at most
     ``floor(per_second)`` requests in any ``1 + slack`` seconds; below 1/s, one request per
     ``1/per_second + slack`` seconds. The slack is for requests that reach Stripe later than
     their slot: Stripe counts arrivals, and a request of the previous window that arrives late
-    must not share Stripe's second with the next window's, which may all arrive on time. The
-    name is kept from the token bucket this used to be.
+    must not share Stripe's second with the next window's, which may all arrive on time.
     """
 
     per_second: float
@@ -192,12 +191,12 @@ class BucketLimit:
         return max(1, math.ceil(self.window * _MICROS))
 
 
-def limit_for_key(secret_key: str) -> BucketLimit:
+def limit_for_key(secret_key: str) -> AccountLimit:
     """The configured limit for the key's mode (live or test)."""
     slack: float = settings.STRIPE_RATE_LIMIT_WINDOW_SLACK_SECONDS
     if is_live_key(secret_key):
-        return BucketLimit(per_second=settings.STRIPE_RATE_LIMIT_LIVE_PER_SECOND, slack=slack)
-    return BucketLimit(per_second=settings.STRIPE_RATE_LIMIT_TEST_PER_SECOND, slack=slack)
+        return AccountLimit(per_second=settings.STRIPE_RATE_LIMIT_LIVE_PER_SECOND, slack=slack)
+    return AccountLimit(per_second=settings.STRIPE_RATE_LIMIT_TEST_PER_SECOND, slack=slack)
 
 
 def window_reserve(
@@ -255,7 +254,7 @@ class _LocalSchedule:
         self._logs: dict[str, list[float]] = {}
         self._cooldown_until: dict[str, float] = {}
 
-    def reserve(self, account: str, limit: BucketLimit, max_wait: float) -> float | None:
+    def reserve(self, account: str, limit: AccountLimit, max_wait: float) -> float | None:
         """Reserve a slot and return the seconds until it, or None when it is too far away."""
         with self._lock:
             new_log, wait = window_reserve(
@@ -347,7 +346,7 @@ class StripeRateLimiter:
 
     # -- the API ---------------------------------------------------------------------------
 
-    def reserve(self, *, account: str, limit: BucketLimit, max_wait: float) -> float | None:
+    def reserve(self, *, account: str, limit: AccountLimit, max_wait: float) -> float | None:
         """Reserve the account's next slot; return the seconds until it (0: send now).
 
         Returns None, reserving nothing, when the next slot is more than ``max_wait`` away.
@@ -371,7 +370,7 @@ class StripeRateLimiter:
                 return int(wait_us) / _MICROS if int(reserved) else None
         return self._local.reserve(account, limit, max_wait)
 
-    def acquire(self, *, account: str, limit: BucketLimit, max_wait: float) -> float:
+    def acquire(self, *, account: str, limit: AccountLimit, max_wait: float) -> float:
         """Reserve a slot and sleep until it; return the seconds waited.
 
         Raises:
@@ -482,7 +481,7 @@ class RateLimitedRequestsClient(stripe.RequestsClient):
         *,
         limiter: StripeRateLimiter,
         account: str,
-        limit: BucketLimit,
+        limit: AccountLimit,
         max_wait: float,
         cooldown: float,
         timeout: float,

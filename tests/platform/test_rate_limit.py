@@ -24,7 +24,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from invoicing.services.rate_limit import (
-    BucketLimit,
+    AccountLimit,
     RateLimitedRequestsClient,
     RateLimitWaitExceeded,
     StripeRateLimiter,
@@ -116,7 +116,7 @@ def _micros(seconds: float) -> int:
     return round(seconds * 1_000_000)
 
 
-def _slot(limiter: StripeRateLimiter, fake: FakeTime, account: str, limit: BucketLimit,
+def _slot(limiter: StripeRateLimiter, fake: FakeTime, account: str, limit: AccountLimit,
           max_wait: float = 3600) -> int | None:  # fmt: skip
     """Reserve one slot at the current fake instant: its time in microseconds (the script's)."""
     wait = limiter.reserve(account=account, limit=limit, max_wait=max_wait)
@@ -162,14 +162,14 @@ def test_the_defaults_never_let_one_second_exceed_stripes_limits() -> None:
 
 
 def test_a_limit_is_a_whole_count_per_window() -> None:
-    assert (BucketLimit(per_second=7.9).count, BucketLimit(per_second=7.9).window) == (7, 1.0)
-    assert (BucketLimit(per_second=0.5).count, BucketLimit(per_second=0.5).window) == (1, 2.0)
-    assert BucketLimit(per_second=0.001).window_micros == 1_000_000_000
-    assert BucketLimit(per_second=3, slack=0.25).window_micros == 1_250_000
+    assert (AccountLimit(per_second=7.9).count, AccountLimit(per_second=7.9).window) == (7, 1.0)
+    assert (AccountLimit(per_second=0.5).count, AccountLimit(per_second=0.5).window) == (1, 2.0)
+    assert AccountLimit(per_second=0.001).window_micros == 1_000_000_000
+    assert AccountLimit(per_second=3, slack=0.25).window_micros == 1_250_000
     with pytest.raises(ValueError, match="Rate"):
-        BucketLimit(per_second=0)
+        AccountLimit(per_second=0)
     with pytest.raises(ValueError, match="slack"):
-        BucketLimit(per_second=1, slack=1.0)
+        AccountLimit(per_second=1, slack=1.0)
 
 
 # -- the shared sliding window ----------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_the_redis_script_reserves_exactly_what_the_reference_says(
     timed_limiter: StripeRateLimiter, fake_time: FakeTime
 ) -> None:
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=5)
+    limit = AccountLimit(per_second=5)
     window = limit.window_micros / 1_000_000  # the script counts whole microseconds
     rng = random.Random(7)
     log: list[float] = []
@@ -279,7 +279,7 @@ def test_a_saturated_account_never_has_more_than_its_count_in_any_window(
 def test_slots_are_shared_by_processes_and_threads(key_prefix: str) -> None:
     """Six workers in three processes reserve from one log: never more than L in a window."""
     per_second, processes, threads, each = 40.0, 3, 2, 60
-    limit = BucketLimit(per_second=per_second)
+    limit = AccountLimit(per_second=per_second)
     account = account_fingerprint(_new_key())
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes) as pool:
@@ -303,7 +303,7 @@ def test_a_refused_reservation_takes_nothing(
     timed_limiter: StripeRateLimiter, fake_time: FakeTime
 ) -> None:
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=2)
+    limit = AccountLimit(per_second=2)
     assert timed_limiter.reserve(account=account, limit=limit, max_wait=0) == 0
     assert timed_limiter.reserve(account=account, limit=limit, max_wait=0) == 0
 
@@ -324,7 +324,7 @@ def test_acquire_sleeps_once_until_its_slot(
     timed_limiter: StripeRateLimiter, fake_time: FakeTime
 ) -> None:
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=1)
+    limit = AccountLimit(per_second=1)
     assert timed_limiter.acquire(account=account, limit=limit, max_wait=0) == 0
     assert timed_limiter.reserve(account=account, limit=limit, max_wait=5) == 1.0
 
@@ -341,7 +341,7 @@ def test_a_429_cooldown_is_shared_by_every_worker(key_prefix: str, fake_time: Fa
         redis_url=url, key_prefix=key_prefix, clock=fake_time.clock, sleep=fake_time.sleep
     )
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=3)
+    limit = AccountLimit(per_second=3)
     start = _micros(fake_time.now)
     try:
         first.report_rate_limited(account=account, cooldown=1.5)
@@ -372,7 +372,7 @@ def test_a_caller_whose_slot_falls_in_a_new_cooldown_waits_it_out(
 ) -> None:
     url = settings.STRIPE_RATE_LIMIT_REDIS_URL
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=1)
+    limit = AccountLimit(per_second=1)
     other_worker = StripeRateLimiter(redis_url=url, key_prefix=key_prefix, clock=fake_time.clock)
 
     def sleep_while_another_worker_gets_a_429(seconds: float) -> None:
@@ -406,7 +406,7 @@ def test_with_redis_down_requests_go_on_under_a_local_limit(
         sleep=fake_time.sleep,
     )
     account = account_fingerprint(_new_key())
-    limit = BucketLimit(per_second=5)
+    limit = AccountLimit(per_second=5)
     limiter.acquire(account=account, limit=limit, max_wait=0)
     assert private_redis.running
 
@@ -488,7 +488,7 @@ LOCK_TIMEOUT: Body = {
 
 
 def _client(
-    server: _ScriptedStripe, limiter: StripeRateLimiter, *, key: str, limit: BucketLimit,
+    server: _ScriptedStripe, limiter: StripeRateLimiter, *, key: str, limit: AccountLimit,
     max_wait: float = 5.0,
 ) -> tuple[stripe.StripeClient, RateLimitedRequestsClient]:  # fmt: skip
     http_client = RateLimitedRequestsClient(
@@ -520,7 +520,7 @@ def test_every_attempt_including_stripe_pythons_retries_takes_a_slot(
     key = _new_key()
     script: list[tuple[int, dict[str, str], Body]] = [(500, {}, SERVER_ERROR), (200, {}, CUSTOMER)]
     with _ScriptedStripe(script) as server:
-        limit = BucketLimit(per_second=5)
+        limit = AccountLimit(per_second=5)
         client, _ = _client(server, limiter, key=key, limit=limit)
 
         customer = client.v1.customers.retrieve("cus_123")
@@ -534,7 +534,7 @@ def test_a_retry_without_a_slot_is_not_sent(limiter: StripeRateLimiter) -> None:
     key = _new_key()
     with _ScriptedStripe([(500, {}, SERVER_ERROR), (200, {}, CUSTOMER)]) as server:
         client, _ = _client(
-            server, limiter, key=key, limit=BucketLimit(per_second=0.001), max_wait=0.2
+            server, limiter, key=key, limit=AccountLimit(per_second=0.001), max_wait=0.2
         )
 
         with pytest.raises(RateLimitWaitExceeded):
@@ -548,7 +548,7 @@ def test_a_429_pauses_the_account_for_every_worker_as_long_as_stripe_asks(
 ) -> None:
     key = _new_key()
     with _ScriptedStripe([(429, {"Retry-After": "3"}, RATE_LIMITED)]) as server:
-        client, _ = _client(server, limiter, key=key, limit=BucketLimit(per_second=100))
+        client, _ = _client(server, limiter, key=key, limit=AccountLimit(per_second=100))
 
         with pytest.raises(stripe.RateLimitError):
             client.v1.customers.retrieve("cus_123")
@@ -566,7 +566,7 @@ def test_a_429_pauses_the_account_for_every_worker_as_long_as_stripe_asks(
 def test_a_lock_timeout_429_does_not_pause_the_account(limiter: StripeRateLimiter) -> None:
     key = _new_key()
     with _ScriptedStripe([(429, {}, LOCK_TIMEOUT)]) as server:
-        client, _ = _client(server, limiter, key=key, limit=BucketLimit(per_second=100))
+        client, _ = _client(server, limiter, key=key, limit=AccountLimit(per_second=100))
 
         with pytest.raises(stripe.RateLimitError):
             client.v1.customers.retrieve("cus_123")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
-from invoicing.services.rate_limit import BucketLimit, StripeRateLimiter
+from invoicing.services.rate_limit import AccountLimit, StripeRateLimiter
 
 
 def reserve_many(
@@ -25,7 +25,7 @@ def reserve_many(
     limiter = StripeRateLimiter(
         redis_url=redis_url, key_prefix=key_prefix, clock=lambda: float(frozen.now)
     )
-    limit = BucketLimit(per_second=per_second)
+    limit = AccountLimit(per_second=per_second)
     slots: list[int] = []
     lock = threading.Lock()
 
