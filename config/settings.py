@@ -125,6 +125,11 @@ STRIPE_TIMEOUT_SECONDS = env_float("STRIPE_TIMEOUT_SECONDS", 20.0, minimum=1.0)
 # Largest webhook body accepted; Stripe's events are far smaller.
 STRIPE_WEBHOOK_MAX_BODY_BYTES = env_int("STRIPE_WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1)
+# How long each web process keeps a conference's webhook secrets (0: read them on every delivery).
+# Other processes see a deactivation or a new signing secret within this time.
+STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = env_float(
+    "STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS", 10.0, minimum=0.0
+)
 
 # --- Celery -----------------------------------------------------------------------------------
 # Every CELERY_* name configures the app (config/celery.py reads them with namespace="CELERY").

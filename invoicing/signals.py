@@ -1,5 +1,7 @@
 """Approval queues the invoice: whatever path sets a PO to ``approved``, one task, after commit.
 
+(Also: a conference saved or deleted here is forgotten by the webhook view's per-process copy.)
+
 Paths into ``approved``: :func:`purchase_orders.approve_purchase_order` (also behind the admin's
 action and edit form) and any plain ``save()`` of a PO whose status became ``approved``. The status
 the instance was loaded with (``PurchaseOrder._loaded_status``, kept by ``from_db``,
@@ -21,11 +23,11 @@ from functools import partial
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_save
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from invoicing.logging import log_state_change
-from invoicing.models import PurchaseOrder
+from invoicing.models import Conference, PurchaseOrder
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +73,12 @@ def queue_invoice_on_approval(
     transaction.on_commit(
         partial(_queue_invoice_creation, instance.pk, instance.reference), robust=True
     )
+
+
+@receiver(post_save, sender=Conference, dispatch_uid="invoicing.forget_webhook_conference_saved")
+@receiver(post_delete, sender=Conference, dispatch_uid="invoicing.forget_webhook_conference_gone")
+def forget_webhook_conference(**_: Any) -> None:
+    """A conference saved or deleted here: the webhook view reads it afresh in this process."""
+    from invoicing.services.stripe_events import forget_webhook_conferences
+
+    forget_webhook_conferences()

@@ -1,8 +1,9 @@
 """``POST /stripe/webhooks/<conference_slug>/``: verify, record, queue. Nothing else.
 
 The view never calls Stripe and never processes an event: it checks the signature with the secret
-of the conference in the URL, stores the event in the inbox (one INSERT) and queues it after the
-commit (one publish). Answers, as Stripe reads them (it retries anything but 2xx):
+of the conference in the URL, stores the event in the inbox (one INSERT) and hands it to this
+process's publisher thread, which queues it without making the answer wait for the broker.
+Answers, as Stripe reads them (it retries anything but 2xx):
 
 - 200: recorded (or a duplicate of a recorded event: nothing added). Also when the broker is down:
   the event is durable, and the beat queues it once the broker is back.
@@ -27,7 +28,6 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from invoicing.models import Conference
 from invoicing.services import stripe_events
 
 logger = logging.getLogger(__name__)
@@ -97,11 +97,7 @@ def _error(status: int, message: str) -> JsonResponse:
 @require_POST
 def stripe_webhook(request: HttpRequest, conference_slug: str) -> JsonResponse:
     """Receive one Stripe event for one conference (see the module docstring for the answers)."""
-    conference = (
-        Conference.objects.filter(slug=conference_slug, is_active=True)
-        .only("pk", "slug", "is_active", "stripe_secret_key", "stripe_webhook_secret")
-        .first()
-    )
+    conference = stripe_events.webhook_conference(slug=conference_slug)
     if conference is None:
         logger.warning("webhook for unknown or inactive conference %r refused", conference_slug)
         return _error(404, "No active conference here.")

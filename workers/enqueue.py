@@ -17,13 +17,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from celery import Celery, Task
 from django.conf import settings
 from kombu.pools import ProducerPool
 
 logger = logging.getLogger(__name__)
+
+_Item = TypeVar("_Item")
 
 _pools: dict[tuple[int, str], ProducerPool] = {}
 _pools_lock = threading.Lock()
@@ -77,3 +80,60 @@ def close_pools() -> None:
         _pools.clear()
     for pool in pools:
         pool.connections.force_close_all()
+
+
+class Batcher(Generic[_Item]):
+    """Hands submitted items to ``flush`` from one background thread per process, in batches.
+
+    ``submit`` only appends and returns: the caller (a web request) never waits for the broker.
+    The thread flushes whatever arrived while its previous flush ran, so a lone item goes alone,
+    at once, and a burst shares a few flushes instead of paying one each. It starts on the first
+    submit in each process (a forked child starts its own), and is a daemon: :meth:`drain` at
+    exit publishes what is pending.
+
+    ``flush`` must not raise (it is logged if it does): every item it is given is recorded
+    elsewhere and recovered from there if its batch is lost.
+    """
+
+    def __init__(self, flush: Callable[[list[_Item]], object], *, name: str) -> None:
+        self._flush = flush
+        self._name = name
+        self._condition = threading.Condition()
+        self._pending: list[_Item] = []
+        self._busy = False
+        self._pid: int | None = None
+
+    def submit(self, item: _Item) -> None:
+        """Queue ``item`` for the next flush; never blocks on the flush, never raises."""
+        with self._condition:
+            if self._pid != os.getpid():  # first use here, or a forked child of a process using it
+                self._pending, self._busy, self._pid = [], False, os.getpid()
+                threading.Thread(target=self._run, name=self._name, daemon=True).start()
+            self._pending.append(item)
+            self._condition.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until everything submitted so far is flushed; False if ``timeout`` passed first."""
+        with self._condition:
+            if self._pid != os.getpid():
+                return True  # nothing was submitted in this process
+            return self._condition.wait_for(
+                lambda: not self._pending and not self._busy, timeout=timeout
+            )
+
+    def _run(self) -> None:
+        from django.db import connections
+
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: bool(self._pending))
+                batch, self._pending, self._busy = self._pending, [], True
+            try:
+                self._flush(batch)
+            except Exception:  # the items are recorded; their recovery does not need us
+                logger.exception("flushing %s queued item(s) failed", len(batch))
+            finally:
+                connections.close_all()  # a flush that wrote to the database used its own
+                with self._condition:
+                    self._busy = False
+                    self._condition.notify_all()

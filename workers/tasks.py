@@ -243,6 +243,12 @@ def process_stripe_event(
         raise self.retry(countdown=result.retry_in, args=(stripe_event_id,), kwargs={})
 
 
+@shared_task(name="workers.tasks.queue_stripe_events")
+def queue_stripe_events(stripe_event_ids: list[int]) -> int:
+    """Queue one ``process_stripe_event`` per inbox row of a batch the webhook published at once."""
+    return stripe_events.queue_stripe_events(stripe_event_ids=stripe_event_ids)
+
+
 @shared_task(name="workers.tasks.reenqueue_pending_stripe_events")
 def reenqueue_pending_stripe_events() -> int:
     """Beat: queue again events recorded but not processed (lost messages, dead workers)."""

@@ -5,11 +5,13 @@ Receiving (the webhook view, nothing else):
 1. :func:`verify_webhook` checks the ``Stripe-Signature`` header against the raw body with the
    secret of the conference in the URL (Stripe's 300 s tolerance), then that the body is a Stripe
    event whose ``livemode`` matches the conference's key. A :class:`WebhookRejected` stores nothing.
-2. :func:`record_stripe_event` inserts the inbox row: one INSERT, unique on the Stripe event id, so
-   a duplicate delivery adds nothing (in the view, the INSERT is its own transaction: no BEGIN and
-   COMMIT round trips). After the commit it queues ``process_stripe_event`` through
-   :mod:`workers.enqueue` (one publish, short timeouts, no retry). If the broker does not take it,
-   the row is already durable and is made due for :func:`reenqueue_pending_stripe_events`.
+2. :func:`record_stripe_event` inserts the inbox row: one ``INSERT ... ON CONFLICT DO NOTHING``,
+   unique on the Stripe event id, so a duplicate delivery adds nothing (in the view, the INSERT is
+   its own transaction: no BEGIN and COMMIT round trips). After the commit it queues the row
+   through :mod:`workers.enqueue` (short timeouts, no retry): alone, ``process_stripe_event``; rows
+   that other threads of the process record at the same moment share one ``queue_stripe_events``
+   message, which the worker fans out (:func:`publish_recorded_event`). If the broker does not
+   take it, the row is already durable and is made due for :func:`reenqueue_pending_stripe_events`.
 
 Processing (the worker):
 
@@ -29,28 +31,33 @@ idempotent anyway (the ledger's own rule), so "at least once" everywhere adds up
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.utils import timezone
 
 from invoicing.models import Conference, StripeEvent
 from invoicing.retry import backoff_seconds, describe_error, is_transient
 from invoicing.services.stripe_invoicing import EventOutcome, handle_invoice_event
+from workers.enqueue import Batcher
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 EventStatus = StripeEvent.Status
 
@@ -74,6 +81,104 @@ class WebhookRejected(ValueError):
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise WebhookRejected(message)
+
+
+def webhook_conference(*, slug: str) -> Conference | None:
+    """The active conference a webhook URL names, with what the check needs (its two secrets).
+
+    Kept per process for ``STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS`` (0: read every time): a
+    delivery then costs one database round trip (its INSERT), not two. Saving a conference in
+    this process forgets it at once (``invoicing.signals``); other processes see a deactivation
+    or a new signing secret within that time. Stripe's own secret roll keeps the old secret valid
+    meanwhile, and an event refused for a stale secret is resent by Stripe.
+
+    Read with one plain SELECT of five columns, turned into a ``Conference`` as the ORM would (the
+    secrets decrypted by their field): the ORM's query building cost the view more CPU than the
+    query itself. Unknown and inactive slugs are not kept.
+    """
+    ttl: float = settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS
+    if ttl > 0:
+        cached = _webhook_conferences.get(slug)
+        if cached is not None and time.monotonic() - cached[0] < ttl:
+            return cached[1]
+    found = _without_health_check_round_trip(partial(_select_conference, slug=slug))
+    if found is None:
+        return None
+    connection = transaction.get_connection()
+    values = []
+    for model_field, value in zip(_CONFERENCE_FIELDS, found, strict=True):
+        column = model_field.get_col(Conference._meta.db_table)
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        for convert in converters:
+            value = convert(value, column, connection)
+        values.append(value)
+    conference = Conference.from_db(
+        connection.alias, [f.attname for f in _CONFERENCE_FIELDS], values
+    )
+    if ttl > 0:
+        _webhook_conferences[slug] = (time.monotonic(), conference)
+    return conference
+
+
+def forget_webhook_conferences() -> None:
+    """Drop this process's kept conferences (a conference was saved or deleted here)."""
+    _webhook_conferences.clear()
+
+
+# slug -> (monotonic time read, the conference). Read-only once kept: threads share them.
+_webhook_conferences: dict[str, tuple[float, Conference]] = {}
+
+
+def _without_health_check_round_trip(run: Callable[[BaseDatabaseWrapper], _T]) -> _T:
+    """Run a query of the view without Django's per-request health check before it.
+
+    ``CONN_HEALTH_CHECKS`` costs a ``SELECT 1`` round trip per request; here the query itself is
+    the check: a connection that died since the last request fails it, and outside a caller's
+    transaction it is replaced and the query runs once more. (An INSERT whose commit reached the
+    server just before the connection died finds its row on the second run: the event is then
+    answered as a duplicate, and the beat queues it.)
+    """
+    connection = transaction.get_connection()
+    if connection.in_atomic_block:
+        return run(connection)
+    connection.health_check_done = True
+    try:
+        return run(connection)
+    except (OperationalError, InterfaceError) as error:
+        logger.warning("database connection lost (%s); reconnecting once", type(error).__name__)
+        connection.close()
+        return run(connection)
+
+
+def _select_conference(connection: BaseDatabaseWrapper, *, slug: str) -> tuple[Any, ...] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_conference_sql(connection), [slug, True])
+        found: tuple[Any, ...] | None = cursor.fetchone()
+    return found
+
+
+# In the model's field order, as Model.from_db expects them.
+_CONFERENCE_FIELDS = [
+    model_field
+    for model_field in Conference._meta.concrete_fields
+    if model_field.name in {"id", "slug", "is_active", "stripe_secret_key", "stripe_webhook_secret"}
+]
+_CONFERENCE_SQL: dict[str, str] = {}
+
+
+def _conference_sql(connection: BaseDatabaseWrapper) -> str:
+    sql = _CONFERENCE_SQL.get(connection.vendor)
+    if sql is None:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(model_field.column) for model_field in _CONFERENCE_FIELDS)
+        meta = Conference._meta
+        # Identifiers from the model, quoted by the backend; the values are parameters.
+        sql = _CONFERENCE_SQL[connection.vendor] = (
+            f"SELECT {columns} FROM {quote(meta.db_table)} "  # noqa: S608
+            f"WHERE {quote(meta.get_field('slug').column)} = %s "
+            f"AND {quote(meta.get_field('is_active').column)} = %s"
+        )
+    return sql
 
 
 def verify_webhook(
@@ -184,20 +289,20 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _depth_within(value: Any, limit: int) -> bool:
-    """Whether no container in ``value`` is nested deeper than ``limit`` (iteratively)."""
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict):
-            children: Iterable[Any] = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
+def _depth_within(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether no container in ``value`` is nested deeper than ``limit`` (level by level, without
+    recursion, looking only at containers)."""
+    level: list[Any] = [value]
+    depth = 1
+    while level:
         if depth > limit:
             return False
-        pending.extend((child, depth + 1) for child in children)
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            below.extend(child for child in children if isinstance(child, dict | list))
+        level = below
+        depth += 1
     return True
 
 
@@ -241,23 +346,15 @@ def record_stripe_event(*, conference: Conference, event: Mapping[str, Any]) -> 
         # If the message never reaches a worker, the beat queues the event again from this time.
         next_attempt_at=now + timedelta(seconds=settings.STRIPE_EVENT_REENQUEUE_AFTER_SECONDS),
     )
-    try:
-        if transaction.get_connection().in_atomic_block:
-            # A caller's transaction: a savepoint, so a duplicate does not break it.
-            with transaction.atomic():
-                row.save(force_insert=True)
-        else:
-            # Autocommit: the INSERT is its own transaction, committed when it returns. One round
-            # trip instead of BEGIN, INSERT, COMMIT: the view's answer waits for each of them.
-            row.save(force_insert=True)
-    except IntegrityError:
+    pk = _insert_unless_recorded(row)
+    if pk is None:
         existing = (
             StripeEvent.objects.filter(stripe_event_id=row.stripe_event_id)
             .only("pk", "conference_id", "status", "stripe_event_id")
             .first()
         )
-        if existing is None:
-            raise
+        if existing is None:  # pragma: no cover - the conflicting row was deleted meanwhile
+            raise IntegrityError(f"stripe event {row.stripe_event_id} conflicts with no row")
         if existing.conference_id != conference.pk:
             # Stripe's event ids are global: two conferences share one Stripe account. The event
             # stays with the conference that recorded it; reconciliation covers the other one.
@@ -277,7 +374,7 @@ def record_stripe_event(*, conference: Conference, event: Mapping[str, Any]) -> 
             )
         return RecordedEvent(stripe_event=existing, created=False)
     # Committed (autocommit) or not yet (a caller's transaction): runs now, or after that commit.
-    transaction.on_commit(partial(enqueue_stripe_event, row.pk), robust=True)
+    transaction.on_commit(partial(publish_recorded_event, pk), robust=True)
     logger.info(
         "stripe event %s (%s) for conference %s: recorded",
         row.stripe_event_id,
@@ -287,6 +384,106 @@ def record_stripe_event(*, conference: Conference, event: Mapping[str, Any]) -> 
     return RecordedEvent(stripe_event=row, created=True)
 
 
+def _insert_unless_recorded(row: StripeEvent) -> int | None:
+    """``INSERT ... ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id``: the new row's pk, or
+    None when the event is already recorded.
+
+    The webhook's one write, in one statement and one round trip: outside a transaction it commits
+    on its own (no BEGIN/COMMIT), inside a caller's it needs no savepoint (a duplicate is not an
+    error). Written without the ORM's insert compiler, which cost more CPU than the rest of the
+    view (tests/benchmarks/README.md, webhook ingest); each value still goes through its field's
+    ``pre_save`` and ``get_db_prep_save``, as ``Model.save()`` does.
+    """
+
+    def insert(connection: BaseDatabaseWrapper) -> tuple[Any, ...] | None:
+        values = [
+            model_field.get_db_prep_save(model_field.pre_save(row, True), connection)
+            for model_field in _INSERT_FIELDS
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(_insert_sql(connection), values)
+            found: tuple[Any, ...] | None = cursor.fetchone()
+        return found
+
+    inserted = _without_health_check_round_trip(insert)
+    connection = transaction.get_connection()
+    if inserted is None:
+        return None
+    row.pk = int(inserted[0])
+    row._state.adding = False
+    row._state.db = connection.alias
+    return row.pk
+
+
+# Every column but the primary key, in the model's order.
+_INSERT_FIELDS = [
+    model_field
+    for model_field in StripeEvent._meta.local_concrete_fields
+    if not model_field.primary_key
+]
+
+
+def _insert_sql(connection: BaseDatabaseWrapper) -> str:
+    sql = _INSERT_SQL.get(connection.vendor)
+    if sql is None:
+        quote = connection.ops.quote_name
+        meta = StripeEvent._meta
+        columns = ", ".join(quote(model_field.column) for model_field in _INSERT_FIELDS)
+        # Identifiers from the model, quoted by the backend; the values are parameters.
+        sql = _INSERT_SQL[connection.vendor] = (
+            f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))}) "
+            f"ON CONFLICT ({quote(meta.get_field('stripe_event_id').column)}) DO NOTHING "
+            f"RETURNING {quote(meta.pk.column)}"
+        )
+    return sql
+
+
+_INSERT_SQL: dict[str, str] = {}
+
+
+def publish_recorded_event(stripe_event_pk: int) -> None:
+    """Queue a newly recorded row (the webhook's on-commit hook): hand it to this process's
+    publisher thread and return at once (:class:`workers.enqueue.Batcher`).
+
+    Publishing cost the view more CPU than verifying and recording together, and under load it
+    capped the webhook's throughput: the thread publishes rows that arrive while it is busy in one
+    message, and the answer to Stripe no longer waits for the broker. A row whose message is lost
+    with the process is still recorded: the beat re-enqueues it.
+    """
+    _recorded_events.submit(stripe_event_pk)
+
+
+def wait_for_published(timeout: float) -> bool:
+    """Wait until this process has published (or made due) every row it recorded so far."""
+    return _recorded_events.drain(timeout)
+
+
+def queue_recorded_events(stripe_event_pks: list[int]) -> None:
+    """One row: its processing task, as before. Several: one message that the worker fans out."""
+    if len(stripe_event_pks) == 1:
+        enqueue_stripe_event(stripe_event_pks[0])
+        return
+    from workers.enqueue import enqueue
+    from workers.tasks import queue_stripe_events as fan_out_task
+
+    if not enqueue(fan_out_task, stripe_event_pks):
+        _make_due(stripe_event_pks)
+
+
+_recorded_events: Batcher[int] = Batcher(queue_recorded_events, name="stripe-event-publisher")
+# A process that exits (gunicorn's graceful restart) first publishes what it recorded.
+atexit.register(wait_for_published, 5.0)
+
+
+def queue_stripe_events(*, stripe_event_ids: list[int]) -> int:
+    """Queue one processing task per row: the worker's half of a batch published as one message.
+
+    Returns how many were queued; the others were made due for the beat's re-enqueue.
+    """
+    return sum(enqueue_stripe_event(pk) for pk in stripe_event_ids)
+
+
 def enqueue_stripe_event(stripe_event_pk: int) -> bool:
     """Queue the processing of one inbox row; if the broker refuses, make it due for the beat."""
     from workers.enqueue import enqueue
@@ -294,15 +491,22 @@ def enqueue_stripe_event(stripe_event_pk: int) -> bool:
 
     if enqueue(process_task, stripe_event_pk):
         return True
+    _make_due([stripe_event_pk])
+    return False
+
+
+def _make_due(stripe_event_pks: list[int]) -> None:
+    """Rows whose message the broker did not take: due for the beat's re-enqueue at once."""
     try:
-        StripeEvent.objects.filter(pk=stripe_event_pk, status=EventStatus.PENDING).update(
+        StripeEvent.objects.filter(pk__in=stripe_event_pks, status=EventStatus.PENDING).update(
             next_attempt_at=timezone.now()
         )
     except DatabaseError as error:  # still recorded; due later instead of at the next run
         logger.warning(
-            "stripe event row %s: could not mark it due (%s)", stripe_event_pk, type(error).__name__
+            "stripe event row(s) %s: could not mark them due (%s)",
+            stripe_event_pks,
+            type(error).__name__,
         )
-    return False
 
 
 # --- Processing ----------------------------------------------------------------------------------

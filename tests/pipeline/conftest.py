@@ -82,6 +82,7 @@ class PublishLog:
         self.messages.append(Published(task=str(sender), args=args, kwargs=kwargs))
 
     def of(self, task: str, *args: Any) -> list[Published]:
+        settle_publishes()
         name = task if "." in task else f"workers.tasks.{task}"
         return [m for m in self.messages if m.task == name and (not args or m.args == args)]
 
@@ -96,8 +97,16 @@ def published() -> Iterator[PublishLog]:
         before_task_publish.disconnect(log)
 
 
+def settle_publishes() -> None:
+    """Wait for this process's webhook publisher thread to publish what the view recorded."""
+    from invoicing.services.stripe_events import wait_for_published
+
+    assert wait_for_published(timeout=30), "the webhook publisher thread did not finish"
+
+
 def queue_lengths() -> dict[str, int]:
     """Messages waiting in the worker queues of our broker database (kombu's Redis lists)."""
+    settle_publishes()
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     try:
         return {queue: int(client.llen(queue)) for queue in WORKER_QUEUES}

@@ -246,6 +246,7 @@ def test_the_inbox_row_is_committed_before_its_message_is_published(
     before_task_publish.connect(at_publish, weak=False)
     try:
         row = record(stripe_conference, plain_event("evt_commit_first"))
+        assert stripe_events.wait_for_published(10)  # the publisher thread has sent it
     finally:
         before_task_publish.disconnect(at_publish)
     assert visible_at_publish == [True]
@@ -257,7 +258,7 @@ def test_recording_inside_a_transaction_publishes_at_its_commit_and_survives_a_d
     stripe_conference: Conference, published: PublishLog
 ) -> None:
     """A caller's transaction: the row is queued when that transaction commits, and a duplicate
-    (refused by the unique id) rolls back only its savepoint, not the caller's work."""
+    (``ON CONFLICT DO NOTHING`` on the unique id) inserts nothing and leaves the caller's work."""
     with transaction.atomic():
         row = record(stripe_conference, plain_event("evt_in_caller_tx"))
         again = stripe_events.record_stripe_event(

@@ -21,7 +21,7 @@ from django.utils import timezone
 from config.celery import app as celery_app
 from invoicing.models import Conference, StripeEvent
 from tests.core.conftest import MakeConference
-from tests.pipeline.conftest import PublishLog, queue_lengths, signed_event
+from tests.pipeline.conftest import PublishLog, queue_lengths, settle_publishes, signed_event
 from tests.support.redis_server import free_port
 
 pytestmark = [
@@ -297,6 +297,7 @@ def test_broker_down_still_answers_200_and_leaves_the_event_due(
         response = post(client, conference, body, signature)
     elapsed = time.monotonic() - started
     assert response.status_code == 200
+    settle_publishes()  # the publisher thread meets the dead broker after the answer
     row = StripeEvent.objects.get()
     assert row.status == StripeEvent.Status.PENDING
     # Due at once for the re-enqueue task, instead of after the usual grace period.

@@ -1,0 +1,231 @@
+"""Events recorded at the same moment share one message; the worker fans it out, nothing is lost.
+
+``publish_recorded_event`` (the webhook's on-commit hook) hands each new inbox row to a
+``Coalescer``: a lone request publishes its own ``process_stripe_event`` as before, requests that
+overlap share one ``queue_stripe_events`` message, which the worker turns into one
+``process_stripe_event`` per row. Real worker, real Redis, rows recorded by the view's service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from config.celery import app as celery_app
+from invoicing.models import Conference, StripeEvent
+from invoicing.services import stripe_events
+from tests.core.conftest import MakeConference
+from tests.pipeline.conftest import PublishLog, signed_event, wait_for
+from tests.support.redis_server import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "whsec_batching_test_secret_0123456789"
+EventStatus = StripeEvent.Status
+PROCESS = "workers.tasks.process_stripe_event"
+FAN_OUT = "workers.tasks.queue_stripe_events"
+
+
+@pytest.fixture
+def conference(make_conference: MakeConference) -> Conference:
+    return make_conference(stripe_webhook_secret=SECRET)
+
+
+def unpublished_rows(conference: Conference, count: int) -> list[int]:
+    """Inbox rows as the view records them, without their publish (the test publishes them)."""
+    now = timezone.now()
+    return [
+        StripeEvent.objects.create(
+            conference=conference,
+            stripe_event_id=f"evt_batch_{time.monotonic_ns()}_{n}",
+            type="customer.created",
+            livemode=False,
+            payload={"id": "x", "object": "event", "data": {"object": {"id": "cus_1"}}},
+            next_attempt_at=now + timedelta(minutes=5),
+        ).pk
+        for n in range(count)
+    ]
+
+
+def all_settled(pks: list[int]) -> bool:
+    statuses = set(StripeEvent.objects.filter(pk__in=pks).values_list("status", flat=True))
+    return statuses == {EventStatus.IGNORED}
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_batch_is_one_message_and_every_row_is_processed_once(
+    conference: Conference, published: PublishLog
+) -> None:
+    pks = unpublished_rows(conference, 5)
+    stripe_events.queue_recorded_events(pks)
+    wait_for(lambda: all_settled(pks), message="a batch's rows were not all processed")
+    assert [m.args for m in published.of(FAN_OUT)] == [(pks,)]
+    # The worker's fan-out: one processing message per row, none twice.
+    assert Counter(m.args for m in published.of(PROCESS)) == {(pk,): 1 for pk in pks}
+    assert set(StripeEvent.objects.filter(pk__in=pks).values_list("attempts", flat=True)) == {1}
+
+
+@pytest.fixture
+def unreachable_broker() -> Iterator[None]:
+    """The app publishes to a port nobody listens on (as when Redis is down)."""
+    from workers.enqueue import close_pools
+
+    celery_app.conf.update(broker_write_url=f"redis://127.0.0.1:{free_port()}/7")
+    try:
+        yield
+    finally:
+        celery_app.conf.update(broker_write_url=None)
+        close_pools()
+
+
+@pytest.mark.usefixtures("embedded_worker_paused", "unreachable_broker")
+def test_a_batch_the_broker_refuses_leaves_every_row_due(conference: Conference) -> None:
+    pks = unpublished_rows(conference, 3)
+    stripe_events.queue_recorded_events(pks)
+    rows = StripeEvent.objects.filter(pk__in=pks)
+    assert {row.status for row in rows} == {EventStatus.PENDING}
+    assert all(row.next_attempt_at and row.next_attempt_at <= timezone.now() for row in rows)
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_concurrent_deliveries_are_each_recorded_and_processed_once(
+    conference: Conference, published: PublishLog
+) -> None:
+    """Eight threads post 160 events at once, as gunicorn's threads would; however the publishes
+    were shared, each row gets exactly one processing message and ends processed."""
+    threads, per_thread = 8, 20
+    bodies = [
+        [signed_event(SECRET, event_type="customer.created") for _ in range(per_thread)]
+        for _ in range(threads)
+    ]
+    statuses: list[int] = []
+    start = threading.Barrier(threads)
+
+    def deliver(batch: list[tuple[bytes, str]]) -> None:
+        client = Client()
+        start.wait()
+        try:
+            for body, signature in batch:
+                response = client.post(
+                    f"/stripe/webhooks/{conference.slug}/",
+                    data=body,
+                    content_type="application/json",
+                    HTTP_STRIPE_SIGNATURE=signature,
+                )
+                statuses.append(response.status_code)
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=deliver, args=(batch,)) for batch in bodies]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(60)
+    assert statuses == [200] * (threads * per_thread)
+    pks = list(StripeEvent.objects.filter(conference=conference).values_list("pk", flat=True))
+    assert len(pks) == threads * per_thread
+    wait_for(lambda: all_settled(pks), timeout=60, message="not every delivery was processed")
+    assert Counter(m.args for m in published.of(PROCESS)) == {(pk,): 1 for pk in pks}
+    batched = [pk for m in published.of(FAN_OUT) for pk in m.args[0]]
+    assert len(batched) == len(set(batched))
+    print(
+        f"{len(pks)} events: {len(pks) - len(batched)} published alone, {len(batched)} in "
+        f"{len(published.of(FAN_OUT))} shared message(s)"
+    )
+
+
+def test_the_view_reads_the_conference_with_its_secrets(
+    conference: Conference, settings: SettingsWrapper
+) -> None:
+    """The view's own lookup: secrets decrypted, inactive and unknown slugs not found."""
+    settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = 0
+    found = stripe_events.webhook_conference(slug=conference.slug)
+    assert found is not None
+    assert (found.pk, found.slug, found.is_active) == (conference.pk, conference.slug, True)
+    assert found.stripe_webhook_secret == SECRET
+    assert found.stripe_secret_key == conference.stripe_secret_key
+    assert found.stripe_livemode is False
+    assert stripe_events.webhook_conference(slug="no-such-conference") is None
+    Conference.objects.filter(pk=conference.pk).update(is_active=False)
+    assert stripe_events.webhook_conference(slug=conference.slug) is None
+
+
+def test_a_kept_conference_is_read_again_after_its_time_or_a_save_here(
+    conference: Conference, settings: SettingsWrapper
+) -> None:
+    settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = 3600
+    stripe_events.forget_webhook_conferences()
+    assert stripe_events.webhook_conference(slug=conference.slug) is not None
+    # Another process deactivates it (no signal here): this process keeps its copy...
+    Conference.objects.filter(pk=conference.pk).update(is_active=False)
+    kept = stripe_events.webhook_conference(slug=conference.slug)
+    assert kept is not None
+    assert kept.stripe_webhook_secret == SECRET
+    # ...until its time is up,
+    settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = 1e-9
+    assert stripe_events.webhook_conference(slug=conference.slug) is None
+    # and a save in this process is seen at once.
+    settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = 3600
+    conference.is_active = True
+    conference.save()
+    assert stripe_events.webhook_conference(slug=conference.slug) is not None
+    conference.stripe_webhook_secret = "whsec_rotated_in_the_admin"
+    conference.save()
+    fresh = stripe_events.webhook_conference(slug=conference.slug)
+    assert fresh is not None
+    assert fresh.stripe_webhook_secret == "whsec_rotated_in_the_admin"
+
+
+@pytest.mark.usefixtures("embedded_worker_paused")
+def test_a_connection_that_died_between_deliveries_is_replaced_not_a_503(
+    conference: Conference, settings: SettingsWrapper, caplog: Any
+) -> None:
+    """Without Django's per-request SELECT 1, the view's own queries notice a dead connection."""
+    client = Client()
+
+    def deliver() -> Any:
+        body, signature = signed_event(SECRET, event_type="customer.created")
+        return client.post(
+            f"/stripe/webhooks/{conference.slug}/",
+            data=body,
+            content_type="application/json",
+            HTTP_STRIPE_SIGNATURE=signature,
+        )
+
+    for cache_seconds in (0, 3600):  # the dead connection meets the SELECT, then the INSERT
+        settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = cache_seconds
+        assert deliver().status_code == 200  # the conference is kept (when kept at all)
+        backend_pid = connection.connection.info.backend_pid
+        with connections_to_kill() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+        with caplog.at_level(logging.WARNING, logger="invoicing.services.stripe_events"):
+            response = deliver()
+        assert response.status_code == 200, response.content
+        assert "database connection lost" in caplog.text
+        caplog.clear()
+    assert StripeEvent.objects.filter(conference=conference).count() == 4
+
+
+@contextlib.contextmanager
+def connections_to_kill() -> Iterator[Any]:
+    """A second connection of our own, to terminate the view's backend from outside."""
+    import psycopg
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as admin:
+        yield admin
+
