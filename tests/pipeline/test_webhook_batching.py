@@ -229,3 +229,17 @@ def connections_to_kill() -> Iterator[Any]:
     with psycopg.connect(**params, autocommit=True) as admin:
         yield admin
 
+
+def test_inbox_payloads_are_compressed_with_lz4() -> None:
+    """Migration 0003: the INSERT's TOAST compression is lz4 where the server has it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        )
+        (available,) = cursor.fetchone() or (False,)
+        cursor.execute(
+            "SELECT attcompression FROM pg_attribute "
+            "WHERE attrelid = 'invoicing_stripeevent'::regclass AND attname = 'payload'"
+        )
+        (method,) = cursor.fetchone() or ("",)
+    assert method == ("l" if available else "")
