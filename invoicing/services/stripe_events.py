@@ -7,11 +7,12 @@ Receiving (the webhook view, nothing else):
    event whose ``livemode`` matches the conference's key. A :class:`WebhookRejected` stores nothing.
 2. :func:`record_stripe_event` inserts the inbox row: one ``INSERT ... ON CONFLICT DO NOTHING``,
    unique on the Stripe event id, so a duplicate delivery adds nothing (in the view, the INSERT is
-   its own transaction: no BEGIN and COMMIT round trips). After the commit it queues the row
-   through :mod:`workers.enqueue` (short timeouts, no retry): alone, ``process_stripe_event``; rows
-   that other threads of the process record at the same moment share one ``queue_stripe_events``
-   message, which the worker fans out (:func:`publish_recorded_event`). If the broker does not
-   take it, the row is already durable and is made due for :func:`reenqueue_pending_stripe_events`.
+   its own transaction: no BEGIN and COMMIT round trips). After the commit it hands the row to
+   the process's publisher thread (:func:`publish_recorded_event`), which queues it through
+   :mod:`workers.enqueue` (short timeouts, no retry) after the view has answered: alone, as
+   ``process_stripe_event``; rows that arrived while it was publishing share one
+   ``queue_stripe_events`` message, which a worker fans out. If the broker does not take it, the
+   row is already durable and is made due for :func:`reenqueue_pending_stripe_events`.
 
 Processing (the worker):
 
