@@ -197,6 +197,27 @@ def run_wrk(
     return WrkResult(view=view, figures=figures, sent_ids=sent_ids, cpu=cpu)
 
 
+def _create_floor_table() -> None:
+    """The store-only view's table: the inbox's durability (logged, synchronous commit) and
+    payload column (jsonb, lz4 where the server has it), without its indexes."""
+    from django.db import connection
+
+    from tests.benchmarks.webhook_urls import FLOOR_TABLE
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {FLOOR_TABLE} "
+            "(id bigserial PRIMARY KEY, body jsonb NOT NULL)"
+        )
+        cursor.execute(
+            "SELECT attcompression FROM pg_attribute "
+            "WHERE attrelid = 'invoicing_stripeevent'::regclass AND attname = 'payload'"
+        )
+        (method,) = cursor.fetchone() or ("",)
+        if method == "l":
+            cursor.execute(f"ALTER TABLE {FLOOR_TABLE} ALTER COLUMN body SET COMPRESSION lz4")
+
+
 # --- Phase 2: the paced, open-loop sender --------------------------------------------------------
 
 
@@ -374,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         webhook_url = f"{base}/stripe/webhooks/{conference.slug}/"
         trivial_url = f"{base}/trivial/"
+        floor_url = f"{base}/store-only/"
+        _create_floor_table()
         source = EventSource(secret=conference.stripe_webhook_secret, invoices=snapshots)
         trivial_events = source.take(200)  # the trivial view cycles over these
         sent: set[str] = set()  # ids posted to the webhook view
@@ -409,6 +432,15 @@ def main(argv: list[str] | None = None) -> int:
                 seconds=seconds,
             )
 
+        def floor_run(seconds: float) -> WrkResult:
+            return wrk(
+                url=floor_url,
+                view="store",
+                events=trivial_events,
+                mode="cycle",
+                seconds=seconds,
+            )
+
         if not args.worker_consumes:
             stack.set_consuming(hostname, consuming=False)
         print(
@@ -417,15 +449,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         warm = trivial_run(args.warmup)
         webhook_run(args.warmup, warm.rate)
+        floor_run(args.warmup)
         rounds: list[tuple[WrkResult, WrkResult]] = []
+        floors: list[WrkResult] = []
         for number in range(1, args.rounds + 1):
             trivial = trivial_run(args.seconds)
+            floor = floor_run(args.seconds)
             webhook = webhook_run(args.seconds, trivial.rate)
             rounds.append((trivial, webhook))
+            floors.append(floor)
             print(f" round {number}  ({_stack.load_average()})")
             print(f"  {trivial.line()}")
+            print(f"  {floor.line()}")
             print(f"  {webhook.line()}")
-            print(f"  ratio webhook/trivial {webhook.rate / trivial.rate:.2f}")
+            print(
+                f"  ratio webhook/trivial {webhook.rate / trivial.rate:.2f}; store-only/trivial "
+                f"{floor.rate / trivial.rate:.2f}; "
+                f"webhook/store-only {webhook.rate / floor.rate:.2f}"
+            )
         max_rate = statistics.median(webhook.rate for _, webhook in rounds)
         ceiling = statistics.median(trivial.rate for trivial, _ in rounds)
         ratio = statistics.median(webhook.rate / trivial.rate for trivial, webhook in rounds)
@@ -509,6 +550,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.connections} connections; trivial ceiling {ceiling:.0f} req/s; ratio "
             f"{ratio:.2f} (goal >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'}); "
             f"wrk errors {wrk_errors}"
+        )
+        floor_ratio = statistics.median(
+            f.rate / t.rate for f, (t, _) in zip(floors, rounds, strict=True)
+        )
+        floor_cpu = statistics.median(f.cpu_ms("web") + f.cpu_ms("db") for f in floors)
+        print(
+            f"  store-only (one INSERT, nothing else): ratio {floor_ratio:.2f} to the trivial "
+            "view, "
+            f"CPU per request {floor_cpu:.2f} ms: the ceiling of any design that stores the event "
+            "before answering"
         )
         web_cpu = statistics.median(w.cpu_ms("web") for _, w in rounds)
         db_cpu = statistics.median(w.cpu_ms("db") for _, w in rounds)
