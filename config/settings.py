@@ -246,6 +246,11 @@ if STRIPE_EVENT_CLAIM_SECONDS <= CELERY_TASK_TIME_LIMIT:
 # The webhook view publishes with these timeouts and no retry: a dead broker must never turn a
 # recorded event into a slow answer or a 5xx (the beat re-enqueues it).
 WEBHOOK_BROKER_TIMEOUT_SECONDS = env_float("WEBHOOK_BROKER_TIMEOUT_SECONDS", 1.0, minimum=0.05)
+# Under a burst of webhooks, each web process's publisher thread lets a batch fill this long before
+# it publishes (one message for the batch); an idle process publishes an event at once.
+STRIPE_EVENT_PUBLISH_LINGER_SECONDS = env_float(
+    "STRIPE_EVENT_PUBLISH_LINGER_SECONDS", 0.02, minimum=0.0
+)
 # An approved PO without a sent invoice after this long is handed to the creation task again.
 INVOICE_CREATION_GRACE_SECONDS = env_int("INVOICE_CREATION_GRACE_SECONDS", 600, minimum=1)
 # Reconciliation: how often each conference's open invoices are compared with Stripe, and how far

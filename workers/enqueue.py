@@ -91,13 +91,26 @@ class Batcher(Generic[_Item]):
     submit in each process (a forked child starts its own), and is a daemon: :meth:`drain` at
     exit publishes what is pending.
 
+    Under load (the previous flush carried more than one item) the thread first lets the batch
+    fill for up to ``linger`` seconds, or until ``max_batch`` items: fewer, larger flushes. An
+    idle process flushes a lone item at once.
+
     ``flush`` must not raise (it is logged if it does): every item it is given is recorded
     elsewhere and recovered from there if its batch is lost.
     """
 
-    def __init__(self, flush: Callable[[list[_Item]], object], *, name: str) -> None:
+    def __init__(
+        self,
+        flush: Callable[[list[_Item]], object],
+        *,
+        name: str,
+        linger: float = 0.0,
+        max_batch: int = 500,
+    ) -> None:
         self._flush = flush
         self._name = name
+        self._linger = linger
+        self._max_batch = max_batch
         self._condition = threading.Condition()
         self._pending: list[_Item] = []
         self._busy = False
@@ -124,10 +137,18 @@ class Batcher(Generic[_Item]):
     def _run(self) -> None:
         from django.db import connections
 
+        busy = False
         while True:
             with self._condition:
                 self._condition.wait_for(lambda: bool(self._pending))
-                batch, self._pending, self._busy = self._pending, [], True
+                if busy and self._linger > 0:
+                    self._condition.wait_for(
+                        lambda: len(self._pending) >= self._max_batch, timeout=self._linger
+                    )
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                self._busy = True
+            busy = len(batch) > 1
             try:
                 self._flush(batch)
             except Exception:  # the items are recorded; their recovery does not need us

@@ -472,7 +472,11 @@ def queue_recorded_events(stripe_event_pks: list[int]) -> None:
         _make_due(stripe_event_pks)
 
 
-_recorded_events: Batcher[int] = Batcher(queue_recorded_events, name="stripe-event-publisher")
+_recorded_events: Batcher[int] = Batcher(
+    queue_recorded_events,
+    name="stripe-event-publisher",
+    linger=settings.STRIPE_EVENT_PUBLISH_LINGER_SECONDS,
+)
 # A process that exits (gunicorn's graceful restart) first publishes what it recorded.
 atexit.register(wait_for_published, 5.0)
 

@@ -133,3 +133,22 @@ def test_a_forked_child_flushes_with_a_thread_of_its_own(tmp_path: Any) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     lines = out.read_text().splitlines()
     assert lines == [f"{os.getpid()} [1]", f"{pid} [2]"]
+
+
+def test_under_load_a_batch_fills_for_the_linger_or_up_to_max_batch() -> None:
+    flush = Recorder(hold=True)
+    batcher = Batcher(flush, name="test-batcher", linger=5.0, max_batch=3)
+    batcher.submit(1)
+    assert flush.entered.wait(WAIT)
+    batcher.submit(2)
+    batcher.submit(3)
+    flush.release.set()
+    assert batcher.drain(WAIT)
+    assert flush.batches == [[1], [2, 3]]  # a lone item goes at once, even with a linger
+    # The last flush carried two items: the thread is busy and lets the next batch fill.
+    batcher.submit(4)
+    assert not batcher.drain(0.5)  # lingering (up to 5 s) for more
+    batcher.submit(5)
+    batcher.submit(6)  # max_batch reached: flushed without waiting out the linger
+    assert batcher.drain(2.5)
+    assert flush.batches == [[1], [2, 3], [4, 5, 6]]
