@@ -423,23 +423,12 @@ def main(argv: list[str] | None = None) -> int:
             accepted_count += int(result.figures["ok"]) - int(result.figures["duplicates"])
             return result
 
-        def trivial_run(seconds: float) -> WrkResult:
-            return wrk(
-                url=trivial_url,
-                view="trivial",
-                events=trivial_events,
-                mode="cycle",
-                seconds=seconds,
-            )
+        def cycle_run(url: str, view: str, seconds: float) -> WrkResult:
+            """A comparison view (trivial, store-only): the same bodies, over and over."""
+            return wrk(url=url, view=view, events=trivial_events, mode="cycle", seconds=seconds)
 
-        def floor_run(seconds: float) -> WrkResult:
-            return wrk(
-                url=floor_url,
-                view="store",
-                events=trivial_events,
-                mode="cycle",
-                seconds=seconds,
-            )
+        trivial_run = partial(cycle_run, trivial_url, "trivial")
+        floor_run = partial(cycle_run, floor_url, "store")
 
         if not args.worker_consumes:
             stack.set_consuming(hostname, consuming=False)

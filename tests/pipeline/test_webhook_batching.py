@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +26,7 @@ from config.celery import app as celery_app
 from invoicing.models import Conference, StripeEvent
 from invoicing.services import stripe_events
 from tests.core.conftest import MakeConference
+from tests.core.test_concurrency import run_in_threads
 from tests.pipeline.conftest import PublishLog, signed_event, wait_for
 from tests.support.redis_server import free_port
 
@@ -111,12 +111,10 @@ def test_concurrent_deliveries_are_each_recorded_and_processed_once(
         for _ in range(threads)
     ]
     statuses: list[int] = []
-    start = threading.Barrier(threads)
 
-    def deliver(batch: list[tuple[bytes, str]]) -> None:
-        client = Client()
-        start.wait()
-        try:
+    def deliverer(batch: list[tuple[bytes, str]]) -> Callable[[], None]:
+        def deliver() -> None:
+            client = Client()
             for body, signature in batch:
                 response = client.post(
                     f"/stripe/webhooks/{conference.slug}/",
@@ -125,14 +123,10 @@ def test_concurrent_deliveries_are_each_recorded_and_processed_once(
                     HTTP_STRIPE_SIGNATURE=signature,
                 )
                 statuses.append(response.status_code)
-        finally:
-            connection.close()
 
-    workers = [threading.Thread(target=deliver, args=(batch,)) for batch in bodies]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join(60)
+        return deliver
+
+    assert run_in_threads([deliverer(batch) for batch in bodies]) == []
     assert statuses == [200] * (threads * per_thread)
     pks = list(StripeEvent.objects.filter(conference=conference).values_list("pk", flat=True))
     assert len(pks) == threads * per_thread
