@@ -243,8 +243,8 @@ if STRIPE_EVENT_CLAIM_SECONDS <= CELERY_TASK_TIME_LIMIT:
         f"STRIPE_EVENT_CLAIM_SECONDS={STRIPE_EVENT_CLAIM_SECONDS} must exceed "
         f"CELERY_TASK_TIME_LIMIT={CELERY_TASK_TIME_LIMIT}."
     )
-# The webhook view publishes with these timeouts and no retry: a dead broker must never turn a
-# recorded event into a slow answer or a 5xx (the beat re-enqueues it).
+# The webhook's publisher thread and the admin publish with these timeouts and no retry: a dead
+# broker must never hold up a recorded event's answer or turn it into a 5xx (the beat re-enqueues).
 WEBHOOK_BROKER_TIMEOUT_SECONDS = env_float("WEBHOOK_BROKER_TIMEOUT_SECONDS", 1.0, minimum=0.05)
 # Under a burst of webhooks, each web process's publisher thread lets a batch fill this long before
 # it publishes (one message for the batch); an idle process publishes an event at once.

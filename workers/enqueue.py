@@ -154,7 +154,10 @@ class Batcher(Generic[_Item]):
             except Exception:  # the items are recorded; their recovery does not need us
                 logger.exception("flushing %s queued item(s) failed", len(batch))
             finally:
-                connections.close_all()  # a flush that wrote to the database used its own
+                try:
+                    connections.close_all()  # a flush that wrote to the database used its own
+                except Exception:  # the thread must outlive a connection that fails to close
+                    logger.exception("closing the flush's database connections failed")
                 with self._condition:
                     self._busy = False
                     self._condition.notify_all()
