@@ -471,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.paced_seconds:g} s, {args.connections} connections; {_stack.load_average()}"
         )
         paced = run_paced(webhook_url, paced_events, paced_rate, args.connections)
+        web_log = web.log_path.read_text(errors="replace") if web.log_path.exists() else ""
         accepted_count += len(paced.accepted_ids)
         paced_p50 = _stack.percentile(paced.latencies, 0.50) * 1000
         paced_p99 = _stack.percentile(paced.latencies, 0.99) * 1000
@@ -482,6 +483,12 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {_stack.percentile(paced.service, 0.99) * 1000:.1f} ms; statuses "
             f"{dict(paced.statuses)}; sender lag max {paced.max_lag * 1000:.1f} ms; "
             f"reconnects {paced.reconnects}"
+        )
+        # A frozen gunicorn worker is killed after its 30 s timeout: the long tails seen on a
+        # loaded machine (tests/benchmarks/README.md) either show up here or come from elsewhere.
+        print(
+            f"  gunicorn so far: {web_log.count('WORKER TIMEOUT')} worker timeout(s), "
+            f"{web_log.count('Booting worker')} worker start(s)"
         )
 
         if args.profile:
