@@ -77,10 +77,15 @@ def _keep_request_log(emulator: EmulatorHandle, secret_key: str, directory: Path
 
 def _kill(worker: WorkerProcess, rng: random.Random, *, whole: bool) -> str:
     """SIGKILL the whole worker (then restart it) or one busy pool child; returns which."""
-    children = worker.child_pids()
-    if children and not whole:
-        os.kill(rng.choice(children), signal.SIGKILL)  # the parent forks a new child itself
-        return "child"
+    if not whole:
+        # Billiard treats a child lost while the pool is still starting as fatal ("Could not start
+        # worker processes": the worker exits, for its supervisor to restart): a worker restarted
+        # by an earlier kill gets its pool children killed once it is up and answering pings.
+        worker.wait_ready(celery_app())
+        children = worker.child_pids()
+        if children:
+            os.kill(rng.choice(children), signal.SIGKILL)  # the parent forks a new child itself
+            return "child"
     worker.kill_group(signal.SIGKILL)
     worker.start()  # restarted at once; the kills go on while it boots (readiness checked later)
     return "worker"
