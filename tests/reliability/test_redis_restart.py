@@ -43,7 +43,7 @@ from tests.reliability.stack import (
 )
 from tests.stripe_emulator.handle import EmulatorHandle
 from tests.stripe_emulator.webhooks import encode_payload, signature_header
-from tests.support.celery_workers import StartWorkers, wait_until
+from tests.support.celery_workers import StartWorkers, WorkerProcess, wait_until
 from tests.support.consistency import compare_with_stripe
 from tests.support.redis_server import RedisServer
 
@@ -101,6 +101,20 @@ def _sentinel_survived(broker_url: str) -> bool:
         client.close()
 
 
+def _restart_exited(workers: list[WorkerProcess], restarts: Counter[str]) -> None:
+    """Start again a worker that exited, as the process supervisor of a deployment does.
+
+    Celery exits on an "Unrecoverable error", and losing Redis can cause one: seen here, kombu's
+    Redis transport acking a task that finished just as the connection dropped raises an
+    AttributeError in ``_connparams`` (cf. celery/celery#9250). Nothing is lost with it (the
+    inbox and the beat's re-enqueue), but only a restarted worker processes anything.
+    """
+    for worker in workers:
+        if not worker.running:
+            worker.start()
+            restarts[worker.hostname] += 1
+
+
 def _repost(url: str, secret: str, payload: bytes) -> int:
     """Deliver one event again as Stripe does after giving up for a while (fresh signature)."""
     request = urllib.request.Request(
@@ -146,6 +160,7 @@ def test_redis_killed_and_restarted_empty_during_a_webhook_burst_loses_and_doubl
             stripe_secret_key, webhooks_paused=True, webhook_duplicate_rate=0.03, seed=6
         )
         workers = celery_worker_processes(2, concurrency=2, env=env)
+        restarts: Counter[str] = Counter()
 
         # The invoices (created by the workers, as on approval), then the customers pay: two
         # parts and the rest, by card or ACH. Every one of those events waits at Stripe.
@@ -222,8 +237,13 @@ def test_redis_killed_and_restarted_empty_during_a_webhook_burst_loses_and_doubl
                 )
                 assert status == 200
                 reposted += 1
+
+            def all_settled() -> bool:
+                _restart_exited(workers, restarts)
+                return _unsettled(conference) == 0
+
             wait_until(
-                lambda: _unsettled(conference) == 0,
+                all_settled,
                 timeout=60 + 0.3 * len(events_at_stripe),
                 interval=0.2,
                 message=f"{_unsettled(conference)} events never processed",
@@ -257,7 +277,10 @@ def test_redis_killed_and_restarted_empty_during_a_webhook_burst_loses_and_doubl
         reposted_by_test=reposted,
         recorded_before_kill=recorded_at_kill,
         recorded_during_outage=recorded_during_outage,
-        not_queued_by_web=web_log.count("could not queue workers.tasks.process_stripe_event"),
+        # A lone event (process_stripe_event) or a batch the publisher thread sent at once
+        # (queue_stripe_events) that the broker refused: the rows were made due for the beat.
+        not_queued_by_web=web_log.count("could not queue workers.tasks."),
+        workers_restarted_after_exit=sum(restarts.values()),
         reenqueued_by_beat=sum(int(n) for n, _ in _REENQUEUED.findall(logs)),
         messages_in_redis_at_kill=messages_lost,
         tasks_cancelled_on_connection_loss=logs.count(_CANCELLED),
