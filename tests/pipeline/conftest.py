@@ -25,6 +25,7 @@ from django.conf import settings
 from pytest_django.fixtures import Settings as SettingsWrapper
 from pytest_django.live_server_helper import LiveServer
 
+from config.celery import app as celery_app
 from invoicing.models import Conference, PurchaseOrder, StripeEvent
 from invoicing.services import stripe_events
 from invoicing.services.stripe_client import clear_stripe_clients
@@ -42,6 +43,7 @@ from tests.support.celery_workers import (
     wait_until,
     worker_environment,
 )
+from tests.support.redis_server import free_port
 
 __all__ = ["MakePurchaseOrder", "make_conference", "make_purchase_order", "stripe_conference"]
 
@@ -95,6 +97,20 @@ def published() -> Iterator[PublishLog]:
         yield log
     finally:
         before_task_publish.disconnect(log)
+
+
+@pytest.fixture
+def unreachable_broker() -> Iterator[str]:
+    """The app publishes to a port nobody listens on (as when Redis is down)."""
+    from workers.enqueue import close_pools
+
+    dead = f"redis://127.0.0.1:{free_port()}/7"
+    celery_app.conf.update(broker_write_url=dead)
+    try:
+        yield dead
+    finally:
+        celery_app.conf.update(broker_write_url=None)
+        close_pools()
 
 
 def settle_publishes() -> None:

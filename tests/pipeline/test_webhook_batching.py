@@ -22,13 +22,11 @@ from django.test import Client
 from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from config.celery import app as celery_app
 from invoicing.models import Conference, StripeEvent
 from invoicing.services import stripe_events
 from tests.core.conftest import MakeConference
 from tests.core.test_concurrency import run_in_threads
 from tests.pipeline.conftest import PublishLog, signed_event, wait_for
-from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,19 +79,6 @@ def test_a_batch_is_one_message_and_every_row_is_processed_once(
     # The worker's fan-out: one processing message per row, none twice.
     assert processing_messages(published, pks) == {(pk,): 1 for pk in pks}
     assert set(StripeEvent.objects.filter(pk__in=pks).values_list("attempts", flat=True)) == {1}
-
-
-@pytest.fixture
-def unreachable_broker() -> Iterator[None]:
-    """The app publishes to a port nobody listens on (as when Redis is down)."""
-    from workers.enqueue import close_pools
-
-    celery_app.conf.update(broker_write_url=f"redis://127.0.0.1:{free_port()}/7")
-    try:
-        yield
-    finally:
-        celery_app.conf.update(broker_write_url=None)
-        close_pools()
 
 
 @pytest.mark.usefixtures("embedded_worker_paused", "unreachable_broker")

@@ -18,11 +18,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from config.celery import app as celery_app
 from invoicing.models import Conference, StripeEvent
 from tests.core.conftest import MakeConference
 from tests.pipeline.conftest import PublishLog, queue_lengths, settle_publishes, signed_event
-from tests.support.redis_server import free_port
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -272,20 +270,6 @@ def test_a_nul_character_in_the_event_is_recorded_not_refused(
     assert response.status_code == 200
     row = StripeEvent.objects.get()
     assert row.payload["data"]["object"]["name"] == "Acme\ufffdCorp"
-
-
-@pytest.fixture
-def unreachable_broker() -> Iterator[str]:
-    """The app publishes to a port nobody listens on (as when Redis is down)."""
-    from workers.enqueue import close_pools
-
-    dead = f"redis://127.0.0.1:{free_port()}/7"
-    celery_app.conf.update(broker_write_url=dead)
-    try:
-        yield dead
-    finally:
-        celery_app.conf.update(broker_write_url=None)
-        close_pools()
 
 
 def test_broker_down_still_answers_200_and_leaves_the_event_due(
