@@ -137,18 +137,18 @@ class Batcher(Generic[_Item]):
     def _run(self) -> None:
         from django.db import connections
 
-        busy = False
+        under_load = False  # the previous batch carried more than one item
         while True:
             with self._condition:
                 self._condition.wait_for(lambda: bool(self._pending))
-                if busy and self._linger > 0:
+                if under_load and self._linger > 0:
                     self._condition.wait_for(
                         lambda: len(self._pending) >= self._max_batch, timeout=self._linger
                     )
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 self._busy = True
-            busy = len(batch) > 1
+            under_load = len(batch) > 1
             try:
                 self._flush(batch)
             except Exception:  # the items are recorded; their recovery does not need us
