@@ -117,7 +117,7 @@ def stripe_webhook(request: HttpRequest, conference_slug: str) -> JsonResponse:
         return _error(400, "The body could not be read (broken chunked encoding or cut short).")
 
     try:
-        event = stripe_events.verify_webhook(
+        verified = stripe_events.verify_webhook(
             conference=conference,
             payload=payload,
             signature_header=request.headers.get("Stripe-Signature"),
@@ -127,13 +127,15 @@ def stripe_webhook(request: HttpRequest, conference_slug: str) -> JsonResponse:
         return _error(400, str(rejection))
 
     try:
-        recorded = stripe_events.record_stripe_event(conference=conference, event=event)
+        recorded = stripe_events.record_stripe_event(
+            conference=conference, event=verified.event, event_json=verified.json_text
+        )
     except DatabaseError as error:
         # The class and SQLSTATE only: the driver's message can quote the row, i.e. the body.
         logger.error(
             "webhook for conference %s: event %s could not be recorded (%s %s); Stripe retries",
             conference.slug,
-            event["id"],
+            verified.event["id"],
             type(error).__name__,
             getattr(error.__cause__, "sqlstate", None) or "",
         )

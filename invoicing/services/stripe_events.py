@@ -182,13 +182,26 @@ def _conference_sql(connection: BaseDatabaseWrapper) -> str:
     return sql
 
 
+@dataclass(frozen=True)
+class VerifiedEvent:
+    """A genuine event for the conference: parsed, and as the JSON text the inbox stores.
+
+    ``json_text`` is the body exactly as Stripe signed it, unless characters jsonb refuses had to
+    be replaced (then ``event`` encoded again): the inbox keeps what was received, and the view
+    does not pay for encoding the event it just parsed.
+    """
+
+    event: dict[str, Any]
+    json_text: str
+
+
 def verify_webhook(
     *, conference: Conference, payload: bytes, signature_header: str | None
-) -> dict[str, Any]:
+) -> VerifiedEvent:
     """Check the signature (with the conference's secret), the timestamp and the event's shape.
 
     Returns:
-        The parsed event.
+        The parsed event, with the text to store for it.
 
     Raises:
         WebhookRejected: no secret configured, a missing, wrong or stale signature, a body that is
@@ -223,6 +236,7 @@ def verify_webhook(
     try:
         # NaN, Infinity and numbers that overflow to them are not JSON (RFC 8259) and jsonb
         # refuses them: refused here (400), not at the INSERT (which would answer 503 forever).
+        # So are numbers too small for a double (jsonb's numeric stops at 1e-16383).
         event: dict[str, Any] = json.loads(
             text, parse_constant=_refuse_constant, parse_float=_finite_float
         )
@@ -237,8 +251,10 @@ def verify_webhook(
         _depth_within(event, MAX_JSON_DEPTH),
         f"The body is not valid JSON for us: nested more than {MAX_JSON_DEPTH} levels.",
     )
+    json_text = text
     if _UNSTORABLE_ESCAPE.search(text):
         event = _storable(event)
+        json_text = json.dumps(event)
     _require(event.get("object") == "event", "The body is not a Stripe event.")
     event_id = event.get("id")
     _require(
@@ -267,7 +283,7 @@ def verify_webhook(
         f"The event's livemode={event['livemode']} does not match this conference's "
         f"{'live' if expected else 'test'} key.",
     )
-    return event
+    return VerifiedEvent(event=event, json_text=json_text)
 
 
 def _signature_timestamp(header: str) -> int:
@@ -287,7 +303,13 @@ def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"{text} overflows")
+    if value == 0 and _NONZERO_MANTISSA.match(text):
+        raise ValueError(f"{text} underflows")
     return value
+
+
+# A JSON number whose digits before any exponent are not all zeros.
+_NONZERO_MANTISSA = re.compile(r"-?[0.]*[1-9]")
 
 
 def _depth_within(value: dict[str, Any] | list[Any], limit: int) -> bool:
@@ -327,11 +349,19 @@ class RecordedEvent:
     created: bool
 
 
-def record_stripe_event(*, conference: Conference, event: Mapping[str, Any]) -> RecordedEvent:
+def record_stripe_event(
+    *, conference: Conference, event: Mapping[str, Any], event_json: str | None = None
+) -> RecordedEvent:
     """Insert the verified event into the inbox (once per Stripe event id) and queue it on commit.
 
     A duplicate delivery inserts nothing and queues nothing: the row already exists, and if its
     message was lost, the beat re-enqueues it.
+
+    Args:
+        conference: The conference whose URL the event came to.
+        event: The event, parsed.
+        event_json: ``event`` as JSON text, when the caller has it (the webhook's
+            :attr:`VerifiedEvent.json_text`): stored as it is instead of encoding ``event`` again.
 
     Raises:
         DatabaseError: the event could not be stored (the view answers 5xx: Stripe retries).
@@ -347,7 +377,7 @@ def record_stripe_event(*, conference: Conference, event: Mapping[str, Any]) -> 
         # If the message never reaches a worker, the beat queues the event again from this time.
         next_attempt_at=now + timedelta(seconds=settings.STRIPE_EVENT_REENQUEUE_AFTER_SECONDS),
     )
-    pk = _insert_unless_recorded(row)
+    pk = _insert_unless_recorded(row, payload_json=event_json)
     if pk is None:
         existing = (
             StripeEvent.objects.filter(stripe_event_id=row.stripe_event_id)
@@ -385,7 +415,7 @@ def record_stripe_event(*, conference: Conference, event: Mapping[str, Any]) -> 
     return RecordedEvent(stripe_event=row, created=True)
 
 
-def _insert_unless_recorded(row: StripeEvent) -> int | None:
+def _insert_unless_recorded(row: StripeEvent, *, payload_json: str | None) -> int | None:
     """``INSERT ... ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id``: the new row's pk, or
     None when the event is already recorded.
 
@@ -393,12 +423,15 @@ def _insert_unless_recorded(row: StripeEvent) -> int | None:
     on its own (no BEGIN/COMMIT), inside a caller's it needs no savepoint (a duplicate is not an
     error). Written without the ORM's insert compiler, which cost more CPU than the rest of the
     view (tests/benchmarks/README.md, webhook ingest); each value still goes through its field's
-    ``pre_save`` and ``get_db_prep_save``, as ``Model.save()`` does.
+    ``pre_save`` and ``get_db_prep_save``, as ``Model.save()`` does, except the payload when its
+    JSON text is given: a JSON column takes the text as it is (jsonb parses it on PostgreSQL).
     """
 
     def insert(connection: BaseDatabaseWrapper) -> tuple[Any, ...] | None:
         values = [
-            model_field.get_db_prep_save(model_field.pre_save(row, True), connection)
+            payload_json
+            if payload_json is not None and model_field is _PAYLOAD_FIELD
+            else model_field.get_db_prep_save(model_field.pre_save(row, True), connection)
             for model_field in _INSERT_FIELDS
         ]
         with connection.cursor() as cursor:
@@ -422,6 +455,7 @@ _INSERT_FIELDS = [
     for model_field in StripeEvent._meta.local_concrete_fields
     if not model_field.primary_key
 ]
+_PAYLOAD_FIELD = StripeEvent._meta.get_field("payload")
 
 
 def _insert_sql(connection: BaseDatabaseWrapper) -> str:

@@ -58,6 +58,28 @@ def test_non_finite_numbers_are_refused_as_not_json(
     assert not StripeEvent.objects.exists()
 
 
+@pytest.mark.parametrize("raw", ["1e-400", "-2.5E-99999", "[0.5, 0.00001e-330]"])
+def test_numbers_too_small_for_a_double_are_refused_as_not_json(
+    client: Client, conference: Conference, raw: str
+) -> None:
+    """They would become 0.0 in Python but are stored as sent, and jsonb's numeric refuses the
+    smallest of them: the INSERT would fail (503) for every one of Stripe's retries."""
+    body = event_with(raw)
+    response = post(client, conference, body, signed_event(SECRET, body=body)[1])
+    assert response.status_code == 400
+    assert response.json() == {"error": "The body is not valid JSON."}
+    assert not StripeEvent.objects.exists()
+
+
+@pytest.mark.parametrize("raw", ["0.0", "-0e-400", "0.000E+5", "5e-324"])
+def test_zero_and_the_smallest_double_are_recorded(
+    client: Client, conference: Conference, raw: str
+) -> None:
+    body = event_with(raw)
+    assert post(client, conference, body, signed_event(SECRET, body=body)[1]).status_code == 200
+    assert StripeEvent.objects.get().payload["data"]["object"]["extra"] == float(raw)
+
+
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, 2_000, 100_000])
 def test_deep_nesting_is_refused(client: Client, conference: Conference, depth: int) -> None:
     body = event_with("[" * depth + "]" * depth)

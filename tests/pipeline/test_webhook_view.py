@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models.fields.json import KT
 from django.test import Client
 from django.utils import timezone
 
@@ -256,6 +257,19 @@ def test_an_event_that_cannot_be_recorded_answers_503_and_queues_nothing(
     assert StripeEvent.objects.count() == 0
     assert queue_lengths() == before
     assert published.of(PROCESS) == []
+
+
+def test_the_inbox_stores_the_body_as_stripe_signed_it(
+    client: Client, conference: Conference
+) -> None:
+    """The payload is the received text, not the parsed event encoded again: a number with more
+    digits than a double holds keeps them (jsonb's numeric is exact), and unlike a re-encoded
+    payload its text still reads as sent."""
+    body, _ = signed_event(SECRET, obj={"id": "cus_digits", "object": "customer", "extra": "@"})
+    body = body.replace(b'"@"', b"0.10000000000000000000000000001")
+    assert post(client, conference, body, signed_event(SECRET, body=body)[1]).status_code == 200
+    stored = StripeEvent.objects.values_list(KT("payload__data__object__extra"), flat=True).get()
+    assert stored == "0.10000000000000000000000000001"
 
 
 def test_a_nul_character_in_the_event_is_recorded_not_refused(

@@ -876,7 +876,9 @@ def deliver(world: InvoicedWorld, event: dict[str, Any], route: str) -> str:
         )
     except stripe_events.WebhookRejected:
         return "rejected"
-    recorded = stripe_events.record_stripe_event(conference=world.conference, event=verified)
+    recorded = stripe_events.record_stripe_event(
+        conference=world.conference, event=verified.event, event_json=verified.json_text
+    )
     result = stripe_events.process_stripe_event(stripe_event_id=recorded.stripe_event.pk)
     row = StripeEvent.objects.get(pk=recorded.stripe_event.pk)
     if result.status == StripeEvent.Status.FAILED:
