@@ -18,7 +18,7 @@ import pytest
 from django.test import Client
 
 from invoicing.models import Conference, StripeEvent
-from invoicing.services.stripe_events import MAX_JSON_DEPTH
+from invoicing.services.stripe_events import MAX_JSON_DEPTH, _depth_within
 from tests.core.conftest import MakeConference
 from tests.pipeline.conftest import signed_event
 
@@ -87,6 +87,24 @@ def test_deep_nesting_is_refused(client: Client, conference: Conference, depth: 
     assert response.status_code == 400
     assert f"nested more than {MAX_JSON_DEPTH} levels" in response.json()["error"]
     assert not StripeEvent.objects.exists()
+
+
+def nested(depth: int, shape: str) -> Any:
+    """A value ``depth`` containers deep: lists, dicts, or both in turn, with scalars beside."""
+    value: Any = 1
+    for level in range(depth):
+        as_list = shape == "list" or (shape == "mixed" and level % 2 == 0)
+        value = ["x", value, 2.5] if as_list else {"a": None, "b": value, "c": "y"}
+    return value
+
+
+@pytest.mark.parametrize("shape", ["list", "dict", "mixed"])
+def test_the_depth_check_counts_containers_exactly(shape: str) -> None:
+    assert _depth_within(nested(MAX_JSON_DEPTH, shape), MAX_JSON_DEPTH)
+    assert not _depth_within(nested(MAX_JSON_DEPTH + 1, shape), MAX_JSON_DEPTH)
+    wide = {"k": [nested(3, shape)] * 50, "deep": nested(MAX_JSON_DEPTH - 1, shape)}
+    assert _depth_within(wide, MAX_JSON_DEPTH)
+    assert not _depth_within({"k": [1], "deep": [nested(MAX_JSON_DEPTH, shape)]}, MAX_JSON_DEPTH)
 
 
 def test_nesting_as_deep_as_stripe_goes_is_recorded(client: Client, conference: Conference) -> None:
