@@ -8,9 +8,9 @@ Answers, as Stripe reads them (it retries anything but 2xx):
 - 200: recorded (or a duplicate of a recorded event: nothing added). Also when the broker is down:
   the event is durable, and the beat queues it once the broker is back.
 - 400: missing, wrong, stale or future-dated signature; not a JSON Stripe event (including NaN,
-  Infinity and nesting deeper than 64 levels); livemode not matching the conference's key; no
-  signing secret configured for the conference; a body that cannot be read (broken chunked
-  encoding, cut short); an invalid ``Content-Length``.
+  Infinity, numbers beyond a double's range and nesting deeper than 64 levels); livemode not
+  matching the conference's key; no signing secret configured for the conference; a body that
+  cannot be read (broken chunked encoding, cut short); an invalid ``Content-Length``.
 - 404: no active conference with that slug. 405: not a POST. 413: body over
   ``STRIPE_WEBHOOK_MAX_BODY_BYTES``, by its ``Content-Length`` or while reading a chunked body.
 - 503: the event could not be stored (database down): Stripe retries later.
