@@ -4,7 +4,11 @@ import os
 
 from celery import Celery
 
+from workers import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# Redis broker URLs get kombu's Redis transport with the fix for a lost Redis (workers/broker.py).
+broker.install()
 
 app = Celery("config")
 # Every CELERY_* Django setting configures the app; see config/settings.py for each choice.

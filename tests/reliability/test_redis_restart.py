@@ -104,10 +104,11 @@ def _sentinel_survived(broker_url: str) -> bool:
 def _restart_exited(workers: list[WorkerProcess], restarts: Counter[str]) -> None:
     """Start again a worker that exited, as the process supervisor of a deployment does.
 
-    Celery exits on an "Unrecoverable error", and losing Redis can cause one: seen here, kombu's
-    Redis transport acking a task that finished just as the connection dropped raises an
-    AttributeError in ``_connparams`` (cf. celery/celery#9250). Nothing is lost with it (the
-    inbox and the beat's re-enqueue), but only a restarted worker processes anything.
+    Celery exits on an "Unrecoverable error", and losing Redis caused one in about half the runs
+    (kombu's Redis channel, closed after the connection was collected, raised AttributeError in
+    ``_connparams``; cf. celery/celery#9250) until ``workers.broker`` turned it into a connection
+    error. The test still restarts an exited worker, so that the rest of it measures what it
+    measures, and then fails: a worker must survive losing Redis.
     """
     for worker in workers:
         if not worker.running:
@@ -311,3 +312,6 @@ def test_redis_killed_and_restarted_empty_during_a_webhook_burst_loses_and_doubl
     assert {po.status for po in PurchaseOrder.objects.filter(conference=conference)} == {
         Status.PAID
     }
+    # Workers reconnect by themselves (workers.broker): none exited for a supervisor to restart.
+    unrecoverable = [line for line in logs.splitlines() if "Unrecoverable error" in line]
+    assert not restarts, f"workers exited and were restarted: {dict(restarts)}; {unrecoverable}"
