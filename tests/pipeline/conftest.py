@@ -22,6 +22,7 @@ import pytest
 import redis
 from celery.signals import before_task_publish
 from django.conf import settings
+from django.test import Client
 from pytest_django.fixtures import Settings as SettingsWrapper
 from pytest_django.live_server_helper import LiveServer
 
@@ -177,6 +178,20 @@ def wait_for_events_settled(conference: Conference, *, timeout: float = 30) -> l
 
     wait_for(settled, timeout=timeout, message="events still pending")
     return list(StripeEvent.objects.filter(conference=conference))
+
+
+def webhook_path(conference: Conference | str) -> str:
+    """The webhook URL of a conference (or of a slug), as Stripe is told to post to it."""
+    slug = conference if isinstance(conference, str) else conference.slug
+    return f"/stripe/webhooks/{slug}/"
+
+
+def post_webhook(
+    client: Client, target: Conference | str, body: bytes, signature: str | None
+) -> Any:
+    """Post ``body`` to the webhook view as Stripe does (no ``Stripe-Signature`` when None)."""
+    headers: dict[str, Any] = {"HTTP_STRIPE_SIGNATURE": signature} if signature else {}
+    return client.post(webhook_path(target), data=body, content_type="application/json", **headers)
 
 
 def signed_event(

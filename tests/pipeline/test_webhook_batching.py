@@ -1,7 +1,7 @@
 """Events recorded at the same moment share one message; the worker fans it out, nothing is lost.
 
 ``publish_recorded_event`` (the webhook's on-commit hook) hands each new inbox row to a
-``Coalescer``: a lone request publishes its own ``process_stripe_event`` as before, requests that
+``Batcher``: a lone request publishes its own ``process_stripe_event`` as before, requests that
 overlap share one ``queue_stripe_events`` message, which the worker turns into one
 ``process_stripe_event`` per row. Real worker, real Redis, rows recorded by the view's service.
 """
@@ -26,7 +26,7 @@ from invoicing.models import Conference, StripeEvent
 from invoicing.services import stripe_events
 from tests.core.conftest import MakeConference
 from tests.core.test_concurrency import run_in_threads
-from tests.pipeline.conftest import PublishLog, signed_event, wait_for
+from tests.pipeline.conftest import PublishLog, post_webhook, signed_event, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,13 +107,7 @@ def test_concurrent_deliveries_are_each_recorded_and_processed_once(
         def deliver() -> None:
             client = Client()
             for body, signature in batch:
-                response = client.post(
-                    f"/stripe/webhooks/{conference.slug}/",
-                    data=body,
-                    content_type="application/json",
-                    HTTP_STRIPE_SIGNATURE=signature,
-                )
-                statuses.append(response.status_code)
+                statuses.append(post_webhook(client, conference, body, signature).status_code)
 
         return deliver
 
@@ -182,12 +176,7 @@ def test_a_connection_that_died_between_deliveries_is_replaced_not_a_503(
 
     def deliver() -> Any:
         body, signature = signed_event(SECRET, event_type="customer.created")
-        return client.post(
-            f"/stripe/webhooks/{conference.slug}/",
-            data=body,
-            content_type="application/json",
-            HTTP_STRIPE_SIGNATURE=signature,
-        )
+        return post_webhook(client, conference, body, signature)
 
     for cache_seconds in (0, 3600):  # the dead connection meets the SELECT, then the INSERT
         settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = cache_seconds

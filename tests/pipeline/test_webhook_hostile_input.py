@@ -20,7 +20,9 @@ from django.test import Client
 from invoicing.models import Conference, StripeEvent
 from invoicing.services.stripe_events import MAX_JSON_DEPTH, _depth_within
 from tests.core.conftest import MakeConference
+from tests.pipeline.conftest import post_webhook as post
 from tests.pipeline.conftest import signed_event
+from tests.pipeline.conftest import webhook_path as url
 
 pytestmark = pytest.mark.django_db
 
@@ -30,15 +32,6 @@ SECRET = "whsec_hostile_input_regressions_0123456789"
 @pytest.fixture
 def conference(make_conference: MakeConference) -> Conference:
     return make_conference(stripe_webhook_secret=SECRET)
-
-
-def post(client: Client, conference: Conference, body: bytes, signature: str) -> Any:
-    return client.post(
-        f"/stripe/webhooks/{conference.slug}/",
-        data=body,
-        content_type="application/json",
-        HTTP_STRIPE_SIGNATURE=signature,
-    )
 
 
 def event_with(raw_value: str) -> bytes:
@@ -168,9 +161,7 @@ def test_an_unreadable_chunked_body_is_a_400(client: Client, conference: Confere
         "wsgi.input": _BrokenChunks(),
         "wsgi.input_terminated": True,
     }
-    response = client.generic(
-        "POST", f"/stripe/webhooks/{conference.slug}/", b"", "application/json", **environ
-    )
+    response = client.generic("POST", url(conference), b"", "application/json", **environ)
     assert response.status_code == 400
     assert "could not be read" in response.json()["error"]
     assert not StripeEvent.objects.exists()
@@ -185,9 +176,7 @@ def test_a_body_shorter_than_its_content_length_is_a_400(
         "HTTP_STRIPE_SIGNATURE": signature,
         "wsgi.input": io.BytesIO(body),
     }
-    response = client.generic(
-        "POST", f"/stripe/webhooks/{conference.slug}/", b"", "application/json", **environ
-    )
+    response = client.generic("POST", url(conference), b"", "application/json", **environ)
     assert response.status_code == 400
     assert "could not be read" in response.json()["error"]
     assert not StripeEvent.objects.exists()

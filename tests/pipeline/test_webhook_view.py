@@ -22,6 +22,8 @@ from django.utils import timezone
 from invoicing.models import Conference, StripeEvent
 from tests.core.conftest import MakeConference
 from tests.pipeline.conftest import PublishLog, queue_lengths, settle_publishes, signed_event
+from tests.pipeline.conftest import post_webhook as post
+from tests.pipeline.conftest import webhook_path as url
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -36,16 +38,6 @@ PROCESS = "process_stripe_event"
 @pytest.fixture
 def conference(make_conference: MakeConference) -> Conference:
     return make_conference(stripe_webhook_secret=SECRET)
-
-
-def url(conference: Conference | str) -> str:
-    slug = conference if isinstance(conference, str) else conference.slug
-    return f"/stripe/webhooks/{slug}/"
-
-
-def post(client: Client, target: Conference | str, body: bytes, signature: str | None) -> Any:
-    headers: dict[str, Any] = {"HTTP_STRIPE_SIGNATURE": signature} if signature else {}
-    return client.post(url(target), data=body, content_type="application/json", **headers)
 
 
 @pytest.fixture
