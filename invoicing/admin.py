@@ -41,7 +41,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from invoicing import money
+from invoicing import background, money
+from invoicing.background import Job
 from invoicing.logging import log_state_change, mask_secret
 from invoicing.models import (
     MONEY_DECIMAL_PLACES,
@@ -56,8 +57,6 @@ from invoicing.models import (
 )
 from invoicing.services import purchase_orders, stripe_events
 from invoicing.services.webhook_endpoints import webhook_path
-from workers import tasks
-from workers.enqueue import enqueue
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -225,7 +224,7 @@ class ConferenceAdmin(admin.ModelAdmin[Conference]):
                     messages.WARNING,
                 )
                 continue
-            if enqueue(tasks.sync_conference_invoices, conference.pk):
+            if background.request(Job.RECONCILE_CONFERENCE, conference.pk):
                 self.message_user(
                     request,
                     f"{conference.slug}: reconciliation queued (Stripe's events and every open "
@@ -922,10 +921,10 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
         event: str,
         what: str,
         next_step: str,
-        task: Any,
+        job: Job,
         args: tuple[Any, ...],
     ) -> None:
-        queued = enqueue(task, po.pk, *args)
+        queued = background.request(job, po.pk, *args)
         log_state_change(
             logger,
             event=f"{event}_requested" if queued else f"{event}_not_queued",
@@ -961,7 +960,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
                 event="sync",
                 what=f"sync of invoice {po.stripe_invoice_id}",
                 next_step="new payments and the invoice's status will show here shortly.",
-                task=tasks.sync_purchase_order,
+                job=Job.SYNC_PURCHASE_ORDER,
                 args=(),
             )
 
@@ -996,7 +995,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
                 event="void",
                 what=f"void of invoice {po.stripe_invoice_id}",
                 next_step="the PO will show “Invoice voided”; then re-issue or cancel it.",
-                task=tasks.void_purchase_order_invoice,
+                job=Job.VOID_INVOICE,
                 args=(getattr(_staff(request), "pk", None),),
             )
         return None
@@ -1017,7 +1016,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
                     "a new invoice for the balance is created and sent; payments received so far "
                     "are credited on it."
                 ),
-                task=tasks.reissue_purchase_order_invoice,
+                job=Job.REISSUE_INVOICE,
                 args=(getattr(_staff(request), "pk", None),),
             )
 
@@ -1062,7 +1061,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
                 event="cancel",
                 what=f"cancellation (voiding invoice {po.stripe_invoice_id} first)",
                 next_step="the PO shows “Cancelled” once Stripe confirmed the void.",
-                task=tasks.cancel_purchase_order_task,
+                job=Job.CANCEL_PURCHASE_ORDER,
                 args=(getattr(_staff(request), "pk", None), reason),
             )
         return None

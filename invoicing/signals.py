@@ -26,6 +26,8 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from invoicing import background
+from invoicing.background import Job
 from invoicing.logging import log_state_change
 from invoicing.models import Conference, PurchaseOrder
 
@@ -35,10 +37,7 @@ Status = PurchaseOrder.Status
 
 
 def _queue_invoice_creation(purchase_order_id: int, reference: str) -> None:
-    from workers.enqueue import enqueue
-    from workers.tasks import create_invoice_for_purchase_order
-
-    queued = enqueue(create_invoice_for_purchase_order, purchase_order_id)
+    queued = background.request(Job.CREATE_INVOICE, purchase_order_id)
     log_state_change(
         logger,
         event="invoice_creation_queued" if queued else "invoice_creation_not_queued",

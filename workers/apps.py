@@ -6,3 +6,9 @@ class WorkersConfig(AppConfig):
 
     name = "workers"
     verbose_name = "Workers"
+
+    def ready(self) -> None:
+        from invoicing import background
+        from workers.jobs import queue_job
+
+        background.install(queue_job)

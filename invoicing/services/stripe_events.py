@@ -51,6 +51,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.utils import timezone
 
+from invoicing import background
+from invoicing.background import Job
 from invoicing.models import Conference, StripeEvent
 from invoicing.retry import backoff_seconds, describe_error, is_transient
 from invoicing.services.stripe_invoicing import EventOutcome, handle_invoice_event
@@ -504,10 +506,7 @@ def queue_recorded_events(stripe_event_pks: list[int]) -> None:
     if len(stripe_event_pks) == 1:
         enqueue_stripe_event(stripe_event_pks[0])
         return
-    from workers.enqueue import enqueue
-    from workers.tasks import queue_stripe_events as fan_out_task
-
-    if not enqueue(fan_out_task, stripe_event_pks):
+    if not background.request(Job.PROCESS_STRIPE_EVENTS, stripe_event_pks):
         _make_due(stripe_event_pks)
 
 
@@ -530,10 +529,7 @@ def queue_stripe_events(*, stripe_event_ids: list[int]) -> int:
 
 def enqueue_stripe_event(stripe_event_pk: int) -> bool:
     """Queue the processing of one inbox row; if the broker refuses, make it due for the beat."""
-    from workers.enqueue import enqueue
-    from workers.tasks import process_stripe_event as process_task
-
-    if enqueue(process_task, stripe_event_pk):
+    if background.request(Job.PROCESS_STRIPE_EVENT, stripe_event_pk):
         return True
     _make_due([stripe_event_pk])
     return False
