@@ -7,12 +7,13 @@ Receiving (the webhook view, nothing else):
    event whose ``livemode`` matches the conference's key. A :class:`WebhookRejected` stores nothing.
 2. :func:`record_stripe_event` inserts the inbox row: one ``INSERT ... ON CONFLICT DO NOTHING``,
    unique on the Stripe event id, so a duplicate delivery adds nothing (in the view, the INSERT is
-   its own transaction: no BEGIN and COMMIT round trips). After the commit it hands the row to
-   the process's publisher thread (:func:`publish_recorded_event`), which queues it through
-   :mod:`workers.enqueue` (short timeouts, no retry) after the view has answered: alone, as
+   its own transaction: no BEGIN and COMMIT round trips). After the commit it asks for
+   ``Job.PUBLISH_RECORDED_EVENT``, which the workers app hands to the process's publisher thread
+   (``workers/webhook_publisher.py``): it queues the row after the view has answered, alone as
    ``process_stripe_event``; rows that arrived while it was publishing share one
    ``queue_stripe_events`` message, which a worker fans out. If the broker does not take it, the
-   row is already durable and is made due for :func:`reenqueue_pending_stripe_events`.
+   row is already durable and is made due (:func:`mark_due`) for
+   :func:`reenqueue_pending_stripe_events`.
 
 Processing (the worker):
 
@@ -32,7 +33,6 @@ idempotent anyway (the ledger's own rule), so "at least once" everywhere adds up
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import math
@@ -56,7 +56,6 @@ from invoicing.background import Job
 from invoicing.models import Conference, StripeEvent
 from invoicing.retry import backoff_seconds, describe_error, is_transient
 from invoicing.services.stripe_invoicing import EventOutcome, handle_invoice_event
-from workers.enqueue import Batcher
 
 logger = logging.getLogger(__name__)
 
@@ -412,7 +411,7 @@ def record_stripe_event(
             )
         return RecordedEvent(stripe_event=existing, created=False)
     # Committed (autocommit) or not yet (a caller's transaction): runs now, or after that commit.
-    transaction.on_commit(partial(publish_recorded_event, pk), robust=True)
+    transaction.on_commit(partial(background.request, Job.PUBLISH_RECORDED_EVENT, pk), robust=True)
     logger.info(
         "stripe event %s (%s) for conference %s: recorded",
         row.stripe_event_id,
@@ -484,41 +483,6 @@ def _insert_sql(connection: BaseDatabaseWrapper) -> str:
 _INSERT_SQL: dict[str, str] = {}
 
 
-def publish_recorded_event(stripe_event_pk: int) -> None:
-    """Queue a newly recorded row (the webhook's on-commit hook): hand it to this process's
-    publisher thread and return at once (:class:`workers.enqueue.Batcher`).
-
-    Publishing cost the view more CPU than verifying and recording together, and under load it
-    capped the webhook's throughput: the thread publishes rows that arrive while it is busy in one
-    message, and the answer to Stripe no longer waits for the broker. A row whose message is lost
-    with the process is still recorded: the beat re-enqueues it.
-    """
-    _recorded_events.submit(stripe_event_pk)
-
-
-def wait_for_published(timeout: float) -> bool:
-    """Wait until this process has published (or made due) every row it recorded so far."""
-    return _recorded_events.drain(timeout)
-
-
-def queue_recorded_events(stripe_event_pks: list[int]) -> None:
-    """One row: its processing task, as before. Several: one message that the worker fans out."""
-    if len(stripe_event_pks) == 1:
-        enqueue_stripe_event(stripe_event_pks[0])
-        return
-    if not background.request(Job.PROCESS_STRIPE_EVENTS, stripe_event_pks):
-        _make_due(stripe_event_pks)
-
-
-_recorded_events: Batcher[int] = Batcher(
-    queue_recorded_events,
-    name="stripe-event-publisher",
-    linger=settings.STRIPE_EVENT_PUBLISH_LINGER_SECONDS,
-)
-# A process that exits (gunicorn's graceful restart) first publishes what it recorded.
-atexit.register(wait_for_published, 5.0)
-
-
 def queue_stripe_events(*, stripe_event_ids: list[int]) -> int:
     """Queue one processing task per row: the worker's half of a batch published as one message.
 
@@ -531,11 +495,11 @@ def enqueue_stripe_event(stripe_event_pk: int) -> bool:
     """Queue the processing of one inbox row; if the broker refuses, make it due for the beat."""
     if background.request(Job.PROCESS_STRIPE_EVENT, stripe_event_pk):
         return True
-    _make_due([stripe_event_pk])
+    mark_due(stripe_event_pks=[stripe_event_pk])
     return False
 
 
-def _make_due(stripe_event_pks: list[int]) -> None:
+def mark_due(*, stripe_event_pks: list[int]) -> None:
     """Rows whose message the broker did not take: due for the beat's re-enqueue at once."""
     try:
         StripeEvent.objects.filter(pk__in=stripe_event_pks, status=EventStatus.PENDING).update(

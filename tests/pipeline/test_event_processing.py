@@ -27,6 +27,7 @@ from tests.core.conftest import MakeConference, MakePurchaseOrder
 from tests.core.test_stripe_invoicing import stripe_events as emulator_events
 from tests.pipeline.conftest import PublishLog, wait_for, wait_for_status
 from tests.stripe_emulator.handle import EmulatorHandle
+from workers import webhook_publisher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -246,7 +247,7 @@ def test_the_inbox_row_is_committed_before_its_message_is_published(
     before_task_publish.connect(at_publish, weak=False)
     try:
         row = record(stripe_conference, plain_event("evt_commit_first"))
-        assert stripe_events.wait_for_published(10)  # the publisher thread has sent it
+        assert webhook_publisher.wait_for_published(10)  # the publisher thread has sent it
     finally:
         before_task_publish.disconnect(at_publish)
     assert visible_at_publish == [True]

@@ -27,6 +27,7 @@ from invoicing.services import stripe_events
 from tests.core.conftest import MakeConference
 from tests.core.test_concurrency import run_in_threads
 from tests.pipeline.conftest import PublishLog, post_webhook, signed_event, wait_for
+from workers import webhook_publisher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,7 +74,7 @@ def test_a_batch_is_one_message_and_every_row_is_processed_once(
     conference: Conference, published: PublishLog
 ) -> None:
     pks = unpublished_rows(conference, 5)
-    stripe_events.queue_recorded_events(pks)
+    webhook_publisher.queue_recorded_events(pks)
     wait_for(lambda: all_settled(pks), message="a batch's rows were not all processed")
     assert [m.args for m in published.of(FAN_OUT)] == [(pks,)]
     # The worker's fan-out: one processing message per row, none twice.
@@ -84,7 +85,7 @@ def test_a_batch_is_one_message_and_every_row_is_processed_once(
 @pytest.mark.usefixtures("embedded_worker_paused", "unreachable_broker")
 def test_a_batch_the_broker_refuses_leaves_every_row_due(conference: Conference) -> None:
     pks = unpublished_rows(conference, 3)
-    stripe_events.queue_recorded_events(pks)
+    webhook_publisher.queue_recorded_events(pks)
     rows = StripeEvent.objects.filter(pk__in=pks)
     assert {row.status for row in rows} == {EventStatus.PENDING}
     assert all(row.next_attempt_at and row.next_attempt_at <= timezone.now() for row in rows)
