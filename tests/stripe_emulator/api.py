@@ -48,24 +48,13 @@ from .models import (
     render_webhook_endpoint,
 )
 from .schema import UNSET
+from .webhooks import Delivery, encode_payload
 
 if TYPE_CHECKING:
     from .store import Store
 
 EVENT_RETENTION_SECONDS = 30 * 24 * 3600
 MAX_WEBHOOK_ENDPOINTS = 16
-
-
-@dataclass
-class Delivery:
-    """A webhook to send once the request's lock is released."""
-
-    account: Account
-    event: EventRec
-    endpoint_id: str
-    url: str
-    secret: str
-    payload: bytes
 
 
 @dataclass
@@ -235,8 +224,6 @@ def emit(ctx: Ctx, event_type: str, obj: JSON, previous: JSON | None = None) -> 
     )
     account.events[event.id] = event
     if endpoints:
-        from .webhooks import encode_payload
-
         payload = encode_payload(render_event(event))
         for endpoint in endpoints:
             ctx.deliveries.append(

@@ -30,7 +30,7 @@ from .ids import random_token
 from .models import API_VERSION, Account, IdempotencyRec
 from .schema import validate
 from .store import Store, mask_key
-from .webhooks import Dispatcher
+from .webhooks import Delivery, Dispatcher
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -99,12 +99,18 @@ class RequestHandler(BaseHTTPRequestHandler):
                 self._api(method, path, parts.query, body)
             elif path.startswith("/_emulator/"):
                 status, payload, headers = control.handle(
-                    self.server, method, path, parts.query, body, self.headers
+                    self.server.store,
+                    self.server.dispatcher,
+                    method,
+                    path,
+                    parts.query,
+                    body,
+                    self.headers,
                 )
                 self._send(status, payload, headers)
             elif path.startswith("/i/"):
                 status, payload, headers = hosted.handle(
-                    self.server, method, path, parts.query, body
+                    self.server.store, method, path, parts.query, body
                 )
                 self._send(status, payload, headers)
             elif path == "/":
@@ -326,7 +332,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         except StripeError:
             forget_key()
             raise
-        deliveries: list[api.Delivery] = []
+        deliveries: list[Delivery] = []
         try:
             with store.lock:
                 ctx = api.Ctx(
