@@ -25,7 +25,7 @@ from .errors import (
     parameter_missing,
     parameters_exclusive,
 )
-from .ids import new_id, random_token
+from .ids import new_id, new_invoice_prefix, random_token
 from .models import (
     AUTO_FINALIZE_DELAY,
     JSON,
@@ -38,7 +38,8 @@ from .models import (
     WebhookEndpointRec,
     amount_due,
     amount_remaining,
-    new_invoice_prefix,
+)
+from .render import (
     render_customer,
     render_event,
     render_invoice,

@@ -17,7 +17,8 @@ from . import api, currencies
 from .config import ConfigError
 from .errors import StripeError, invalid_request, no_such
 from .forms import decode
-from .models import Account, amount_remaining, render_invoice, render_invoice_payment
+from .models import Account, amount_remaining
+from .render import render_invoice, render_invoice_payment
 
 if TYPE_CHECKING:
     from .store import Store

@@ -27,7 +27,8 @@ from .config import FaultRule
 from .errors import StripeError, invalid_request
 from .forms import decode
 from .ids import random_token
-from .models import API_VERSION, Account, IdempotencyRec
+from .models import Account, IdempotencyRec
+from .render import API_VERSION
 from .schema import validate
 from .store import Store, mask_key
 from .webhooks import Delivery, Dispatcher
