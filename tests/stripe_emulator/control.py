@@ -13,7 +13,10 @@ from email.message import Message
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from . import api, currencies
+from . import currencies
+from .api.context import Ctx
+from .api.invoice_payments import apply_payment, fail_payment, settle_payment
+from .api.pricing import check_amount_for_currency
 from .config import ConfigError
 from .errors import StripeError, invalid_request, no_such
 from .forms import decode
@@ -160,8 +163,8 @@ def _method_not_allowed(method: str, path: str) -> StripeError:
     return StripeError(405, f"{method} is not allowed on {path}.")
 
 
-def _ctx(store: Store, account: Account) -> api.Ctx:
-    return api.Ctx(
+def _ctx(store: Store, account: Account) -> Ctx:
+    return Ctx(
         store=store,
         account=account,
         now=int(account.now(store.clock)),
@@ -253,8 +256,8 @@ def _pay(
                 f"The amount ({amount}) exceeds the amount remaining on the invoice ({available}).",
                 param="amount",
             )
-        api.check_amount_for_currency(amount, invoice.currency, param="amount")
-        payment = api.apply_payment(
+        check_amount_for_currency(amount, invoice.currency, param="amount")
+        payment = apply_payment(
             ctx,
             invoice,
             amount=amount,
@@ -281,9 +284,9 @@ def _settle(
     with store.lock:
         payment = account.invoice_payments[payment_id]
         if outcome == "succeed":
-            api.settle_payment(ctx, payment)
+            settle_payment(ctx, payment)
         else:
-            api.fail_payment(ctx, payment, str(options.get("failure_code") or "insufficient_funds"))
+            fail_payment(ctx, payment, str(options.get("failure_code") or "insufficient_funds"))
         invoice = account.invoices[payment.invoice]
         result = {
             "invoice_payment": render_invoice_payment(payment),

@@ -22,7 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from . import api, control, hosted
+from . import control, hosted
+from .api.context import Ctx
+from .api.invoice_lifecycle import advance_automatic_invoices
+from .api.routes import match_route
 from .config import FaultRule
 from .errors import StripeError, invalid_request
 from .forms import decode
@@ -323,7 +326,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         forget_key: Callable[[], None],
     ) -> tuple[int, bytes, dict[str, str]]:
         store = self.server.store
-        matched = api.match_route(method, path)
+        matched = match_route(method, path)
         if not isinstance(matched, tuple):
             forget_key()
             raise _unrecognized(method, path)
@@ -336,7 +339,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         deliveries: list[Delivery] = []
         try:
             with store.lock:
-                ctx = api.Ctx(
+                ctx = Ctx(
                     store=store,
                     account=account,
                     now=int(account.now(store.clock)),
@@ -344,7 +347,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                     idempotency_key=idempotency_key,
                     deliveries=deliveries,
                 )
-                automatic = api.Ctx(
+                automatic = Ctx(
                     store=store,
                     account=account,
                     now=ctx.now,
@@ -352,7 +355,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                     idempotency_key=None,
                     deliveries=deliveries,
                 )
-                api.advance_automatic_invoices(automatic)
+                advance_automatic_invoices(automatic)
                 result = route.handler(ctx, params, **path_args)
             status, payload, headers = 200, _json(result), {}
         except StripeError as exc:
