@@ -7,8 +7,8 @@ combinations are allowed, the lifecycle, money arithmetic, and the events each c
 Every rule raises :class:`~..errors.StripeError` *before* mutating anything, so a rejected
 request changes nothing.
 
-Modules import downwards only: :mod:`.routes` imports the resource modules, resource modules
-import each other in one direction (``invoice_items`` -> ``invoices`` -> ``customers``) and the
-shared helpers (:mod:`.context`, :mod:`.params`, :mod:`.lists`, :mod:`.events`), which import
-no resource module.
+Imports point one way: :mod:`.routes` imports the resource modules; a resource module imports
+the shared helpers (:mod:`.context`, :mod:`.params`, :mod:`.lists`, :mod:`.events`,
+:mod:`.pricing`) and the resources it builds on (``invoice_lifecycle`` -> ``invoice_payments``,
+``invoices`` -> ``customers``), never the routes; the helpers import no resource module.
 """
