@@ -59,6 +59,17 @@ _MANUAL_PAYMENT_STATUSES: frozenset[str] = frozenset(Status.values) - {
 }
 
 
+# Where the resumable invoice creation stands (read-only; the worker writes them).
+_CREATION_STEPS = (
+    "uid",
+    "invoice_create_started_at",
+    "invoice_created_at",
+    "invoice_lines_added_at",
+    "invoice_finalized_at",
+    "invoice_sent_at",
+)
+
+
 class ConcurrentChange(Exception):
     """The PO changed state between loading the form and saving it; nothing was saved."""
 
@@ -158,12 +169,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         "generation",
         "invoice_credit",
         "last_synced_at",
-        "uid",
-        "invoice_create_started_at",
-        "invoice_created_at",
-        "invoice_lines_added_at",
-        "invoice_finalized_at",
-        "invoice_sent_at",
+        *_CREATION_STEPS,
         "created_at",
         "updated_at",
     ]
@@ -218,15 +224,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
                 "Invoice creation steps",
                 {
                     "classes": ["collapse"],
-                    "fields": [
-                        "uid",
-                        "invoice_create_started_at",
-                        "invoice_created_at",
-                        "invoice_lines_added_at",
-                        "invoice_finalized_at",
-                        "invoice_sent_at",
-                        ("created_at", "updated_at"),
-                    ],
+                    "fields": [*_CREATION_STEPS, ("created_at", "updated_at")],
                 },
             ),
         ]
