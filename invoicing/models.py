@@ -7,6 +7,8 @@ Invariants the database enforces (not just the code):
   the same invoice snapshot can never insert it twice (README, "The ledger equals Stripe").
 - Payments are positive; only ``stripe`` payments carry Stripe invoice data, and they always do.
 - One Stripe customer per (conference, email); one inbox row per Stripe event id.
+
+Conference teams (roles and the record of settings changes) are in :mod:`invoicing.teams`.
 """
 
 from __future__ import annotations
@@ -129,7 +131,17 @@ class Conference(models.Model):
     stripe_secret_key = EncryptedSecretField(max_length=255, blank=True, default="")
     stripe_webhook_secret = EncryptedSecretField(max_length=255, blank=True, default="")
     stripe_webhook_endpoint_id = models.CharField(max_length=255, blank=True, default="")
+    # The Stripe account behind the key (GET /v1/account), when it was checked: a new key for a
+    # conference with open invoices must belong to it (services/conference_settings.py).
+    stripe_account_id = models.CharField(max_length=255, blank=True, default="")
     is_active = models.BooleanField(default=True)
+    approvals_need_second_person = models.BooleanField(
+        default=False,
+        help_text=(
+            "Approvals need a second person: whoever created or last edited a purchase order "
+            "cannot approve it."
+        ),
+    )
     invoice_days_until_due = models.PositiveIntegerField(
         default=30, validators=[MinValueValidator(1), MaxValueValidator(365)]
     )
@@ -277,6 +289,21 @@ class PurchaseOrder(models.Model):
         related_name="+",
     )
     cancellation_reason = models.TextField(blank=True, default="")
+    # Who wrote the PO's terms and lines (the second-approver rule: invoicing/access.py).
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    last_edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
 
     # The Stripe invoice of the current generation, mirrored as last seen.
     stripe_customer = models.ForeignKey(
@@ -579,3 +606,9 @@ class StripeSyncState(models.Model):
 
     def __str__(self) -> str:
         return f"Stripe sync of conference {self.conference_id}"
+
+
+# Models of this app that live in their own module (Django finds them through this import).
+from invoicing.teams import ConferenceRole as ConferenceRole  # noqa: E402
+from invoicing.teams import ConferenceSettingsChange as ConferenceSettingsChange  # noqa: E402
+from invoicing.teams import Role as Role  # noqa: E402

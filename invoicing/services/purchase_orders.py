@@ -22,7 +22,7 @@ from django.db.models import Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from invoicing import money
+from invoicing import access, money
 from invoicing.logging import log_state_change
 from invoicing.models import (
     MONEY_DECIMAL_PLACES,
@@ -123,6 +123,7 @@ def create_purchase_order(
     contact_name: str = "",
     currency: str | None = None,
     notes: str = "",
+    created_by: User | None = None,
 ) -> PurchaseOrder:
     """Create a draft PO with its lines, or raise :class:`InvalidPurchaseOrder` saving nothing.
 
@@ -163,6 +164,8 @@ def create_purchase_order(
                 contact_email=contact_email,
                 currency=code,
                 notes=notes,
+                created_by=created_by,
+                last_edited_by=created_by,
             )
             PurchaseOrderLineItem.objects.bulk_create(
                 PurchaseOrderLineItem(
@@ -197,7 +200,8 @@ def approve_purchase_order(
     """Approve a draft PO: the step after which the invoice is created without further clicks.
 
     Refused when the conference has no Stripe key: the invoice could not be created, and the person
-    approving is the one who can fix that.
+    approving is the one who can fix that. Refused too when the conference asks for a second
+    person and ``approved_by`` wrote the PO (:func:`invoicing.access.second_approver_refusal`).
     """
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
@@ -210,6 +214,9 @@ def approve_purchase_order(
                 f"Conference {locked.conference.slug!r} has no Stripe secret key; "
                 f"add it before approving PO {locked.reference}."
             )
+        second_approver = access.second_approver_refusal(locked, approved_by)
+        if second_approver:
+            raise InvalidTransition(f"PO {locked.reference}: {second_approver}")
         problems = _line_problems(
             [
                 LineItemInput(line.description, line.quantity, line.unit_price)

@@ -86,14 +86,14 @@ def test_the_admin_action_queues_one_invoice_per_po(
     po = make_purchase_order(conference=stripe_conference, approve=False)
     response = admin_client.post(
         reverse("admin:invoicing_purchaseorder_changelist"),
-        {"action": "approve_selected", "_selected_action": [str(po.pk)]},
+        {"action": "approve_selected", "_selected_action": [str(po.pk)], "confirm": "yes"},
     )
     assert response.status_code == 302
     assert_invoiced_once(po, stripe_emulator, stripe_secret_key, published)
     # Approving again (already approved) is refused and queues nothing.
     admin_client.post(
         reverse("admin:invoicing_purchaseorder_changelist"),
-        {"action": "approve_selected", "_selected_action": [str(po.pk)]},
+        {"action": "approve_selected", "_selected_action": [str(po.pk)], "confirm": "yes"},
     )
     assert len(published.of(CREATE, po.pk)) == 1
 
