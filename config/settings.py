@@ -312,6 +312,9 @@ STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS = env_int(
     "STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS", 60, minimum=1
 )
 INVOICE_RESUME_INTERVAL_SECONDS = env_int("INVOICE_RESUME_INTERVAL_SECONDS", 300, minimum=1)
+# Processed and ignored events keep their payload (customer names, emails, addresses) this long,
+# then the beat empties it, keeping id, type, status and times. Failed events keep theirs.
+STRIPE_EVENT_RETENTION_DAYS = env_int("STRIPE_EVENT_RETENTION_DAYS", 90, minimum=1)
 
 # django-celery-beat writes these into PeriodicTask rows when beat starts (an interval changed here
 # updates its row then). Each run expires after one interval, so a backlog never replays them all.
@@ -325,6 +328,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "workers.tasks.reenqueue_pending_stripe_events",
         "schedule": float(STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS),
         "options": {"expire_seconds": STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS},
+    },
+    "purge-stripe-event-payloads": {
+        "task": "workers.tasks.purge_stripe_event_payloads",
+        "schedule": 3600.0,
+        "options": {"expire_seconds": 3600},
     },
     "resume-stalled-invoice-creation": {
         "task": "workers.tasks.resume_stalled_invoice_creation",

@@ -40,7 +40,13 @@ from django.db import DatabaseError
 
 from invoicing.models import Conference, PurchaseOrder
 from invoicing.retry import backoff_seconds, describe_error, is_transient
-from invoicing.services import purchase_orders, reconciliation, stripe_events, stripe_invoicing
+from invoicing.services import (
+    event_retention,
+    purchase_orders,
+    reconciliation,
+    stripe_events,
+    stripe_invoicing,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -253,6 +259,12 @@ def queue_stripe_events(stripe_event_ids: list[int]) -> int:
 def reenqueue_pending_stripe_events() -> int:
     """Beat: queue again events recorded but not processed (lost messages, dead workers)."""
     return stripe_events.reenqueue_pending_stripe_events()
+
+
+@shared_task(name="workers.tasks.purge_stripe_event_payloads")
+def purge_stripe_event_payloads() -> int:
+    """Beat: empty the payloads of events settled longer ago than STRIPE_EVENT_RETENTION_DAYS."""
+    return event_retention.purge_event_payloads()
 
 
 # --- Sync and reconciliation ---------------------------------------------------------------------

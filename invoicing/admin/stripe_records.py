@@ -1,6 +1,7 @@
 """What Stripe sent us and we keep: customers, and the webhook inbox (with its replay).
 
 Both are read by the conference's team; replaying an event is a change, so it takes an organizer.
+A payload the retention purge emptied says so instead (``STRIPE_EVENT_RETENTION_DAYS``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class StripeEventAdmin(ReadOnlyAdminMixin, ConferenceScopedAdmin[StripeEvent]):
         "last_error",
         "received_at",
         "processed_at",
+        "payload_purged_at",
         "livemode",
         "api_version",
         "payload_pretty",
@@ -79,7 +81,15 @@ class StripeEventAdmin(ReadOnlyAdminMixin, ConferenceScopedAdmin[StripeEvent]):
                 f"{event.conference}.",
                 messages.WARNING,
             )
-        selected = list(allowed.order_by("received_at", "pk"))
+        purged = allowed.filter(payload_purged_at__isnull=False)
+        for event in purged.order_by("received_at", "pk"):
+            self.message_user(
+                request,
+                f"{event.stripe_event_id}: not replayed: its payload was purged "
+                "(STRIPE_EVENT_RETENTION_DAYS); the reconciliation reads the invoice from Stripe.",
+                messages.WARNING,
+            )
+        selected = list(allowed.exclude(pk__in=purged.values("pk")).order_by("received_at", "pk"))
         if not selected:
             return
         result = stripe_events.replay_stripe_events(
@@ -114,5 +124,11 @@ class StripeEventAdmin(ReadOnlyAdminMixin, ConferenceScopedAdmin[StripeEvent]):
 
     @admin.display(description="Payload")
     def payload_pretty(self, obj: StripeEvent) -> SafeString:
+        if obj.payload_purged_at is not None:
+            return format_html(
+                "<em>Purged {}: a settled event keeps its payload STRIPE_EVENT_RETENTION_DAYS "
+                "days.</em>",
+                obj.payload_purged_at.date().isoformat(),
+            )
         pretty = json.dumps(obj.payload, indent=2, sort_keys=True, ensure_ascii=False)
         return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', pretty)
