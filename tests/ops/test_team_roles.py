@@ -193,6 +193,13 @@ CAPABILITIES = [
         ),
     ),
     Capability(
+        "be offered Replay (the change permission on events)",
+        Role.ORGANIZER,
+        lambda c, t, p: _shows(
+            c, reverse("admin:invoicing_stripeevent_changelist"), 'value="replay_selected"'
+        ),
+    ),
+    Capability(
         "reconcile the conference",
         Role.ORGANIZER,
         lambda c, t, p: after(

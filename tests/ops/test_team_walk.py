@@ -18,6 +18,7 @@ from django.test import Client
 from django.urls import reverse
 
 from invoicing.models import Role
+from invoicing.services import conference_access
 from tests.core.conftest import MakePurchaseOrder
 from tests.ops.teams import (
     PASSWORD,
@@ -261,3 +262,42 @@ def test_no_step_reaches_the_other_conference(
     assert database_state() == before, "the walk changed the database"
     assert published.messages == [], "the walk queued work for a worker"
     assert len(stripe_emulator.requests(other.key)) == other_requests
+
+
+def test_an_organizer_elsewhere_is_only_a_viewer_here(
+    stripe_emulator: EmulatorHandle,
+    settings: Any,
+    make_purchase_order: MakePurchaseOrder,
+    published: PublishLog,  # noqa: F811
+) -> None:
+    """Actions are allowed by the person's role in each selected PO's own conference."""
+    settings.STRIPE_API_BASE = stripe_emulator.base_url
+    a = build_team("Alpha", emulator=stripe_emulator, make_purchase_order=make_purchase_order)
+    b = build_team("Beta", emulator=stripe_emulator, make_purchase_order=make_purchase_order)
+    person = a.people[Role.VIEWER]
+    conference_access.grant_conference_role(
+        conference=b.conference, user=person, role=Role.ORGANIZER
+    )
+    client = a.client(Role.VIEWER)
+    before = database_state()
+
+    pos = [a.draft.pk, a.invoiced.pk]
+    for name, extra in [
+        ("approve_selected", {"confirm": "yes"}),
+        ("sync_selected", {}),
+        ("void_selected", {"confirm": "yes"}),
+        ("cancel_selected", {"confirm": "yes", "reason": "x"}),
+    ]:
+        response = action(PO, name, *pos, **extra)(client, b, a)
+        assert response.status_code == 302
+    action(PO, "reissue_selected", a.voided.pk, confirm="yes")(client, b, a)
+    action(EVENT, "replay_selected", a.event.pk)(client, b, a)
+    action(CONFERENCE, "reconcile_selected", a.conference.pk)(client, b, a)
+    edit = client.post(url(f"{PO}_change", a.draft.pk), po_form(a.draft, notes="mine now"))
+    assert edit.status_code == 403
+
+    assert database_state() == before
+    assert published.messages == []
+    # The same person organizes B: the same action works there.
+    action(PO, "sync_selected", b.invoiced.pk)(client, b, a)
+    assert [message.task for message in published.messages] == ["workers.tasks.sync_purchase_order"]
