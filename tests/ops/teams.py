@@ -127,19 +127,18 @@ def database_state() -> dict[str, Any]:
     return state
 
 
-def wire_payment(amount: str = "5000.00") -> dict[str, str]:
-    """The manual payment row of a PO's page, filled in."""
-    return {
+def manual_payment(**fields: str) -> dict[str, str]:
+    """The row "Record a wire, check or other payment" of a PO's page, filled in."""
+    data = {
         "payments-2-TOTAL_FORMS": "1",
-        "payments-2-INITIAL_FORMS": "0",
-        "payments-2-MIN_NUM_FORMS": "0",
-        "payments-2-MAX_NUM_FORMS": "1",
-        "payments-2-0-amount": amount,
+        "payments-2-0-amount": "",
         "payments-2-0-method": "wire",
         "payments-2-0-payment_date": timezone.localdate().isoformat(),
-        "payments-2-0-reference": "IBAN",
+        "payments-2-0-reference": "",
         "payments-2-0-note": "",
     }
+    data.update({f"payments-2-0-{name}": value for name, value in fields.items()})
+    return data
 
 
 def po_form(po: PurchaseOrder, **overrides: str) -> dict[str, str]:

@@ -26,6 +26,8 @@ from invoicing.services import purchase_orders
 from invoicing.services.purchase_orders import LineItemInput
 from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
 from tests.core.conftest import MakeConference, MakePurchaseOrder
+from tests.ops.teams import manual_payment
+from tests.ops.teams import po_form as form_data
 from tests.stripe_emulator.handle import EmulatorHandle
 
 pytestmark = pytest.mark.django_db
@@ -63,46 +65,6 @@ def invoiced_po(
     po.refresh_from_db()
     assert po.status == PurchaseOrder.Status.PARTIALLY_PAID
     return po
-
-
-def form_data(po: PurchaseOrder, **overrides: str) -> dict[str, str]:
-    """The change form as the browser would post it (inline management forms included)."""
-    data = {
-        "conference": str(po.conference_id),
-        "reference": po.reference,
-        "organization_name": po.organization_name,
-        "contact_name": po.contact_name,
-        "contact_email": po.contact_email,
-        "currency": po.currency,
-        "notes": po.notes,
-        "line_items-TOTAL_FORMS": "0",
-        "line_items-INITIAL_FORMS": "0",
-        "line_items-MIN_NUM_FORMS": "0",
-        "line_items-MAX_NUM_FORMS": "1000",
-        "payments-TOTAL_FORMS": "0",
-        "payments-INITIAL_FORMS": "0",
-        "payments-MIN_NUM_FORMS": "0",
-        "payments-MAX_NUM_FORMS": "1000",
-        "payments-2-TOTAL_FORMS": "0",
-        "payments-2-INITIAL_FORMS": "0",
-        "payments-2-MIN_NUM_FORMS": "0",
-        "payments-2-MAX_NUM_FORMS": "1",
-    }
-    data.update(overrides)
-    return data
-
-
-def manual_payment(**fields: str) -> dict[str, str]:
-    data = {
-        "payments-2-TOTAL_FORMS": "1",
-        "payments-2-0-amount": "",
-        "payments-2-0-method": "wire",
-        "payments-2-0-payment_date": timezone.localdate().isoformat(),
-        "payments-2-0-reference": "",
-        "payments-2-0-note": "",
-    }
-    data.update({f"payments-2-0-{name}": value for name, value in fields.items()})
-    return data
 
 
 # --- the list -----------------------------------------------------------------------------------

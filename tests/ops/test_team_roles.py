@@ -23,9 +23,9 @@ from tests.ops.teams import (
     Team,
     build_team,
     conference_form,
+    manual_payment,
     new_po_form,
     po_form,
-    wire_payment,
 )
 from tests.pipeline.conftest import PublishLog, published  # noqa: F401 (fixture)
 from tests.stripe_emulator.handle import EmulatorHandle
@@ -179,7 +179,7 @@ CAPABILITIES = [
         lambda c, t, p: after(
             c.post(
                 reverse(f"{PO}_change", args=[t.invoiced.pk]),
-                {**po_form(t.invoiced), **wire_payment("10.00")},
+                {**po_form(t.invoiced), **manual_payment(amount="10.00")},
             ),
             t.invoiced.payments.filter(method="wire").exists(),
         ),

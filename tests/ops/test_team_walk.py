@@ -26,9 +26,9 @@ from tests.ops.teams import (
     build_team,
     conference_form,
     database_state,
+    manual_payment,
     new_po_form,
     po_form,
-    wire_payment,
 )
 from tests.pipeline.conftest import PublishLog, published  # noqa: F401 (fixture)
 from tests.stripe_emulator.handle import EmulatorHandle
@@ -101,7 +101,8 @@ STEPS = [
     Step(
         "PO wire payment",
         lambda c, o, x: c.post(
-            url(f"{PO}_change", x.invoiced.pk), {**po_form(x.invoiced), **wire_payment()}
+            url(f"{PO}_change", x.invoiced.pk),
+            {**po_form(x.invoiced), **manual_payment(amount="5000.00", reference="IBAN")},
         ),
         NOT_FOUND,
     ),
