@@ -168,6 +168,26 @@ def po_form(po: PurchaseOrder, **overrides: str) -> dict[str, str]:
     return data
 
 
+def lines_as_posted(po: PurchaseOrder) -> dict[str, str]:
+    """The PO's lines as its page posts them back, unchanged."""
+    lines = list(po.line_items.all())
+    data = {
+        "line_items-TOTAL_FORMS": str(len(lines)),
+        "line_items-INITIAL_FORMS": str(len(lines)),
+        "line_items-MIN_NUM_FORMS": "1",
+        "line_items-MAX_NUM_FORMS": "1000",
+    }
+    for number, line in enumerate(lines):
+        data |= {
+            f"line_items-{number}-id": str(line.pk),
+            f"line_items-{number}-purchase_order": str(po.pk),
+            f"line_items-{number}-description": line.description,
+            f"line_items-{number}-quantity": str(line.quantity),
+            f"line_items-{number}-unit_price": str(line.unit_price),
+        }
+    return data
+
+
 def new_po_form(conference: Conference, reference: str) -> dict[str, str]:
     """The "Add purchase order" form with one line."""
     return {

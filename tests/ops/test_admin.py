@@ -26,7 +26,7 @@ from invoicing.services import purchase_orders
 from invoicing.services.purchase_orders import LineItemInput
 from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
 from tests.core.conftest import MakeConference, MakePurchaseOrder
-from tests.ops.teams import manual_payment
+from tests.ops.teams import conference_form, manual_payment
 from tests.ops.teams import po_form as form_data
 from tests.stripe_emulator.handle import EmulatorHandle
 
@@ -381,24 +381,6 @@ def test_approve_action_approves_drafts_and_explains_refusals(
 # --- conferences ----------------------------------------------------------------------------------
 
 SECRET = "sk_test_AdminMustNeverShowThis1234"
-
-
-def conference_form(conference: Conference, **overrides: str) -> dict[str, str]:
-    data = {
-        "name": conference.name,
-        "currency": conference.currency,
-        "is_active": "on",
-        "stripe_secret_key": "",
-        "stripe_webhook_secret": "",
-        "invoice_days_until_due": str(conference.invoice_days_until_due),
-        "payment_method_types": '["card", "us_bank_account"]',
-        # What the browser sends back for a field with a callable default (change detection).
-        "initial-payment_method_types": '["card", "us_bank_account"]',
-        "invoice_memo": "",
-        "invoice_footer": "",
-    }
-    data.update(overrides)
-    return data
 
 
 # pytest-django's admin_user signs in with this password; money settings ask for it again.

@@ -153,17 +153,22 @@ def emulator_knows_accounts(stripe_emulator: EmulatorHandle, team: Team) -> None
         pytest.skip("the Stripe emulator has no key roll yet (branch r-emu-money)")
 
 
+def post_key(team: Team, key: str, **fields: str) -> Any:
+    """The finance admin, password typed again, gives the conference ``key``."""
+    return post_settings(
+        team.client(Role.FINANCE),
+        team.conference,
+        stripe_secret_key=key,
+        current_password=PASSWORD,
+        **fields,
+    )
+
+
 @pytest.mark.usefixtures("emulator_knows_accounts")
 def test_another_account_is_refused_while_invoices_are_open(
     team: Team, stripe_emulator: EmulatorHandle
 ) -> None:
-    other_account = stripe_emulator.new_secret_key()
-    response = post_settings(
-        team.client(Role.FINANCE),
-        team.conference,
-        stripe_secret_key=other_account,
-        current_password=PASSWORD,
-    )
+    response = post_key(team, stripe_emulator.new_secret_key())
     assert response.status_code == 200
     assert "belongs to another Stripe account" in response.content.decode()
     assert stored(team.conference).stripe_secret_key == team.key
@@ -175,13 +180,7 @@ def test_a_rolled_key_of_the_same_account_is_accepted(
     team: Team, stripe_emulator: EmulatorHandle
 ) -> None:
     rolled: str = stripe_emulator.roll_key(team.key, expires_in=3600)  # type: ignore[attr-defined]
-    response = post_settings(
-        team.client(Role.FINANCE),
-        team.conference,
-        stripe_secret_key=rolled,
-        current_password=PASSWORD,
-    )
-    assert response.status_code == 302
+    assert post_key(team, rolled).status_code == 302
     conference = stored(team.conference)
     assert conference.stripe_secret_key == rolled
     assert conference.stripe_account_id.startswith("acct_")
@@ -192,14 +191,7 @@ def test_switching_accounts_takes_the_explicit_confirmation(
     team: Team, stripe_emulator: EmulatorHandle
 ) -> None:
     other_account = stripe_emulator.new_secret_key()
-    response = post_settings(
-        team.client(Role.FINANCE),
-        team.conference,
-        stripe_secret_key=other_account,
-        switch_stripe_account="on",
-        current_password=PASSWORD,
-    )
-    assert response.status_code == 302
+    assert post_key(team, other_account, switch_stripe_account="on").status_code == 302
     assert stored(team.conference).stripe_secret_key == other_account
     change = ConferenceSettingsChange.objects.get(conference=team.conference)
     assert change.switched_stripe_account

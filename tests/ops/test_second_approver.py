@@ -10,7 +10,7 @@ from django.urls import reverse
 from invoicing.models import Conference, PurchaseOrder, Role
 from invoicing.services import conference_access, purchase_orders
 from tests.core.conftest import DEFAULT_LINES, MakeConference
-from tests.ops.teams import po_form
+from tests.ops.teams import lines_as_posted, po_form
 
 pytestmark = pytest.mark.django_db
 
@@ -37,26 +37,6 @@ def new_po(conference: Conference, author: User | None) -> PurchaseOrder:
         lines=DEFAULT_LINES,
         created_by=author,
     )
-
-
-def lines_as_posted(po: PurchaseOrder) -> dict[str, str]:
-    """The PO's lines as its page posts them back, unchanged."""
-    lines = list(po.line_items.all())
-    data = {
-        "line_items-TOTAL_FORMS": str(len(lines)),
-        "line_items-INITIAL_FORMS": str(len(lines)),
-        "line_items-MIN_NUM_FORMS": "1",
-        "line_items-MAX_NUM_FORMS": "1000",
-    }
-    for number, line in enumerate(lines):
-        data |= {
-            f"line_items-{number}-id": str(line.pk),
-            f"line_items-{number}-purchase_order": str(po.pk),
-            f"line_items-{number}-description": line.description,
-            f"line_items-{number}-quantity": str(line.quantity),
-            f"line_items-{number}-unit_price": str(line.unit_price),
-        }
-    return data
 
 
 def test_the_author_cannot_approve_and_a_second_person_can(conference: Conference) -> None:
