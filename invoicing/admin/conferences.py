@@ -235,7 +235,7 @@ class ConferenceAdmin(ConferenceScopedAdmin[Conference]):
             (
                 (
                     localtime(change.changed_at).strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    change.changed_by.get_username() if change.changed_by else "-",
+                    change.changed_by.get_username() if change.changed_by else "a command",
                     ", ".join(change.fields),
                     change.get_outcome_display()
                     + (" (switched Stripe account)" if change.switched_stripe_account else ""),
