@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import secrets
@@ -18,7 +19,25 @@ import redis
 from django.core.management.base import CommandError
 
 SECRET_KEY_FILE_NAME = "dev-secret-key"  # noqa: S105 (a file name)
+# The Stripe emulator lives with the tests: a checkout has it, an installed package does not.
+EMULATOR_MODULE = "tests.stripe_emulator"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def emulator_checkout() -> Path:
+    """The checkout holding the Stripe emulator the demo runs, or a CommandError saying why not."""
+    try:
+        spec = importlib.util.find_spec(EMULATOR_MODULE)
+    except ModuleNotFoundError:  # not even a ``tests`` package
+        spec = None
+    if spec is None or spec.origin is None:
+        raise CommandError(
+            "The demo needs a checkout of the repository: its Stripe emulator "
+            f"({EMULATOR_MODULE.replace('.', '/')}/) cannot be imported here, and an installed "
+            "package does not include it. Run `make run` in a checkout."
+        )
+    # <checkout>/tests/stripe_emulator/__init__.py
+    return Path(spec.origin).resolve().parents[EMULATOR_MODULE.count(".") + 1]
 
 
 def env_port(name: str, default: int) -> int:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.core.management.base import CommandError
+from pytest_django.fixtures import Settings as SettingsWrapper
 
 from invoicing.management import demo
+from invoicing.management.commands import rundemo
+from tests.support.processes import REPO_ROOT
 
 
 @pytest.mark.parametrize(
@@ -81,3 +87,23 @@ def test_a_busy_port_is_detected() -> None:
         port = server.getsockname()[1]
         assert not demo.port_is_free("127.0.0.1", port)
     assert demo.port_is_free("127.0.0.1", demo.free_port())
+
+
+def test_the_demo_finds_the_emulator_in_this_checkout() -> None:
+    assert demo.emulator_checkout() == REPO_ROOT
+
+
+@pytest.mark.parametrize("missing", ["tests.no_such_emulator", "no_checkout_here.stripe_emulator"])
+def test_without_the_emulator_the_demo_says_it_needs_a_checkout_and_starts_nothing(
+    missing: str, monkeypatch: pytest.MonkeyPatch, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(demo, "EMULATOR_MODULE", missing)
+    settings.VAR_DIR = tmp_path / "var"
+
+    def no_process(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"rundemo started {args[0]!r}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)  # honcho subclassed it at import
+    with pytest.raises(CommandError, match=r"needs a checkout of the repository.*`make run`"):
+        call_command(rundemo.Command())
+    assert not settings.VAR_DIR.exists()

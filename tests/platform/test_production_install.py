@@ -206,6 +206,20 @@ def test_a_worker_of_the_install_answers_a_ping(
     assert worker.returncode == 0, worker.exit_report()
 
 
+@pytest.mark.slow
+def test_the_installed_demo_says_it_needs_a_checkout(
+    install: ProductionInstall, run_dir: Path, production_env: dict[str, str]
+) -> None:
+    result = subprocess.run(
+        [install.python, "manage.py", "rundemo"], cwd=run_dir, env=production_env,
+        capture_output=True, text=True, timeout=STEP_TIMEOUT_SECONDS, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "The demo needs a checkout of the repository" in result.stderr, result.stderr
+    assert "Run `make run` in a checkout." in result.stderr, result.stderr
+    assert not (run_dir / "var").exists(), "rundemo prepared its VAR_DIR before refusing"
+
+
 def test_every_third_party_import_of_the_runtime_is_a_runtime_dependency() -> None:
     """What web, worker and beat import comes from ``[project.dependencies]``, not the dev extra.
 

@@ -11,6 +11,9 @@
 5. Once the emulator and the web answer, runs ``seed_demo`` (conference, webhook endpoint registered
    through the Stripe API, admin login, purchase orders) and prints where everything is.
 
+It needs a checkout: the emulator is ``tests.stripe_emulator``, which an installed package does
+not include; without it the command says so before it starts anything.
+
 Ctrl-C (or SIGTERM) stops everything it started. Ports and addresses come from the environment:
 ``DEMO_HOST`` (127.0.0.1), ``DEMO_WEB_PORT`` (8000), ``DEMO_EMULATOR_PORT`` (12111),
 ``DEMO_REDIS_URL``; see the README.
@@ -39,9 +42,11 @@ from honcho.manager import Manager
 
 from invoicing.management.commands.seed_demo import DEMO_SLUG, PASSWORD_FILE_NAME
 from invoicing.management.demo import (
+    EMULATOR_MODULE,
     DemoAddresses,
     demo_web_command,
     dev_secret_key,
+    emulator_checkout,
     env_port,
     free_port,
     port_is_free,
@@ -126,6 +131,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        emulator_dir = emulator_checkout()
         procfile = self._procfile(Path(options["procfile"]))
         addresses = DemoAddresses(
             host=os.environ.get("DEMO_HOST", "127.0.0.1").strip() or "127.0.0.1",
@@ -147,7 +153,7 @@ class Command(BaseCommand):
         with self._redis(var_dir) as (broker_url, rate_limit_url):
             env = self._environment(var_dir, addresses, broker_url, rate_limit_url)
             self._migrate(procfile, env)
-            self._run(procfile, env, addresses, var_dir, seed=not options["no_seed"])
+            self._run(procfile, env, addresses, var_dir, emulator_dir, seed=not options["no_seed"])
 
     # --- preparation ------------------------------------------------------------------------
 
@@ -230,6 +236,7 @@ class Command(BaseCommand):
         env: dict[str, str],
         addresses: DemoAddresses,
         var_dir: Path,
+        emulator_dir: Path,
         *,
         seed: bool,
     ) -> None:
@@ -237,10 +244,10 @@ class Command(BaseCommand):
         python = shlex.quote(sys.executable)
         manager.add_process(
             "emulator",
-            f"exec {python} -m tests.stripe_emulator --host {shlex.quote(addresses.host)} "
+            f"exec {python} -m {EMULATOR_MODULE} --host {shlex.quote(addresses.host)} "
             f"--port {addresses.emulator_port} --public-url {addresses.emulator}",
             env=env,
-            cwd=str(REPO_ROOT),
+            cwd=str(emulator_dir),
         )
         for name in PROCESSES:
             command = procfile[name]
