@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 
-from tests.pipeline.conftest import ServiceProcess, procfile_command, wait_for_http
+from tests.pipeline.conftest import wait_for_http
 from tests.support.celery_workers import REPO_ROOT, worker_environment
+from tests.support.processes import LoggedProcess, procfile_command
 from tests.support.redis_server import free_port
 
 # What pyproject's test environment sets for the suite's plain HTTP; production leaves them unset.
@@ -95,7 +96,7 @@ def web_behind_proxy(django_db_setup: None, tmp_path: Path) -> Iterator[int]:
         DJANGO_ALLOWED_HOSTS=f"{HOST},127.0.0.1",
         DJANGO_SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
     )
-    web = ServiceProcess(
+    web = LoggedProcess(
         name="web",
         argv=["/bin/sh", "-c", f"exec {procfile_command('web')}"],
         env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
