@@ -13,6 +13,7 @@ it stands for, so it keeps holding the lock when a mutant removes the guard from
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -35,7 +36,7 @@ def take_row_lock(purchase_order: PurchaseOrder) -> None:
     PurchaseOrder.objects.select_for_update().get(pk=purchase_order.pk)
 
 
-def apply_snapshot(po: PurchaseOrder, *, amount_paid: int) -> None:
+def by_webhook(po: PurchaseOrder, *, amount_paid: int) -> None:
     """An ``invoice.updated`` webhook showing the invoice with ``amount_paid`` (minor units)."""
     stripe_invoicing.handle_invoice_event(
         conference=po.conference,
@@ -43,10 +44,20 @@ def apply_snapshot(po: PurchaseOrder, *, amount_paid: int) -> None:
     )
 
 
+def by_reconciliation(po: PurchaseOrder, *, amount_paid: int) -> None:
+    """The same invoice on a page of open invoices, as reconciliation applies it."""
+    stripe_invoicing.apply_invoice_snapshot(
+        purchase_order=po, invoice=invoice_payload(po, amount_paid=amount_paid), source="reconcile"
+    )
+
+
+@pytest.mark.parametrize("stale_path", [by_webhook, by_reconciliation], ids=lambda f: f.__name__)
 def test_a_snapshot_waits_for_the_po_row_lock_before_reading_ledger_and_mirror(
-    contention: Contention, make_purchase_order: MakePurchaseOrder
+    contention: Contention,
+    make_purchase_order: MakePurchaseOrder,
+    stale_path: Callable[..., None],
 ) -> None:
-    """A webhook showing 500.00 paid is being applied; a stale one (300.00) arrives meanwhile.
+    """A webhook showing 500.00 paid is being applied; a stale view (300.00) arrives meanwhile.
 
     Waiting for the lock, the stale one reads the ledger and the mirror after the first commits:
     it records nothing and leaves the mirror at 500.00. Read without the lock, it would find an
@@ -59,8 +70,8 @@ def test_a_snapshot_waits_for_the_po_row_lock_before_reading_ledger_and_mirror(
     po.refresh_from_db()
 
     with contention.hold(lambda: take_row_lock(po)) as webhook:
-        webhook.run(lambda: apply_snapshot(po, amount_paid=50000))
-        stale = contention.start(lambda: apply_snapshot(po, amount_paid=30000))
+        webhook.run(lambda: by_webhook(po, amount_paid=50000))
+        stale = contention.start(lambda: stale_path(po, amount_paid=30000))
         stale.wait_until_blocked(webhook, at="SELECT")
     stale.outcome()
 
@@ -70,6 +81,36 @@ def test_a_snapshot_waits_for_the_po_row_lock_before_reading_ledger_and_mirror(
         (Decimal("500.00"), 50000)
     ]
     assert (po.stripe_amount_paid, po.status) == (Decimal("500.00"), Status.PARTIALLY_PAID)
+
+
+def test_a_sync_waits_for_the_po_row_lock_before_reading_ledger_and_mirror(
+    contention: Contention,
+    stripe_emulator: EmulatorHandle,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    """The company paid 2000.00; its webhook is being applied when a sync fetches the invoice.
+    The sync waits, then finds the payment recorded: one ledger row, not two."""
+    po = make_purchase_order(conference=stripe_conference)
+    stripe_invoicing.create_stripe_invoice(po)
+    po.refresh_from_db()
+    paid = stripe_emulator.pay_invoice(po.stripe_invoice_id, amount=200000)["invoice"]
+
+    with contention.hold(lambda: take_row_lock(po)) as webhook:
+        webhook.run(
+            lambda: stripe_invoicing.apply_invoice_snapshot(
+                purchase_order=po, invoice=paid, source="invoice.updated"
+            )
+        )
+        sync = contention.start(lambda: stripe_invoicing.sync_stripe_invoice_status(po))
+        sync.wait_until_blocked(webhook, at="SELECT")
+    sync.outcome()
+
+    po.refresh_from_db()
+    assert list(PurchaseOrderPayment.objects.filter(purchase_order=po).values_list("amount")) == [
+        (Decimal("2000.00"),)
+    ]
+    assert (po.stripe_amount_paid, po.status) == (Decimal("2000.00"), Status.PARTIALLY_PAID)
 
 
 def test_a_wire_payment_waits_for_the_po_row_lock_before_checking_the_po(

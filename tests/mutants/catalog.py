@@ -18,6 +18,14 @@ RECONCILIATION = "invoicing/services/reconciliation.py"
 
 CORE_LOCKS = "tests/core/test_locks.py"
 PIPELINE_CLAIMS = "tests/pipeline/test_claims.py"
+SNAPSHOT_LOCK_TEST = (
+    f"{CORE_LOCKS}::test_a_snapshot_waits_for_the_po_row_lock_before_reading_ledger_and_mirror"
+)
+
+
+def unlocked(purchase_order: str) -> str:
+    """What a ledger writer that forgot the row lock reads: the same row, without FOR UPDATE."""
+    return f'PurchaseOrder.objects.select_related("conference").get(pk={purchase_order}.pk)'
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ MUTANTS: tuple[Mutant, ...] = (
                 STRIPE_INVOICING,
                 "        locked = purchase_orders.lock_purchase_order(po)\n"
                 "        if locked.stripe_invoice_id and locked.stripe_invoice_id != invoice.id:\n",
-                "        locked = _load(po)\n"
+                f"        locked = {unlocked('po')}\n"
                 "        if locked.stripe_invoice_id and locked.stripe_invoice_id != invoice.id:\n",
             ),
         ),
@@ -123,6 +131,74 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         tests=(CORE_LOCKS,),
+    ),
+    Mutant(
+        id="webhook-apply-lock",
+        invariant=2,
+        guard="an invoice event is applied to the PO read without its row lock",
+        edits=(
+            Edit(
+                STRIPE_INVOICING,
+                "        locked = purchase_orders.lock_purchase_order(po)\n"
+                "        extra: tuple[str, ...] = ()\n"
+                "        if (\n",
+                f"        locked = {unlocked('po')}\n"
+                "        extra: tuple[str, ...] = ()\n"
+                "        if (\n",
+            ),
+        ),
+        tests=(f"{SNAPSHOT_LOCK_TEST}[by_webhook]",),
+    ),
+    Mutant(
+        id="snapshot-apply-lock",
+        invariant=2,
+        guard="apply_invoice_snapshot (reconciliation, cancel, void) reads the PO without its lock",
+        edits=(
+            Edit(
+                STRIPE_INVOICING,
+                "        locked = purchase_orders.lock_purchase_order(purchase_order)\n"
+                "        recorded = _apply_locked(\n",
+                f"        locked = {unlocked('purchase_order')}\n"
+                "        recorded = _apply_locked(\n",
+            ),
+        ),
+        tests=(f"{SNAPSHOT_LOCK_TEST}[by_reconciliation]",),
+    ),
+    Mutant(
+        id="sync-lock",
+        invariant=2,
+        guard="a sync applies the retrieved invoice to the PO read without its row lock",
+        edits=(
+            Edit(
+                STRIPE_INVOICING,
+                "        locked = purchase_orders.lock_purchase_order(po)\n"
+                "        locked.last_synced_at = timezone.now()\n",
+                f"        locked = {unlocked('po')}\n"
+                "        locked.last_synced_at = timezone.now()\n",
+            ),
+        ),
+        tests=(
+            f"{CORE_LOCKS}::test_a_sync_waits_for_the_po_row_lock_before_reading_ledger_and_mirror",
+        ),
+    ),
+    Mutant(
+        id="record-payment-lock",
+        invariant=2,
+        guard="record_payment checks and writes a (wire) payment on the PO read without its lock",
+        edits=(
+            Edit(
+                PURCHASE_ORDERS,
+                "        locked = lock_purchase_order(purchase_order)\n"
+                "        try:\n"
+                "            money.to_minor_units(amount, locked.currency)\n",
+                f"        locked = {unlocked('purchase_order')}\n"
+                "        try:\n"
+                "            money.to_minor_units(amount, locked.currency)\n",
+            ),
+        ),
+        tests=(
+            f"{CORE_LOCKS}::test_a_wire_payment_waits_for_the_po_row_lock_before_checking_the_po",
+        ),
     ),
     Mutant(
         id="ledger-delta-against-all-payments",

@@ -180,12 +180,15 @@ def summary(outcomes: Sequence[Outcome]) -> str:
 
 def _table(rows: list[tuple[Mutant, list[Outcome]]]) -> str:
     width = max(len(mutant.id) for mutant, _ in rows)
-    lines = [f"{'mutant':<{width}}  inv  {'result':<8}  {'run':>6}  {'call':>6}  killed by"]
+    result_width = max(len(summary(outcomes)) for _, outcomes in rows)
+    lines = [
+        f"{'mutant':<{width}}  inv  {'result':<{result_width}}  {'run':>6}  {'call':>6}  killed by"
+    ]
     for mutant, outcomes in rows:
         killers = [outcome for outcome in outcomes if outcome.result == "failed"]
         test_seconds = f"{max(o.test_seconds for o in killers):>5.1f}s" if killers else " " * 6
         lines.append(
-            f"{mutant.id:<{width}}  {mutant.invariant:>3}  {summary(outcomes):<8}  "
+            f"{mutant.id:<{width}}  {mutant.invariant:>3}  {summary(outcomes):<{result_width}}  "
             f"{max(o.seconds for o in outcomes):>5.1f}s  {test_seconds}  "
             f"{killers[0].failing if killers else ''}"
         )
