@@ -14,6 +14,7 @@ from dataclasses import dataclass
 PURCHASE_ORDERS = "invoicing/services/purchase_orders.py"
 STRIPE_INVOICING = "invoicing/services/stripe_invoicing.py"
 STRIPE_EVENTS = "invoicing/services/stripe_events.py"
+WEBHOOK_INTAKE = "invoicing/services/webhook_intake.py"
 RECONCILIATION = "invoicing/services/reconciliation.py"
 
 CORE_LOCKS = "tests/core/test_locks.py"
@@ -257,7 +258,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "the webhook's inbox INSERT is skipped",
         (
             Edit(
-                STRIPE_EVENTS,
+                WEBHOOK_INTAKE,
                 "    inserted = _without_health_check_round_trip(insert)\n",
                 "    inserted = None\n",
             ),
@@ -330,7 +331,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "a signature of any age, past or future, is accepted",
         (
             Edit(
-                STRIPE_EVENTS,
+                WEBHOOK_INTAKE,
                 "    tolerance = settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS\n",
                 "    tolerance = 10**12\n",
             ),
