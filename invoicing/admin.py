@@ -43,6 +43,7 @@ from django.utils.safestring import SafeString
 
 from invoicing import background, money
 from invoicing.background import Job
+from invoicing.errors import InvalidPayment
 from invoicing.logging import log_state_change, mask_secret
 from invoicing.models import (
     MONEY_DECIMAL_PLACES,
@@ -555,7 +556,7 @@ class ManualPaymentFormSet(
                     note=data.get("note") or "",
                     created_by=_staff(request),
                 )
-            except purchase_orders.InvalidPayment as error:
+            except InvalidPayment as error:
                 messages.error(
                     request, f"{purchase_order.reference}: payment not recorded: {error}"
                 )

@@ -7,7 +7,7 @@ Failure policy (one place, :func:`_run_for_purchase_order`; the rule itself is
   database ``OperationalError``/``InterfaceError``, the soft time limit): retried with exponential
   backoff and jitter, capped at ``TASK_RETRY_BACKOFF_MAX_SECONDS``, at most ``TASK_MAX_RETRIES``
   times. Each failure is shown on the PO (``invoice_error``) while it retries.
-- **Permanent** (our ``ValueError``s, Stripe's ``InvalidRequestError``, ``AuthenticationError``,
+- **Permanent** (our ``InvoicingError``s, Stripe's ``InvalidRequestError``, ``AuthenticationError``,
   ``PermissionError``, ``IdempotencyError``, anything unexpected): recorded on the PO and the task
   stops. A failed creation also sets ``invoice_creation_blocked``, so the resume task leaves the PO
   for a person.
@@ -32,14 +32,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import stripe
 from celery import Task, shared_task
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 
+from invoicing.errors import InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder
-from invoicing.retry import backoff_seconds, describe_error, is_transient
+from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is_transient
 from invoicing.services import purchase_orders, reconciliation, stripe_events, stripe_invoicing
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def _fail(
         )
         return None
     _record(po, f"{action} failed: {description}", blocks_creation=creates)
-    if not isinstance(error, ValueError | DatabaseError | stripe.StripeError):
+    if not has_known_cause(error):
         logger.error("%s for po %s: unexpected error", action, po.reference, exc_info=error)
     return None
 
@@ -177,7 +177,7 @@ def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) 
     def create(po: PurchaseOrder) -> None:
         try:
             stripe_invoicing.create_stripe_invoice(po)
-        except stripe_invoicing.InvoiceAlreadyAttached:
+        except InvoiceAlreadyAttached:
             logger.info("invoice creation for po %s: a concurrent run finished it", po.reference)
 
     _run_for_purchase_order(self, po, "Invoice creation", create, creates=True)

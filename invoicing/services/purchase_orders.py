@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from invoicing import money
+from invoicing.errors import InvalidPayment, InvalidPurchaseOrder, InvalidTransition
 from invoicing.logging import log_state_change
 from invoicing.models import (
     MONEY_DECIMAL_PLACES,
@@ -44,18 +45,6 @@ Method = PurchaseOrderPayment.Method
 
 # Largest value a money column holds (max_digits=14, decimal_places=3).
 _MONEY_LIMIT = Decimal(10) ** (MONEY_MAX_DIGITS - MONEY_DECIMAL_PLACES)
-
-
-class InvalidPurchaseOrder(ValueError):
-    """The PO input is invalid; nothing was saved. The message lists every problem."""
-
-
-class InvalidTransition(ValueError):
-    """The PO is not in a state that allows this action."""
-
-
-class InvalidPayment(ValueError):
-    """The payment cannot be recorded; nothing was saved."""
 
 
 @dataclass(frozen=True)

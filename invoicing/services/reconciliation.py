@@ -56,12 +56,12 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, StripeSyncState
 from invoicing.retry import describe_error
 from invoicing.services.stripe_client import build_stripe_client
 from invoicing.services.stripe_invoicing import (
     EventOutcome,
-    EventRejected,
     InvoiceSnapshot,
     apply_invoice_snapshot,
     mirrored_rank,

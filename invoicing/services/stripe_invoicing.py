@@ -43,6 +43,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from invoicing import money
+from invoicing.errors import (
+    EventRejected,
+    InvalidTransition,
+    InvoiceAlreadyAttached,
+    InvoiceMismatch,
+    PurchaseOrderNotInvoiceable,
+)
 from invoicing.logging import log_state_change
 from invoicing.models import (
     MONEY_DECIMAL_PLACES,
@@ -102,25 +109,6 @@ HANDLED_EVENT_TYPES: Final = INVOICE_SNAPSHOT_EVENTS | INVOICE_PAYMENT_EVENTS
 INVOICE_STATUSES: Final = frozenset({"draft", "open", "paid", "uncollectible", "void"})
 # Amounts our money columns hold (max_digits=14, decimal_places=3): below 10**11 major units.
 _MONEY_LIMIT: Final = Decimal(10) ** (MONEY_MAX_DIGITS - MONEY_DECIMAL_PLACES)
-
-
-class InvoiceAlreadyAttached(ValueError):
-    """The PO already has a complete Stripe invoice; re-issue instead of creating another."""
-
-
-class PurchaseOrderNotInvoiceable(ValueError):
-    """The PO is not in a state that can be invoiced (draft, cancelled, paid...)."""
-
-
-class InvoiceMismatch(ValueError):
-    """Stripe's invoice does not match the PO (edited at Stripe, or not ours)."""
-
-
-class EventRejected(ValueError):
-    """An event payload must not be applied: wrong conference, livemode or currency, malformed.
-
-    Permanent: retrying cannot help. The dispatcher should park the event as failed, visibly.
-    """
 
 
 class EventOutcome(enum.StrEnum):
@@ -1176,12 +1164,12 @@ def handle_invoice_paid_webhook(stripe_event_payload: dict[str, object]) -> None
     livemode or another currency (:class:`EventRejected`).
 
     Raises:
-        ValueError: the payload names no invoice id (or is otherwise refused).
+        EventRejected: the payload names no invoice id, or is otherwise refused (a ``ValueError``).
     """
     obj = _event_object(stripe_event_payload)
     invoice_id = obj.get("id")
     if not isinstance(invoice_id, str) or not invoice_id:
-        raise ValueError("The invoice.paid payload has no invoice id in data.object.")
+        raise EventRejected("The invoice.paid payload has no invoice id in data.object.")
     event: dict[str, object] = dict(stripe_event_payload)
     event.setdefault("type", "invoice.paid")
     event_id = event.get("id")
@@ -1247,7 +1235,7 @@ def cancel_invoiced_purchase_order(
     if po.status == Status.CANCELLED:
         return
     if po.status in {Status.PAID, Status.OVERPAID}:
-        raise purchase_orders.InvalidTransition(
+        raise InvalidTransition(
             f"PO {po.reference} is {po.status}; refund the payments before cancelling."
         )
     if not po.stripe_invoice_id:
@@ -1264,7 +1252,7 @@ def cancel_invoiced_purchase_order(
     snapshot = InvoiceSnapshot.from_invoice(invoice)
     apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source="cancel")
     if snapshot.status == "paid":
-        raise purchase_orders.InvalidTransition(
+        raise InvalidTransition(
             f"PO {po.reference}: invoice {invoice.id} is paid; refund it before cancelling."
         )
     with transaction.atomic():
@@ -1282,15 +1270,15 @@ def void_stripe_invoice(purchase_order: PurchaseOrder, *, voided_by: User | None
     (here or at Stripe) is left as it is.
 
     Raises:
-        purchase_orders.InvalidTransition: no invoice, the PO is cancelled, the invoice is still
+        InvalidTransition: no invoice, the PO is cancelled, the invoice is still
             a draft (being created) or is paid.
         stripe.StripeError: Stripe failed; nothing changed on our side.
     """
     po = _load(purchase_order)
     if po.status == Status.CANCELLED:
-        raise purchase_orders.InvalidTransition(f"PO {po.reference} is cancelled.")
+        raise InvalidTransition(f"PO {po.reference} is cancelled.")
     if not po.stripe_invoice_id:
-        raise purchase_orders.InvalidTransition(f"PO {po.reference} has no Stripe invoice to void.")
+        raise InvalidTransition(f"PO {po.reference} has no Stripe invoice to void.")
     if po.stripe_invoice_status in {"void", "deleted"}:
         return
     client = build_stripe_client(po.conference)
@@ -1299,11 +1287,11 @@ def void_stripe_invoice(purchase_order: PurchaseOrder, *, voided_by: User | None
         invoice = _void(client, po, invoice.id)
     apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="void")
     if invoice.status == "paid":
-        raise purchase_orders.InvalidTransition(
+        raise InvalidTransition(
             f"PO {po.reference}: invoice {invoice.id} is paid; there is nothing to void."
         )
     if invoice.status == "draft":
-        raise purchase_orders.InvalidTransition(
+        raise InvalidTransition(
             f"PO {po.reference}: invoice {invoice.id} is still being created; void it once sent."
         )
     log_state_change(

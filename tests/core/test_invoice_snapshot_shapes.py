@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from invoicing.errors import EventRejected
 from invoicing.models import PurchaseOrderPayment
 from invoicing.services.stripe_invoicing import (
-    EventRejected,
     InvoiceSnapshot,
     apply_invoice_snapshot,
     handle_invoice_event,

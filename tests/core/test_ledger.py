@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from invoicing.errors import EventRejected
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.services import purchase_orders, stripe_invoicing
-from invoicing.services.stripe_invoicing import EventOutcome, EventRejected
+from invoicing.services.stripe_invoicing import EventOutcome
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 
 pytestmark = pytest.mark.django_db

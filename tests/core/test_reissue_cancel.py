@@ -9,10 +9,9 @@ from decimal import Decimal
 import pytest
 import stripe
 
+from invoicing.errors import InvalidTransition, InvoiceMismatch, PurchaseOrderNotInvoiceable
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
 from invoicing.services import purchase_orders, stripe_invoicing
-from invoicing.services.purchase_orders import InvalidTransition
-from invoicing.services.stripe_invoicing import InvoiceMismatch, PurchaseOrderNotInvoiceable
 from tests.core.conftest import MakePurchaseOrder
 from tests.core.test_stripe_invoicing import (
     account_invoices,

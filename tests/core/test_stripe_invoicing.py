@@ -19,12 +19,10 @@ from django.db import connection
 from django.utils import timezone
 
 from invoicing import money
+from invoicing.errors import InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
 from invoicing.services import purchase_orders, stripe_invoicing
-from invoicing.services.stripe_invoicing import (
-    EventOutcome,
-    InvoiceAlreadyAttached,
-)
+from invoicing.services.stripe_invoicing import EventOutcome
 from tests.core.conftest import MakePurchaseOrder, api_calls
 from tests.stripe_emulator.handle import EmulatorHandle
 

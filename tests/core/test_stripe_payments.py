@@ -11,11 +11,12 @@ import pytest
 import stripe
 
 from invoicing import money
+from invoicing.errors import EventRejected, InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderLineItem, PurchaseOrderPayment
 from invoicing.services import purchase_orders, stripe_invoicing
 from invoicing.services.purchase_orders import LineItemInput
 from invoicing.services.stripe_client import StripeKeyMissing
-from invoicing.services.stripe_invoicing import EventOutcome, EventRejected, InvoiceAlreadyAttached
+from invoicing.services.stripe_invoicing import EventOutcome
 from tests.core.conftest import MakeConference, MakePurchaseOrder, api_calls
 from tests.core.test_concurrency import run_in_threads
 from tests.core.test_stripe_invoicing import deliver_all, stripe_events, stripe_ledger
