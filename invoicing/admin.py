@@ -56,7 +56,7 @@ from invoicing.models import (
     StripeCustomer,
     StripeEvent,
 )
-from invoicing.services import purchase_orders, stripe_events
+from invoicing.services import ledger, purchase_orders, stripe_events
 from invoicing.services.webhook_endpoints import webhook_path
 
 if TYPE_CHECKING:
@@ -832,7 +832,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
             return
         # The admin's change view runs in one transaction: this lock serializes the save with
         # approval, webhooks and payments until the inlines are saved too.
-        locked = purchase_orders.lock_purchase_order(obj)
+        locked = ledger.lock_purchase_order(obj)
         if locked.status != obj.status:
             raise ConcurrentChange(
                 f"{obj.reference} became “{locked.get_status_display()}” while you edited it; "

@@ -21,8 +21,8 @@ Instead, per conference:
 
 For every page of (a) and (b) the POs of the page's invoices are read in ONE query, and a snapshot
 whose rank (status, ``amount_paid``) is not above what the PO mirrors is skipped without touching
-the PO: it cannot change anything (``stripe_invoicing.mirrored_rank``). Only the rest reach
-``apply_invoice_snapshot``, the single ledger entry point, under the PO's row lock (through
+the PO: it cannot change anything (``invoice_snapshots.mirrored_rank``). Only the rest reach
+``ledger.apply_invoice_snapshot``, the single entry point, under the PO's row lock (through
 ``reconcile_invoice`` for an invoice no PO has as its current one: an earlier generation's). So a
 run costs about ``(open invoices + closing events) / 100 + stragglers`` Stripe calls and one
 transaction per invoice that actually changed: for 10,000 open invoices of which 5% were paid with
@@ -59,15 +59,10 @@ from django.utils import timezone
 from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, StripeSyncState
 from invoicing.retry import describe_error
+from invoicing.services.invoice_snapshots import InvoiceSnapshot, mirrored_rank
+from invoicing.services.ledger import apply_invoice_snapshot
 from invoicing.services.stripe_client import build_stripe_client
-from invoicing.services.stripe_invoicing import (
-    EventOutcome,
-    InvoiceSnapshot,
-    apply_invoice_snapshot,
-    mirrored_rank,
-    reconcile_invoice,
-    sync_invoice,
-)
+from invoicing.services.stripe_invoicing import EventOutcome, reconcile_invoice, sync_invoice
 
 if TYPE_CHECKING:
     from stripe.params import EventListParams, InvoiceListParams

@@ -15,10 +15,11 @@ list) and, if it did not happen, the PO's ``key_epoch`` moves so the next run us
 The fresh path costs five calls (customer, invoice, one ``add_lines`` with every line, finalize,
 send); a known customer saves one.
 
-Payments reach the ledger only through :func:`apply_invoice_snapshot`: under the PO's row lock it
-records ``amount_paid`` minus the Stripe payments already recorded *for that invoice*, so stale,
-duplicated, reordered or concurrent snapshots (webhooks, retrieves, list pages, events) can never
-record a payment twice or hide one behind a wire transfer.
+Payments reach the ledger only through :func:`ledger.apply_invoice_snapshot` (or its variant for a
+caller holding the PO's row lock), which records ``amount_paid`` minus the Stripe payments already
+recorded *for that invoice*, so stale, duplicated, reordered or concurrent snapshots (webhooks,
+retrieves, list pages, events) can never record a payment twice or hide one behind a wire
+transfer.
 
 Isolation: every call uses the PO's conference's client; event handlers take the conference the
 event arrived for and refuse a payload that names another conference's invoice, carries the wrong
@@ -32,7 +33,7 @@ import enum
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -52,9 +53,6 @@ from invoicing.errors import (
 )
 from invoicing.logging import log_state_change
 from invoicing.models import (
-    MONEY_DECIMAL_PLACES,
-    MONEY_MAX_DIGITS,
-    ZERO,
     Conference,
     PurchaseOrder,
     PurchaseOrderPayment,
@@ -63,7 +61,14 @@ from invoicing.models import (
     validate_payment_method_types,
 )
 from invoicing.services import purchase_orders
+from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
+from invoicing.services.ledger import (
+    apply_invoice_snapshot,
+    apply_invoice_snapshot_locked,
+    lock_purchase_order,
+)
 from invoicing.services.stripe_client import StripeKeyMissing, build_stripe_client
+from invoicing.stripe_invoice_status import StripeInvoiceStatus
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -76,16 +81,6 @@ Status = PurchaseOrder.Status
 
 # Stripe keeps idempotency keys for at least 24 h; past this age we stop relying on them.
 IDEMPOTENCY_KEY_SAFE_AGE: Final = datetime.timedelta(hours=23)
-
-# Order in which an invoice's status can move; a snapshot never moves the mirror backwards.
-_STATUS_RANK: Final = {
-    "draft": 0,
-    "open": 1,
-    "uncollectible": 2,
-    "paid": 3,
-    "void": 3,
-    "deleted": 4,
-}
 
 # Invoice events whose ``data.object`` is the invoice itself.
 INVOICE_SNAPSHOT_EVENTS: Final = frozenset(
@@ -103,12 +98,6 @@ INVOICE_SNAPSHOT_EVENTS: Final = frozenset(
 )
 INVOICE_PAYMENT_EVENTS: Final = frozenset({"invoice_payment.paid"})
 HANDLED_EVENT_TYPES: Final = INVOICE_SNAPSHOT_EVENTS | INVOICE_PAYMENT_EVENTS
-
-
-# Stripe's invoice statuses (``deleted`` is ours, for a deleted draft).
-INVOICE_STATUSES: Final = frozenset({"draft", "open", "paid", "uncollectible", "void"})
-# Amounts our money columns hold (max_digits=14, decimal_places=3): below 10**11 major units.
-_MONEY_LIMIT: Final = Decimal(10) ** (MONEY_MAX_DIGITS - MONEY_DECIMAL_PLACES)
 
 
 class EventOutcome(enum.StrEnum):
@@ -153,335 +142,6 @@ def stalled_invoice_creations(*, idle_for: datetime.timedelta, limit: int = 500)
         .order_by("updated_at")
         .values_list("pk", flat=True)[:limit]
     )
-
-
-# --- Snapshots -----------------------------------------------------------------------------------
-
-
-def _require_str(data: Mapping[str, object], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise EventRejected(f"Invoice payload: {key!r} is missing or not a string.")
-    return value
-
-
-def _require_int(data: Mapping[str, object], key: str) -> int:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise EventRejected(f"Invoice payload: {key!r} is missing or not an integer.")
-    return value
-
-
-def _optional_str(data: Mapping[str, object], key: str) -> str:
-    value = data.get(key)
-    return value if isinstance(value, str) else ""
-
-
-@dataclass(frozen=True)
-class InvoiceSnapshot:
-    """What we read from one view of a Stripe invoice (amounts in minor units, as Stripe sends)."""
-
-    id: str
-    status: str
-    currency: str
-    livemode: bool
-    amount_due: int
-    amount_paid: int
-    amount_remaining: int
-    amount_paid_off_stripe: int = 0
-    number: str = ""
-    hosted_invoice_url: str = ""
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_payload(cls, data: Mapping[str, object]) -> InvoiceSnapshot:
-        """Parse an invoice as Stripe serializes it (webhook ``data.object``, ``to_dict()``)."""
-        if data.get("object") not in (None, "invoice"):
-            raise EventRejected(f"Expected an invoice, got a {data.get('object')!r}.")
-        invoice_id = _require_str(data, "id")
-        if data.get("deleted") is True:
-            return cls(
-                id=invoice_id,
-                status="deleted",
-                currency="",
-                livemode=bool(data.get("livemode", False)),
-                amount_due=0,
-                amount_paid=0,
-                amount_remaining=0,
-            )
-        livemode = data.get("livemode")
-        if not isinstance(livemode, bool):
-            raise EventRejected("Invoice payload: 'livemode' is missing.")
-        raw_metadata = data.get("metadata")
-        metadata = (
-            {str(k): str(v) for k, v in raw_metadata.items()}
-            if isinstance(raw_metadata, Mapping)
-            else {}
-        )
-        off_stripe = data.get("amount_paid_off_stripe")
-        status = _require_str(data, "status")
-        if status not in INVOICE_STATUSES:
-            raise EventRejected(f"Invoice payload: {status!r} is not an invoice status.")
-        amount_due = _require_int(data, "amount_due")
-        amount_paid = _require_int(data, "amount_paid")
-        amount_remaining = _require_int(data, "amount_remaining")
-        overpaid = data.get("amount_overpaid")
-        overpaid = overpaid if isinstance(overpaid, int) and not isinstance(overpaid, bool) else 0
-        # No invoice history produces these; stale, reordered, voided (remaining 0 with a partial
-        # payment), uncollectible-then-paid and re-issued invoices all pass.
-        if min(amount_due, amount_paid, amount_remaining) < 0:
-            raise EventRejected(f"Invoice payload {invoice_id}: a negative amount.")
-        if amount_paid > amount_due + max(overpaid, 0) or amount_remaining > amount_due:
-            raise EventRejected(
-                f"Invoice payload {invoice_id}: amount_paid {amount_paid} / amount_remaining "
-                f"{amount_remaining} do not fit amount_due {amount_due}."
-            )
-        return cls(
-            id=invoice_id,
-            status=status,
-            currency=_require_str(data, "currency").lower(),
-            livemode=livemode,
-            amount_due=amount_due,
-            amount_paid=amount_paid,
-            amount_remaining=amount_remaining,
-            amount_paid_off_stripe=(
-                off_stripe
-                if isinstance(off_stripe, int) and not isinstance(off_stripe, bool)
-                else 0
-            ),
-            number=_optional_str(data, "number"),
-            hosted_invoice_url=_optional_str(data, "hosted_invoice_url"),
-            metadata=metadata,
-        )
-
-    @classmethod
-    def from_invoice(cls, invoice: stripe.Invoice) -> InvoiceSnapshot:
-        """Parse an invoice stripe-python returned."""
-        return cls.from_payload(invoice.to_dict())
-
-    @property
-    def rank(self) -> tuple[int, int]:
-        return (_STATUS_RANK.get(self.status, 0), self.amount_paid)
-
-
-InvoiceLike = InvoiceSnapshot | stripe.Invoice | Mapping[str, object]
-
-
-def mirrored_rank(
-    *, stripe_invoice_status: str, stripe_amount_paid: Decimal | None, currency: str
-) -> tuple[int, int]:
-    """The rank of what a PO mirrors of its current invoice, comparable with ``snapshot.rank``.
-
-    A snapshot whose rank is not above it can change nothing: the mirror never moves backwards
-    and the ledger already holds that ``amount_paid`` (both are written under one row lock).
-    Reconciliation uses it to skip unchanged invoices without locking their POs.
-    """
-    paid = (
-        money.to_minor_units(stripe_amount_paid, currency) if stripe_amount_paid is not None else -1
-    )
-    return (_STATUS_RANK.get(stripe_invoice_status, -1), paid)
-
-
-def _as_snapshot(invoice: InvoiceLike) -> InvoiceSnapshot:
-    if isinstance(invoice, InvoiceSnapshot):
-        return invoice
-    if isinstance(invoice, stripe.StripeObject):
-        return InvoiceSnapshot.from_payload(invoice.to_dict())
-    return InvoiceSnapshot.from_payload(invoice)
-
-
-# --- The ledger ----------------------------------------------------------------------------------
-
-
-def _snapshot_belongs_to(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> bool:
-    if snapshot.id == locked.stripe_invoice_id:
-        return True
-    if snapshot.metadata.get("po_uid") == str(locked.uid):
-        return True
-    return PurchaseOrderPayment.objects.filter(
-        purchase_order=locked, stripe_invoice_id=snapshot.id
-    ).exists()
-
-
-def _check_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> None:
-    conference = locked.conference
-    if not _snapshot_belongs_to(locked, snapshot):
-        raise EventRejected(
-            f"Invoice {snapshot.id} does not belong to PO {locked.reference} "
-            f"of conference {conference.slug!r}."
-        )
-    claimed_conference = snapshot.metadata.get("conference")
-    if claimed_conference is not None and claimed_conference != conference.slug:
-        raise EventRejected(
-            f"Invoice {snapshot.id} was issued for conference {claimed_conference!r}, "
-            f"not {conference.slug!r}; refused."
-        )
-    if snapshot.status == "deleted":
-        return
-    if snapshot.currency != locked.currency:
-        raise EventRejected(
-            f"Invoice {snapshot.id} is in {snapshot.currency!r}, PO {locked.reference} in "
-            f"{locked.currency!r}; refused."
-        )
-    largest = max(snapshot.amount_due, snapshot.amount_paid)
-    if money.from_minor_units(largest, locked.currency) >= _MONEY_LIMIT:
-        raise EventRejected(
-            f"Invoice {snapshot.id}: {largest} {locked.currency} minor units is beyond any PO."
-        )
-    expected_livemode = conference.stripe_livemode
-    if expected_livemode is not None and snapshot.livemode != expected_livemode:
-        raise EventRejected(
-            f"Invoice {snapshot.id} has livemode={snapshot.livemode}, but conference "
-            f"{conference.slug!r} uses a {'live' if expected_livemode else 'test'} key; refused."
-        )
-
-
-def _mirror_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> list[str]:
-    """Copy the current invoice's status and amounts onto the PO, never moving backwards."""
-    changed: list[str] = []
-    if snapshot.number and locked.stripe_invoice_number != snapshot.number:
-        locked.stripe_invoice_number = snapshot.number
-        changed.append("stripe_invoice_number")
-    if snapshot.hosted_invoice_url and locked.stripe_invoice_url != snapshot.hosted_invoice_url:
-        locked.stripe_invoice_url = snapshot.hosted_invoice_url
-        changed.append("stripe_invoice_url")
-    current_paid = (
-        money.to_minor_units(locked.stripe_amount_paid, locked.currency)
-        if locked.stripe_amount_paid is not None
-        else -1
-    )
-    current_rank = (_STATUS_RANK.get(locked.stripe_invoice_status, -1), current_paid)
-    if snapshot.rank < current_rank:
-        return changed
-    if snapshot.status == "deleted":
-        locked.stripe_invoice_status = "deleted"
-        return [*changed, "stripe_invoice_status"]
-    locked.stripe_invoice_status = snapshot.status
-    locked.stripe_amount_due = money.from_minor_units(snapshot.amount_due, locked.currency)
-    locked.stripe_amount_paid = money.from_minor_units(snapshot.amount_paid, locked.currency)
-    locked.stripe_amount_remaining = money.from_minor_units(
-        snapshot.amount_remaining, locked.currency
-    )
-    if snapshot.status != "draft" and locked.invoice_finalized_at is None:
-        locked.invoice_finalized_at = timezone.now()
-        changed.append("invoice_finalized_at")
-    return [
-        *changed,
-        "stripe_invoice_status",
-        "stripe_amount_due",
-        "stripe_amount_paid",
-        "stripe_amount_remaining",
-    ]
-
-
-def _apply_locked(
-    locked: PurchaseOrder,
-    snapshot: InvoiceSnapshot,
-    *,
-    source: str,
-    event_id: str = "",
-    payment_date: datetime.date | None = None,
-    extra_fields: tuple[str, ...] = (),
-) -> Decimal:
-    """Apply a snapshot to a PO whose row lock the caller holds. Returns the amount recorded."""
-    _check_snapshot(locked, snapshot)
-    is_current = snapshot.id == locked.stripe_invoice_id
-    previous_status = locked.stripe_invoice_status
-    changed = list(extra_fields)
-    if is_current:
-        changed += _mirror_snapshot(locked, snapshot)
-    if changed:
-        locked.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
-    if is_current and locked.stripe_invoice_status != previous_status:
-        log_state_change(
-            logger,
-            event="invoice_status_changed",
-            po_reference=locked.reference,
-            invoice_id=snapshot.id,
-            stripe_event_id=event_id or None,
-            from_status=previous_status or "none",
-            to_status=locked.stripe_invoice_status,
-            via=source,
-        )
-
-    recorded = ZERO
-    if snapshot.status != "deleted":
-        paid = money.from_minor_units(snapshot.amount_paid, locked.currency)
-        already = purchase_orders.stripe_paid_total(locked, stripe_invoice_id=snapshot.id)
-        delta = paid - already
-        if delta > 0:
-            seen_via = f"{source}, event {event_id}" if event_id else source
-            off_stripe = (
-                " Includes "
-                + money.format_amount(
-                    money.from_minor_units(snapshot.amount_paid_off_stripe, locked.currency),
-                    locked.currency,
-                )
-                + " marked paid outside Stripe."
-                if snapshot.amount_paid_off_stripe
-                else ""
-            )
-            purchase_orders.record_payment(
-                locked,
-                amount=delta,
-                method=PurchaseOrderPayment.Method.STRIPE,
-                reference=snapshot.number or snapshot.id,
-                payment_date=payment_date or timezone.localdate(),
-                note=(
-                    f"Stripe invoice {snapshot.id}: amount paid {already} -> {paid} "
-                    f"(seen via {seen_via}).{off_stripe}"
-                ),
-                stripe_invoice_id=snapshot.id,
-                stripe_amount_paid_after=snapshot.amount_paid,
-                source=source,
-                stripe_event_id=event_id,
-            )
-            recorded = delta
-        elif delta < 0:
-            # Out of order: an older view of the invoice; the ledger already holds more.
-            logger.debug(
-                "po %s: stale snapshot of invoice %s (paid %s < recorded %s) via %s",
-                locked.reference,
-                snapshot.id,
-                paid,
-                already,
-                source,
-            )
-    if not recorded:
-        # record_payment already derived the status under this lock, after the mirror was saved.
-        purchase_orders.update_po_status(locked, stripe_event_id=event_id)
-    return recorded
-
-
-def apply_invoice_snapshot(
-    *,
-    purchase_order: PurchaseOrder,
-    invoice: InvoiceLike,
-    source: str,
-    event_id: str = "",
-    payment_date: datetime.date | None = None,
-) -> Decimal:
-    """Bring one view of a Stripe invoice into the PO: mirror it and record any new payment.
-
-    The single entry point for sync, every webhook handler and reconciliation. Safe to call with
-    stale, duplicated, out-of-order or concurrent snapshots: under the PO's row lock it records
-    ``amount_paid - (Stripe payments already recorded for this invoice)`` when positive, and the
-    database's unique ``(stripe_invoice_id, stripe_amount_paid_after)`` backs that up.
-
-    Returns:
-        The amount newly recorded (``0`` when the snapshot brought nothing new).
-
-    Raises:
-        EventRejected: the invoice is not this PO's, or its currency/livemode do not match.
-    """
-    snapshot = _as_snapshot(invoice)
-    with transaction.atomic():
-        locked = purchase_orders.lock_purchase_order(purchase_order)
-        recorded = _apply_locked(
-            locked, snapshot, source=source, event_id=event_id, payment_date=payment_date
-        )
-    purchase_order.refresh_from_db()
-    return recorded
 
 
 # --- Creation ------------------------------------------------------------------------------------
@@ -728,7 +388,7 @@ def _persist_invoice_created(
 ) -> tuple[PurchaseOrder, bool]:
     """Store the new invoice's id; False when another run had already stored it."""
     with transaction.atomic():
-        locked = purchase_orders.lock_purchase_order(po)
+        locked = lock_purchase_order(po)
         if locked.stripe_invoice_id and locked.stripe_invoice_id != invoice.id:
             raise InvoiceMismatch(
                 f"PO {locked.reference} already records invoice {locked.stripe_invoice_id}, "
@@ -737,7 +397,7 @@ def _persist_invoice_created(
         if not locked.stripe_invoice_id:
             locked.stripe_invoice_id = invoice.id
             locked.invoice_created_at = timezone.now()
-            _apply_locked(
+            apply_invoice_snapshot_locked(
                 locked,
                 InvoiceSnapshot.from_invoice(invoice),
                 source="create",
@@ -758,12 +418,12 @@ def _persist_step(
 ) -> PurchaseOrder:
     """Store one step's result in its own transaction: its timestamp, then the snapshot."""
     with transaction.atomic():
-        locked = purchase_orders.lock_purchase_order(po)
+        locked = lock_purchase_order(po)
         extra: tuple[str, ...] = ()
         if always or getattr(locked, stamp) is None:
             setattr(locked, stamp, timezone.now())
             extra = (stamp,)
-        _apply_locked(
+        apply_invoice_snapshot_locked(
             locked, InvoiceSnapshot.from_invoice(invoice), source=stamp, extra_fields=extra
         )
     return locked
@@ -815,14 +475,10 @@ def _retrieve_for_resume(client: stripe.StripeClient, po: PurchaseOrder) -> stri
     # The draft was deleted at Stripe (dashboard): the organizer re-issues or cancels.
     apply_invoice_snapshot(
         purchase_order=po,
-        invoice=InvoiceSnapshot(
-            id=po.stripe_invoice_id,
-            status="deleted",
+        invoice=InvoiceSnapshot.deleted(
+            po.stripe_invoice_id,
             currency=po.currency,
             livemode=bool(po.conference.stripe_livemode),
-            amount_due=0,
-            amount_paid=0,
-            amount_remaining=0,
         ),
         source="resume",
     )
@@ -940,9 +596,9 @@ def sync_invoice(
     client = build_stripe_client(po.conference)
     invoice = client.v1.invoices.retrieve(invoice_id)
     with transaction.atomic():
-        locked = purchase_orders.lock_purchase_order(po)
+        locked = lock_purchase_order(po)
         locked.last_synced_at = timezone.now()
-        recorded = _apply_locked(
+        recorded = apply_invoice_snapshot_locked(
             locked,
             InvoiceSnapshot.from_invoice(invoice),
             source=source,
@@ -1041,7 +697,7 @@ def reconcile_invoice(
 
     For reconciliation: ``IGNORED`` when the invoice is not one of this conference's POs.
     """
-    snapshot = _as_snapshot(invoice)
+    snapshot = as_snapshot(invoice)
     po = find_purchase_order_for_invoice(
         conference=conference, invoice_id=snapshot.id, metadata=snapshot.metadata
     )
@@ -1118,7 +774,7 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
 
     snapshot = InvoiceSnapshot.from_payload(obj)
     if event_type == "invoice.deleted":
-        snapshot = replace(snapshot, status="deleted")
+        snapshot = replace(snapshot, status=StripeInvoiceStatus.DELETED)
     po = find_purchase_order_for_invoice(
         conference=conference, invoice_id=snapshot.id, metadata=snapshot.metadata
     )
@@ -1135,7 +791,7 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
             "po %s: a payment on invoice %s failed (event %s)", po.reference, snapshot.id, event_id
         )
     with transaction.atomic():
-        locked = purchase_orders.lock_purchase_order(po)
+        locked = lock_purchase_order(po)
         extra: tuple[str, ...] = ()
         if (
             event_type == "invoice.sent"
@@ -1144,7 +800,7 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
         ):
             locked.invoice_sent_at = timezone.now()
             extra = ("invoice_sent_at",)
-        _apply_locked(
+        apply_invoice_snapshot_locked(
             locked,
             snapshot,
             source=event_type,
@@ -1256,7 +912,7 @@ def cancel_invoiced_purchase_order(
             f"PO {po.reference}: invoice {invoice.id} is paid; refund it before cancelling."
         )
     with transaction.atomic():
-        locked = purchase_orders.lock_purchase_order(po)
+        locked = lock_purchase_order(po)
         purchase_orders.mark_cancelled(locked, cancelled_by=cancelled_by, reason=reason)
     purchase_order.refresh_from_db()
 

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment
-from invoicing.services import purchase_orders, stripe_invoicing
+from invoicing.services import ledger, stripe_invoicing
 from tests.core.conftest import MakePurchaseOrder
 from tests.core.test_ledger import event, invoice_payload
 
@@ -65,7 +65,7 @@ def test_racing_snapshots_record_each_payment_once(make_purchase_order: MakePurc
     errors = run_in_threads([worker(amount) for amount in steps])
     assert errors == []
     po.refresh_from_db()
-    stripe_total = purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
+    stripe_total = ledger.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
     assert stripe_total == Decimal("6350.00")
     assert po.stripe_amount_paid == Decimal("6350.00")
     assert po.status == PurchaseOrder.Status.PAID

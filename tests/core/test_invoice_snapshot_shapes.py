@@ -15,11 +15,9 @@ import pytest
 
 from invoicing.errors import EventRejected
 from invoicing.models import PurchaseOrderPayment
-from invoicing.services.stripe_invoicing import (
-    InvoiceSnapshot,
-    apply_invoice_snapshot,
-    handle_invoice_event,
-)
+from invoicing.services.invoice_snapshots import InvoiceSnapshot
+from invoicing.services.ledger import apply_invoice_snapshot
+from invoicing.services.stripe_invoicing import handle_invoice_event
 from tests.core.conftest import MakePurchaseOrder
 
 

@@ -12,10 +12,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from invoicing.errors import EventRejected
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment, StripeEvent
-from invoicing.services import purchase_orders, stripe_invoicing
+from invoicing.services import ledger, stripe_invoicing
 from invoicing.services.stripe_invoicing import EventOutcome
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 
@@ -72,14 +74,14 @@ def invoiced_po(make_purchase_order: MakePurchaseOrder) -> PurchaseOrder:
         stripe_invoice_status="open",
         invoice_sent_at=datetime.datetime(2026, 11, 25, tzinfo=datetime.UTC),
     )
-    purchase_orders.update_po_status(po)
+    ledger.update_po_status(po)
     po.refresh_from_db()
     assert po.status == Status.INVOICED
     return po
 
 
 def stripe_ledger(po: PurchaseOrder) -> Decimal:
-    return purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
+    return ledger.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
 
 
 def test_same_payload_five_times_records_once(invoiced_po: PurchaseOrder) -> None:
@@ -122,7 +124,7 @@ def test_snapshots_in_any_order_give_the_same_ledger(
 
 
 def test_wire_payment_never_hides_a_stripe_payment(invoiced_po: PurchaseOrder) -> None:
-    purchase_orders.record_payment(
+    ledger.record_payment(
         invoiced_po,
         amount=Decimal("6350.00"),
         method="wire",
@@ -243,3 +245,39 @@ def test_invoice_issued_for_another_conference_is_refused(invoiced_po: PurchaseO
             conference=invoiced_po.conference, event=event(payload)
         )
     assert not PurchaseOrderPayment.objects.exists()
+
+
+def row_locks(queries: CaptureQueriesContext) -> list[str]:
+    return [query["sql"] for query in queries.captured_queries if "FOR UPDATE" in query["sql"]]
+
+
+def test_a_snapshot_that_records_a_payment_locks_the_po_once(invoiced_po: PurchaseOrder) -> None:
+    """Check, mirror, payment row and status all happen under the one lock the snapshot takes."""
+    payload = invoice_payload(invoiced_po, amount_paid=100000)
+    with CaptureQueriesContext(connection) as queries:
+        recorded = ledger.apply_invoice_snapshot(
+            purchase_order=invoiced_po, invoice=payload, source="test"
+        )
+    assert recorded == Decimal("1000.00")
+    assert len(row_locks(queries)) == 1
+    with CaptureQueriesContext(connection) as queries:
+        stripe_invoicing.handle_invoice_event(
+            conference=invoiced_po.conference,
+            event=event(invoice_payload(invoiced_po, amount_paid=635000)),
+        )
+    assert len(row_locks(queries)) == 1
+    invoiced_po.refresh_from_db()
+    assert stripe_ledger(invoiced_po) == Decimal("6350.00")
+    assert invoiced_po.status == Status.PAID
+
+
+def test_record_payment_locks_the_po_once(invoiced_po: PurchaseOrder) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        ledger.record_payment(
+            invoiced_po,
+            amount=Decimal("6350.00"),
+            method="wire",
+            payment_date=datetime.date(2026, 11, 26),
+        )
+    assert len(row_locks(queries)) == 1
+    assert invoiced_po.status == Status.PAID

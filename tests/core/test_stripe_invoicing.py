@@ -21,7 +21,7 @@ from django.utils import timezone
 from invoicing import money
 from invoicing.errors import InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
-from invoicing.services import purchase_orders, stripe_invoicing
+from invoicing.services import ledger, stripe_invoicing
 from invoicing.services.stripe_invoicing import EventOutcome
 from tests.core.conftest import MakePurchaseOrder, api_calls
 from tests.stripe_emulator.handle import EmulatorHandle
@@ -49,9 +49,7 @@ def account_invoices(emulator: EmulatorHandle, secret_key: str) -> list[stripe.I
 
 
 def stripe_ledger(po: PurchaseOrder, invoice_id: str | None = None) -> Decimal:
-    return purchase_orders.stripe_paid_total(
-        po, stripe_invoice_id=invoice_id or po.stripe_invoice_id
-    )
+    return ledger.stripe_paid_total(po, stripe_invoice_id=invoice_id or po.stripe_invoice_id)
 
 
 def deliver_all(conference: Conference, events: list[dict[str, Any]]) -> list[EventOutcome]:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from invoicing.models import PurchaseOrder, StripeEvent
-from invoicing.services import purchase_orders, stripe_events, stripe_invoicing
+from invoicing.services import ledger, stripe_events, stripe_invoicing
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 from tests.pipeline.conftest import wait_for, wait_for_http, webhook_url
 from tests.stripe_emulator.handle import EmulatorHandle
@@ -79,7 +79,7 @@ def test_webhooks_during_a_broker_outage_are_kept_and_processed_after_it(
 
     wait_for(paid_in_part, timeout=60, message=f"never processed:\n{worker.log_text()[-3000:]}")
     wait_for(lambda: not waiting.exists(), message="events left pending")
-    assert purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id) == (
+    assert ledger.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id) == (
         Decimal("1500.00")
     )
     assert "could not queue workers.tasks.process_stripe_event" in web.log_text()

@@ -41,7 +41,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from invoicing import money
 from invoicing.errors import InvalidTransition
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
-from invoicing.services import purchase_orders, stripe_events
+from invoicing.services import ledger, stripe_events
 from invoicing.services.stripe_invoicing import (
     create_stripe_invoice,
     handle_invoice_event,
@@ -119,7 +119,7 @@ def sync_po(pk: int) -> None:
 
 
 def stripe_sum(po: PurchaseOrder) -> Decimal:
-    return purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
+    return ledger.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
 
 
 def expected_status(invoice: dict[str, Any], total_minor: int) -> str:
