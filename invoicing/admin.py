@@ -56,6 +56,7 @@ from invoicing.models import (
     StripeCustomer,
     StripeEvent,
 )
+from invoicing.selectors import cancel_refusal, reissue_refusal, sync_refusal, void_refusal
 from invoicing.services import ledger, purchase_orders, stripe_events
 from invoicing.services.webhook_endpoints import webhook_path
 
@@ -952,8 +953,9 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
     @admin.action(description="Sync with Stripe now", permissions=["change"])
     def sync_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
         for po in queryset.order_by("reference"):
-            if not po.stripe_invoice_id:
-                self._refuse(request, po, "synced", "it has no Stripe invoice yet.")
+            why = sync_refusal(po)
+            if why:
+                self._refuse(request, po, "synced", why)
                 continue
             self._queue(
                 request,
@@ -1094,40 +1096,6 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, admin.ModelAdmin[PurchaseOr
         return TemplateResponse(
             request, "admin/invoicing/purchaseorder/confirm_action.html", context
         )
-
-
-def void_refusal(po: PurchaseOrder) -> str:
-    """Why the PO's invoice cannot be voided now ("" when it can)."""
-    if po.status == Status.CANCELLED:
-        return "it is cancelled."
-    if not po.stripe_invoice_id or not po.has_complete_invoice:
-        return "its invoice is not sent yet (still being created)."
-    if po.stripe_invoice_status in {"void", "deleted"}:
-        return "its invoice is already void."
-    if po.stripe_invoice_status == "paid":
-        return "its invoice is paid: nothing to void (refund it at Stripe instead)."
-    return ""
-
-
-def reissue_refusal(po: PurchaseOrder) -> str:
-    """Why the PO cannot get a new invoice now ("" when it can)."""
-    if po.status not in {Status.INVOICE_VOIDED, Status.INVOICE_UNCOLLECTIBLE}:
-        return (
-            f"it is “{po.get_status_display()}”; only a PO whose invoice was voided or marked "
-            "uncollectible is re-issued (void the invoice first)."
-        )
-    if po.balance_due <= 0:
-        return "everything is paid; there is nothing left to invoice."
-    return ""
-
-
-def cancel_refusal(po: PurchaseOrder) -> str:
-    """Why the PO cannot be cancelled ("" when it can)."""
-    if po.status == Status.CANCELLED:
-        return "it is already cancelled."
-    if po.status in {Status.PAID, Status.OVERPAID}:
-        return f"it is {po.get_status_display().lower()}; refund the payments at Stripe first."
-    return ""
 
 
 # --- Stripe customers and events -------------------------------------------------------------

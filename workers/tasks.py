@@ -40,6 +40,7 @@ from django.db import DatabaseError
 from invoicing.errors import InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder
 from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is_transient
+from invoicing.selectors import sync_refusal
 from invoicing.services import purchase_orders, reconciliation, stripe_events, stripe_invoicing
 
 if TYPE_CHECKING:
@@ -264,8 +265,8 @@ def sync_purchase_order(self: _BoundTask, purchase_order_id: int) -> None:
     po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "sync"))
     if po is None:
         return
-    if not po.stripe_invoice_id:
-        logger.info("sync of po %s: no Stripe invoice yet; nothing to do", po.reference)
+    if why := sync_refusal(po):
+        logger.info("sync of po %s: %s nothing to do", po.reference, why)
         return
     _run_for_purchase_order(
         self, po, "Sync", stripe_invoicing.sync_stripe_invoice_status, clears="Sync"

@@ -29,6 +29,7 @@ from invoicing.models import (
     PurchaseOrder,
     PurchaseOrderLineItem,
 )
+from invoicing.selectors import cancel_refusal, ensure_allowed, reissue_refusal
 from invoicing.services.ledger import (
     LockedPurchaseOrder,
     lock_purchase_order,
@@ -247,10 +248,7 @@ def mark_cancelled(
     reason: str = "",
 ) -> None:
     """Set the cancelled state on a PO whose row lock the caller holds (internal)."""
-    if locked.status in {Status.PAID, Status.OVERPAID}:
-        raise InvalidTransition(
-            f"PO {locked.reference} is {locked.status}; refund the payments before cancelling."
-        )
+    ensure_allowed(cancel_refusal, locked, verb="cancelled")
     locked.status = Status.CANCELLED
     locked.cancelled_at = timezone.now()
     locked.cancelled_by = cancelled_by
@@ -288,21 +286,15 @@ def prepare_reissue(
     """
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
-        if (
-            locked.status != Status.INVOICE_VOIDED
-            or locked.stripe_invoice_status not in VOIDED_STATUSES
-        ):
+        ensure_allowed(reissue_refusal, locked, verb="re-issued")
+        if locked.stripe_invoice_status not in VOIDED_STATUSES:
+            # Never two payable invoices: the one being replaced must be void first.
             raise InvalidTransition(
-                f"PO {locked.reference} is {locked.status} (invoice "
-                f"{locked.stripe_invoice_status or 'none'}); only a PO whose invoice is void "
-                "can be re-issued."
+                f"PO {locked.reference}: not re-issued: its invoice "
+                f"{locked.stripe_invoice_id or '(none)'} is "
+                f"{locked.stripe_invoice_status or 'of unknown status'}, not void."
             )
         received = locked.amount_received
-        if received >= locked.total:
-            raise InvalidTransition(
-                f"PO {locked.reference} has received {received} of {locked.total}; "
-                "nothing is left to invoice."
-            )
         previous_invoice = locked.stripe_invoice_id
         locked.generation += 1
         locked.key_epoch = 0

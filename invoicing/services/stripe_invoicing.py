@@ -60,6 +60,13 @@ from invoicing.models import (
     StripeEvent,
     validate_payment_method_types,
 )
+from invoicing.selectors import (
+    cancel_refusal,
+    ensure_allowed,
+    reissue_refusal,
+    sync_refusal,
+    void_refusal,
+)
 from invoicing.services import purchase_orders
 from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
 from invoicing.services.ledger import (
@@ -68,7 +75,7 @@ from invoicing.services.ledger import (
     lock_purchase_order,
 )
 from invoicing.services.stripe_client import StripeKeyMissing, build_stripe_client
-from invoicing.stripe_invoice_status import StripeInvoiceStatus
+from invoicing.stripe_invoice_status import PAYABLE_STATUSES, VOIDED_STATUSES, StripeInvoiceStatus
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -612,12 +619,12 @@ def sync_stripe_invoice_status(purchase_order: PurchaseOrder) -> None:
     """Fetch the PO's invoice and bring it in: status mirrored, new (partial) payments recorded.
 
     Raises:
-        ValueError: the PO has no invoice id, or the conference has no Stripe key.
+        ValueError: the PO has no invoice id (:class:`InvalidTransition`), or the conference has
+            no Stripe key.
         stripe.StripeError: Stripe failed.
     """
     po = _load(purchase_order)
-    if not po.stripe_invoice_id:
-        raise ValueError(f"PO {po.reference} has no Stripe invoice to sync.")
+    ensure_allowed(sync_refusal, po, verb="synced")
     sync_invoice(purchase_order=po, invoice_id=po.stripe_invoice_id)
     purchase_order.refresh_from_db()
 
@@ -866,7 +873,9 @@ def _void(client: stripe.StripeClient, po: PurchaseOrder, invoice_id: str) -> st
         po,
         "void",
         lambda key: client.v1.invoices.void_invoice(invoice_id, options={"idempotency_key": key}),
-        verify=_retrieve_if(client, invoice_id, lambda found: found.status == "void"),
+        verify=_retrieve_if(
+            client, invoice_id, lambda found: found.status == StripeInvoiceStatus.VOID
+        ),
     )
     log_state_change(
         logger, event="invoice_voided", po_reference=po.reference, invoice_id=invoice_id
@@ -890,30 +899,28 @@ def cancel_invoiced_purchase_order(
     po = _load(purchase_order)
     if po.status == Status.CANCELLED:
         return
-    if po.status in {Status.PAID, Status.OVERPAID}:
-        raise InvalidTransition(
-            f"PO {po.reference} is {po.status}; refund the payments before cancelling."
-        )
+    ensure_allowed(cancel_refusal, po, verb="cancelled")
     if not po.stripe_invoice_id:
         purchase_orders.cancel_purchase_order(po, cancelled_by=cancelled_by, reason=reason)
         purchase_order.refresh_from_db()
         return
     client = build_stripe_client(po.conference)
     invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
-    if invoice.status == "draft":
+    if invoice.status == StripeInvoiceStatus.DRAFT:
         invoice = client.v1.invoices.delete(invoice.id)
-    elif invoice.status in {"open", "uncollectible"}:
+    elif invoice.status in PAYABLE_STATUSES:
         invoice = _void(client, po, invoice.id)
     # Committed on its own: a payment that raced the cancellation stays in the ledger either way.
     snapshot = InvoiceSnapshot.from_invoice(invoice)
     apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source="cancel")
-    if snapshot.status == "paid":
+    if snapshot.status == StripeInvoiceStatus.PAID:
         raise InvalidTransition(
             f"PO {po.reference}: invoice {invoice.id} is paid; refund it before cancelling."
         )
     with transaction.atomic():
         locked = lock_purchase_order(po)
-        purchase_orders.mark_cancelled(locked, cancelled_by=cancelled_by, reason=reason)
+        if locked.status != Status.CANCELLED:  # a concurrent cancellation may have finished
+            purchase_orders.mark_cancelled(locked, cancelled_by=cancelled_by, reason=reason)
     purchase_order.refresh_from_db()
 
 
@@ -926,27 +933,24 @@ def void_stripe_invoice(purchase_order: PurchaseOrder, *, voided_by: User | None
     (here or at Stripe) is left as it is.
 
     Raises:
-        InvalidTransition: no invoice, the PO is cancelled, the invoice is still
-            a draft (being created) or is paid.
+        InvalidTransition: :func:`~invoicing.selectors.void_refusal` refuses, or Stripe shows the
+            invoice paid or still a draft.
         stripe.StripeError: Stripe failed; nothing changed on our side.
     """
     po = _load(purchase_order)
-    if po.status == Status.CANCELLED:
-        raise InvalidTransition(f"PO {po.reference} is cancelled.")
-    if not po.stripe_invoice_id:
-        raise InvalidTransition(f"PO {po.reference} has no Stripe invoice to void.")
-    if po.stripe_invoice_status in {"void", "deleted"}:
-        return
+    if po.status != Status.CANCELLED and po.stripe_invoice_status in VOIDED_STATUSES:
+        return  # voided already: a repeated request
+    ensure_allowed(void_refusal, po, verb="voided")
     client = build_stripe_client(po.conference)
     invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
-    if invoice.status in {"open", "uncollectible"}:
+    if invoice.status in PAYABLE_STATUSES:
         invoice = _void(client, po, invoice.id)
     apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="void")
-    if invoice.status == "paid":
+    if invoice.status == StripeInvoiceStatus.PAID:
         raise InvalidTransition(
             f"PO {po.reference}: invoice {invoice.id} is paid; there is nothing to void."
         )
-    if invoice.status == "draft":
+    if invoice.status == StripeInvoiceStatus.DRAFT:
         raise InvalidTransition(
             f"PO {po.reference}: invoice {invoice.id} is still being created; void it once sent."
         )
@@ -960,6 +964,11 @@ def void_stripe_invoice(purchase_order: PurchaseOrder, *, voided_by: User | None
     purchase_order.refresh_from_db()
 
 
+def _reissue_under_way(po: PurchaseOrder) -> bool:
+    """A re-issue stopped after starting the new generation (Stripe failed, the worker died)."""
+    return po.status == Status.APPROVED and po.generation > 1 and not po.has_complete_invoice
+
+
 def reissue_stripe_invoice(
     purchase_order: PurchaseOrder, *, reissued_by: User | None = None
 ) -> str:
@@ -968,27 +977,24 @@ def reissue_stripe_invoice(
     An uncollectible invoice is synced (so its payments are in the ledger) and voided first, so it
     can never be paid after its replacement exists. Then the generation is bumped (new idempotency
     keys), the money received so far becomes a credit line on the new invoice
-    (:func:`purchase_orders.prepare_reissue`), and the new invoice is created and sent.
+    (:func:`~invoicing.services.purchase_orders.prepare_reissue`), and the new invoice is created
+    and sent. A re-issue that stopped half-way is finished instead of refused.
 
     Returns:
         The new hosted invoice URL.
     """
     po = _load(purchase_order)
-    if po.status == Status.APPROVED and po.generation > 1 and not po.has_complete_invoice:
-        # A re-issue that stopped after starting the new generation (Stripe failed, the worker
-        # died): finish that invoice instead of refusing to re-issue an approved PO.
-        url = create_stripe_invoice(po)
-        purchase_order.refresh_from_db()
-        return url
-    if po.status == Status.INVOICE_UNCOLLECTIBLE:
-        client = build_stripe_client(po.conference)
-        invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
-        apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reissue")
-        if invoice.status in {"open", "uncollectible"}:
-            invoice = _void(client, po, invoice.id)
+    if not _reissue_under_way(po):
+        ensure_allowed(reissue_refusal, po, verb="re-issued")
+        if po.status == Status.INVOICE_UNCOLLECTIBLE:
+            client = build_stripe_client(po.conference)
+            invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
             apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reissue")
-        po = _load(po)
-    purchase_orders.prepare_reissue(po, reissued_by=reissued_by)
+            if invoice.status in PAYABLE_STATUSES:
+                invoice = _void(client, po, invoice.id)
+                apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reissue")
+            po = _load(po)
+        purchase_orders.prepare_reissue(po, reissued_by=reissued_by)
     url = create_stripe_invoice(po)
     purchase_order.refresh_from_db()
     return url
