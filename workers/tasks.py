@@ -40,8 +40,15 @@ from django.db import DatabaseError
 from invoicing.errors import InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder
 from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is_transient
-from invoicing.selectors import sync_refusal
-from invoicing.services import purchase_orders, reconciliation, stripe_events, stripe_invoicing
+from invoicing.selectors import awaits_invoice, stalled_invoice_creations, sync_refusal
+from invoicing.services import (
+    invoice_creation,
+    invoice_lifecycle,
+    invoice_sync,
+    purchase_orders,
+    reconciliation,
+    stripe_events,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -162,7 +169,7 @@ def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) 
     po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "invoice creation"))
     if po is None:
         return
-    if not stripe_invoicing.awaits_invoice(po):
+    if not awaits_invoice(po):
         logger.info(
             "invoice creation for po %s: nothing to do (%s, invoice %s)",
             po.reference,
@@ -177,7 +184,7 @@ def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) 
 
     def create(po: PurchaseOrder) -> None:
         try:
-            stripe_invoicing.create_stripe_invoice(po)
+            invoice_creation.create_stripe_invoice(po)
         except InvoiceAlreadyAttached:
             logger.info("invoice creation for po %s: a concurrent run finished it", po.reference)
 
@@ -187,7 +194,7 @@ def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) 
 @shared_task(name="workers.tasks.resume_stalled_invoice_creation")
 def resume_stalled_invoice_creation() -> int:
     """Beat: queue the creation again for approved POs idle without a sent invoice."""
-    stalled = stripe_invoicing.stalled_invoice_creations(
+    stalled = stalled_invoice_creations(
         idle_for=timedelta(seconds=settings.INVOICE_CREATION_GRACE_SECONDS)
     )
     for pk in stalled:
@@ -269,7 +276,7 @@ def sync_purchase_order(self: _BoundTask, purchase_order_id: int) -> None:
         logger.info("sync of po %s: %s nothing to do", po.reference, why)
         return
     _run_for_purchase_order(
-        self, po, "Sync", stripe_invoicing.sync_stripe_invoice_status, clears="Sync"
+        self, po, "Sync", invoice_sync.sync_stripe_invoice_status, clears="Sync"
     )
 
 
@@ -315,7 +322,7 @@ def void_purchase_order_invoice(
         return
     user = _loaded(self, lambda: _load_user(requested_by_id))
     _run_for_purchase_order(
-        self, po, "Void", lambda po: stripe_invoicing.void_stripe_invoice(po, voided_by=user)
+        self, po, "Void", lambda po: invoice_lifecycle.void_stripe_invoice(po, voided_by=user)
     )
 
 
@@ -332,7 +339,7 @@ def reissue_purchase_order_invoice(
         self,
         po,
         "Re-issue",
-        lambda po: stripe_invoicing.reissue_stripe_invoice(po, reissued_by=user),
+        lambda po: invoice_lifecycle.reissue_stripe_invoice(po, reissued_by=user),
         creates=True,
     )
 
@@ -353,7 +360,7 @@ def cancel_purchase_order_task(
         self,
         po,
         "Cancel",
-        lambda po: stripe_invoicing.cancel_invoiced_purchase_order(
+        lambda po: invoice_lifecycle.cancel_invoiced_purchase_order(
             po, cancelled_by=user, reason=reason
         ),
     )

@@ -2,8 +2,8 @@
 
 One function owns each transition, under the PO's row lock when it changes a PO that webhooks and
 workers may change too. No function here talks to Stripe: the Stripe halves of cancelling and
-re-issuing live in :mod:`invoicing.services.stripe_invoicing`, and every money write (payments and
-the status derived from them) belongs to :mod:`invoicing.services.ledger`.
+re-issuing are :mod:`invoicing.services.invoice_lifecycle`, and every money write (payments and the
+status derived from them) belongs to :mod:`invoicing.services.ledger`.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def cancel_purchase_order(
     """Cancel a PO that has no payable Stripe invoice.
 
     A PO whose invoice may still be paid (draft, open or uncollectible at Stripe) must be cancelled
-    through :func:`invoicing.services.stripe_invoicing.cancel_invoiced_purchase_order`, which
+    through :func:`invoicing.services.invoice_lifecycle.cancel_invoiced_purchase_order`, which
     voids the invoice first: we never consider a PO cancelled while its invoice can take money.
     Cancelling twice is a no-op. Payments already recorded stay in the ledger.
     """
@@ -235,7 +235,7 @@ def cancel_purchase_order(
             raise InvalidTransition(
                 f"PO {locked.reference} has Stripe invoice {locked.stripe_invoice_id} "
                 f"({locked.stripe_invoice_status or 'status unknown'}); cancel it with "
-                "stripe_invoicing.cancel_invoiced_purchase_order, which voids the invoice first."
+                "invoice_lifecycle.cancel_invoiced_purchase_order, which voids the invoice first."
             )
         mark_cancelled(locked, cancelled_by=cancelled_by, reason=reason)
     return locked
@@ -281,7 +281,7 @@ def prepare_reissue(
     is still owed: it carries the PO's lines plus one credit line for everything already received
     (all methods, all earlier invoices), frozen here in ``invoice_credit`` so the creation
     parameters stay deterministic under their idempotency keys. Call
-    :func:`invoicing.services.stripe_invoicing.reissue_stripe_invoice`, which voids an
+    :func:`invoicing.services.invoice_lifecycle.reissue_stripe_invoice`, which voids an
     uncollectible invoice at Stripe first and then creates the new one.
     """
     with transaction.atomic():

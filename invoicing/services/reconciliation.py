@@ -60,9 +60,10 @@ from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, StripeSyncState
 from invoicing.retry import describe_error
 from invoicing.services.invoice_snapshots import InvoiceSnapshot, mirrored_rank
+from invoicing.services.invoice_sync import EventOutcome, reconcile_invoice, sync_invoice
 from invoicing.services.ledger import apply_invoice_snapshot
 from invoicing.services.stripe_client import build_stripe_client
-from invoicing.services.stripe_invoicing import EventOutcome, reconcile_invoice, sync_invoice
+from invoicing.stripe_invoice_status import PAYABLE_STATUSES
 
 if TYPE_CHECKING:
     from stripe.params import EventListParams, InvoiceListParams
@@ -72,8 +73,6 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE: Final = 100
 # Events that end an invoice's open life; each carries the invoice (data.object).
 CLOSING_EVENT_TYPES: Final = ("invoice.paid", "invoice.voided", "invoice.marked_uncollectible")
-# Mirrored invoice statuses of POs that may still take money or change at Stripe.
-OPEN_INVOICE_STATUSES: Final = ("open", "uncollectible")
 
 
 @dataclass
@@ -348,7 +347,7 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
         # (c) POs we consider open that neither list mentioned
         stragglers = (
             PurchaseOrder.objects.filter(
-                conference=conference, stripe_invoice_status__in=OPEN_INVOICE_STATUSES
+                conference=conference, stripe_invoice_status__in=PAYABLE_STATUSES
             )
             .exclude(stripe_invoice_id="")
             .values_list("pk", "stripe_invoice_id")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The events this project handles (stripe_invoicing.HANDLED_EVENT_TYPES; a test keeps the two
+# The events this project handles (invoice_sync.HANDLED_EVENT_TYPES; a test keeps the two
 # equal). Spelled out so that mypy checks each name against stripe-python's list of event types.
 WebhookEventType = Literal[
     "invoice.deleted",

@@ -16,8 +16,8 @@ import pytest
 from invoicing.errors import EventRejected
 from invoicing.models import PurchaseOrderPayment
 from invoicing.services.invoice_snapshots import InvoiceSnapshot
+from invoicing.services.invoice_sync import handle_invoice_event
 from invoicing.services.ledger import apply_invoice_snapshot
-from invoicing.services.stripe_invoicing import handle_invoice_event
 from tests.core.conftest import MakePurchaseOrder
 
 

@@ -11,7 +11,7 @@ import pytest
 from invoicing.errors import InvalidTransition
 from invoicing.models import PurchaseOrder
 from invoicing.selectors import cancel_refusal, reissue_refusal, sync_refusal, void_refusal
-from invoicing.services import ledger, stripe_invoicing
+from invoicing.services import invoice_lifecycle, ledger, stripe_invoicing
 from tests.core.conftest import MakePurchaseOrder
 
 pytestmark = pytest.mark.django_db
@@ -30,13 +30,13 @@ Status = PurchaseOrder.Status
         ),
         (
             void_refusal,
-            stripe_invoicing.void_stripe_invoice,
+            invoice_lifecycle.void_stripe_invoice,
             "voided",
             "it has no Stripe invoice to void.",
         ),
         (
             reissue_refusal,
-            stripe_invoicing.reissue_stripe_invoice,
+            invoice_lifecycle.reissue_stripe_invoice,
             "re-issued",
             "it is “Approved (invoice being created)”; only a PO whose invoice is void or "
             "uncollectible is re-issued (void the invoice first).",
@@ -68,7 +68,7 @@ def test_a_paid_po_is_not_cancelled_by_the_admin_nor_the_service(
     reason = "it is paid; refund the payments at Stripe first."
     assert cancel_refusal(po) == reason
     with pytest.raises(InvalidTransition) as refused:
-        stripe_invoicing.cancel_invoiced_purchase_order(po)
+        invoice_lifecycle.cancel_invoiced_purchase_order(po)
     assert str(refused.value) == f"PO {po.reference}: not cancelled: {reason}"
     po.refresh_from_db()
     assert po.status == Status.PAID

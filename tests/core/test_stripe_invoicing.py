@@ -21,8 +21,8 @@ from django.utils import timezone
 from invoicing import money
 from invoicing.errors import InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
-from invoicing.services import ledger, stripe_invoicing
-from invoicing.services.stripe_invoicing import EventOutcome
+from invoicing.services import invoice_sync, ledger, stripe_invoicing
+from invoicing.services.invoice_sync import EventOutcome
 from tests.core.conftest import MakePurchaseOrder, api_calls
 from tests.stripe_emulator.handle import EmulatorHandle
 
@@ -54,8 +54,7 @@ def stripe_ledger(po: PurchaseOrder, invoice_id: str | None = None) -> Decimal:
 
 def deliver_all(conference: Conference, events: list[dict[str, Any]]) -> list[EventOutcome]:
     return [
-        stripe_invoicing.handle_invoice_event(conference=conference, event=event)
-        for event in events
+        invoice_sync.handle_invoice_event(conference=conference, event=event) for event in events
     ]
 
 

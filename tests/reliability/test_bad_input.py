@@ -44,10 +44,9 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.services import stripe_events
+from invoicing.services.invoice_sync import EventOutcome, handle_invoice_event
 from invoicing.services.stripe_invoicing import (
-    EventOutcome,
     create_stripe_invoice,
-    handle_invoice_event,
     handle_invoice_paid_webhook,
     sync_stripe_invoice_status,
 )

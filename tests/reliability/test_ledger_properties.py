@@ -42,12 +42,9 @@ from invoicing import money
 from invoicing.errors import InvalidTransition
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.services import ledger, stripe_events
-from invoicing.services.stripe_invoicing import (
-    create_stripe_invoice,
-    handle_invoice_event,
-    sync_stripe_invoice_status,
-    void_stripe_invoice,
-)
+from invoicing.services.invoice_lifecycle import void_stripe_invoice
+from invoicing.services.invoice_sync import handle_invoice_event
+from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
 from tests.core.conftest import (  # the core's factories, shared with this directory
     MakeConference,
     MakePurchaseOrder,
