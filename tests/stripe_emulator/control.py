@@ -13,14 +13,19 @@ from email.message import Message
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from . import api, currencies
+from . import currencies
+from .api.context import Ctx
+from .api.invoice_payments import apply_payment, fail_payment, settle_payment
+from .api.pricing import check_amount_for_currency
 from .config import ConfigError
 from .errors import StripeError, invalid_request, no_such
 from .forms import decode
-from .models import Account, amount_remaining, render_invoice, render_invoice_payment
+from .models import Account, amount_remaining
+from .render import render_invoice, render_invoice_payment
 
 if TYPE_CHECKING:
-    from .server import EmulatorServer
+    from .store import Store
+    from .webhooks import Dispatcher
 
 Response = tuple[int, bytes, dict[str, str]]
 PAYMENT_METHOD_TYPES = ("card", "us_bank_account")
@@ -52,22 +57,27 @@ def _optional_key(headers: Message) -> str | None:
     return None
 
 
-def _account(server: EmulatorServer, headers: Message) -> Account:
+def _account(store: Store, headers: Message) -> Account:
     key = _optional_key(headers)
     if key is None:
         raise StripeError(401, "This emulator endpoint needs 'Authorization: Bearer <secret key>'.")
-    return server.store.account(key)
+    return store.account(key)
 
 
 def handle(
-    server: EmulatorServer, method: str, path: str, query: str, body: bytes, headers: Message
+    store: Store,
+    dispatcher: Dispatcher,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    headers: Message,
 ) -> Response:
-    store = server.store
     parts = path.strip("/").split("/")[1:]  # drop "_emulator"
     if parts == ["health"] and method == "GET":
         return _ok({"ok": True, "base_url": store.public_url})
     if parts == ["config"]:
-        account = _account(server, headers)
+        account = _account(store, headers)
         if method == "POST":
             options = _body(body, headers)
             try:
@@ -90,7 +100,7 @@ def handle(
             return _ok({"deleted": True})
         raise _method_not_allowed(method, path)
     if parts == ["clock"] and method == "GET":
-        return _clock(server, _optional_key(headers))
+        return _clock(store, _optional_key(headers))
     if parts == ["clock", "advance"] and method == "POST":
         options = _body(body, headers)
         key = _optional_key(headers)
@@ -106,16 +116,16 @@ def handle(
             account = store.account(key)
             with store.lock:
                 account.clock_offset += seconds
-        return _clock(server, key)
+        return _clock(store, key)
     if parts == ["deliveries"] and method == "GET":
-        account = _account(server, headers)
+        account = _account(store, headers)
         with store.lock:
             attempts = [dict(attempt) for attempt in account.deliveries]
         return _ok(
             {
                 "object": "list",
                 "data": attempts,
-                "pending": server.dispatcher.pending(account.secret_key),
+                "pending": dispatcher.pending(account.secret_key),
             }
         )
     if len(parts) == 3 and parts[0] == "invoices" and parts[2] == "payments":
@@ -123,10 +133,10 @@ def handle(
             raise _method_not_allowed(method, path)
         options = _body(body, headers)
         if options.get("return_to") != "hosted":
-            return _pay(server, parts[1], options)
+            return _pay(store, dispatcher, parts[1], options)
         # The hosted invoice page's forms: answer with a redirect back to the page.
         try:
-            _, payload, _ = _pay(server, parts[1], options)
+            _, payload, _ = _pay(store, dispatcher, parts[1], options)
             payment = json.loads(payload)["invoice_payment"]
             notice = f"Payment {payment['id']} {payment['status']}."
             location = hosted_redirect(parts[1], notice=notice)
@@ -136,12 +146,11 @@ def handle(
     if len(parts) == 3 and parts[0] == "invoice_payments" and parts[2] in ("succeed", "fail"):
         if method != "POST":
             raise _method_not_allowed(method, path)
-        return _settle(server, parts[1], parts[2], _body(body, headers))
+        return _settle(store, dispatcher, parts[1], parts[2], _body(body, headers))
     raise StripeError(404, f"Unrecognized emulator URL ({method}: {path}).")
 
 
-def _clock(server: EmulatorServer, key: str | None) -> Response:
-    store = server.store
+def _clock(store: Store, key: str | None) -> Response:
     if key is None:
         return _ok({"now": store.clock.now(), "offset": store.clock.offset})
     account = store.account(key)
@@ -154,9 +163,8 @@ def _method_not_allowed(method: str, path: str) -> StripeError:
     return StripeError(405, f"{method} is not allowed on {path}.")
 
 
-def _ctx(server: EmulatorServer, account: Account) -> api.Ctx:
-    store = server.store
-    return api.Ctx(
+def _ctx(store: Store, account: Account) -> Ctx:
+    return Ctx(
         store=store,
         account=account,
         now=int(account.now(store.clock)),
@@ -194,8 +202,9 @@ def _parse_amount(options: dict[str, Any], currency: str) -> int | None:
     return None
 
 
-def _pay(server: EmulatorServer, invoice_id: str, options: dict[str, Any]) -> Response:
-    store = server.store
+def _pay(
+    store: Store, dispatcher: Dispatcher, invoice_id: str, options: dict[str, Any]
+) -> Response:
     account = store.invoice_owner(invoice_id)
     if account is None:
         raise no_such("invoice", invoice_id)
@@ -209,7 +218,7 @@ def _pay(server: EmulatorServer, invoice_id: str, options: dict[str, Any]) -> Re
     if pending and method_type != "us_bank_account":
         raise invalid_request("Only us_bank_account payments can stay pending.", param="pending")
     failure_code = options.get("failure_code") or None
-    ctx = _ctx(server, account)
+    ctx = _ctx(store, account)
     with store.lock:
         invoice = account.invoices.get(invoice_id)
         if invoice is None or invoice.deleted:
@@ -247,8 +256,8 @@ def _pay(server: EmulatorServer, invoice_id: str, options: dict[str, Any]) -> Re
                 f"The amount ({amount}) exceeds the amount remaining on the invoice ({available}).",
                 param="amount",
             )
-        api.check_amount_for_currency(amount, invoice.currency, param="amount")
-        payment = api.apply_payment(
+        check_amount_for_currency(amount, invoice.currency, param="amount")
+        payment = apply_payment(
             ctx,
             invoice,
             amount=amount,
@@ -261,31 +270,30 @@ def _pay(server: EmulatorServer, invoice_id: str, options: dict[str, Any]) -> Re
             "invoice": render_invoice(account, invoice),
         }
     if ctx.deliveries:
-        server.dispatcher.submit(ctx.deliveries)
+        dispatcher.submit(ctx.deliveries)
     return _ok(result)
 
 
 def _settle(
-    server: EmulatorServer, payment_id: str, outcome: str, options: dict[str, Any]
+    store: Store, dispatcher: Dispatcher, payment_id: str, outcome: str, options: dict[str, Any]
 ) -> Response:
-    store = server.store
     account = store.payment_owner(payment_id)
     if account is None:
         raise no_such("invoice_payment", payment_id)
-    ctx = _ctx(server, account)
+    ctx = _ctx(store, account)
     with store.lock:
         payment = account.invoice_payments[payment_id]
         if outcome == "succeed":
-            api.settle_payment(ctx, payment)
+            settle_payment(ctx, payment)
         else:
-            api.fail_payment(ctx, payment, str(options.get("failure_code") or "insufficient_funds"))
+            fail_payment(ctx, payment, str(options.get("failure_code") or "insufficient_funds"))
         invoice = account.invoices[payment.invoice]
         result = {
             "invoice_payment": render_invoice_payment(payment),
             "invoice": render_invoice(account, invoice),
         }
     if ctx.deliveries:
-        server.dispatcher.submit(ctx.deliveries)
+        dispatcher.submit(ctx.deliveries)
     return _ok(result)
 
 

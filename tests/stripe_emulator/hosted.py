@@ -21,17 +21,16 @@ from .errors import StripeError, no_such
 from .models import Account, InvoiceRec, amount_due, amount_remaining, invoice_lines
 
 if TYPE_CHECKING:
-    from .server import EmulatorServer
+    from .store import Store
 
 Response = tuple[int, bytes, dict[str, str]]
 
 
-def handle(server: EmulatorServer, method: str, path: str, query: str, body: bytes) -> Response:
+def handle(store: Store, method: str, path: str, query: str, body: bytes) -> Response:
     parts = path.strip("/").split("/")
     if method != "GET" or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "pdf"):
         raise StripeError(404, f"Unrecognized request URL ({method}: {path}).")
     invoice_id = parts[1]
-    store = server.store
     account = store.invoice_owner(invoice_id)
     if account is None:
         raise no_such("invoice", invoice_id)

@@ -19,3 +19,7 @@ def new_id(prefix: str, length: int = 24) -> str:
     endpoint find an invoice by id alone, without a key.
     """
     return f"{prefix}_1{random_token(length - 1)}"
+
+
+def new_invoice_prefix() -> str:
+    return random_token(8).upper().replace("O", "0")[:8]

@@ -1,43 +1,34 @@
 """The HTTP server: Stripe's ``/v1`` API, the ``/_emulator`` control API, the hosted invoice page.
 
 A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive (stripe-python's requests
-session reuses connections). Each API request goes through the same pipeline as at Stripe:
-authentication, rate limiting, idempotency lookup, injected faults, parameter validation, then
-the handler under the store's lock; webhooks are handed to the dispatcher after the lock is
-released.
+session reuses connections). An API request is read, authenticated and logged here; the rest of
+Stripe's pipeline (rate limit, idempotency, faults, validation, the handler) is in
+:mod:`.pipeline`.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import socket
 import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-from . import api, control, hosted
-from .config import FaultRule
+from . import control, hosted
 from .errors import StripeError, invalid_request
 from .forms import decode
 from .ids import random_token
-from .models import API_VERSION, Account, IdempotencyRec
-from .schema import validate
+from .pipeline import ApiPipeline, ConnectionDropped, json_bytes, unrecognized_url
+from .render import API_VERSION
 from .store import Store, mask_key
 from .webhooks import Dispatcher
 
-IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 MAX_BODY_BYTES = 10 * 1024 * 1024
-
-
-class ConnectionDropped(Exception):
-    """Close the connection without an answer (the ``connection_reset`` faults)."""
 
 
 class EmulatorServer(ThreadingHTTPServer):
@@ -51,6 +42,7 @@ class EmulatorServer(ThreadingHTTPServer):
         base = public_url or f"http://{_host_for_url(str(bound_host))}:{bound_port}"
         self.store = Store(public_url=base)
         self.dispatcher = Dispatcher(self.store)
+        self.pipeline = ApiPipeline(self.store, self.dispatcher)
 
     @property
     def base_url(self) -> str:
@@ -99,18 +91,24 @@ class RequestHandler(BaseHTTPRequestHandler):
                 self._api(method, path, parts.query, body)
             elif path.startswith("/_emulator/"):
                 status, payload, headers = control.handle(
-                    self.server, method, path, parts.query, body, self.headers
+                    self.server.store,
+                    self.server.dispatcher,
+                    method,
+                    path,
+                    parts.query,
+                    body,
+                    self.headers,
                 )
                 self._send(status, payload, headers)
             elif path.startswith("/i/"):
                 status, payload, headers = hosted.handle(
-                    self.server, method, path, parts.query, body
+                    self.server.store, method, path, parts.query, body
                 )
                 self._send(status, payload, headers)
             elif path == "/":
                 self._send_json(200, {"emulator": "stripe", "api_version": API_VERSION})
             else:
-                self._send_json(404, _unrecognized(method, path).body())
+                self._send_json(404, unrecognized_url(method, path).body())
         except ConnectionDropped:
             self._drop_connection()
         except StripeError as exc:
@@ -135,7 +133,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise ConnectionDropped()
         return body
 
-    # --- the API pipeline -------------------------------------------------------------------
+    # --- /v1 requests: read, authenticate, log (the pipeline does the rest) ------------------
 
     def _api(self, method: str, path: str, query: str, body: bytes) -> None:
         store = self.server.store
@@ -168,7 +166,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             entry["livemode"] = account.livemode
             idempotency_key = self.headers.get("Idempotency-Key") if method == "POST" else None
             entry["idempotency_key"] = idempotency_key
-            status, payload, headers = self._api_for_account(
+            status, payload, headers = self.server.pipeline.run(
                 account, method, path, raw_params, idempotency_key, request_id, entry
             )
         except ConnectionDropped:
@@ -177,13 +175,13 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._drop_connection()
             return
         except StripeError as exc:
-            status, payload, headers = exc.status, _json(exc.body(request_id)), exc.headers
+            status, payload, headers = exc.status, json_bytes(exc.body(request_id)), exc.headers
         except Exception as exc:  # an emulator bug: a logged 500 rather than a dropped socket
             traceback.print_exc(file=sys.stderr)
             error = StripeError(
                 500, f"Stripe emulator bug: {type(exc).__name__}: {exc}", error_type="api_error"
             )
-            status, payload, headers = 500, _json(error.body(request_id)), {}
+            status, payload, headers = 500, json_bytes(error.body(request_id)), {}
         if status == 401:
             headers = {"WWW-Authenticate": 'Basic realm="Stripe"', **headers}
         headers = {
@@ -219,171 +217,12 @@ class RequestHandler(BaseHTTPRequestHandler):
             "or we can help at https://support.stripe.com/.",
         )
 
-    def _api_for_account(
-        self,
-        account: Account,
-        method: str,
-        path: str,
-        raw_params: dict[str, Any],
-        idempotency_key: str | None,
-        request_id: str,
-        entry: dict[str, Any],
-    ) -> tuple[int, bytes, dict[str, str]]:
-        store = self.server.store
-        config = account.config
-        self._enforce_rate_limit(account)
-        if config.latency or config.latency_jitter:
-            time.sleep(config.latency + account.random() * config.latency_jitter)
-
-        record: IdempotencyRec | None = None
-        if idempotency_key is not None:
-            if len(idempotency_key) > 255:
-                raise invalid_request(
-                    "The idempotency key provided is too long. Idempotency keys can be at most "
-                    "255 characters long.",
-                )
-            fingerprint = (method, path, json.dumps(raw_params, sort_keys=True))
-            with store.lock:
-                existing = account.idempotency.get(idempotency_key)
-                if existing is not None and (
-                    account.now(store.clock) - existing.created > IDEMPOTENCY_TTL_SECONDS
-                ):
-                    existing = None
-                if existing is not None:
-                    if existing.fingerprint != fingerprint:
-                        raise _idempotency_mismatch(idempotency_key, existing, method, path)
-                    if existing.status is None:
-                        raise StripeError(
-                            409,
-                            "There is currently another in-progress request using this "
-                            f"Idempotent Key (that probably means you submitted twice, and the "
-                            f"other request is still going through): {idempotency_key}. Please "
-                            "try again later.",
-                            code="idempotency_key_in_use",
-                        )
-                    entry["idempotent_replayed"] = True
-                    return (
-                        existing.status,
-                        existing.body,
-                        {**existing.headers, "Idempotent-Replayed": "true"},
-                    )
-                record = IdempotencyRec(fingerprint=fingerprint, created=account.now(store.clock))
-                account.idempotency[idempotency_key] = record
-
-        def forget_key() -> None:
-            # Nothing began executing: Stripe saves no result, so a retry may run the request.
-            if record is not None and idempotency_key is not None:
-                with store.lock:
-                    if account.idempotency.get(idempotency_key) is record:
-                        del account.idempotency[idempotency_key]
-
-        fault = self._pick_fault(account, method, path)
-        entry["fault"] = fault
-        if fault in ("429", "429_should_retry", "lock_timeout", "connection_reset"):
-            forget_key()
-            if fault == "connection_reset":
-                raise ConnectionDropped()
-            raise _fault_error(fault)
-
-        try:
-            if fault == "500":
-                error = StripeError(500, "An unknown error occurred", error_type="api_error")
-                if idempotency_key is not None:
-                    error.headers["Stripe-Should-Retry"] = "false"
-                status, payload, headers = 500, _json(error.body(request_id)), error.headers
-            else:
-                status, payload, headers = self._execute(
-                    account, method, path, raw_params, idempotency_key, request_id, forget_key
-                )
-        except BaseException:
-            forget_key()
-            raise
-        if record is not None:
-            with store.lock:
-                record.status, record.body, record.headers = status, payload, dict(headers)
-        if fault == "reset_after_commit":
-            raise ConnectionDropped()
-        return status, payload, headers
-
-    def _execute(
-        self,
-        account: Account,
-        method: str,
-        path: str,
-        raw_params: dict[str, Any],
-        idempotency_key: str | None,
-        request_id: str,
-        forget_key: Callable[[], None],
-    ) -> tuple[int, bytes, dict[str, str]]:
-        store = self.server.store
-        matched = api.match_route(method, path)
-        if not isinstance(matched, tuple):
-            forget_key()
-            raise _unrecognized(method, path)
-        route, path_args = matched
-        try:
-            params = validate(route.params_class, raw_params)
-        except StripeError:
-            forget_key()
-            raise
-        deliveries: list[api.Delivery] = []
-        try:
-            with store.lock:
-                ctx = api.Ctx(
-                    store=store,
-                    account=account,
-                    now=int(account.now(store.clock)),
-                    request_id=request_id,
-                    idempotency_key=idempotency_key,
-                    deliveries=deliveries,
-                )
-                automatic = api.Ctx(
-                    store=store,
-                    account=account,
-                    now=ctx.now,
-                    request_id=None,
-                    idempotency_key=None,
-                    deliveries=deliveries,
-                )
-                api.advance_automatic_invoices(automatic)
-                result = route.handler(ctx, params, **path_args)
-            status, payload, headers = 200, _json(result), {}
-        except StripeError as exc:
-            status, payload, headers = exc.status, _json(exc.body(request_id)), exc.headers
-        if deliveries:
-            self.server.dispatcher.submit(deliveries)
-        return status, payload, headers
-
-    def _enforce_rate_limit(self, account: Account) -> None:
-        limit = account.config.rate_limit
-        if limit is None:
-            return
-        now = time.monotonic()
-        with self.server.store.lock:
-            window = account.request_times
-            while window and window[0] <= now - 1.0:
-                window.popleft()
-            if len(window) >= limit:
-                raise _fault_error("429")
-            window.append(now)
-
-    def _pick_fault(self, account: Account, method: str, path: str) -> str | None:
-        config = account.config
-        with self.server.store.lock:
-            for index, rule in enumerate(config.fail_next):
-                if rule.matches(method, path):
-                    del config.fail_next[index]
-                    return rule.error
-        method_selected = config.error_methods is None or method in config.error_methods
-        if config.error_rate and method_selected and account.random() < config.error_rate:
-            errors = config.errors
-            return errors[int(account.random() * len(errors)) % len(errors)]
-        return None
-
     # --- responses ----------------------------------------------------------------------------
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(status, _json(payload), {"Content-Type": "application/json", **(headers or {})})
+        self._send(
+            status, json_bytes(payload), {"Content-Type": "application/json", **(headers or {})}
+        )
 
     def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
         """Write status line, headers and body in one ``send``.
@@ -417,64 +256,3 @@ class RequestHandler(BaseHTTPRequestHandler):
 
 
 _PHRASES = {status.value for status in HTTPStatus}
-
-
-def _json(payload: Any) -> bytes:
-    return json.dumps(payload, indent=2).encode()
-
-
-def _unrecognized(method: str, path: str) -> StripeError:
-    return StripeError(
-        404,
-        f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or "
-        "we can help at https://support.stripe.com/.",
-    )
-
-
-def _idempotency_mismatch(
-    key: str, existing: IdempotencyRec, method: str, path: str
-) -> StripeError:
-    if existing.fingerprint[:2] != (method, path):
-        message = (
-            f"Keys for idempotent requests can only be used for the same endpoint they were first "
-            f"used for ('{existing.fingerprint[0]} {existing.fingerprint[1]}' vs '{method} "
-            f"{path}'). Try using a key other than '{key}' if you meant to execute a different "
-            "request."
-        )
-    else:
-        message = (
-            "Keys for idempotent requests can only be used with the same parameters they were "
-            f"first used with. Try using a key other than '{key}' if you meant to execute a "
-            "different request."
-        )
-    return StripeError(400, message, error_type="idempotency_error")
-
-
-def _fault_error(kind: str) -> StripeError:
-    if kind == "lock_timeout":
-        return StripeError(
-            429,
-            "This object cannot be accessed right now because another API request or Stripe "
-            "process is currently accessing it. If you see this error intermittently, retry the "
-            "request. If you see this error frequently and are making multiple concurrent "
-            "requests to a single object, make your requests serially or at a lower rate. See "
-            "https://stripe.com/docs/rate-limits for more information.",
-            code="lock_timeout",
-            headers={"Stripe-Should-Retry": "true"},
-        )
-    error = StripeError(
-        429,
-        "Request rate limit exceeded. Learn more about rate limits here "
-        "https://stripe.com/docs/rate-limits.",
-        code="rate_limit",
-    )
-    if kind == "429_should_retry":
-        error.headers["Stripe-Should-Retry"] = "true"
-    return error
-
-
-def parse_simple_query(query: str) -> dict[str, str]:
-    return dict(parse_qsl(query, keep_blank_values=True))
-
-
-__all__ = ["EmulatorServer", "FaultRule", "parse_simple_query"]

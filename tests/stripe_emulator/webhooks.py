@@ -24,11 +24,23 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import Delivery
+    from .models import Account, EventRec
     from .store import Store
 
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class Delivery:
+    """A webhook to send once the request's lock is released."""
+
+    account: Account
+    event: EventRec
+    endpoint_id: str
+    url: str
+    secret: str
+    payload: bytes
 
 
 def encode_payload(event: dict[str, Any]) -> bytes:

@@ -1,0 +1,142 @@
+"""Each ``/v1`` endpoint: its handler, and the stripe-python params class that validates it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..models import JSON
+from .customers import (
+    create_customer,
+    delete_customer,
+    list_customers,
+    retrieve_customer,
+    update_customer,
+)
+from .events import list_events, retrieve_event
+from .invoice_items import (
+    create_invoice_item,
+    delete_invoice_item,
+    list_invoice_items,
+    retrieve_invoice_item,
+    update_invoice_item,
+)
+from .invoice_lifecycle import (
+    finalize_invoice,
+    mark_uncollectible,
+    pay_invoice,
+    send_invoice,
+    void_invoice,
+)
+from .invoice_lines import add_lines, list_invoice_lines
+from .invoice_payments import list_invoice_payments, retrieve_invoice_payment
+from .invoices import (
+    create_invoice,
+    delete_invoice,
+    list_invoices,
+    retrieve_invoice,
+    update_invoice,
+)
+from .webhook_endpoints import (
+    create_webhook_endpoint,
+    delete_webhook_endpoint,
+    list_webhook_endpoints,
+    retrieve_webhook_endpoint,
+    update_webhook_endpoint,
+)
+
+Handler = Callable[..., JSON]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    params_class: str
+
+
+def _route(method: str, path: str, handler: Handler, params_class: str) -> Route:
+    regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$"
+    return Route(method, re.compile(regex), handler, params_class)
+
+
+ROUTES: list[Route] = [
+    _route("POST", "/v1/customers", create_customer, "CustomerCreateParams"),
+    _route("GET", "/v1/customers", list_customers, "CustomerListParams"),
+    _route("GET", "/v1/customers/{customer_id}", retrieve_customer, "CustomerRetrieveParams"),
+    _route("POST", "/v1/customers/{customer_id}", update_customer, "CustomerUpdateParams"),
+    _route("DELETE", "/v1/customers/{customer_id}", delete_customer, "CustomerDeleteParams"),
+    _route("POST", "/v1/invoiceitems", create_invoice_item, "InvoiceItemCreateParams"),
+    _route("GET", "/v1/invoiceitems", list_invoice_items, "InvoiceItemListParams"),
+    _route("GET", "/v1/invoiceitems/{item_id}", retrieve_invoice_item, "InvoiceItemRetrieveParams"),
+    _route("POST", "/v1/invoiceitems/{item_id}", update_invoice_item, "InvoiceItemUpdateParams"),
+    _route("DELETE", "/v1/invoiceitems/{item_id}", delete_invoice_item, "InvoiceItemDeleteParams"),
+    _route("POST", "/v1/invoices", create_invoice, "InvoiceCreateParams"),
+    _route("GET", "/v1/invoices", list_invoices, "InvoiceListParams"),
+    _route("GET", "/v1/invoices/{invoice_id}", retrieve_invoice, "InvoiceRetrieveParams"),
+    _route("POST", "/v1/invoices/{invoice_id}", update_invoice, "InvoiceUpdateParams"),
+    _route("DELETE", "/v1/invoices/{invoice_id}", delete_invoice, "InvoiceDeleteParams"),
+    _route(
+        "GET", "/v1/invoices/{invoice_id}/lines", list_invoice_lines, "InvoiceLineItemListParams"
+    ),
+    _route("POST", "/v1/invoices/{invoice_id}/add_lines", add_lines, "InvoiceAddLinesParams"),
+    _route(
+        "POST",
+        "/v1/invoices/{invoice_id}/finalize",
+        finalize_invoice,
+        "InvoiceFinalizeInvoiceParams",
+    ),
+    _route("POST", "/v1/invoices/{invoice_id}/send", send_invoice, "InvoiceSendInvoiceParams"),
+    _route("POST", "/v1/invoices/{invoice_id}/void", void_invoice, "InvoiceVoidInvoiceParams"),
+    _route(
+        "POST",
+        "/v1/invoices/{invoice_id}/mark_uncollectible",
+        mark_uncollectible,
+        "InvoiceMarkUncollectibleParams",
+    ),
+    _route("POST", "/v1/invoices/{invoice_id}/pay", pay_invoice, "InvoicePayParams"),
+    _route("GET", "/v1/invoice_payments", list_invoice_payments, "InvoicePaymentListParams"),
+    _route(
+        "GET",
+        "/v1/invoice_payments/{payment_id}",
+        retrieve_invoice_payment,
+        "InvoicePaymentRetrieveParams",
+    ),
+    _route("GET", "/v1/events", list_events, "EventListParams"),
+    _route("GET", "/v1/events/{event_id}", retrieve_event, "EventRetrieveParams"),
+    _route("POST", "/v1/webhook_endpoints", create_webhook_endpoint, "WebhookEndpointCreateParams"),
+    _route("GET", "/v1/webhook_endpoints", list_webhook_endpoints, "WebhookEndpointListParams"),
+    _route(
+        "GET",
+        "/v1/webhook_endpoints/{endpoint_id}",
+        retrieve_webhook_endpoint,
+        "WebhookEndpointRetrieveParams",
+    ),
+    _route(
+        "POST",
+        "/v1/webhook_endpoints/{endpoint_id}",
+        update_webhook_endpoint,
+        "WebhookEndpointUpdateParams",
+    ),
+    _route(
+        "DELETE",
+        "/v1/webhook_endpoints/{endpoint_id}",
+        delete_webhook_endpoint,
+        "WebhookEndpointDeleteParams",
+    ),
+]
+
+
+def match_route(method: str, path: str) -> tuple[Route, dict[str, str]] | str | None:
+    """The route for ``method path``; the string ``"method"`` if only the method is wrong."""
+    path_matched = False
+    for route in ROUTES:
+        found = route.pattern.match(path)
+        if found is None:
+            continue
+        path_matched = True
+        if route.method == method:
+            return route, found.groupdict()
+    return "method" if path_matched else None

@@ -1,0 +1,352 @@
+"""Stripe's JSON shapes for the emulator's records, in the pinned API version.
+
+Field sets are checked against the installed stripe-python's resource classes and Stripe's
+example objects (``tests/test_emulator/test_shapes.py``). Rendering is the only place that knows
+the wire shape, so a field added by a future API version is added in one function.
+"""
+
+from __future__ import annotations
+
+import copy
+from decimal import Decimal
+from typing import Any
+
+from stripe._api_version import _ApiVersion
+
+from .models import (
+    AUTO_FINALIZE_DELAY,
+    JSON,
+    Account,
+    CustomerRec,
+    EventRec,
+    InvoiceItemRec,
+    InvoicePaymentRec,
+    InvoiceRec,
+    WebhookEndpointRec,
+    amount_remaining,
+    invoice_lines,
+)
+
+API_VERSION = _ApiVersion.CURRENT
+LINES_EMBEDDED = 10
+
+
+def render_customer(customer: CustomerRec) -> JSON:
+    if customer.deleted:
+        return {"id": customer.id, "object": "customer", "deleted": True}
+    return {
+        "id": customer.id,
+        "object": "customer",
+        "address": copy.deepcopy(customer.address),
+        "balance": 0,
+        "business_name": None,
+        "created": customer.created,
+        "currency": customer.currency,
+        "customer_account": None,
+        "default_source": None,
+        "delinquent": False,
+        "description": customer.description,
+        "discount": None,
+        "email": customer.email,
+        "individual_name": None,
+        "invoice_prefix": customer.invoice_prefix,
+        "invoice_settings": {
+            "custom_fields": None,
+            "default_payment_method": None,
+            "footer": None,
+            "rendering_options": None,
+        },
+        "livemode": customer.livemode,
+        "metadata": dict(customer.metadata),
+        "name": customer.name,
+        "next_invoice_sequence": customer.next_invoice_sequence,
+        "phone": customer.phone,
+        "preferred_locales": list(customer.preferred_locales),
+        "shipping": None,
+        "tax_exempt": customer.tax_exempt,
+        "test_clock": None,
+    }
+
+
+def _pricing(item: InvoiceItemRec) -> JSON:
+    price_details = (
+        {"price": item.price, "product": item.product} if item.price is not None else None
+    )
+    return {
+        "price_details": price_details,
+        "type": "price_details",
+        "unit_amount_decimal": (
+            _decimal_string(item.unit_amount_decimal)
+            if item.unit_amount_decimal is not None
+            else None
+        ),
+    }
+
+
+def _decimal_string(value: Decimal) -> str:
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def render_invoice_item(item: InvoiceItemRec) -> JSON:
+    if item.deleted:
+        return {"id": item.id, "object": "invoiceitem", "deleted": True}
+    return {
+        "id": item.id,
+        "object": "invoiceitem",
+        "amount": item.amount,
+        "currency": item.currency,
+        "customer": item.customer,
+        "customer_account": None,
+        "date": item.created,
+        "description": item.description,
+        "discountable": item.discountable,
+        "discounts": [],
+        "frozen_fields": [],
+        "invoice": item.invoice,
+        "invoicing_rules": None,
+        "livemode": item.livemode,
+        "metadata": dict(item.metadata),
+        "net_amount": item.amount,
+        "parent": None,
+        "period": {"end": item.period_end, "start": item.period_start},
+        "pricing": _pricing(item),
+        "proration": False,
+        "proration_details": {"credited_items": None},
+        "quantity": item.quantity,
+        "quantity_decimal": _decimal_string(item.quantity_decimal),
+        "tax_rates": [],
+        "test_clock": None,
+    }
+
+
+def render_line(item: InvoiceItemRec) -> JSON:
+    return {
+        "id": item.line_id,
+        "object": "line_item",
+        "amount": item.amount,
+        "currency": item.currency,
+        "description": item.description,
+        "discount_amounts": [],
+        "discountable": item.discountable,
+        "discounts": [],
+        "invoice": item.invoice,
+        "livemode": item.livemode,
+        "metadata": dict(item.metadata),
+        "parent": {
+            "invoice_item_details": {
+                "invoice_item": item.id,
+                "proration": False,
+                "proration_details": {"credited_items": None},
+                "subscription": None,
+            },
+            "subscription_item_details": None,
+            "type": "invoice_item_details",
+        },
+        "period": {"end": item.period_end, "start": item.period_start},
+        "pretax_credit_amounts": [],
+        "pricing": _pricing(item),
+        "quantity": item.quantity,
+        "quantity_decimal": _decimal_string(item.quantity_decimal),
+        "subscription": None,
+        "subtotal": item.amount,
+        "taxes": [],
+    }
+
+
+def render_invoice(
+    account: Account, invoice: InvoiceRec, *, expand: set[str] | None = None
+) -> JSON:
+    expand = expand or set()
+    if invoice.deleted:
+        return {"id": invoice.id, "object": "invoice", "deleted": True}
+    items = invoice_lines(account, invoice)
+    total = sum(item.amount for item in items)
+    due = max(total, 0)
+    remaining = amount_remaining(account, invoice)
+    finalized = invoice.status != "draft"
+    if invoice.collection_method == "send_invoice" or not finalized:
+        next_payment_attempt = None
+    elif invoice.status == "open" and invoice.auto_advance:
+        next_payment_attempt = (invoice.finalized_at or invoice.created) + 3600
+    else:
+        next_payment_attempt = None
+    customer: Any = invoice.customer
+    if "customer" in expand and invoice.customer in account.customers:
+        customer = render_customer(account.customers[invoice.customer])
+    rendered: JSON = {
+        "id": invoice.id,
+        "object": "invoice",
+        "account_country": "US",
+        "account_name": "Stripe Emulator",
+        "account_tax_ids": None,
+        "amount_due": due,
+        "amount_overpaid": 0,
+        "amount_paid": invoice.amount_paid,
+        "amount_paid_off_stripe": invoice.amount_paid_off_stripe,
+        "amount_remaining": remaining,
+        "amount_shipping": 0,
+        "application": None,
+        "attempt_count": invoice.attempt_count,
+        "attempted": invoice.attempted,
+        "auto_advance": invoice.auto_advance,
+        "automatic_tax": {
+            "disabled_reason": None,
+            "enabled": False,
+            "liability": None,
+            "provider": None,
+            "status": None,
+        },
+        "automatically_finalizes_at": (
+            invoice.created + AUTO_FINALIZE_DELAY
+            if invoice.status == "draft" and invoice.auto_advance
+            else None
+        ),
+        "billing_reason": "manual",
+        "collection_method": invoice.collection_method,
+        "confirmation_secret": None,
+        "created": invoice.created,
+        "currency": invoice.currency,
+        "custom_fields": None,
+        "customer": customer,
+        "customer_account": None,
+        "customer_address": copy.deepcopy(invoice.customer_address),
+        "customer_email": invoice.customer_email,
+        "customer_name": invoice.customer_name,
+        "customer_phone": invoice.customer_phone,
+        "customer_shipping": None,
+        "customer_tax_exempt": "none",
+        "customer_tax_ids": [],
+        "default_payment_method": None,
+        "default_source": None,
+        "default_tax_rates": [],
+        "description": invoice.description,
+        "discounts": [],
+        "due_date": invoice.due_date,
+        "effective_at": invoice.effective_at,
+        "ending_balance": 0 if finalized else None,
+        "footer": invoice.footer,
+        "from_invoice": None,
+        "hosted_invoice_url": invoice.hosted_invoice_url,
+        "invoice_pdf": invoice.invoice_pdf,
+        "issuer": {"type": "self"},
+        "last_finalization_error": None,
+        "latest_revision": None,
+        "lines": {
+            "object": "list",
+            "data": [render_line(item) for item in items[:LINES_EMBEDDED]],
+            "has_more": len(items) > LINES_EMBEDDED,
+            "url": f"/v1/invoices/{invoice.id}/lines",
+        },
+        "livemode": invoice.livemode,
+        "metadata": dict(invoice.metadata),
+        "next_payment_attempt": next_payment_attempt,
+        "number": invoice.number,
+        "on_behalf_of": None,
+        "parent": None,
+        "payment_settings": {
+            "default_mandate": None,
+            "payment_method_options": None,
+            "payment_method_types": (
+                list(invoice.payment_method_types)
+                if invoice.payment_method_types is not None
+                else None
+            ),
+        },
+        "period_end": invoice.created,
+        "period_start": invoice.created,
+        "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0,
+        "receipt_number": None,
+        "rendering": {
+            "amount_tax_display": None,
+            "pdf": {"page_size": "auto"},
+            "template": None,
+            "template_version": None,
+        },
+        "shipping_cost": None,
+        "shipping_details": None,
+        "starting_balance": 0,
+        "statement_descriptor": invoice.statement_descriptor,
+        "status": invoice.status,
+        "status_details": None,
+        "status_transitions": {
+            "finalized_at": invoice.finalized_at,
+            "marked_uncollectible_at": invoice.marked_uncollectible_at,
+            "paid_at": invoice.paid_at,
+            "voided_at": invoice.voided_at,
+        },
+        "subtotal": total,
+        "subtotal_excluding_tax": total,
+        "test_clock": None,
+        "threshold_reason": None,
+        "total": total,
+        "total_discount_amounts": [],
+        "total_excluding_tax": total,
+        "total_pretax_credit_amounts": [],
+        "total_taxes": [],
+        "webhooks_delivered_at": invoice.webhooks_delivered_at,
+    }
+    if "payments" in expand:
+        payments = [account.invoice_payments[pid] for pid in reversed(invoice.payment_ids)]
+        rendered["payments"] = {
+            "object": "list",
+            "data": [render_invoice_payment(payment) for payment in payments],
+            "has_more": False,
+            "url": f"/v1/invoice_payments?invoice={invoice.id}",
+        }
+    return rendered
+
+
+def render_invoice_payment(payment: InvoicePaymentRec) -> JSON:
+    return {
+        "id": payment.id,
+        "object": "invoice_payment",
+        "amount_paid": payment.amount_paid,
+        "amount_requested": payment.amount_requested,
+        "created": payment.created,
+        "currency": payment.currency,
+        "invoice": payment.invoice,
+        "is_default": payment.is_default,
+        "livemode": payment.livemode,
+        "payment": {"payment_intent": payment.payment_intent, "type": "payment_intent"},
+        "status": payment.status,
+        "status_transitions": {"canceled_at": payment.canceled_at, "paid_at": payment.paid_at},
+    }
+
+
+def render_webhook_endpoint(endpoint: WebhookEndpointRec, *, with_secret: bool = False) -> JSON:
+    if endpoint.deleted:
+        return {"id": endpoint.id, "object": "webhook_endpoint", "deleted": True}
+    rendered: JSON = {
+        "id": endpoint.id,
+        "object": "webhook_endpoint",
+        "api_version": endpoint.api_version,
+        "application": None,
+        "created": endpoint.created,
+        "description": endpoint.description,
+        "enabled_events": list(endpoint.enabled_events),
+        "livemode": endpoint.livemode,
+        "metadata": dict(endpoint.metadata),
+        "status": endpoint.status,
+        "url": endpoint.url,
+    }
+    if with_secret:
+        rendered["secret"] = endpoint.secret
+    return rendered
+
+
+def render_event(event: EventRec) -> JSON:
+    return {
+        "id": event.id,
+        "object": "event",
+        "api_version": API_VERSION,
+        "created": event.created,
+        "data": copy.deepcopy(event.data),
+        "livemode": event.livemode,
+        "pending_webhooks": event.pending_webhooks,
+        "request": {"id": event.request_id, "idempotency_key": event.idempotency_key},
+        "type": event.type,
+    }
