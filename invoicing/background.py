@@ -27,7 +27,9 @@ class Job(enum.StrEnum):
     CANCEL_PURCHASE_ORDER = "cancel_purchase_order"  # (purchase_order_id, requested_by_id, reason)
     RECONCILE_CONFERENCE = "reconcile_conference"  # (conference_id,)
     PROCESS_STRIPE_EVENT = "process_stripe_event"  # (stripe_event_pk,)
-    PROCESS_STRIPE_EVENTS = "process_stripe_events"  # (list of stripe_event_pk,)
+    # (stripe_event_pk,): the webhook's; returns at once and is published after the answer, in
+    # one message with the rows other requests recorded meanwhile.
+    PUBLISH_RECORDED_EVENT = "publish_recorded_event"
 
 
 JobQueue = Callable[[Job, tuple[object, ...]], bool]

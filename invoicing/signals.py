@@ -78,6 +78,6 @@ def queue_invoice_on_approval(
 @receiver(post_delete, sender=Conference, dispatch_uid="invoicing.forget_webhook_conference_gone")
 def forget_webhook_conference(**_: Any) -> None:
     """A conference saved or deleted here: the webhook view reads it afresh in this process."""
-    from invoicing.services.stripe_events import forget_webhook_conferences
+    from invoicing.services.webhook_intake import forget_webhook_conferences
 
     forget_webhook_conferences()

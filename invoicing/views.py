@@ -28,7 +28,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from invoicing.services import stripe_events
+from invoicing.services import webhook_intake
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _error(status: int, message: str) -> JsonResponse:
 @require_POST
 def stripe_webhook(request: HttpRequest, conference_slug: str) -> JsonResponse:
     """Receive one Stripe event for one conference (see the module docstring for the answers)."""
-    conference = stripe_events.webhook_conference(slug=conference_slug)
+    conference = webhook_intake.webhook_conference(slug=conference_slug)
     if conference is None:
         logger.warning("webhook for unknown or inactive conference %r refused", conference_slug)
         return _error(404, "No active conference here.")
@@ -117,17 +117,17 @@ def stripe_webhook(request: HttpRequest, conference_slug: str) -> JsonResponse:
         return _error(400, "The body could not be read (broken chunked encoding or cut short).")
 
     try:
-        verified = stripe_events.verify_webhook(
+        verified = webhook_intake.verify_webhook(
             conference=conference,
             payload=payload,
             signature_header=request.headers.get("Stripe-Signature"),
         )
-    except stripe_events.WebhookRejected as rejection:
+    except webhook_intake.WebhookRejected as rejection:
         logger.warning("webhook for conference %s refused: %s", conference.slug, rejection)
         return _error(400, str(rejection))
 
     try:
-        recorded = stripe_events.record_stripe_event(
+        recorded = webhook_intake.record_stripe_event(
             conference=conference, event=verified.event, event_json=verified.json_text
         )
     except DatabaseError as error:

@@ -1,27 +1,31 @@
-"""The queue behind :mod:`invoicing.background`: one task per job, published by `enqueue`."""
+"""The queue behind :mod:`invoicing.background`: how each job is handed to the broker.
+
+A job runs as one task, published by :func:`~workers.enqueue.enqueue` (short timeouts, no retry),
+except the webhook's, which goes to the publisher thread so the answer never waits for the broker.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from celery import Task
+from collections.abc import Callable
+from functools import partial
 
 from invoicing.background import Job
 from workers import tasks
 from workers.enqueue import enqueue
+from workers.webhook_publisher import publish_recorded_event
 
-TASK_FOR_JOB: dict[Job, Task[Any, Any]] = {
-    Job.CREATE_INVOICE: tasks.create_invoice_for_purchase_order,
-    Job.SYNC_PURCHASE_ORDER: tasks.sync_purchase_order,
-    Job.VOID_INVOICE: tasks.void_purchase_order_invoice,
-    Job.REISSUE_INVOICE: tasks.reissue_purchase_order_invoice,
-    Job.CANCEL_PURCHASE_ORDER: tasks.cancel_purchase_order_task,
-    Job.RECONCILE_CONFERENCE: tasks.sync_conference_invoices,
-    Job.PROCESS_STRIPE_EVENT: tasks.process_stripe_event,
-    Job.PROCESS_STRIPE_EVENTS: tasks.queue_stripe_events,
+QUEUE_FOR_JOB: dict[Job, Callable[..., bool]] = {
+    Job.CREATE_INVOICE: partial(enqueue, tasks.create_invoice_for_purchase_order),
+    Job.SYNC_PURCHASE_ORDER: partial(enqueue, tasks.sync_purchase_order),
+    Job.VOID_INVOICE: partial(enqueue, tasks.void_purchase_order_invoice),
+    Job.REISSUE_INVOICE: partial(enqueue, tasks.reissue_purchase_order_invoice),
+    Job.CANCEL_PURCHASE_ORDER: partial(enqueue, tasks.cancel_purchase_order_task),
+    Job.RECONCILE_CONFERENCE: partial(enqueue, tasks.sync_conference_invoices),
+    Job.PROCESS_STRIPE_EVENT: partial(enqueue, tasks.process_stripe_event),
+    Job.PUBLISH_RECORDED_EVENT: publish_recorded_event,
 }
 
 
 def queue_job(job: Job, args: tuple[object, ...]) -> bool:
-    """Publish the job's task once, with short timeouts; False (logged) if the broker refused."""
-    return enqueue(TASK_FOR_JOB[job], *args)
+    """Queue the job; False (logged) if the broker refused it."""
+    return QUEUE_FOR_JOB[job](*args)

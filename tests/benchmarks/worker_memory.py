@@ -73,11 +73,11 @@ class Sampler:
 
 def record_events(conference: Any, events: list[dict[str, Any]]) -> int:
     """Record each event as the webhook view would (inbox row, then publish); returns how many."""
-    from invoicing.services import stripe_events
+    from invoicing.services import webhook_intake
 
     created = 0
     for event in events:
-        created += stripe_events.record_stripe_event(conference=conference, event=event).created
+        created += webhook_intake.record_stripe_event(conference=conference, event=event).created
     return created
 
 

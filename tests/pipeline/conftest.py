@@ -116,7 +116,7 @@ def unreachable_broker() -> Iterator[str]:
 
 def settle_publishes() -> None:
     """Wait for this process's webhook publisher thread to publish what the view recorded."""
-    from invoicing.services.stripe_events import wait_for_published
+    from workers.webhook_publisher import wait_for_published
 
     assert wait_for_published(timeout=30), "the webhook publisher thread did not finish"
 

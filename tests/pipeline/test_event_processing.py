@@ -22,11 +22,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing.models import Conference, PurchaseOrder, StripeEvent
-from invoicing.services import ledger, stripe_events
+from invoicing.services import ledger, stripe_events, webhook_intake
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 from tests.core.test_stripe_invoicing import stripe_events as emulator_events
 from tests.pipeline.conftest import PublishLog, wait_for, wait_for_status
 from tests.stripe_emulator.handle import EmulatorHandle
+from workers import webhook_publisher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,7 +39,7 @@ PROCESS = "process_stripe_event"
 def record(conference: Conference, event: dict[str, Any]) -> StripeEvent:
     # As a webhook delivers it: JSON (stripe-python's to_dict() holds Decimals for *_decimal).
     event = json.loads(json.dumps(event, default=str))
-    return stripe_events.record_stripe_event(conference=conference, event=event).stripe_event
+    return webhook_intake.record_stripe_event(conference=conference, event=event).stripe_event
 
 
 def plain_event(event_id: str) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def test_a_payment_event_is_applied_once(
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == Status.PARTIALLY_PAID
     # Recording the same event again adds nothing and processes nothing.
-    again = stripe_events.record_stripe_event(conference=invoiced_po.conference, event=event)
+    again = webhook_intake.record_stripe_event(conference=invoiced_po.conference, event=event)
     assert not again.created
     assert ledger.stripe_paid_total(
         invoiced_po, stripe_invoice_id=invoiced_po.stripe_invoice_id
@@ -246,7 +247,7 @@ def test_the_inbox_row_is_committed_before_its_message_is_published(
     before_task_publish.connect(at_publish, weak=False)
     try:
         row = record(stripe_conference, plain_event("evt_commit_first"))
-        assert stripe_events.wait_for_published(10)  # the publisher thread has sent it
+        assert webhook_publisher.wait_for_published(10)  # the publisher thread has sent it
     finally:
         before_task_publish.disconnect(at_publish)
     assert visible_at_publish == [True]
@@ -261,7 +262,7 @@ def test_recording_inside_a_transaction_publishes_at_its_commit_and_survives_a_d
     (``ON CONFLICT DO NOTHING`` on the unique id) inserts nothing and leaves the caller's work."""
     with transaction.atomic():
         row = record(stripe_conference, plain_event("evt_in_caller_tx"))
-        again = stripe_events.record_stripe_event(
+        again = webhook_intake.record_stripe_event(
             conference=stripe_conference, event=plain_event("evt_in_caller_tx")
         )
         assert not again.created

@@ -23,10 +23,11 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from invoicing.models import Conference, StripeEvent
-from invoicing.services import stripe_events
+from invoicing.services import webhook_intake
 from tests.core.conftest import MakeConference
 from tests.core.test_concurrency import run_in_threads
 from tests.pipeline.conftest import PublishLog, post_webhook, signed_event, wait_for
+from workers import webhook_publisher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,7 +74,7 @@ def test_a_batch_is_one_message_and_every_row_is_processed_once(
     conference: Conference, published: PublishLog
 ) -> None:
     pks = unpublished_rows(conference, 5)
-    stripe_events.queue_recorded_events(pks)
+    webhook_publisher.queue_recorded_events(pks)
     wait_for(lambda: all_settled(pks), message="a batch's rows were not all processed")
     assert [m.args for m in published.of(FAN_OUT)] == [(pks,)]
     # The worker's fan-out: one processing message per row, none twice.
@@ -84,7 +85,7 @@ def test_a_batch_is_one_message_and_every_row_is_processed_once(
 @pytest.mark.usefixtures("embedded_worker_paused", "unreachable_broker")
 def test_a_batch_the_broker_refuses_leaves_every_row_due(conference: Conference) -> None:
     pks = unpublished_rows(conference, 3)
-    stripe_events.queue_recorded_events(pks)
+    webhook_publisher.queue_recorded_events(pks)
     rows = StripeEvent.objects.filter(pk__in=pks)
     assert {row.status for row in rows} == {EventStatus.PENDING}
     assert all(row.next_attempt_at and row.next_attempt_at <= timezone.now() for row in rows)
@@ -130,39 +131,39 @@ def test_the_view_reads_the_conference_with_its_secrets(
 ) -> None:
     """The view's own lookup: secrets decrypted, inactive and unknown slugs not found."""
     settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = 0
-    found = stripe_events.webhook_conference(slug=conference.slug)
+    found = webhook_intake.webhook_conference(slug=conference.slug)
     assert found is not None
     assert (found.pk, found.slug, found.is_active) == (conference.pk, conference.slug, True)
     assert found.stripe_webhook_secret == SECRET
     assert found.stripe_secret_key == conference.stripe_secret_key
     assert found.stripe_livemode is False
-    assert stripe_events.webhook_conference(slug="no-such-conference") is None
+    assert webhook_intake.webhook_conference(slug="no-such-conference") is None
     Conference.objects.filter(pk=conference.pk).update(is_active=False)
-    assert stripe_events.webhook_conference(slug=conference.slug) is None
+    assert webhook_intake.webhook_conference(slug=conference.slug) is None
 
 
 def test_a_kept_conference_is_read_again_after_its_time_or_a_save_here(
     conference: Conference, settings: SettingsWrapper
 ) -> None:
     settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = 3600
-    stripe_events.forget_webhook_conferences()
-    assert stripe_events.webhook_conference(slug=conference.slug) is not None
+    webhook_intake.forget_webhook_conferences()
+    assert webhook_intake.webhook_conference(slug=conference.slug) is not None
     # Another process deactivates it (no signal here): this process keeps its copy...
     Conference.objects.filter(pk=conference.pk).update(is_active=False)
-    kept = stripe_events.webhook_conference(slug=conference.slug)
+    kept = webhook_intake.webhook_conference(slug=conference.slug)
     assert kept is not None
     assert kept.stripe_webhook_secret == SECRET
     # ...until its time is up,
     settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = 1e-9
-    assert stripe_events.webhook_conference(slug=conference.slug) is None
+    assert webhook_intake.webhook_conference(slug=conference.slug) is None
     # and a save in this process is seen at once.
     settings.STRIPE_WEBHOOK_CONFERENCE_CACHE_SECONDS = 3600
     conference.is_active = True
     conference.save()
-    assert stripe_events.webhook_conference(slug=conference.slug) is not None
+    assert webhook_intake.webhook_conference(slug=conference.slug) is not None
     conference.stripe_webhook_secret = "whsec_rotated_in_the_admin"
     conference.save()
-    fresh = stripe_events.webhook_conference(slug=conference.slug)
+    fresh = webhook_intake.webhook_conference(slug=conference.slug)
     assert fresh is not None
     assert fresh.stripe_webhook_secret == "whsec_rotated_in_the_admin"
 
@@ -184,7 +185,7 @@ def test_a_connection_that_died_between_deliveries_is_replaced_not_a_503(
         backend_pid = connection.connection.info.backend_pid
         with connections_to_kill() as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
-        with caplog.at_level(logging.WARNING, logger="invoicing.services.stripe_events"):
+        with caplog.at_level(logging.WARNING, logger="invoicing.services.webhook_intake"):
             response = deliver()
         assert response.status_code == 200, response.content
         assert "database connection lost" in caplog.text

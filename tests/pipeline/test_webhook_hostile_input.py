@@ -18,7 +18,7 @@ import pytest
 from django.test import Client
 
 from invoicing.models import Conference, StripeEvent
-from invoicing.services.stripe_events import MAX_JSON_DEPTH, _depth_within
+from invoicing.services.webhook_intake import MAX_JSON_DEPTH, _depth_within
 from tests.core.conftest import MakeConference
 from tests.pipeline.conftest import post_webhook as post
 from tests.pipeline.conftest import signed_event

@@ -43,7 +43,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
-from invoicing.services import stripe_events
+from invoicing.services import stripe_events, webhook_intake
 from invoicing.services.invoice_sync import EventOutcome, handle_invoice_event
 from invoicing.services.stripe_invoicing import (
     create_stripe_invoice,
@@ -866,16 +866,16 @@ def deliver(world: InvoicedWorld, event: dict[str, Any], route: str) -> str:
     # too), recorded, processed; an event refused there is parked as failed, with the reason.
     body = json.dumps(event).encode()
     try:
-        verified = stripe_events.verify_webhook(
+        verified = webhook_intake.verify_webhook(
             conference=world.conference,
             payload=body,
             signature_header=signature_header(
                 body, world.conference.stripe_webhook_secret, int(time.time())
             ),
         )
-    except stripe_events.WebhookRejected:
+    except webhook_intake.WebhookRejected:
         return "rejected"
-    recorded = stripe_events.record_stripe_event(
+    recorded = webhook_intake.record_stripe_event(
         conference=world.conference, event=verified.event, event_json=verified.json_text
     )
     result = stripe_events.process_stripe_event(stripe_event_id=recorded.stripe_event.pk)

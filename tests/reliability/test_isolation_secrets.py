@@ -33,7 +33,7 @@ from django.test import Client
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
-from invoicing.services import stripe_events
+from invoicing.services import stripe_events, webhook_intake
 from invoicing.services.invoice_lifecycle import (
     cancel_invoiced_purchase_order,
     reissue_stripe_invoice,
@@ -215,7 +215,7 @@ def test_every_request_for_a_conferences_objects_carries_its_key(
         stripe_emulator.pay_invoice(first.stripe_invoice_id, amount=100_00)
         stripe_emulator.pay_invoice(second.stripe_invoice_id)
         for event in raw_events(stripe_emulator, conference.stripe_secret_key):
-            recorded = stripe_events.record_stripe_event(conference=conference, event=event)
+            recorded = webhook_intake.record_stripe_event(conference=conference, event=event)
             stripe_events.process_stripe_event(stripe_event_id=recorded.stripe_event.pk)
         sync_stripe_invoice_status(first)
         void_stripe_invoice(first)

@@ -41,7 +41,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from invoicing import money
 from invoicing.errors import InvalidTransition
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
-from invoicing.services import ledger, stripe_events
+from invoicing.services import ledger, stripe_events, webhook_intake
 from invoicing.services.invoice_lifecycle import void_stripe_invoice
 from invoicing.services.invoice_sync import handle_invoice_event
 from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
@@ -168,7 +168,7 @@ def test_the_ledger_always_equals_stripe(
 
         def deliver(event: dict[str, Any]) -> None:
             if rng.random() < 0.5:
-                recorded = stripe_events.record_stripe_event(conference=conference, event=event)
+                recorded = webhook_intake.record_stripe_event(conference=conference, event=event)
                 result = stripe_events.process_stripe_event(
                     stripe_event_id=recorded.stripe_event.pk
                 )

@@ -1,0 +1,247 @@
+"""The purchase orders' changelist actions: approve, sync, void, re-issue, cancel.
+
+Each action says, for every selected PO, what was done or queued, or why it was refused. Stripe
+is only ever called by the worker: the actions queue the pipeline's jobs
+(:mod:`invoicing.background`). Whether a PO may be synced, voided, re-issued or cancelled is asked
+of :mod:`invoicing.selectors`, the one place that says so (the services ask it too).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from invoicing import background
+from invoicing.admin.common import staff_member
+from invoicing.background import Job
+from invoicing.logging import log_state_change
+from invoicing.models import PurchaseOrder
+from invoicing.selectors import cancel_refusal, reissue_refusal, sync_refusal, void_refusal
+from invoicing.services import purchase_orders
+
+logger = logging.getLogger(__name__)
+
+Status = PurchaseOrder.Status
+
+
+class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
+    """The actions of :class:`~invoicing.admin.purchase_orders.PurchaseOrderAdmin`."""
+
+    actions = (
+        "approve_selected",
+        "sync_selected",
+        "void_selected",
+        "reissue_selected",
+        "cancel_selected",
+    )
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        # The bulk delete would skip the per-PO rule of has_delete_permission.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def _approve(self, request: HttpRequest, po: PurchaseOrder) -> None:
+        try:
+            purchase_orders.approve_purchase_order(po, approved_by=staff_member(request))
+        except ValueError as error:  # InvalidTransition, InvalidPurchaseOrder: nothing changed
+            self.message_user(request, f"{po.reference}: not approved: {error}", messages.WARNING)
+        else:
+            self.message_user(
+                request,
+                f"{po.reference}: approved; its Stripe invoice is being created and sent (queued).",
+                messages.SUCCESS,
+            )
+
+    @admin.action(description="Approve: create and send the Stripe invoice", permissions=["change"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
+        for po in queryset.order_by("reference"):
+            self._approve(request, po)
+
+    def _queue(
+        self,
+        request: HttpRequest,
+        po: PurchaseOrder,
+        *,
+        event: str,
+        what: str,
+        next_step: str,
+        job: Job,
+        args: tuple[Any, ...],
+    ) -> None:
+        queued = background.request(job, po.pk, *args)
+        log_state_change(
+            logger,
+            event=f"{event}_requested" if queued else f"{event}_not_queued",
+            po_reference=po.reference,
+            invoice_id=po.stripe_invoice_id or None,
+            requested_by=getattr(staff_member(request), "pk", None),
+            level=logging.INFO if queued else logging.WARNING,
+        )
+        if queued:
+            self.message_user(
+                request, f"{po.reference}: {what} queued; {next_step}", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request,
+                f"{po.reference}: {what} could not be queued (the broker did not answer); "
+                "nothing changed, try again in a moment.",
+                messages.ERROR,
+            )
+
+    def _refuse(self, request: HttpRequest, po: PurchaseOrder, verb: str, why: str) -> None:
+        self.message_user(request, f"{po.reference}: not {verb}: {why}", messages.WARNING)
+
+    @admin.action(description="Sync with Stripe now", permissions=["change"])
+    def sync_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
+        for po in queryset.order_by("reference"):
+            why = sync_refusal(po)
+            if why:
+                self._refuse(request, po, "synced", why)
+                continue
+            self._queue(
+                request,
+                po,
+                event="sync",
+                what=f"sync of invoice {po.stripe_invoice_id}",
+                next_step="new payments and the invoice's status will show here shortly.",
+                job=Job.SYNC_PURCHASE_ORDER,
+                args=(),
+            )
+
+    @admin.action(
+        description="Void the Stripe invoice (then re-issue or cancel)", permissions=["change"]
+    )
+    def void_selected(
+        self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
+    ) -> TemplateResponse | None:
+        confirmation = self._confirm(
+            request,
+            queryset,
+            action="void_selected",
+            title="Void these invoices?",
+            explanation=(
+                "Each open or uncollectible invoice is voided at Stripe: the customer can no "
+                "longer pay it. Payments already received stay in the ledger. The PO then shows "
+                "“Invoice voided”, and you re-issue or cancel it."
+            ),
+            ask_reason=False,
+        )
+        if confirmation is not None:
+            return confirmation
+        for po in queryset.order_by("reference"):
+            why = void_refusal(po)
+            if why:
+                self._refuse(request, po, "voided", why)
+                continue
+            self._queue(
+                request,
+                po,
+                event="void",
+                what=f"void of invoice {po.stripe_invoice_id}",
+                next_step="the PO will show “Invoice voided”; then re-issue or cancel it.",
+                job=Job.VOID_INVOICE,
+                args=(getattr(staff_member(request), "pk", None),),
+            )
+        return None
+
+    @admin.action(description="Re-issue the invoice (for the balance)", permissions=["change"])
+    def reissue_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
+        for po in queryset.order_by("reference"):
+            why = reissue_refusal(po)
+            if why:
+                self._refuse(request, po, "re-issued", why)
+                continue
+            self._queue(
+                request,
+                po,
+                event="reissue",
+                what=f"re-issue (replacing invoice {po.stripe_invoice_id})",
+                next_step=(
+                    "a new invoice for the balance is created and sent; payments received so far "
+                    "are credited on it."
+                ),
+                job=Job.REISSUE_INVOICE,
+                args=(getattr(staff_member(request), "pk", None),),
+            )
+
+    @admin.action(description="Cancel (voids the Stripe invoice first)", permissions=["change"])
+    def cancel_selected(
+        self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
+    ) -> TemplateResponse | None:
+        confirmation = self._confirm(
+            request,
+            queryset,
+            action="cancel_selected",
+            title="Cancel these purchase orders?",
+            explanation=(
+                "A PO with a Stripe invoice is cancelled by the worker once the invoice is voided "
+                "(or its draft deleted) at Stripe, so it can never be paid afterwards; one without "
+                "an invoice is cancelled now. Payments already received stay in the ledger. A paid "
+                "PO must be refunded first."
+            ),
+            ask_reason=True,
+        )
+        if confirmation is not None:
+            return confirmation
+        reason = str(request.POST.get("reason", "")).strip()
+        for po in queryset.order_by("reference"):
+            why = cancel_refusal(po)
+            if why:
+                self._refuse(request, po, "cancelled", why)
+                continue
+            if not po.stripe_invoice_id:
+                try:
+                    purchase_orders.cancel_purchase_order(
+                        po, cancelled_by=staff_member(request), reason=reason
+                    )
+                except ValueError as error:  # raced into a state that has an invoice
+                    self._refuse(request, po, "cancelled", str(error))
+                else:
+                    self.message_user(request, f"{po.reference}: cancelled.", messages.SUCCESS)
+                continue
+            self._queue(
+                request,
+                po,
+                event="cancel",
+                what=f"cancellation (voiding invoice {po.stripe_invoice_id} first)",
+                next_step="the PO shows “Cancelled” once Stripe confirmed the void.",
+                job=Job.CANCEL_PURCHASE_ORDER,
+                args=(getattr(staff_member(request), "pk", None), reason),
+            )
+        return None
+
+    def _confirm(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[PurchaseOrder],
+        *,
+        action: str,
+        title: str,
+        explanation: str,
+        ask_reason: bool,
+    ) -> TemplateResponse | None:
+        """The intermediate page of a destructive action; None once the person confirmed."""
+        if request.POST.get("confirm") == "yes":
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "explanation": explanation,
+            "ask_reason": ask_reason,
+            "action": action,
+            "objects": list(queryset.select_related("conference").order_by("reference")),
+            "opts": self.model._meta,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(
+            request, "admin/invoicing/purchaseorder/confirm_action.html", context
+        )

@@ -1,0 +1,270 @@
+"""The purchase order's forms and inlines: its terms, its lines, its ledger, a manual payment.
+
+Lines and terms are editable only while the PO is a draft; recorded payments are never editable,
+and a new wire, check or other payment goes through ``record_payment``, never ``form.save()``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminDateWidget
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from invoicing import money
+from invoicing.admin.common import ReadOnlyAdminMixin, amount_or_dash, staff_member
+from invoicing.errors import InvalidPayment
+from invoicing.models import Conference, PurchaseOrder, PurchaseOrderLineItem, PurchaseOrderPayment
+from invoicing.services import purchase_orders
+
+Status = PurchaseOrder.Status
+Method = PurchaseOrderPayment.Method
+
+EDITABLE_IN_DRAFT = (
+    "conference",
+    "reference",
+    "organization_name",
+    "contact_name",
+    "contact_email",
+    "currency",
+    "notes",
+)
+EDITABLE_ALWAYS = ("notes",)
+
+
+def is_locked(obj: PurchaseOrder | None) -> bool:
+    """Once approved, a PO's lines and terms are what the invoice says: no more edits."""
+    return obj is not None and obj.status != Status.DRAFT
+
+
+class PurchaseOrderAdminForm(forms.ModelForm[PurchaseOrder]):
+    approve = forms.BooleanField(
+        required=False,
+        label="Approve when saving",
+        help_text="The invoice is then created and sent automatically; lines and terms freeze.",
+    )
+    currency = forms.CharField(
+        required=False,
+        max_length=3,
+        help_text="Lowercase ISO code, e.g. usd. Empty: the conference's currency.",
+    )
+
+    class Meta:
+        model = PurchaseOrder
+        fields = EDITABLE_IN_DRAFT
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "currency" in self.fields and not cleaned.get("currency"):
+            conference = cleaned.get("conference")
+            if isinstance(conference, Conference):
+                cleaned["currency"] = conference.currency
+        return cleaned
+
+
+class LineItemForm(forms.ModelForm[PurchaseOrderLineItem]):
+    class Meta:
+        model = PurchaseOrderLineItem
+        fields = ("description", "quantity", "unit_price")
+
+
+class LineItemFormSet(
+    BaseInlineFormSet[PurchaseOrderLineItem, PurchaseOrder, forms.ModelForm[PurchaseOrderLineItem]]
+):
+    def clean(self) -> None:
+        super().clean()
+        currency = self.instance.currency
+        if not currency:
+            return
+        for form in self.forms:
+            if not form.has_changed() or form.cleaned_data.get("DELETE"):
+                continue
+            price = form.cleaned_data.get("unit_price")
+            if isinstance(price, Decimal) and not money.is_representable(price, currency):
+                form.add_error(
+                    "unit_price",
+                    f"{price} cannot be charged in {currency.upper()}: it has more decimals "
+                    "than the currency.",
+                )
+
+
+class LineItemInline(admin.TabularInline[PurchaseOrderLineItem, PurchaseOrder]):
+    model = PurchaseOrderLineItem
+    form = LineItemForm
+    formset = LineItemFormSet
+    extra = 0
+    readonly_fields = ("unit_price_display", "amount_display")
+    verbose_name = "line"
+    verbose_name_plural = "Lines (editable while the PO is a draft)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PurchaseOrderLineItem]:
+        return super().get_queryset(request).select_related("purchase_order")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        # ``obj`` is the parent PO. Read-only lines show prices with the currency's decimals
+        # (5000.00 USD, not the database's 5000.000).
+        if is_locked(obj):
+            return ("description", "quantity", "unit_price_display", "amount_display")
+        return ("description", "quantity", "unit_price", "amount_display")
+
+    @admin.display(description="Unit price")
+    def unit_price_display(self, obj: PurchaseOrderLineItem) -> str:
+        return amount_or_dash(obj.unit_price, obj.purchase_order.currency)
+
+    def get_extra(
+        self, request: HttpRequest, obj: PurchaseOrder | None = None, **kwargs: Any
+    ) -> int:
+        return 1 if obj is None else 0
+
+    def get_min_num(
+        self, request: HttpRequest, obj: PurchaseOrder | None = None, **kwargs: Any
+    ) -> int:
+        return 0 if is_locked(obj) else 1
+
+    @admin.display(description="Amount")
+    def amount_display(self, obj: PurchaseOrderLineItem) -> str:
+        if not obj.purchase_order_id or obj.unit_price is None:  # a blank extra row
+            return "-"
+        return amount_or_dash(obj.amount, obj.purchase_order.currency)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not is_locked(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not is_locked(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not is_locked(obj) and super().has_delete_permission(request, obj)
+
+
+class PaymentLedgerInline(
+    ReadOnlyAdminMixin, admin.TabularInline[PurchaseOrderPayment, PurchaseOrder]
+):
+    """Every recorded payment, read-only: the ledger changes only through ``record_payment``."""
+
+    model = PurchaseOrderPayment
+    extra = 0
+    can_delete = False
+    verbose_name = "recorded payment"
+    verbose_name_plural = "Payment ledger (read-only)"
+    fields = (
+        "payment_date",
+        "method",
+        "amount_display",
+        "reference",
+        "stripe_invoice_id",
+        "note",
+        "created_by",
+        "recorded_at",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PurchaseOrderPayment]:
+        return super().get_queryset(request).select_related("purchase_order", "created_by")
+
+    @admin.display(description="Amount")
+    def amount_display(self, obj: PurchaseOrderPayment) -> str:
+        return amount_or_dash(obj.amount, obj.purchase_order.currency)
+
+
+class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
+    method = forms.ChoiceField(
+        choices=[(choice.value, choice.label) for choice in Method if choice != Method.STRIPE]
+    )
+    payment_date = forms.DateField(initial=timezone.localdate, widget=AdminDateWidget)
+
+    class Meta:
+        model = PurchaseOrderPayment
+        fields = ("amount", "method", "payment_date", "reference", "note")
+        widgets: ClassVar = {"note": forms.Textarea(attrs={"rows": 2, "cols": 30})}
+
+    def clean_amount(self) -> Decimal:
+        amount: Decimal = self.cleaned_data["amount"]
+        if amount <= 0:
+            raise ValidationError("The amount must be greater than zero.")
+        return amount
+
+    def clean_payment_date(self) -> Any:
+        payment_date = self.cleaned_data["payment_date"]
+        if payment_date > timezone.localdate():
+            raise ValidationError("A payment cannot be dated in the future.")
+        return payment_date
+
+
+class ManualPaymentFormSet(
+    BaseInlineFormSet[PurchaseOrderPayment, PurchaseOrder, forms.ModelForm[PurchaseOrderPayment]]
+):
+    """New wire/check/other payments; saved through ``record_payment``, never ``form.save()``."""
+
+    def clean(self) -> None:
+        super().clean()
+        currency = self.instance.currency
+        for form in self.forms:
+            amount = form.cleaned_data.get("amount") if form.has_changed() else None
+            if isinstance(amount, Decimal) and not money.is_representable(amount, currency):
+                form.add_error(
+                    "amount",
+                    f"{amount} cannot be expressed in {currency.upper()} (too many decimals).",
+                )
+
+    def record(self, request: HttpRequest, purchase_order: PurchaseOrder) -> None:
+        self.new_objects: list[PurchaseOrderPayment] = []
+        self.changed_objects: list[tuple[PurchaseOrderPayment, list[str]]] = []
+        self.deleted_objects: list[PurchaseOrderPayment] = []
+        for form in self.forms:
+            if not form.has_changed():
+                continue
+            data = form.cleaned_data
+            try:
+                payment = purchase_orders.record_payment(
+                    purchase_order,
+                    amount=data["amount"],
+                    method=data["method"],
+                    reference=data.get("reference") or "",
+                    payment_date=data["payment_date"],
+                    note=data.get("note") or "",
+                    created_by=staff_member(request),
+                )
+            except InvalidPayment as error:
+                messages.error(
+                    request, f"{purchase_order.reference}: payment not recorded: {error}"
+                )
+                continue
+            self.new_objects.append(payment)
+            purchase_order.refresh_from_db(fields=["status"])
+            amount = amount_or_dash(payment.amount, purchase_order.currency)
+            messages.success(
+                request,
+                f"{purchase_order.reference}: recorded a {payment.get_method_display().lower()} "
+                f"payment of {amount}; the PO is now "
+                f"{purchase_order.get_status_display().lower()}.",
+            )
+
+
+class ManualPaymentInline(admin.TabularInline[PurchaseOrderPayment, PurchaseOrder]):
+    """A blank row to record a wire, check or other payment (shown once the PO is approved)."""
+
+    model = PurchaseOrderPayment
+    form = ManualPaymentForm
+    formset = ManualPaymentFormSet
+    extra = 1
+    max_num = 1
+    can_delete = False
+    verbose_name = "Record a wire, check or other payment"
+    verbose_name_plural = verbose_name
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PurchaseOrderPayment]:
+        return super().get_queryset(request).none()
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,358 @@
+"""The purchase order's page and changelist: totals, the Stripe invoice, saving under the row lock.
+
+A saved form writes only the fields the form changed (``update_fields``), under the PO's row lock,
+so a webhook that landed while the page was open is never overwritten by stale values. The actions
+are in :mod:`invoicing.admin.purchase_order_actions`, the forms and inlines in
+:mod:`invoicing.admin.purchase_order_forms`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from django.contrib import admin, messages
+from django.db.models import (
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from invoicing.admin.common import amount_or_dash
+from invoicing.admin.purchase_order_actions import PurchaseOrderActions
+from invoicing.admin.purchase_order_forms import (
+    EDITABLE_ALWAYS,
+    EDITABLE_IN_DRAFT,
+    LineItemFormSet,
+    LineItemInline,
+    ManualPaymentFormSet,
+    ManualPaymentInline,
+    PaymentLedgerInline,
+    PurchaseOrderAdminForm,
+    is_locked,
+)
+from invoicing.models import (
+    MONEY_DECIMAL_PLACES,
+    MONEY_MAX_DIGITS,
+    ZERO,
+    PurchaseOrder,
+    PurchaseOrderLineItem,
+    PurchaseOrderPayment,
+)
+from invoicing.services import ledger
+
+Status = PurchaseOrder.Status
+
+# record_payment takes manual payments on any PO that is neither a draft nor cancelled.
+_MANUAL_PAYMENT_STATUSES: frozenset[str] = frozenset(Status.values) - {
+    Status.DRAFT.value,
+    Status.CANCELLED.value,
+}
+
+
+# Where the resumable invoice creation stands (read-only; the worker writes them).
+_CREATION_STEPS = (
+    "uid",
+    "invoice_create_started_at",
+    "invoice_created_at",
+    "invoice_lines_added_at",
+    "invoice_finalized_at",
+    "invoice_sent_at",
+)
+
+
+class ConcurrentChange(Exception):
+    """The PO changed state between loading the form and saving it; nothing was saved."""
+
+
+def _money_field() -> DecimalField[Any, Any]:
+    return DecimalField(max_digits=MONEY_MAX_DIGITS + 6, decimal_places=MONEY_DECIMAL_PLACES)
+
+
+def _link(url: str, label: str) -> SafeString | str:
+    if not url.startswith(("https://", "http://")):
+        return "-"
+    return format_html('<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>', url, label)
+
+
+class PurchaseOrderQuerySetMixin:
+    """Totals for the changelist in the same query as the rows (no query per row)."""
+
+    @staticmethod
+    def annotate_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrder]:
+        line_total = (
+            PurchaseOrderLineItem.objects.filter(purchase_order=OuterRef("pk"))
+            .order_by()
+            .values("purchase_order")
+            .annotate(
+                total=Sum(
+                    ExpressionWrapper(F("quantity") * F("unit_price"), output_field=_money_field())
+                )
+            )
+            .values("total")
+        )
+        paid_total = (
+            PurchaseOrderPayment.objects.filter(purchase_order=OuterRef("pk"))
+            .order_by()
+            .values("purchase_order")
+            .annotate(total=Sum("amount"))
+            .values("total")
+        )
+        zero = Value(ZERO, output_field=_money_field())
+        return queryset.annotate(
+            admin_total=Coalesce(Subquery(line_total, output_field=_money_field()), zero),
+            admin_paid=Coalesce(Subquery(paid_total, output_field=_money_field()), zero),
+        ).annotate(
+            admin_balance=ExpressionWrapper(
+                F("admin_total") - F("admin_paid"), output_field=_money_field()
+            )
+        )
+
+
+class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
+    form = PurchaseOrderAdminForm
+    list_display = (
+        "reference",
+        "organization_name",
+        "conference",
+        "status",
+        "total_display",
+        "paid_display",
+        "balance_display",
+        "invoice_link",
+        "stripe_invoice_number",
+    )
+    list_display_links = ("reference",)
+    list_select_related = ("conference",)
+    list_filter = ("status", "conference", ("approved_at", admin.DateFieldListFilter))
+    search_fields = (
+        "reference",
+        "organization_name",
+        "contact_email",
+        "stripe_invoice_id",
+        "stripe_invoice_number",
+    )
+    ordering = ("-created_at",)
+    inlines = (LineItemInline, PaymentLedgerInline, ManualPaymentInline)
+
+    _READONLY_ALWAYS: ClassVar = [
+        "status",
+        "invoice_error",
+        "invoice_error_at",
+        "invoice_creation_blocked",
+        "total_display",
+        "received_display",
+        "balance_display",
+        "approved_at",
+        "approved_by",
+        "cancelled_at",
+        "cancelled_by",
+        "cancellation_reason",
+        "invoice_link",
+        "stripe_amounts_display",
+        "stripe_invoice_id",
+        "stripe_invoice_number",
+        "stripe_invoice_status",
+        "stripe_amount_due",
+        "stripe_amount_paid",
+        "stripe_amount_remaining",
+        "stripe_customer",
+        "generation",
+        "invoice_credit",
+        "last_synced_at",
+        *_CREATION_STEPS,
+        "created_at",
+        "updated_at",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PurchaseOrder]:
+        return self.annotate_totals(super().get_queryset(request))
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: PurchaseOrder | None = None
+    ) -> list[str]:
+        fields = list(self._READONLY_ALWAYS)
+        if is_locked(obj):
+            fields += [name for name in EDITABLE_IN_DRAFT if name not in EDITABLE_ALWAYS]
+        return fields
+
+    def get_fieldsets(self, request: HttpRequest, obj: PurchaseOrder | None = None) -> Any:
+        terms_fields: list[str] = list(EDITABLE_IN_DRAFT)
+        if not is_locked(obj):
+            terms_fields.append("approve")
+        terms = (None, {"fields": terms_fields})
+        if obj is None:
+            return [terms]
+        status_fields: list[Any] = [
+            "status",
+            ("total_display", "received_display", "balance_display"),
+            ("approved_at", "approved_by"),
+            ("cancelled_at", "cancelled_by"),
+            "cancellation_reason",
+        ]
+        if obj.invoice_error:
+            # Why the last background action (creation, sync, void, re-issue, cancel) failed.
+            status_fields.insert(
+                1, ("invoice_error", "invoice_error_at", "invoice_creation_blocked")
+            )
+        return [
+            terms,
+            ("Status and money", {"fields": status_fields}),
+            (
+                "Stripe invoice (read-only: Stripe and the worker keep it)",
+                {
+                    "fields": [
+                        "invoice_link",
+                        ("stripe_invoice_id", "stripe_invoice_number", "stripe_invoice_status"),
+                        "stripe_amounts_display",
+                        ("generation", "invoice_credit"),
+                        "stripe_customer",
+                        "last_synced_at",
+                    ]
+                },
+            ),
+            (
+                "Invoice creation steps",
+                {
+                    "classes": ["collapse"],
+                    "fields": [*_CREATION_STEPS, ("created_at", "updated_at")],
+                },
+            ),
+        ]
+
+    def get_inline_instances(
+        self, request: HttpRequest, obj: PurchaseOrder | None = None
+    ) -> list[Any]:
+        instances = super().get_inline_instances(request, obj)
+        if obj is None:  # the add form: lines only
+            return [inline for inline in instances if isinstance(inline, LineItemInline)]
+        if obj.status in _MANUAL_PAYMENT_STATUSES:
+            return instances
+        return [inline for inline in instances if not isinstance(inline, ManualPaymentInline)]
+
+    # --- columns -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _amount(obj: PurchaseOrder, name: str) -> Decimal:
+        """The changelist's annotation, or (detail page) the model's own computation."""
+        value = getattr(obj, f"admin_{name}", None)
+        if isinstance(value, Decimal):
+            return value
+        if name == "total":
+            return obj.total
+        return obj.amount_received if name == "paid" else obj.balance_due
+
+    @admin.display(description="Total", ordering="admin_total")
+    def total_display(self, obj: PurchaseOrder) -> str:
+        return amount_or_dash(self._amount(obj, "total"), obj.currency)
+
+    @admin.display(description="Paid", ordering="admin_paid")
+    def paid_display(self, obj: PurchaseOrder) -> str:
+        return amount_or_dash(self._amount(obj, "paid"), obj.currency)
+
+    @admin.display(description="Received (all methods)")
+    def received_display(self, obj: PurchaseOrder) -> str:
+        return self.paid_display(obj)
+
+    @admin.display(description="Balance", ordering="admin_balance")
+    def balance_display(self, obj: PurchaseOrder) -> str:
+        return amount_or_dash(self._amount(obj, "balance"), obj.currency)
+
+    @admin.display(description="At Stripe")
+    def stripe_amounts_display(self, obj: PurchaseOrder) -> str:
+        if obj.stripe_amount_due is None:
+            return "-"
+        return (
+            f"due {amount_or_dash(obj.stripe_amount_due, obj.currency)}, "
+            f"paid {amount_or_dash(obj.stripe_amount_paid, obj.currency)}, "
+            f"remaining {amount_or_dash(obj.stripe_amount_remaining, obj.currency)}"
+        )
+
+    @admin.display(description="Hosted invoice")
+    def invoice_link(self, obj: PurchaseOrder) -> SafeString | str:
+        return _link(obj.stripe_invoice_url, "Open invoice ↗")
+
+    # --- saving --------------------------------------------------------------------------------
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ConcurrentChange as error:
+            messages.error(request, str(error))
+            return HttpResponseRedirect(request.get_full_path())
+
+    def save_model(self, request: HttpRequest, obj: PurchaseOrder, form: Any, change: bool) -> None:
+        if not change:
+            obj.save()
+            return
+        # The admin's change view runs in one transaction: this lock serializes the save with
+        # approval, webhooks and payments until the inlines are saved too.
+        locked = ledger.lock_purchase_order(obj)
+        if locked.status != obj.status:
+            raise ConcurrentChange(
+                f"{obj.reference} became “{locked.get_status_display()}” while you edited it; "
+                "nothing was saved. Check the page and try again."
+            )
+        editable = EDITABLE_ALWAYS if is_locked(locked) else EDITABLE_IN_DRAFT
+        fields = [name for name in form.changed_data if name in editable]
+        if fields:
+            obj.save(update_fields=[*fields, "updated_at"])
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if isinstance(formset, ManualPaymentFormSet):
+            formset.record(request, form.instance)
+            return
+        if isinstance(formset, LineItemFormSet):
+            if is_locked(form.instance):
+                # Read-only lines: nothing was posted. (A PO approved while this request ran was
+                # caught by save_model, under the row lock, before anything was written.)
+                formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+                return
+            lines = formset.save(commit=False)
+            for deleted in formset.deleted_objects:
+                deleted.delete()
+            position = (
+                PurchaseOrderLineItem.objects.filter(purchase_order=form.instance)
+                .order_by("-position")
+                .values_list("position", flat=True)
+                .first()
+                or 0
+            )
+            for line in lines:
+                if line._state.adding:
+                    position += 1
+                    line.position = position
+                line.save()
+            return
+        super().save_formset(request, form, formset, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        po: PurchaseOrder = form.instance
+        if form.cleaned_data.get("approve") and po.status == Status.DRAFT:
+            # After the lines are saved: approval checks them as they now are. The invoice is
+            # queued when the admin's transaction commits (invoicing/signals.py).
+            self._approve(request, po)
+
+    # --- permissions ---------------------------------------------------------------------------
+
+    def has_delete_permission(self, request: HttpRequest, obj: PurchaseOrder | None = None) -> bool:
+        # Only a draft: anything later has (or is getting) an invoice at Stripe, or payments.
+        if obj is not None and obj.status != Status.DRAFT:
+            return False
+        return super().has_delete_permission(request, obj)
