@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from django.utils import timezone
 
 from invoicing.models import PurchaseOrder, StripeEvent
 from invoicing.services import ledger, stripe_events, stripe_invoicing
@@ -64,6 +65,12 @@ def test_webhooks_during_a_broker_outage_are_kept_and_processed_after_it(
     assert waiting.exists()
     po.refresh_from_db()
     assert po.status == Status.INVOICED  # recorded, not processed: no broker
+    # The web answers before its publisher thread tries the broker; a row the broker refused is
+    # made due at once. Every row due: every publish was tried (and failed) before Redis returns.
+    wait_for(
+        lambda: not waiting.filter(next_attempt_at__gt=timezone.now()).exists(),
+        message=f"the web's publisher never tried the broker:\n{web.log_text()[-3000:]}",
+    )
 
     private_redis.start()  # back, and empty: the messages never existed
     client = redis.Redis.from_url(broker_url)
