@@ -21,7 +21,7 @@ from stripe._api_version import _ApiVersion
 
 from invoicing.errors import InvoicingError
 from invoicing.models import Conference
-from invoicing.services.rate_limit import build_stripe_http_client
+from invoicing.services.rate_limited_http import build_stripe_http_client
 
 # The API version the installed stripe-python is generated for (stripe 16.1.0: 2026-10-28.endive).
 # Pinned explicitly so a global ``stripe.api_version`` set elsewhere can never change it.

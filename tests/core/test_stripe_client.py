@@ -8,7 +8,8 @@ import pytest
 import stripe
 
 from invoicing.models import Conference
-from invoicing.services.rate_limit import RateLimitedRequestsClient, account_fingerprint
+from invoicing.services.rate_limit import account_fingerprint
+from invoicing.services.rate_limited_http import RateLimitedRequestsClient
 from invoicing.services.stripe_client import (
     STRIPE_API_VERSION,
     StripeKeyMissing,

@@ -9,7 +9,8 @@ import pytest
 import stripe
 
 from invoicing.models import Conference
-from invoicing.services.rate_limit import RateLimitedRequestsClient, get_rate_limiter
+from invoicing.services.rate_limit import get_rate_limiter
+from invoicing.services.rate_limited_http import RateLimitedRequestsClient
 from invoicing.services.stripe_client import build_stripe_client
 from tests.core.conftest import MakeConference
 from tests.stripe_emulator.handle import EmulatorHandle

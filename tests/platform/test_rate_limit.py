@@ -25,15 +25,14 @@ from django.test import override_settings
 
 from invoicing.services.rate_limit import (
     AccountLimit,
-    RateLimitedRequestsClient,
     RateLimitWaitExceeded,
     StripeRateLimiter,
     account_fingerprint,
-    build_stripe_http_client,
     is_live_key,
     limit_for_key,
     window_reserve,
 )
+from invoicing.services.rate_limited_http import RateLimitedRequestsClient, build_stripe_http_client
 from tests.support.rate_limit_probe import reserve_many
 from tests.support.redis_server import RedisServer
 
