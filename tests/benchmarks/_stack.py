@@ -30,7 +30,6 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -38,8 +37,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from tests.stripe_emulator.handle import EmulatorHandle
 from tests.stripe_emulator.pytest_plugin import start_emulator, stop_emulator
+from tests.support.processes import REPO_ROOT, LoggedProcess, child_pids, procfile_command
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_QUEUES = ("default", "stripe")
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
@@ -76,22 +75,6 @@ def rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-def child_pids(pid: int) -> list[int]:
-    """Pids whose parent is ``pid`` (from ``/proc/<pid>/stat``), sorted."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may contain spaces, so split after the last ")".
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            children.append(int(entry.name))
-    return sorted(children)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -162,69 +145,12 @@ def slope(points: Sequence[tuple[float, float]]) -> float:
 # --- Processes -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Service:
-    """A subprocess the stack started (its own session, so its group is only its own)."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def pid(self) -> int:
-        if self.process is None:
-            raise BenchmarkError(f"{self.name} was never started")
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+class Service(LoggedProcess):
+    """A process of the stack; one that died stops the benchmark with the end of its log."""
 
     def check_alive(self) -> None:
         if not self.running:
-            code = self.process.returncode if self.process else None
-            raise BenchmarkError(f"{self.name} exited ({code}):\n{self.log_tail()}")
-
-    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-        """SIGTERM (warm shutdown), then SIGKILL to the group this service leads."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout)
-        # Children of a stopped main process (pool workers) must not outlive it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-
-def procfile_command(kind: str) -> str:
-    """The Procfile's command line for ``kind`` (web, worker, beat, release)."""
-    for line in (REPO_ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == kind:
-            return command.strip()
-    raise KeyError(kind)
+            raise BenchmarkError(self.exit_report())
 
 
 def free_port() -> int:
@@ -523,7 +449,7 @@ class Stack:
         for service in reversed(self.services):
             if self._failed:
                 print(f"--- {service.name} log (tail) ---\n{service.log_tail()}", file=sys.stderr)
-            service.stop()
+            service.stop(STOP_TIMEOUT_SECONDS)
         with contextlib.suppress(Exception):
             self.purge_queues()
         with contextlib.suppress(Exception):

@@ -35,6 +35,7 @@ from typing import Any
 
 from tests.benchmarks import _stack
 from tests.benchmarks._stack import BenchmarkError, Service, Stack
+from tests.support.processes import child_pids
 
 API_VERSION = "2026-10-28.endive"
 
@@ -59,7 +60,7 @@ class Sampler:
 
     def sample(self, phase: str, invoices: int, events: int) -> str:
         parent = self.worker.pid
-        children = _stack.child_pids(parent)
+        children = child_pids(parent)
         self.children_seen.update(children)
         line = [f"{phase:8s} invoices {invoices:5d} events {events:6d}  RSS MB:"]
         for role, pid in [("parent", parent), *((f"child {pid}", pid) for pid in children)]:

@@ -29,7 +29,8 @@ from invoicing.services.purchase_orders import LineItemInput
 from invoicing.services.stripe_client import clear_stripe_clients
 from invoicing.services.webhook_endpoints import register_webhook_endpoint
 from tests.stripe_emulator.handle import EmulatorHandle
-from tests.support.celery_workers import REPO_ROOT, wait_until
+from tests.support.celery_workers import wait_until
+from tests.support.processes import REPO_ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"

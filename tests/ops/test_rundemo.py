@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.celery_workers import REPO_ROOT
+from tests.support.processes import LoggedProcess, parent_pids
 from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -33,15 +32,8 @@ START_TIMEOUT = 120.0
 def descendants(root: int) -> dict[int, str]:
     """Every process below ``root`` (pid -> command line), from /proc."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
+    for pid, parent in parent_pids().items():
+        children.setdefault(parent, []).append(pid)
     found: dict[int, str] = {}
     stack = [root]
     while stack:
@@ -69,20 +61,19 @@ def still_running(pid: int, command: str) -> bool:
 
 @dataclass
 class Demo:
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    process: LoggedProcess
     var_dir: Path
     web: str
     emulator: str
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.log_text()
 
     def wait_for(self, condition: Callable[[], bool], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
-            if self.process.poll() is not None:
-                pytest.fail(f"rundemo exited ({self.process.returncode}):\n{self.output()[-6000:]}")
+            if not self.process.running:
+                pytest.fail(self.process.exit_report(chars=6000))
             if time.monotonic() > deadline:
                 pytest.fail(f"{what} within {timeout} s; output:\n{self.output()[-6000:]}")
             time.sleep(0.3)
@@ -121,19 +112,15 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    log_path = tmp_path / "rundemo.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "rundemo"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = LoggedProcess(
+        name="rundemo",
+        argv=[sys.executable, "manage.py", "rundemo"],
+        env=env,
+        log_path=tmp_path / "rundemo.log",
+    )
+    process.start()
     handle = Demo(
         process=process,
-        log_path=log_path,
         var_dir=var_dir,
         web=f"http://127.0.0.1:{web_port}",
         emulator=f"http://127.0.0.1:{emulator_port}",
@@ -141,14 +128,9 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     try:
         yield handle
     finally:
-        if process.poll() is None:  # the test failed before stopping it: no orphans either way
+        if process.running:  # the test failed before stopping it: no orphans either way
             started = descendants(process.pid)
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+            process.stop(timeout=30, sig=signal.SIGINT)
             for pid, command in started.items():
                 if still_running(pid, command):
                     os.kill(pid, signal.SIGKILL)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -38,12 +36,8 @@ from tests.core.conftest import (  # the core's factories, shared with this dire
     stripe_conference,
 )
 from tests.stripe_emulator.handle import EmulatorHandle
-from tests.support.celery_workers import (
-    REPO_ROOT,
-    WORKER_QUEUES,
-    wait_until,
-    worker_environment,
-)
+from tests.support.celery_workers import WORKER_QUEUES, wait_until, worker_environment
+from tests.support.processes import LoggedProcess, procfile_command
 from tests.support.redis_server import free_port
 
 __all__ = ["MakePurchaseOrder", "make_conference", "make_purchase_order", "stripe_conference"]
@@ -225,63 +219,14 @@ def signed_event(
 # --- Subprocesses: beat and the web server, as the Procfile runs them ---------------------------
 
 
-@dataclass
-class ServiceProcess:
-    """A subprocess this test started (beat, gunicorn); stopped by pid at the end of the test."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout)
-
-
-def procfile_command(kind: str) -> str:
-    """The Procfile's command line for ``kind`` (web, worker, beat, release)."""
-    for line in (REPO_ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == kind:
-            return command.strip()
-    raise KeyError(kind)
-
-
 @pytest.fixture
 def service_processes(
     django_db_setup: None, tmp_path: Path
-) -> Iterator[Callable[..., ServiceProcess]]:
+) -> Iterator[Callable[..., LoggedProcess]]:
     """Factory: ``start(kind, env={...})`` runs a Procfile process (web, beat) on the test DB."""
-    started: list[ServiceProcess] = []
+    started: list[LoggedProcess] = []
 
-    def start(kind: str, *, env: dict[str, str] | None = None) -> ServiceProcess:
+    def start(kind: str, *, env: dict[str, str] | None = None) -> LoggedProcess:
         environment = worker_environment(env)
         # Like honcho/foreman: the Procfile line through a shell, with this venv's executables.
         environment["PATH"] = os.pathsep.join(
@@ -291,7 +236,7 @@ def service_processes(
         if kind == "beat":
             schedule = shlex.quote(str(tmp_path / "beat-schedule"))
             command += f" --schedule {schedule} --max-interval 1"
-        service = ServiceProcess(
+        service = LoggedProcess(
             name=kind,
             argv=["/bin/sh", "-c", f"exec {command}"],
             env=environment,
@@ -308,12 +253,12 @@ def service_processes(
             service.stop()
 
 
-def wait_for_http(url: str, *, service: ServiceProcess, timeout: float = 30) -> None:
+def wait_for_http(url: str, *, service: LoggedProcess, timeout: float = 30) -> None:
     """Until ``url`` answers (any status), or fail with the service's log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not service.running:
-            pytest.fail(f"{service.name} exited:\n{service.log_text()[-4000:]}")
+            pytest.fail(service.exit_report())
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -321,6 +266,4 @@ def wait_for_http(url: str, *, service: ServiceProcess, timeout: float = 30) -> 
             return
         except OSError:
             time.sleep(0.1)
-    pytest.fail(
-        f"{service.name} did not answer {url} in {timeout} s:\n{service.log_text()[-4000:]}"
-    )
+    pytest.fail(f"{service.name} did not answer {url} in {timeout} s:\n{service.log_tail()}")

@@ -18,13 +18,9 @@ from invoicing import money
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.services import ledger
 from tests.core.conftest import MakePurchaseOrder
-from tests.pipeline.conftest import (
-    PublishLog,
-    ServiceProcess,
-    wait_for_events_settled,
-    wait_for_status,
-)
+from tests.pipeline.conftest import PublishLog, wait_for_events_settled, wait_for_status
 from tests.stripe_emulator.handle import EmulatorHandle
+from tests.support.processes import LoggedProcess
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
 
@@ -136,7 +132,7 @@ def test_a_dropped_webhook_is_repaired_by_the_beat_reconciliation(
     assert invoiced_po.status == Status.INVOICED  # nothing arrived
     stripe_emulator.clear_requests(stripe_secret_key)
 
-    beat: ServiceProcess = service_processes("beat", env={"RECONCILE_INTERVAL_SECONDS": "1"})
+    beat: LoggedProcess = service_processes("beat", env={"RECONCILE_INTERVAL_SECONDS": "1"})
     wait_for_status(invoiced_po, Status.PAID, timeout=60)
 
     assert stripe_ledger(invoiced_po) == Decimal("6350.00")

@@ -13,8 +13,7 @@ import pytest
 
 from config.celery import app
 from invoicing.retry import backoff_seconds, is_transient
-from tests.pipeline.conftest import procfile_command
-from tests.support.celery_workers import REPO_ROOT
+from tests.support.processes import REPO_ROOT, procfile_command
 
 STRIPE_TASKS = [
     "create_invoice_for_purchase_order",

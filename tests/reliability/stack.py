@@ -22,8 +22,9 @@ from typing import Any
 
 import redis
 
-from tests.pipeline.conftest import ServiceProcess, procfile_command, wait_for_http
+from tests.pipeline.conftest import wait_for_http
 from tests.support.celery_workers import app_for_broker, celery_app, worker_environment
+from tests.support.processes import LoggedProcess, procfile_command
 from tests.support.redis_server import RedisServer, free_port
 
 # Seconds; each one is an environment variable of config/settings.py (see the README).
@@ -131,7 +132,7 @@ class BeatTicker:
 class WebServer:
     """gunicorn serving the project (the Procfile's ``web`` line) on a free port."""
 
-    service: ServiceProcess
+    service: LoggedProcess
     port: int
 
     @property
@@ -158,7 +159,7 @@ def web_server(
     )
     environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
     command = procfile_command("web").replace("--access-logfile -", "")
-    service = ServiceProcess(
+    service = LoggedProcess(
         name="web",
         argv=["/bin/sh", "-c", f"exec {command}"],
         env=environment,

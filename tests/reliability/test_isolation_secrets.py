@@ -405,7 +405,7 @@ def run_inner_session(pytester: pytest.Pytester, source: str) -> pytest.RunResul
 def test_a_deliberate_leak_fails_the_whole_session(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.support.celery_workers import REPO_ROOT
+    from tests.support.processes import REPO_ROOT
 
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # the inner session imports the guard
     token = uuid.uuid4().hex

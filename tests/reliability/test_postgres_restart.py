@@ -47,9 +47,10 @@ from tests.pipeline.conftest import _fresh_stripe_clients, webhook_conference
 from tests.reliability.conftest import RecordFigures, size
 from tests.stripe_emulator.handle import EmulatorHandle
 from tests.support import postgres_server
-from tests.support.celery_workers import REPO_ROOT, StartWorkers
+from tests.support.celery_workers import StartWorkers
 from tests.support.consistency import compare_with_stripe
 from tests.support.postgres_server import PostgresServer, private_postgres_server
+from tests.support.processes import REPO_ROOT
 from tests.support.redis_server import RedisServer
 
 # Fixtures reused from the core and pipeline tests (imported, so pytest finds them here).

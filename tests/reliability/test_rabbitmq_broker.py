@@ -50,7 +50,8 @@ from django.db import connection
 from kombu import Connection
 
 from tests.reliability.conftest import RecordFigures, size
-from tests.support.celery_workers import REPO_ROOT, StartWorkers, celery_app, wait_until
+from tests.support.celery_workers import StartWorkers, celery_app, wait_until
+from tests.support.processes import REPO_ROOT, LoggedProcess
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.tasks import MARKER_TABLE
 
@@ -148,7 +149,7 @@ class RabbitMQServer:
     port: int = field(default_factory=free_port)
     dist_port: int = field(default_factory=free_port)
     node: str = field(default_factory=lambda: f"reliability-{uuid.uuid4().hex[:8]}@localhost")
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    process: LoggedProcess | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -182,19 +183,18 @@ class RabbitMQServer:
     def start(self, timeout: float = 90.0) -> float:
         """Start the node and wait until it accepts an AMQP login; returns the seconds it took."""
         started = time.monotonic()
-        with (self.directory / "server.out").open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(RABBITMQ_SERVER)],
-                cwd=self.directory,
-                env=self.env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = LoggedProcess(
+            name="rabbitmq-server",
+            argv=[str(RABBITMQ_SERVER)],
+            log_path=self.directory / "server.out",
+            env=self.env(),
+            cwd=self.directory,
+        )
+        self.process.start()
         deadline = started + timeout
         while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited:\n{self.output()[-3000:]}")
+            if not self.process.running:
+                raise RuntimeError(self.process.exit_report(chars=3000))
             try:
                 with Connection(self.url, connect_timeout=1) as conn:
                     conn.ensure_connection(max_retries=1)
@@ -219,11 +219,7 @@ class RabbitMQServer:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        self.process.reap(timeout)
         with contextlib.suppress(OSError):
             (self.directory / "rabbitmq.pid").unlink()
 
@@ -236,10 +232,6 @@ class RabbitMQServer:
         )  # fmt: skip
         found = re.search(r"\{ok,(\d+)\}", result.stdout)
         return int(found.group(1)) if found else None
-
-    def output(self) -> str:
-        path = self.directory / "server.out"
-        return path.read_text(errors="replace") if path.exists() else ""
 
 
 @pytest.fixture

@@ -40,12 +40,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
@@ -58,10 +57,10 @@ from celery.signals import task_postrun
 from django.conf import settings
 from django.db import connection, connections
 
+from tests.support.processes import REPO_ROOT, LoggedProcess, child_pids
 from tests.support.redis_server import RedisServer, private_redis_server
 from tests.support.tasks import CREATE_MARKER_TABLE, MARKER_TABLE
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_QUEUES = ("default", "stripe")
 # Tasks the workers must know besides the app's own.
 TEST_TASK_MODULES = ("tests.support.tasks",)
@@ -190,112 +189,42 @@ def app_for_broker(broker_url: str, app: Celery | None = None) -> Iterator[Celer
         other.close()
 
 
-def _child_pids(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may contain spaces, so split after the last ")".
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            children.append(int(entry.name))
-    return sorted(children)
-
-
-@dataclass
-class WorkerProcess:
+@dataclass(kw_only=True)
+class WorkerProcess(LoggedProcess):
     """A ``celery -A config worker`` subprocess started by :func:`celery_worker_processes`."""
 
     hostname: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, "the worker was never started"
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     @property
     def broker_url(self) -> str:
         """The broker this worker consumes from (``env={"CELERY_BROKER_URL": ...}`` may differ)."""
+        assert self.env is not None, "a worker is given its environment"
         return self.env["CELERY_BROKER_URL"]
 
     def child_pids(self) -> list[int]:
         """Pids of the pool's child processes (prefork), newest state from /proc."""
-        return _child_pids(self.pid) if self.running else []
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            # Its own session, so kill_group() reaches the pool's children and nothing else.
-            self.process = subprocess.Popen(
-                self.argv,
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        return child_pids(self.pid) if self.running else []
 
     def wait_ready(self, app: Celery, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Wait until this worker answers a ping addressed to its hostname."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
-                raise RuntimeError(
-                    f"Worker {self.hostname} exited with {self.process and self.process.returncode}"
-                    f":\n{self.log_text()[-4000:]}"
-                )
+                raise RuntimeError(f"Worker {self.exit_report()}")
             with app_for_broker(self.broker_url, app) as control_app:
                 replies = control_app.control.ping(destination=[self.hostname], timeout=0.5)
             if any(self.hostname in reply for reply in replies or []):
                 return
-        raise TimeoutError(
-            f"Worker {self.hostname} not ready in {timeout} s:\n{self.log_text()[-4000:]}"
-        )
+        raise TimeoutError(f"Worker {self.hostname} not ready in {timeout} s:\n{self.log_tail()}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the worker's main process only."""
-        if self.running:
-            os.kill(self.pid, sig)
+        self.send_signal(sig)
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the main process and its pool children (a lost machine)."""
-        if self.running:
-            os.killpg(self.pid, sig)
-        self._reap(timeout=STOP_TIMEOUT_SECONDS)
-
-    def _reap(self, timeout: float) -> None:
-        if self.process is None:
-            return
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout)
-        # Children of a killed main process may linger: end the whole group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-        """Warm shutdown (SIGTERM); SIGKILL the group if it takes longer than ``timeout``."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        self._reap(timeout=timeout)
+        self.send_signal_to_group(sig)
+        self.reap()
 
     def restart(self, app: Celery | None = None) -> None:
         """Stop (if running) and start again with the same settings, hostname and log file."""
@@ -376,7 +305,11 @@ def celery_worker_processes(
                 "--without-gossip", "--without-mingle",
             ]  # fmt: skip
             worker = WorkerProcess(
-                hostname=hostname, argv=argv, env=worker_env, log_path=tmp_path / f"{name}.log"
+                name=hostname,
+                hostname=hostname,
+                argv=argv,
+                env=worker_env,
+                log_path=tmp_path / f"{name}.log",
             )
             worker.start()
             started.append(worker)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
+from tests.support.processes import LoggedProcess
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -34,7 +35,7 @@ class RedisServer:
 
     port: int
     directory: Path
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    process: LoggedProcess | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -46,15 +47,15 @@ class RedisServer:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.process is not None and self.process.running
 
     def start(self, *, timeout: float = 10.0) -> None:
         """Start (again, on the same port) and wait until it answers PING."""
         if self.running:
             return
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [
+        self.process = LoggedProcess(
+            name="redis-server",
+            argv=[
                 REDIS_SERVER,
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
@@ -62,19 +63,15 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self.directory),
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            log_path=self.directory / "redis.log",
         )  # fmt: skip
-        log.close()
+        self.process.start()
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
         deadline = time.monotonic() + timeout
         try:
             while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"redis-server exited with {self.process.returncode}: "
-                        f"{(self.directory / 'redis.log').read_text()[-2000:]}"
-                    )
+                if not self.process.running:
+                    raise RuntimeError(self.process.exit_report(chars=2000))
                 try:
                     if client.ping():
                         return
@@ -87,14 +84,8 @@ class RedisServer:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the server (SIGKILL by default) and reap it."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            self.process.stop(timeout=10, sig=sig)
 
 
 @contextmanager

@@ -11,6 +11,9 @@
 5. Once the emulator and the web answer, runs ``seed_demo`` (conference, webhook endpoint registered
    through the Stripe API, admin login, purchase orders) and prints where everything is.
 
+It needs a checkout: the emulator is ``tests.stripe_emulator``, which an installed package does
+not include; without it the command says so before it starts anything.
+
 Ctrl-C (or SIGTERM) stops everything it started. Ports and addresses come from the environment:
 ``DEMO_HOST`` (127.0.0.1), ``DEMO_WEB_PORT`` (8000), ``DEMO_EMULATOR_PORT`` (12111),
 ``DEMO_REDIS_URL``; see the README.
@@ -20,113 +23,43 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
-import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
 from invoicing.management.commands.seed_demo import DEMO_SLUG, PASSWORD_FILE_NAME
+from invoicing.management.demo import (
+    EMULATOR_MODULE,
+    DemoAddresses,
+    demo_web_command,
+    dev_secret_key,
+    emulator_checkout,
+    env_port,
+    free_port,
+    port_is_free,
+    redis_answers,
+    url_host,
+    wait_for,
+    with_db,
+)
 
 REPO_ROOT = Path(settings.BASE_DIR)
-SECRET_KEY_FILE_NAME = "dev-secret-key"  # noqa: S105 (a file name)
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 PROCESSES = ("web", "worker", "beat")
 READY_TIMEOUT_SECONDS = 90.0
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def env_port(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise CommandError(f"{name}={raw!r} is not a TCP port (1-65535).")
-    return int(raw)
-
-
-def port_is_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def url_host(host: str) -> str:
-    """How a browser addresses ``host`` (a wildcard bind is reached on the loopback)."""
-    if host in {"0.0.0.0", "::", ""}:  # noqa: S104 (formatting a URL, not binding)
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
-def demo_web_command(command: str, host: str) -> str:
-    """The Procfile's web entry, bound to ``host`` instead of every interface.
-
-    In production the web binds all interfaces behind the platform's router; the demo prints an
-    admin password, so it listens on ``DEMO_HOST`` (the loopback unless you say otherwise).
-    """
-    bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return re.sub(r"((?:--bind|-b)[= ]+)(?:0\.0\.0\.0|\[::\]):", rf"\g<1>{bind_host}:", command)
-
-
-def dev_secret_key(var_dir: Path) -> str:
-    """``DJANGO_SECRET_KEY`` if set, else the key kept in ``var/dev-secret-key`` (made once)."""
-    explicit = os.environ.get("DJANGO_SECRET_KEY", "").strip()
-    if explicit:
-        return explicit
-    path = var_dir / SECRET_KEY_FILE_NAME
-    if path.exists():
-        key = path.read_text().strip()
-        if key:
-            return key
-    key = secrets.token_urlsafe(50)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
-    return key
-
-
-def redis_answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
-def with_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return parts._replace(path=f"/{db}").geturl()
 
 
 @dataclass
@@ -180,42 +113,6 @@ def start_private_redis(var_dir: Path) -> PrivateRedis:
     return server
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with _NO_PROXY.open(url, timeout=2) as response:
-            return bool(200 <= response.status < 300)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def wait_for(urls: list[str], timeout: float, stopping: threading.Event) -> bool:
-    deadline = time.monotonic() + timeout
-    pending = list(urls)
-    while pending and not stopping.is_set():
-        pending = [url for url in pending if not http_ok(url)]
-        if not pending:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        stopping.wait(0.3)
-    return not pending
-
-
-@dataclass
-class DemoAddresses:
-    host: str
-    web_port: int
-    emulator_port: int
-
-    @property
-    def web(self) -> str:
-        return f"http://{url_host(self.host)}:{self.web_port}"
-
-    @property
-    def emulator(self) -> str:
-        return f"http://{url_host(self.host)}:{self.emulator_port}"
-
-
 class Command(BaseCommand):
     help = (
         "Run the whole system (Stripe emulator, web, worker, beat) with a seeded demo; Ctrl-C "
@@ -234,6 +131,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        emulator_dir = emulator_checkout()
         procfile = self._procfile(Path(options["procfile"]))
         addresses = DemoAddresses(
             host=os.environ.get("DEMO_HOST", "127.0.0.1").strip() or "127.0.0.1",
@@ -255,7 +153,7 @@ class Command(BaseCommand):
         with self._redis(var_dir) as (broker_url, rate_limit_url):
             env = self._environment(var_dir, addresses, broker_url, rate_limit_url)
             self._migrate(procfile, env)
-            self._run(procfile, env, addresses, var_dir, seed=not options["no_seed"])
+            self._run(procfile, env, addresses, var_dir, emulator_dir, seed=not options["no_seed"])
 
     # --- preparation ------------------------------------------------------------------------
 
@@ -338,6 +236,7 @@ class Command(BaseCommand):
         env: dict[str, str],
         addresses: DemoAddresses,
         var_dir: Path,
+        emulator_dir: Path,
         *,
         seed: bool,
     ) -> None:
@@ -345,10 +244,10 @@ class Command(BaseCommand):
         python = shlex.quote(sys.executable)
         manager.add_process(
             "emulator",
-            f"exec {python} -m tests.stripe_emulator --host {shlex.quote(addresses.host)} "
+            f"exec {python} -m {EMULATOR_MODULE} --host {shlex.quote(addresses.host)} "
             f"--port {addresses.emulator_port} --public-url {addresses.emulator}",
             env=env,
-            cwd=str(REPO_ROOT),
+            cwd=str(emulator_dir),
         )
         for name in PROCESSES:
             command = procfile[name]
