@@ -41,5 +41,11 @@ test: $(STAMP)
 	.ci/ensure-services.sh postgres redis rabbitmq chromium
 	$(MAKE) --no-print-directory lint typecheck pytest
 
+# Remove each invariant's guard in turn (tests/mutants/catalog.py) and check a test fails: minutes,
+# so not part of `make test`. MUTANTS_ARGS: e.g. --only po-row-lock --repeat 20, or --list.
+.PHONY: mutants
+mutants: $(STAMP)
+	$(BIN)/python -m tests.mutants $(MUTANTS_ARGS)
+
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts

@@ -1,0 +1,341 @@
+"""The guard-removing mutants ``make mutants`` applies, one at a time, and the tests that must fail.
+
+Each :class:`Mutant` names the invariant of ``../shared/DESIGN.md`` whose guard it removes, the
+exact source text it replaces (found exactly once at HEAD, or the run stops: a guard that moved must
+be re-targeted here, never skipped) and the tests that should catch it.
+
+Invariant 7 (conferences are separate teams: roles per conference) has no code yet, so no mutant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PURCHASE_ORDERS = "invoicing/services/purchase_orders.py"
+STRIPE_INVOICING = "invoicing/services/stripe_invoicing.py"
+STRIPE_EVENTS = "invoicing/services/stripe_events.py"
+WEBHOOK_INTAKE = "invoicing/services/webhook_intake.py"
+RECONCILIATION = "invoicing/services/reconciliation.py"
+
+CORE_LOCKS = "tests/core/test_locks.py"
+CLAIMS = "tests/pipeline/test_claims.py"
+SNAPSHOT_LOCK = (
+    f"{CORE_LOCKS}::test_a_snapshot_waits_for_the_po_row_lock_before_reading_ledger_and_mirror"
+)
+CREATION_RESUME = (
+    f"{CORE_LOCKS}::"
+    "test_a_creation_run_that_finds_the_invoice_stored_by_another_run_resumes_from_stripe"
+)
+STRIPE_INVOICING_TESTS = "tests/core/test_stripe_invoicing.py"
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace ``old`` (exactly one occurrence) with ``new`` in ``path`` (relative to the repo)."""
+
+    path: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """``Mutant(id, invariant, guard, edits, tests)``: the invariant (1-6) whose guard it removes,
+    the guard in words, the edits that remove it, the tests that must then fail."""
+
+    id: str
+    invariant: int
+    guard: str
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]
+    # The edit changes a model: its migration is generated, as a developer would, so that the
+    # test database (built from migrations) has the mutant's schema.
+    makemigrations: bool = False
+
+
+def row_lock_dropped(
+    mutant_id: str, invariant: int, guard: str, path: str, lock_call: str, context: str, test: str
+) -> Mutant:
+    """A ledger writer reads its PO without the row lock: ``locked = <lock_call>`` (followed by
+    ``context``, which makes it unique) becomes the same read without ``FOR UPDATE``."""
+    purchase_order = lock_call[lock_call.index("(") + 1 : -1]
+    unlocked = f'PurchaseOrder.objects.select_related("conference").get(pk={purchase_order}.pk)'
+    edit = Edit(
+        path, f"        locked = {lock_call}\n{context}", f"        locked = {unlocked}\n{context}"
+    )
+    return Mutant(mutant_id, invariant, guard, (edit,), (test,))
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    # --- 1. One invoice per PO -------------------------------------------------------------------
+    Mutant(
+        "creation-no-idempotency-key",
+        1,
+        "the invoice is created without our idempotency key",
+        (
+            Edit(
+                STRIPE_INVOICING,
+                'client.v1.invoices.create(params, options={"idempotency_key": key})',
+                "client.v1.invoices.create(params)",
+            ),
+        ),
+        (
+            f"{STRIPE_INVOICING_TESTS}::test_failure_after_each_creation_step_then_rerun_gives_one_invoice",
+        ),
+    ),
+    Mutant(
+        "invoice-id-persisted-late",
+        1,
+        "the new invoice's id is stored only once its lines are added",
+        (
+            Edit(
+                STRIPE_INVOICING,
+                "        po, stored_here = _persist_invoice_created(po, invoice)\n",
+                "        stored_here = True\n",
+            ),
+            Edit(
+                STRIPE_INVOICING,
+                '        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
+                "        log_state_change(\n",
+                "        if not po.stripe_invoice_id:\n"
+                "            po, _ = _persist_invoice_created(po, invoice)\n"
+                '        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
+                "        log_state_change(\n",
+            ),
+        ),
+        (
+            f"{STRIPE_INVOICING_TESTS}::test_lines_added_but_not_recorded_for_over_a_day_are_not_added_again",
+        ),
+    ),
+    row_lock_dropped(
+        "creation-resume-lock",
+        1,
+        "storing the new invoice's id reads the PO without its row lock",
+        STRIPE_INVOICING,
+        "purchase_orders.lock_purchase_order(po)",
+        "        if locked.stripe_invoice_id and locked.stripe_invoice_id != invoice.id:\n",
+        CREATION_RESUME,
+    ),
+    Mutant(
+        "creation-resume-from-replay",
+        1,
+        "a run whose invoice another run stored goes on from its own (replayed) answer",
+        (Edit(STRIPE_INVOICING, "        if not stored_here:\n", "        if False:\n"),),
+        (CREATION_RESUME,),
+    ),
+    # --- 2. The ledger equals Stripe -------------------------------------------------------------
+    Mutant(
+        "po-row-lock",
+        2,
+        "lock_purchase_order takes no row lock (select_for_update removed)",
+        (
+            Edit(
+                PURCHASE_ORDERS,
+                'PurchaseOrder.objects.select_for_update(of=("self",))\n',
+                "PurchaseOrder.objects\n",
+            ),
+        ),
+        (CORE_LOCKS,),
+    ),
+    row_lock_dropped(
+        "webhook-apply-lock",
+        2,
+        "an invoice event is applied to the PO read without its row lock",
+        STRIPE_INVOICING,
+        "purchase_orders.lock_purchase_order(po)",
+        "        extra: tuple[str, ...] = ()\n        if (\n",
+        f"{SNAPSHOT_LOCK}[by_webhook]",
+    ),
+    row_lock_dropped(
+        "snapshot-apply-lock",
+        2,
+        "apply_invoice_snapshot (reconciliation, cancel, void) reads the PO without its lock",
+        STRIPE_INVOICING,
+        "purchase_orders.lock_purchase_order(purchase_order)",
+        "        recorded = _apply_locked(\n",
+        f"{SNAPSHOT_LOCK}[by_reconciliation]",
+    ),
+    row_lock_dropped(
+        "sync-lock",
+        2,
+        "a sync applies the retrieved invoice to the PO read without its row lock",
+        STRIPE_INVOICING,
+        "purchase_orders.lock_purchase_order(po)",
+        "        locked.last_synced_at = timezone.now()\n",
+        f"{CORE_LOCKS}::test_a_sync_waits_for_the_po_row_lock_before_reading_ledger_and_mirror",
+    ),
+    row_lock_dropped(
+        "record-payment-lock",
+        2,
+        "record_payment checks and writes a (wire) payment on the PO read without its lock",
+        PURCHASE_ORDERS,
+        "lock_purchase_order(purchase_order)",
+        "        try:\n            money.to_minor_units(amount, locked.currency)\n",
+        f"{CORE_LOCKS}::test_a_wire_payment_waits_for_the_po_row_lock_before_checking_the_po",
+    ),
+    Mutant(
+        "ledger-delta-against-all-payments",
+        2,
+        "the delta is taken against every payment of the PO, wires and other invoices too",
+        (
+            Edit(
+                PURCHASE_ORDERS,
+                "        purchase_order=purchase_order,\n"
+                "        method=Method.STRIPE,\n"
+                "        stripe_invoice_id=stripe_invoice_id,\n",
+                "        purchase_order=purchase_order,\n",
+            ),
+        ),
+        ("tests/core/test_ledger.py::test_wire_payment_never_hides_a_stripe_payment",),
+    ),
+    Mutant(
+        "full-amount-not-delta",
+        2,
+        "a snapshot records its whole amount_paid instead of the delta",
+        (
+            Edit(
+                STRIPE_INVOICING,
+                "                amount=delta,\n",
+                "                amount=paid,\n",
+            ),
+        ),
+        ("tests/core/test_ledger.py::test_snapshots_in_any_order_give_the_same_ledger",),
+    ),
+    Mutant(
+        "unique-constraint-dropped",
+        2,
+        "the unique (stripe_invoice_id, stripe_amount_paid_after) constraint is dropped",
+        (
+            Edit(
+                "invoicing/models.py",
+                "            models.UniqueConstraint(\n"
+                '                fields=("stripe_invoice_id", "stripe_amount_paid_after"),\n'
+                '                condition=Q(method="stripe"),\n'
+                '                name="payment_unique_stripe_snapshot",\n'
+                "            ),\n",
+                "",
+            ),
+        ),
+        (
+            "tests/core/test_purchase_orders.py::test_replayed_stripe_payment_cannot_be_inserted_twice",
+            "tests/core/test_purchase_orders.py::test_database_constraints_back_the_ledger",
+        ),
+        makemigrations=True,
+    ),
+    Mutant(
+        "reconciliation-lease",
+        2,
+        "the reconciliation lease is taken whether or not another run holds it",
+        (
+            Edit(
+                RECONCILIATION,
+                "        .filter(Q(lease_expires_at__isnull=True)"
+                " | Q(lease_expires_at__lte=now))\n",
+                "",
+            ),
+        ),
+        (f"{CLAIMS}::test_a_second_reconciliation_waits_for_the_lease_being_taken_and_then_skips",),
+    ),
+    Mutant(
+        "open-invoice-listing-skipped",
+        2,
+        "reconciliation skips the list of open invoices (step b)",
+        (
+            Edit(
+                RECONCILIATION,
+                'for invoices in _prefetched(_pages(client, "/v1/invoices", invoice_params)):',
+                "for invoices in []:",
+            ),
+        ),
+        (
+            "tests/pipeline/test_reconciliation.py::test_a_second_run_changes_nothing_and_reads_events_from_the_cursor",
+        ),
+    ),
+    # --- 3. No event is lost ---------------------------------------------------------------------
+    Mutant(
+        "inbox-write-skipped",
+        3,
+        "the webhook's inbox INSERT is skipped",
+        (
+            Edit(
+                WEBHOOK_INTAKE,
+                "    inserted = _without_health_check_round_trip(insert)\n",
+                "    inserted = None\n",
+            ),
+        ),
+        ("tests/pipeline/test_webhook_view.py::test_a_signed_event_is_recorded_and_queued_once",),
+    ),
+    Mutant(
+        "inbox-claim-skip-locked",
+        3,
+        "the inbox claim waits for a row another worker is claiming (SKIP LOCKED removed)",
+        (
+            Edit(
+                STRIPE_EVENTS,
+                'select_for_update(skip_locked=True, of=("self",))',
+                'select_for_update(of=("self",))',
+            ),
+        ),
+        (f"{CLAIMS}::test_a_worker_skips_an_inbox_row_another_worker_is_claiming",),
+    ),
+    Mutant(
+        # Invariant 3's order, durable first and queued after, for the approval that starts a
+        # creation: queued before the commit, a rolled-back approval still queues one.
+        "enqueue-before-commit",
+        3,
+        "approval queues the creation task at once, not after the commit",
+        (
+            Edit(
+                "invoicing/signals.py",
+                "    transaction.on_commit(\n"
+                "        partial(_queue_invoice_creation, instance.pk, instance.reference),"
+                " robust=True\n"
+                "    )\n",
+                "    _queue_invoice_creation(instance.pk, instance.reference)\n",
+            ),
+        ),
+        ("tests/pipeline/test_approval.py::test_a_rolled_back_approval_queues_nothing",),
+    ),
+    # --- 4. Conferences are isolated -------------------------------------------------------------
+    Mutant(
+        "conference-check-skipped",
+        4,
+        "an event's invoice is looked up among every conference's POs",
+        (
+            Edit(
+                STRIPE_INVOICING,
+                "po = pos.filter(conference=conference, stripe_invoice_id=invoice_id).first()",
+                "po = pos.filter(stripe_invoice_id=invoice_id).first()",
+            ),
+        ),
+        ("tests/core/test_stripe_payments.py::test_conferences_are_isolated",),
+    ),
+    # --- 5. Money is exact -----------------------------------------------------------------------
+    Mutant(
+        "currency-exponent-ignored",
+        5,
+        "amounts go to Stripe in hundredths whatever the currency",
+        (
+            Edit(
+                "invoicing/money.py",
+                "    exponent = currency_exponent(code)\n    scaled = value.scaleb(exponent)\n",
+                "    exponent = 2\n    scaled = value.scaleb(exponent)\n",
+            ),
+        ),
+        ("tests/core/test_money.py",),
+    ),
+    # --- 6. Bad input gets a clear answer and changes nothing ------------------------------------
+    Mutant(
+        "any-signature-timestamp",
+        6,
+        "a signature of any age, past or future, is accepted",
+        (
+            Edit(
+                WEBHOOK_INTAKE,
+                "    tolerance = settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS\n",
+                "    tolerance = 10**12\n",
+            ),
+        ),
+        ("tests/pipeline/test_webhook_view.py::TestRefusals::test_stale_timestamp",),
+    ),
+)
