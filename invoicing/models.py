@@ -25,9 +25,12 @@ from django.db.models.functions import Coalesce
 
 from invoicing import money
 from invoicing.fields import EncryptedSecretField
+from invoicing.stripe_invoice_status import PAST_OPEN_STATUSES
 
 MONEY_MAX_DIGITS = 14
 MONEY_DECIMAL_PLACES = 3  # README, Money: every currency's exponent fits
+# Amounts the money columns hold are below this (10**11 major units).
+MONEY_LIMIT = Decimal(10) ** (MONEY_MAX_DIGITS - MONEY_DECIMAL_PLACES)
 ZERO = Decimal("0")
 
 # Payment method types an invoice may offer (stripe-python's InvoiceCreateParams literal list).
@@ -217,7 +220,7 @@ class StripeCustomer(models.Model):
 
 
 class PurchaseOrderStatus(models.TextChoices):
-    """Where a PO stands; ``purchase_orders.update_po_status`` derives it from the ledger."""
+    """Where a PO stands; ``ledger.update_po_status`` derives it from the ledger."""
 
     DRAFT = "draft", "Draft"
     APPROVED = "approved", "Approved (invoice being created)"
@@ -391,8 +394,7 @@ class PurchaseOrder(models.Model):
     def has_complete_invoice(self) -> bool:
         """The current generation's invoice was sent, or left the open state at Stripe anyway."""
         return bool(self.stripe_invoice_id) and (
-            self.invoice_sent_at is not None
-            or self.stripe_invoice_status in {"paid", "void", "uncollectible", "deleted"}
+            self.invoice_sent_at is not None or self.stripe_invoice_status in PAST_OPEN_STATUSES
         )
 
     def idempotency_key(self, step: str) -> str:

@@ -2,8 +2,8 @@
 
 Each action says, for every selected PO, what was done or queued, or why it was refused. Stripe
 is only ever called by the worker: the actions queue the pipeline's jobs
-(:mod:`invoicing.background`). Whether a PO may be voided, re-issued or cancelled is asked of the
-three ``*_refusal`` functions at the bottom, the one place that says so.
+(:mod:`invoicing.background`). Whether a PO may be synced, voided, re-issued or cancelled is asked
+of :mod:`invoicing.selectors`, the one place that says so (the services ask it too).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from invoicing.admin.common import staff_member
 from invoicing.background import Job
 from invoicing.logging import log_state_change
 from invoicing.models import PurchaseOrder
+from invoicing.selectors import cancel_refusal, reissue_refusal, sync_refusal, void_refusal
 from invoicing.services import purchase_orders
 
 logger = logging.getLogger(__name__)
@@ -101,8 +102,9 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
     @admin.action(description="Sync with Stripe now", permissions=["change"])
     def sync_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
         for po in queryset.order_by("reference"):
-            if not po.stripe_invoice_id:
-                self._refuse(request, po, "synced", "it has no Stripe invoice yet.")
+            why = sync_refusal(po)
+            if why:
+                self._refuse(request, po, "synced", why)
                 continue
             self._queue(
                 request,
@@ -243,37 +245,3 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
         return TemplateResponse(
             request, "admin/invoicing/purchaseorder/confirm_action.html", context
         )
-
-
-def void_refusal(po: PurchaseOrder) -> str:
-    """Why the PO's invoice cannot be voided now ("" when it can)."""
-    if po.status == Status.CANCELLED:
-        return "it is cancelled."
-    if not po.stripe_invoice_id or not po.has_complete_invoice:
-        return "its invoice is not sent yet (still being created)."
-    if po.stripe_invoice_status in {"void", "deleted"}:
-        return "its invoice is already void."
-    if po.stripe_invoice_status == "paid":
-        return "its invoice is paid: nothing to void (refund it at Stripe instead)."
-    return ""
-
-
-def reissue_refusal(po: PurchaseOrder) -> str:
-    """Why the PO cannot get a new invoice now ("" when it can)."""
-    if po.status not in {Status.INVOICE_VOIDED, Status.INVOICE_UNCOLLECTIBLE}:
-        return (
-            f"it is “{po.get_status_display()}”; only a PO whose invoice was voided or marked "
-            "uncollectible is re-issued (void the invoice first)."
-        )
-    if po.balance_due <= 0:
-        return "everything is paid; there is nothing left to invoice."
-    return ""
-
-
-def cancel_refusal(po: PurchaseOrder) -> str:
-    """Why the PO cannot be cancelled ("" when it can)."""
-    if po.status == Status.CANCELLED:
-        return "it is already cancelled."
-    if po.status in {Status.PAID, Status.OVERPAID}:
-        return f"it is {po.get_status_display().lower()}; refund the payments at Stripe first."
-    return ""

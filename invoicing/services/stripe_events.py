@@ -40,7 +40,7 @@ from invoicing import background
 from invoicing.background import Job
 from invoicing.models import Conference, StripeEvent
 from invoicing.retry import backoff_seconds, describe_error, is_transient
-from invoicing.services.stripe_invoicing import EventOutcome, handle_invoice_event
+from invoicing.services.invoice_sync import EventOutcome, handle_invoice_event
 
 logger = logging.getLogger(__name__)
 
