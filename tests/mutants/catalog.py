@@ -208,7 +208,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "the unique (stripe_invoice_id, stripe_amount_paid_after) constraint is dropped",
         (
             Edit(
-                "invoicing/models.py",
+                "invoicing/models/payments.py",
                 "            models.UniqueConstraint(\n"
                 '                fields=("stripe_invoice_id", "stripe_amount_paid_after"),\n'
                 '                condition=Q(method="stripe"),\n'
