@@ -1,8 +1,8 @@
 """Who may see and do what, conference by conference (DESIGN.md, invariant 7).
 
-A person holds at most one role in a conference (:class:`~invoicing.teams.Role`): a **viewer**
-reads its POs, ledger, events and customers; an **organizer** also creates and edits drafts,
-approves, syncs, voids, re-issues, cancels, records payments and replays events; a **finance
+A person holds at most one role in a conference (:class:`~invoicing.models.teams.Role`): a
+**viewer** reads its POs, ledger, events and customers; an **organizer** also creates and edits
+drafts, approves, syncs, voids, re-issues, cancels, records payments and replays events; a **finance
 admin** also changes the conference's settings, where its money goes included. Superusers hold
 every role everywhere. Nothing else opens a conference: Django's model permissions and groups
 do not (they still govern users, groups and the beat's schedule).

@@ -23,6 +23,8 @@ import re
 from decimal import Decimal
 from typing import Final
 
+from invoicing.errors import InvoicingError
+
 ZERO_DECIMAL_CURRENCIES: Final = frozenset(
     {
         "bif",
@@ -52,7 +54,7 @@ _MINOR_UNIT_STEP: Final[dict[str, int]] = {
 _CURRENCY_CODE = re.compile(r"[a-z]{3}")
 
 
-class AmountNotRepresentable(ValueError):
+class AmountNotRepresentable(InvoicingError):
     """The amount cannot be charged exactly in this currency at Stripe."""
 
 

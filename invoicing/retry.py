@@ -5,10 +5,12 @@ asked us to slow down (``RateLimitError``, which includes 429 ``lock_timeout`` a
 ``RateLimitWaitExceeded``), the database connection dropped or a lock wait deadlocked
 (``OperationalError`` / ``InterfaceError``), or the task ran out of time.
 
-Everything else is permanent: our ``ValueError`` subclasses (missing key, PO not invoiceable,
-invoice mismatch, rejected event, amount not representable, invalid transition or payment) and
-Stripe's ``InvalidRequestError`` / ``AuthenticationError`` / ``PermissionError`` /
-``IdempotencyError``: the same call would fail the same way, so it is recorded and stops.
+Everything else is permanent: our refusals (every :class:`~invoicing.errors.InvoicingError`:
+missing key, PO not invoiceable, invoice mismatch, rejected event, amount not representable,
+invalid transition or payment) and Stripe's ``InvalidRequestError`` / ``AuthenticationError`` /
+``PermissionError`` / ``IdempotencyError``: the same call would fail the same way, so it is
+recorded and stops. Of the permanent ones, only a failure without a known cause
+(:func:`has_known_cause`) is a bug worth a traceback in the log.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import random
 import stripe
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 
+from invoicing.errors import InvoicingError
 from invoicing.logging import scrub_secrets
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -32,9 +35,19 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Failures whose message says all there is to know: a rule of ours refused the work, Stripe
+# answered, or the database failed.
+KNOWN_CAUSES: tuple[type[BaseException], ...] = (InvoicingError, stripe.StripeError, DatabaseError)
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether retrying the same work later may succeed."""
     return isinstance(error, TRANSIENT_ERRORS)
+
+
+def has_known_cause(error: BaseException) -> bool:
+    """Whether the failure is one we anticipate (recorded as is), not a bug to investigate."""
+    return isinstance(error, KNOWN_CAUSES)
 
 
 def backoff_seconds(

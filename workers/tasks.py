@@ -7,7 +7,7 @@ Failure policy (one place, :func:`_run_for_purchase_order`; the rule itself is
   database ``OperationalError``/``InterfaceError``, the soft time limit): retried with exponential
   backoff and jitter, capped at ``TASK_RETRY_BACKOFF_MAX_SECONDS``, at most ``TASK_MAX_RETRIES``
   times. Each failure is shown on the PO (``invoice_error``) while it retries.
-- **Permanent** (our ``ValueError``s, Stripe's ``InvalidRequestError``, ``AuthenticationError``,
+- **Permanent** (our ``InvoicingError``s, Stripe's ``InvalidRequestError``, ``AuthenticationError``,
   ``PermissionError``, ``IdempotencyError``, anything unexpected): recorded on the PO and the task
   stops. A failed creation also sets ``invoice_creation_blocked``, so the resume task leaves the PO
   for a person.
@@ -32,20 +32,23 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import stripe
 from celery import Task, shared_task
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 
+from invoicing.errors import InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder
-from invoicing.retry import backoff_seconds, describe_error, is_transient
+from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is_transient
+from invoicing.selectors import awaits_invoice, stalled_invoice_creations, sync_refusal
 from invoicing.services import (
     event_retention,
+    invoice_creation,
+    invoice_lifecycle,
+    invoice_sync,
     purchase_orders,
     reconciliation,
     stripe_events,
-    stripe_invoicing,
 )
 
 if TYPE_CHECKING:
@@ -99,7 +102,7 @@ def _fail(
         )
         return None
     _record(po, f"{action} failed: {description}", blocks_creation=creates)
-    if not isinstance(error, ValueError | DatabaseError | stripe.StripeError):
+    if not has_known_cause(error):
         logger.error("%s for po %s: unexpected error", action, po.reference, exc_info=error)
     return None
 
@@ -167,7 +170,7 @@ def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) 
     po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "invoice creation"))
     if po is None:
         return
-    if not stripe_invoicing.awaits_invoice(po):
+    if not awaits_invoice(po):
         logger.info(
             "invoice creation for po %s: nothing to do (%s, invoice %s)",
             po.reference,
@@ -182,8 +185,8 @@ def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) 
 
     def create(po: PurchaseOrder) -> None:
         try:
-            stripe_invoicing.create_stripe_invoice(po)
-        except stripe_invoicing.InvoiceAlreadyAttached:
+            invoice_creation.create_stripe_invoice(po)
+        except InvoiceAlreadyAttached:
             logger.info("invoice creation for po %s: a concurrent run finished it", po.reference)
 
     _run_for_purchase_order(self, po, "Invoice creation", create, creates=True)
@@ -192,7 +195,7 @@ def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) 
 @shared_task(name="workers.tasks.resume_stalled_invoice_creation")
 def resume_stalled_invoice_creation() -> int:
     """Beat: queue the creation again for approved POs idle without a sent invoice."""
-    stalled = stripe_invoicing.stalled_invoice_creations(
+    stalled = stalled_invoice_creations(
         idle_for=timedelta(seconds=settings.INVOICE_CREATION_GRACE_SECONDS)
     )
     for pk in stalled:
@@ -276,11 +279,11 @@ def sync_purchase_order(self: _BoundTask, purchase_order_id: int) -> None:
     po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "sync"))
     if po is None:
         return
-    if not po.stripe_invoice_id:
-        logger.info("sync of po %s: no Stripe invoice yet; nothing to do", po.reference)
+    if why := sync_refusal(po):
+        logger.info("sync of po %s: %s nothing to do", po.reference, why)
         return
     _run_for_purchase_order(
-        self, po, "Sync", stripe_invoicing.sync_stripe_invoice_status, clears="Sync"
+        self, po, "Sync", invoice_sync.sync_stripe_invoice_status, clears="Sync"
     )
 
 
@@ -326,7 +329,7 @@ def void_purchase_order_invoice(
         return
     user = _loaded(self, lambda: _load_user(requested_by_id))
     _run_for_purchase_order(
-        self, po, "Void", lambda po: stripe_invoicing.void_stripe_invoice(po, voided_by=user)
+        self, po, "Void", lambda po: invoice_lifecycle.void_stripe_invoice(po, voided_by=user)
     )
 
 
@@ -343,7 +346,7 @@ def reissue_purchase_order_invoice(
         self,
         po,
         "Re-issue",
-        lambda po: stripe_invoicing.reissue_stripe_invoice(po, reissued_by=user),
+        lambda po: invoice_lifecycle.reissue_stripe_invoice(po, reissued_by=user),
         creates=True,
     )
 
@@ -364,7 +367,7 @@ def cancel_purchase_order_task(
         self,
         po,
         "Cancel",
-        lambda po: stripe_invoicing.cancel_invoiced_purchase_order(
+        lambda po: invoice_lifecycle.cancel_invoiced_purchase_order(
             po, cancelled_by=user, reason=reason
         ),
     )

@@ -2,10 +2,11 @@
 
 Each action says, for every selected PO, what was done or queued, or why it was refused. Stripe
 is only ever called by the worker: the actions queue the pipeline's jobs
-(:mod:`invoicing.background`). Whether a PO may be voided, re-issued or cancelled is asked of the
-three ``*_refusal`` functions at the bottom, the one place that says so. Each action acts only on
-the selected POs of conferences where the person is an organizer (:meth:`_operable`), and those
-that ask for money or change what is asked (approve, void, re-issue, cancel) confirm first.
+(:mod:`invoicing.background`). Whether a PO may be synced, voided, re-issued or cancelled is asked
+of :mod:`invoicing.selectors`, the one place that says so (the services ask it too). Each action
+acts only on the selected POs of conferences where the person is an organizer (:meth:`_operable`),
+and those that ask for money or change what is asked (approve, void, re-issue, cancel) confirm
+first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from invoicing.admin.scoping import ConferenceScopedAdmin
 from invoicing.background import Job
 from invoicing.logging import log_state_change
 from invoicing.models import PurchaseOrder, Role
+from invoicing.selectors import cancel_refusal, reissue_refusal, sync_refusal, void_refusal
 from invoicing.services import purchase_orders
 
 logger = logging.getLogger(__name__)
@@ -144,8 +146,9 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
     @admin.action(description="Sync with Stripe now", permissions=["change"])
     def sync_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
         for po in self._operable(request, queryset, "synced").order_by("reference"):
-            if not po.stripe_invoice_id:
-                self._refuse(request, po, "synced", "it has no Stripe invoice yet.")
+            why = sync_refusal(po)
+            if why:
+                self._refuse(request, po, "synced", why)
                 continue
             self._queue(
                 request,
@@ -332,37 +335,3 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
         return TemplateResponse(
             request, "admin/invoicing/purchaseorder/confirm_action.html", context
         )
-
-
-def void_refusal(po: PurchaseOrder) -> str:
-    """Why the PO's invoice cannot be voided now ("" when it can)."""
-    if po.status == Status.CANCELLED:
-        return "it is cancelled."
-    if not po.stripe_invoice_id or not po.has_complete_invoice:
-        return "its invoice is not sent yet (still being created)."
-    if po.stripe_invoice_status in {"void", "deleted"}:
-        return "its invoice is already void."
-    if po.stripe_invoice_status == "paid":
-        return "its invoice is paid: nothing to void (refund it at Stripe instead)."
-    return ""
-
-
-def reissue_refusal(po: PurchaseOrder) -> str:
-    """Why the PO cannot get a new invoice now ("" when it can)."""
-    if po.status not in {Status.INVOICE_VOIDED, Status.INVOICE_UNCOLLECTIBLE}:
-        return (
-            f"it is “{po.get_status_display()}”; only a PO whose invoice was voided or marked "
-            "uncollectible is re-issued (void the invoice first)."
-        )
-    if po.balance_due <= 0:
-        return "everything is paid; there is nothing left to invoice."
-    return ""
-
-
-def cancel_refusal(po: PurchaseOrder) -> str:
-    """Why the PO cannot be cancelled ("" when it can)."""
-    if po.status == Status.CANCELLED:
-        return "it is already cancelled."
-    if po.status in {Status.PAID, Status.OVERPAID}:
-        return f"it is {po.get_status_display().lower()}; refund the payments at Stripe first."
-    return ""

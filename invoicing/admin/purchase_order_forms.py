@@ -21,6 +21,7 @@ from django.utils import timezone
 from invoicing import money
 from invoicing.admin.common import ReadOnlyAdminMixin, amount_or_dash, staff_member
 from invoicing.admin.scoping import ConferenceScopedInline
+from invoicing.errors import InvalidPayment
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderLineItem, PurchaseOrderPayment
 from invoicing.services import purchase_orders
 
@@ -237,7 +238,7 @@ class ManualPaymentFormSet(
                     note=data.get("note") or "",
                     created_by=staff_member(request),
                 )
-            except purchase_orders.InvalidPayment as error:
+            except InvalidPayment as error:
                 messages.error(
                     request, f"{purchase_order.reference}: payment not recorded: {error}"
                 )

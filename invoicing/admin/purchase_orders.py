@@ -52,7 +52,7 @@ from invoicing.models import (
     PurchaseOrderPayment,
     Role,
 )
-from invoicing.services import purchase_orders
+from invoicing.services import ledger
 
 Status = PurchaseOrder.Status
 
@@ -322,7 +322,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
             return
         # The admin's change view runs in one transaction: this lock serializes the save with
         # approval, webhooks and payments until the inlines are saved too.
-        locked = purchase_orders.lock_purchase_order(obj)
+        locked = ledger.lock_purchase_order(obj)
         if locked.status != obj.status:
             raise ConcurrentChange(
                 f"{obj.reference} became “{locked.get_status_display()}” while you edited it; "

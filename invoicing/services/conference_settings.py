@@ -3,8 +3,8 @@
 The money-routing settings (:data:`MONEY_ROUTING_FIELDS`) decide which Stripe account collects the
 conference's invoices and what the invoices tell the customer. Only a finance admin changes them,
 re-entering their password (the admin's form), and every change or refused attempt leaves a
-:class:`~invoicing.teams.ConferenceSettingsChange` naming who, when and which fields, never the
-values.
+:class:`~invoicing.models.teams.ConferenceSettingsChange` naming who, when and which fields, never
+the values.
 
 A new secret key for a conference with open invoices must belong to the same Stripe account
 (``GET /v1/account``, the one Stripe call a person waits for here: it must be answered before the

@@ -1,14 +1,13 @@
-"""Purchase orders and their ledger: create, approve, cancel, record payments, derive the status.
+"""Purchase orders: create, approve, cancel, start a re-issue, and show invoice errors.
 
-One function owns each transition. Everything that changes a PO's money or status takes the PO's
-row lock (``SELECT ... FOR UPDATE``) inside a transaction, so concurrent webhooks, syncs and staff
-actions serialize on PostgreSQL instead of racing. No function here talks to Stripe; the Stripe
-halves of cancelling and re-issuing live in :mod:`invoicing.services.stripe_invoicing`.
+One function owns each transition, under the PO's row lock when it changes a PO that webhooks and
+workers may change too. No function here talks to Stripe: the Stripe halves of cancelling and
+re-issuing are :mod:`invoicing.services.invoice_lifecycle`, and every money write (payments and the
+status derived from them) belongs to :mod:`invoicing.services.ledger`.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,21 +17,29 @@ from typing import TYPE_CHECKING
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from invoicing import access, money
+from invoicing.errors import InvalidPurchaseOrder, InvalidTransition
 from invoicing.logging import log_state_change
 from invoicing.models import (
-    MONEY_DECIMAL_PLACES,
-    MONEY_MAX_DIGITS,
+    MONEY_LIMIT,
     ZERO,
     Conference,
     PurchaseOrder,
     PurchaseOrderLineItem,
-    PurchaseOrderPayment,
 )
+from invoicing.selectors import cancel_refusal, ensure_allowed, reissue_refusal
+from invoicing.services.ledger import (
+    LockedPurchaseOrder,
+    lock_purchase_order,
+    update_po_status_locked,
+)
+
+# The public interface (DESIGN.md) names these here; the ledger owns them.
+from invoicing.services.ledger import record_payment as record_payment
+from invoicing.services.ledger import update_po_status as update_po_status
+from invoicing.stripe_invoice_status import VOIDED_STATUSES
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -40,22 +47,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Status = PurchaseOrder.Status
-Method = PurchaseOrderPayment.Method
-
-# Largest value a money column holds (max_digits=14, decimal_places=3).
-_MONEY_LIMIT = Decimal(10) ** (MONEY_MAX_DIGITS - MONEY_DECIMAL_PLACES)
-
-
-class InvalidPurchaseOrder(ValueError):
-    """The PO input is invalid; nothing was saved. The message lists every problem."""
-
-
-class InvalidTransition(ValueError):
-    """The PO is not in a state that allows this action."""
-
-
-class InvalidPayment(ValueError):
-    """The payment cannot be recorded; nothing was saved."""
 
 
 @dataclass(frozen=True)
@@ -65,16 +56,6 @@ class LineItemInput:
     description: str
     quantity: int
     unit_price: Decimal
-
-
-def lock_purchase_order(purchase_order: PurchaseOrder) -> PurchaseOrder:
-    """Reload the PO with its row lock held until the surrounding transaction ends."""
-    # The conference comes along (every snapshot check reads it); only the PO row is locked.
-    return (
-        PurchaseOrder.objects.select_for_update(of=("self",))
-        .select_related("conference")
-        .get(pk=purchase_order.pk)
-    )
 
 
 def _line_problems(lines: Sequence[LineItemInput], currency: str) -> list[str]:
@@ -108,7 +89,7 @@ def _line_problems(lines: Sequence[LineItemInput], currency: str) -> list[str]:
     if not problems:
         if total <= 0:
             problems.append("The purchase order's total must be greater than zero.")
-        elif total >= _MONEY_LIMIT:
+        elif total >= MONEY_LIMIT:
             problems.append(f"The total {money.format_amount(total, currency)} is too large.")
     return problems
 
@@ -249,7 +230,7 @@ def cancel_purchase_order(
     """Cancel a PO that has no payable Stripe invoice.
 
     A PO whose invoice may still be paid (draft, open or uncollectible at Stripe) must be cancelled
-    through :func:`invoicing.services.stripe_invoicing.cancel_invoiced_purchase_order`, which
+    through :func:`invoicing.services.invoice_lifecycle.cancel_invoiced_purchase_order`, which
     voids the invoice first: we never consider a PO cancelled while its invoice can take money.
     Cancelling twice is a no-op. Payments already recorded stay in the ledger.
     """
@@ -257,27 +238,24 @@ def cancel_purchase_order(
         locked = lock_purchase_order(purchase_order)
         if locked.status == Status.CANCELLED:
             return locked
-        if locked.stripe_invoice_id and locked.stripe_invoice_status not in {"void", "deleted"}:
+        if locked.stripe_invoice_id and locked.stripe_invoice_status not in VOIDED_STATUSES:
             raise InvalidTransition(
                 f"PO {locked.reference} has Stripe invoice {locked.stripe_invoice_id} "
                 f"({locked.stripe_invoice_status or 'status unknown'}); cancel it with "
-                "stripe_invoicing.cancel_invoiced_purchase_order, which voids the invoice first."
+                "invoice_lifecycle.cancel_invoiced_purchase_order, which voids the invoice first."
             )
         mark_cancelled(locked, cancelled_by=cancelled_by, reason=reason)
     return locked
 
 
 def mark_cancelled(
-    locked: PurchaseOrder,
+    locked: LockedPurchaseOrder,
     *,
     cancelled_by: User | None = None,
     reason: str = "",
 ) -> None:
     """Set the cancelled state on a PO whose row lock the caller holds (internal)."""
-    if locked.status in {Status.PAID, Status.OVERPAID}:
-        raise InvalidTransition(
-            f"PO {locked.reference} is {locked.status}; refund the payments before cancelling."
-        )
+    ensure_allowed(cancel_refusal, locked, verb="cancelled")
     locked.status = Status.CANCELLED
     locked.cancelled_at = timezone.now()
     locked.cancelled_by = cancelled_by
@@ -301,170 +279,6 @@ def mark_cancelled(
     )
 
 
-def stripe_paid_total(purchase_order: PurchaseOrder, *, stripe_invoice_id: str) -> Decimal:
-    """Sum of the ``stripe`` ledger rows for one invoice; wire and check rows never count here."""
-    result: Decimal = PurchaseOrderPayment.objects.filter(
-        purchase_order=purchase_order,
-        method=Method.STRIPE,
-        stripe_invoice_id=stripe_invoice_id,
-    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
-    return result
-
-
-def record_payment(
-    purchase_order: PurchaseOrder,
-    *,
-    amount: Decimal,
-    method: str,
-    reference: str = "",
-    payment_date: datetime.date,
-    note: str = "",
-    created_by: User | None = None,
-    stripe_invoice_id: str = "",
-    stripe_amount_paid_after: int | None = None,
-    source: str = "",
-    stripe_event_id: str = "",
-) -> PurchaseOrderPayment:
-    """Add one payment to the ledger and re-derive the PO's status, under the PO's row lock.
-
-    Manual payments (wire, check, other) need an approved, not cancelled PO. A ``stripe`` payment is
-    recorded whatever the PO's state: the money really moved at Stripe, and a ledger that forgot it
-    would no longer equal Stripe (a payment on a cancelled PO is logged as needing a refund).
-    ``stripe`` rows are written by the invoice-snapshot code in ``stripe_invoicing``, which passes
-    the invoice id and its ``amount_paid`` after the payment (minor units); the database refuses a
-    second row for the same pair. ``source`` (how the payment was seen) and ``stripe_event_id``
-    (the event that brought it, if any) only go to the log lines.
-    """
-    if method not in Method.values:
-        raise InvalidPayment(f"Unknown payment method {method!r}; use one of {Method.values}.")
-    if not isinstance(amount, Decimal) or not amount.is_finite():
-        raise InvalidPayment(f"The amount must be a Decimal, not {amount!r}.")
-    if amount <= 0:
-        raise InvalidPayment(f"The amount must be greater than zero, not {amount}.")
-    if not isinstance(payment_date, datetime.date):
-        raise InvalidPayment(f"The payment date must be a date, not {payment_date!r}.")
-    is_stripe = method == Method.STRIPE
-    if is_stripe and (not stripe_invoice_id or not stripe_amount_paid_after):
-        raise InvalidPayment(
-            "A Stripe payment needs stripe_invoice_id and stripe_amount_paid_after."
-        )
-    if not is_stripe and (stripe_invoice_id or stripe_amount_paid_after is not None):
-        raise InvalidPayment("Only a Stripe payment carries Stripe invoice data.")
-
-    with transaction.atomic():
-        locked = lock_purchase_order(purchase_order)
-        try:
-            money.to_minor_units(amount, locked.currency)
-        except money.AmountNotRepresentable as exc:
-            raise InvalidPayment(str(exc)) from None
-        if not is_stripe and locked.status == Status.CANCELLED:
-            raise InvalidPayment(f"PO {locked.reference} is cancelled; it takes no payments.")
-        if not is_stripe and locked.status == Status.DRAFT:
-            raise InvalidPayment(f"PO {locked.reference} is a draft; approve it first.")
-        try:
-            with transaction.atomic():
-                payment = PurchaseOrderPayment.objects.create(
-                    purchase_order=locked,
-                    amount=amount,
-                    method=method,
-                    reference=reference,
-                    payment_date=payment_date,
-                    note=note,
-                    created_by=created_by,
-                    stripe_invoice_id=stripe_invoice_id,
-                    stripe_amount_paid_after=stripe_amount_paid_after,
-                )
-        except IntegrityError:
-            if is_stripe:
-                raise InvalidPayment(
-                    f"Stripe payment up to {stripe_amount_paid_after} on invoice "
-                    f"{stripe_invoice_id} is already recorded."
-                ) from None
-            raise
-        on_cancelled = locked.status == Status.CANCELLED
-        log_state_change(
-            logger,
-            event="payment_recorded",
-            po_reference=locked.reference,
-            invoice_id=stripe_invoice_id or None,
-            stripe_event_id=stripe_event_id or None,
-            level=logging.WARNING if on_cancelled else logging.INFO,
-            method=method,
-            amount=money.format_amount(amount, locked.currency),
-            reference=reference,
-            via=source or None,
-            **({"recorded_by": created_by.pk} if created_by is not None else {}),
-            **(
-                {"attention": "on a CANCELLED purchase order: refund needed"}
-                if on_cancelled
-                else {}
-            ),
-        )
-        update_po_status(locked, stripe_event_id=stripe_event_id)
-    purchase_order.status = locked.status
-    return payment
-
-
-def derive_status(purchase_order: PurchaseOrder) -> str:
-    """The status the ledger and the mirrored invoice imply (pure read, no lock)."""
-    current = purchase_order.status
-    if current in {Status.DRAFT, Status.CANCELLED}:
-        return current
-    return _derive_status(
-        purchase_order, total=purchase_order.total, received=purchase_order.amount_received
-    )
-
-
-def _derive_status(purchase_order: PurchaseOrder, *, total: Decimal, received: Decimal) -> str:
-    invoice_status = purchase_order.stripe_invoice_status
-    if received > 0 and received == total:
-        return Status.PAID
-    if received > total:
-        return Status.OVERPAID
-    if purchase_order.stripe_invoice_id and invoice_status in {"void", "deleted"}:
-        return Status.INVOICE_VOIDED
-    if purchase_order.stripe_invoice_id and invoice_status == "uncollectible":
-        return Status.INVOICE_UNCOLLECTIBLE
-    if received > 0:
-        return Status.PARTIALLY_PAID
-    if purchase_order.has_complete_invoice:
-        return Status.INVOICED
-    return Status.APPROVED
-
-
-def update_po_status(purchase_order: PurchaseOrder, *, stripe_event_id: str = "") -> str:
-    """Derive paid / partially_paid / overpaid / ... from the ledger: the one place that does.
-
-    Takes the row lock itself when the caller does not already hold it (re-locking a row the
-    transaction holds is free). Returns the status now stored. ``stripe_event_id``: the event
-    that caused this update, for the log line.
-    """
-    with transaction.atomic():
-        locked = lock_purchase_order(purchase_order)
-        new_status = locked.status
-        if locked.status not in {Status.DRAFT, Status.CANCELLED}:
-            # Read once: the ledger reads are most of what applying a payment costs.
-            total, received = locked.total, locked.amount_received
-            new_status = _derive_status(locked, total=total, received=received)
-            if new_status != locked.status:
-                previous = locked.status
-                locked.status = new_status
-                locked.save(update_fields=["status", "updated_at"])
-                log_state_change(
-                    logger,
-                    event="po_status_changed",
-                    po_reference=locked.reference,
-                    invoice_id=locked.stripe_invoice_id or None,
-                    stripe_event_id=stripe_event_id or None,
-                    from_status=previous,
-                    to_status=new_status,
-                    received=money.format_amount(received, locked.currency),
-                    total=money.format_amount(total, locked.currency),
-                )
-    purchase_order.status = new_status
-    return new_status
-
-
 def prepare_reissue(
     purchase_order: PurchaseOrder, *, reissued_by: User | None = None
 ) -> PurchaseOrder:
@@ -474,26 +288,20 @@ def prepare_reissue(
     is still owed: it carries the PO's lines plus one credit line for everything already received
     (all methods, all earlier invoices), frozen here in ``invoice_credit`` so the creation
     parameters stay deterministic under their idempotency keys. Call
-    :func:`invoicing.services.stripe_invoicing.reissue_stripe_invoice`, which voids an
+    :func:`invoicing.services.invoice_lifecycle.reissue_stripe_invoice`, which voids an
     uncollectible invoice at Stripe first and then creates the new one.
     """
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
-        if locked.status != Status.INVOICE_VOIDED or locked.stripe_invoice_status not in {
-            "void",
-            "deleted",
-        }:
+        ensure_allowed(reissue_refusal, locked, verb="re-issued")
+        if locked.stripe_invoice_status not in VOIDED_STATUSES:
+            # Never two payable invoices: the one being replaced must be void first.
             raise InvalidTransition(
-                f"PO {locked.reference} is {locked.status} (invoice "
-                f"{locked.stripe_invoice_status or 'none'}); only a PO whose invoice is void "
-                "can be re-issued."
+                f"PO {locked.reference}: not re-issued: its invoice "
+                f"{locked.stripe_invoice_id or '(none)'} is "
+                f"{locked.stripe_invoice_status or 'of unknown status'}, not void."
             )
         received = locked.amount_received
-        if received >= locked.total:
-            raise InvalidTransition(
-                f"PO {locked.reference} has received {received} of {locked.total}; "
-                "nothing is left to invoice."
-            )
         previous_invoice = locked.stripe_invoice_id
         locked.generation += 1
         locked.key_epoch = 0
@@ -521,7 +329,7 @@ def prepare_reissue(
             credit=money.format_amount(received, locked.currency),
             reissued_by=getattr(reissued_by, "pk", None),
         )
-        update_po_status(locked)
+        update_po_status_locked(locked)
     return locked
 
 

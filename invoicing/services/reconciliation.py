@@ -21,8 +21,8 @@ Instead, per conference:
 
 For every page of (a) and (b) the POs of the page's invoices are read in ONE query, and a snapshot
 whose rank (status, ``amount_paid``) is not above what the PO mirrors is skipped without touching
-the PO: it cannot change anything (``stripe_invoicing.mirrored_rank``). Only the rest reach
-``apply_invoice_snapshot``, the single ledger entry point, under the PO's row lock (through
+the PO: it cannot change anything (``invoice_snapshots.mirrored_rank``). Only the rest reach
+``ledger.apply_invoice_snapshot``, the single entry point, under the PO's row lock (through
 ``reconcile_invoice`` for an invoice no PO has as its current one: an earlier generation's). So a
 run costs about ``(open invoices + closing events) / 100 + stragglers`` Stripe calls and one
 transaction per invoice that actually changed: for 10,000 open invoices of which 5% were paid with
@@ -56,18 +56,14 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, StripeSyncState
 from invoicing.retry import describe_error
+from invoicing.services.invoice_snapshots import InvoiceSnapshot, mirrored_rank
+from invoicing.services.invoice_sync import EventOutcome, reconcile_invoice, sync_invoice
+from invoicing.services.ledger import apply_invoice_snapshot
 from invoicing.services.stripe_client import build_stripe_client
-from invoicing.services.stripe_invoicing import (
-    EventOutcome,
-    EventRejected,
-    InvoiceSnapshot,
-    apply_invoice_snapshot,
-    mirrored_rank,
-    reconcile_invoice,
-    sync_invoice,
-)
+from invoicing.stripe_invoice_status import PAYABLE_STATUSES
 
 if TYPE_CHECKING:
     from stripe.params import EventListParams, InvoiceListParams
@@ -77,8 +73,6 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE: Final = 100
 # Events that end an invoice's open life; each carries the invoice (data.object).
 CLOSING_EVENT_TYPES: Final = ("invoice.paid", "invoice.voided", "invoice.marked_uncollectible")
-# Mirrored invoice statuses of POs that may still take money or change at Stripe.
-OPEN_INVOICE_STATUSES: Final = ("open", "uncollectible")
 
 
 @dataclass
@@ -353,7 +347,7 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
         # (c) POs we consider open that neither list mentioned
         stragglers = (
             PurchaseOrder.objects.filter(
-                conference=conference, stripe_invoice_status__in=OPEN_INVOICE_STATUSES
+                conference=conference, stripe_invoice_status__in=PAYABLE_STATUSES
             )
             .exclude(stripe_invoice_id="")
             .values_list("pk", "stripe_invoice_id")

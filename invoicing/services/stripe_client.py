@@ -19,6 +19,7 @@ import stripe
 from django.conf import settings
 from stripe._api_version import _ApiVersion
 
+from invoicing.errors import InvoicingError
 from invoicing.models import Conference
 from invoicing.services.rate_limited_http import build_stripe_http_client
 
@@ -27,7 +28,7 @@ from invoicing.services.rate_limited_http import build_stripe_http_client
 STRIPE_API_VERSION: str = _ApiVersion.CURRENT
 
 
-class StripeKeyMissing(ValueError):
+class StripeKeyMissing(InvoicingError):
     """The conference has no Stripe secret key, so nothing can be done at Stripe for it."""
 
 

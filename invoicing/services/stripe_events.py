@@ -30,7 +30,6 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-import stripe
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Q
@@ -39,8 +38,8 @@ from django.utils import timezone
 from invoicing import background
 from invoicing.background import Job
 from invoicing.models import Conference, StripeEvent
-from invoicing.retry import backoff_seconds, describe_error, is_transient
-from invoicing.services.stripe_invoicing import EventOutcome, handle_invoice_event
+from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is_transient
+from invoicing.services.invoice_sync import EventOutcome, handle_invoice_event
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +254,7 @@ def _settle_failure(claimed: StripeEvent, error: Exception) -> ProcessResult:
             claimed.conference.slug,
             reason,
             message,
-            exc_info=not transient and not isinstance(error, ValueError | stripe.StripeError),
+            exc_info=not transient and not has_known_cause(error),
         )
     return ProcessResult(status=EventStatus.FAILED, error=message)
 

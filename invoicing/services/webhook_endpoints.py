@@ -23,6 +23,7 @@ import stripe
 from django.db import transaction
 from django.urls import reverse
 
+from invoicing.errors import InvoicingError
 from invoicing.models import Conference, ConferenceSettingsChange
 from invoicing.services.stripe_client import STRIPE_API_VERSION, build_stripe_client
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The events this project handles (stripe_invoicing.HANDLED_EVENT_TYPES; a test keeps the two
+# The events this project handles (invoice_sync.HANDLED_EVENT_TYPES; a test keeps the two
 # equal). Spelled out so that mypy checks each name against stripe-python's list of event types.
 WebhookEventType = Literal[
     "invoice.deleted",
@@ -48,7 +49,7 @@ WebhookEventType = Literal[
 WEBHOOK_EVENT_TYPES: Final[tuple[WebhookEventType, ...]] = get_args(WebhookEventType)
 
 
-class WebhookRegistrationError(ValueError):
+class WebhookRegistrationError(InvoicingError):
     """The endpoint cannot be registered as asked; nothing was changed (at Stripe or here)."""
 
 

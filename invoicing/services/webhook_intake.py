@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from invoicing import background
 from invoicing.background import Job
+from invoicing.errors import InvoicingError
 from invoicing.models import Conference, StripeEvent
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ _UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _UNSTORABLE_CHARS = re.compile("[\\x00\\ud800-\\udfff]")
 
 
-class WebhookRejected(ValueError):
+class WebhookRejected(InvoicingError):
     """The request is not a genuine, well-formed event for this conference; nothing was stored."""
 
 

@@ -58,8 +58,8 @@ from invoicing import money
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderLineItem
 from invoicing.retry import backoff_seconds, describe_error, is_transient
 from invoicing.services import purchase_orders
+from invoicing.services.invoice_creation import _invoice_create_params
 from invoicing.services.stripe_client import STRIPE_API_VERSION, build_stripe_client
-from invoicing.services.stripe_invoicing import _invoice_create_params
 from tests.stripe_emulator.handle import EmulatorHandle
 from tests.support import celery_workers
 from tests.support.celery_workers import StartWorkers, WorkerProcess

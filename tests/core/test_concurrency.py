@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment
-from invoicing.services import purchase_orders, stripe_invoicing
+from invoicing.services import invoice_sync, ledger
 from tests.core.conftest import MakePurchaseOrder
 from tests.core.test_ledger import event, invoice_payload
 
@@ -55,7 +55,7 @@ def test_racing_snapshots_record_each_payment_once(make_purchase_order: MakePurc
     def worker(first: int) -> Callable[[], None]:
         def apply_all() -> None:
             for amount_paid in [first, *rng.sample(steps, len(steps))]:
-                stripe_invoicing.handle_invoice_event(
+                invoice_sync.handle_invoice_event(
                     conference=po.conference,
                     event=event(invoice_payload(po, amount_paid=amount_paid), "invoice.updated"),
                 )
@@ -65,7 +65,7 @@ def test_racing_snapshots_record_each_payment_once(make_purchase_order: MakePurc
     errors = run_in_threads([worker(amount) for amount in steps])
     assert errors == []
     po.refresh_from_db()
-    stripe_total = purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
+    stripe_total = ledger.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
     assert stripe_total == Decimal("6350.00")
     assert po.stripe_amount_paid == Decimal("6350.00")
     assert po.status == PurchaseOrder.Status.PAID

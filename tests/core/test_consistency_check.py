@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 
 from invoicing.models import Conference
-from invoicing.services.stripe_invoicing import (
-    create_stripe_invoice,
-    sync_stripe_invoice_status,
-    void_stripe_invoice,
-)
+from invoicing.services.invoice_lifecycle import void_stripe_invoice
+from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
 from tests.core.conftest import MakePurchaseOrder
 from tests.stripe_emulator.handle import EmulatorHandle
 from tests.support.consistency import compare_with_stripe

@@ -13,13 +13,11 @@ from typing import Any
 
 import pytest
 
+from invoicing.errors import EventRejected
 from invoicing.models import PurchaseOrderPayment
-from invoicing.services.stripe_invoicing import (
-    EventRejected,
-    InvoiceSnapshot,
-    apply_invoice_snapshot,
-    handle_invoice_event,
-)
+from invoicing.services.invoice_snapshots import InvoiceSnapshot
+from invoicing.services.invoice_sync import handle_invoice_event
+from invoicing.services.ledger import apply_invoice_snapshot
 from tests.core.conftest import MakePurchaseOrder
 
 

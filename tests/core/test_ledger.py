@@ -12,10 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from invoicing.errors import EventRejected
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment, StripeEvent
-from invoicing.services import purchase_orders, stripe_invoicing
-from invoicing.services.stripe_invoicing import EventOutcome, EventRejected
+from invoicing.services import invoice_sync, ledger, stripe_invoicing
+from invoicing.services.invoice_sync import EventOutcome
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 
 pytestmark = pytest.mark.django_db
@@ -71,14 +74,14 @@ def invoiced_po(make_purchase_order: MakePurchaseOrder) -> PurchaseOrder:
         stripe_invoice_status="open",
         invoice_sent_at=datetime.datetime(2026, 11, 25, tzinfo=datetime.UTC),
     )
-    purchase_orders.update_po_status(po)
+    ledger.update_po_status(po)
     po.refresh_from_db()
     assert po.status == Status.INVOICED
     return po
 
 
 def stripe_ledger(po: PurchaseOrder) -> Decimal:
-    return purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
+    return ledger.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
 
 
 def test_same_payload_five_times_records_once(invoiced_po: PurchaseOrder) -> None:
@@ -98,7 +101,7 @@ def test_snapshots_in_any_order_give_the_same_ledger(
 ) -> None:
     for amount_paid in order:
         for _ in range(2):
-            stripe_invoicing.handle_invoice_event(
+            invoice_sync.handle_invoice_event(
                 conference=invoiced_po.conference,
                 event=event(
                     invoice_payload(invoiced_po, amount_paid=amount_paid), "invoice.updated"
@@ -121,7 +124,7 @@ def test_snapshots_in_any_order_give_the_same_ledger(
 
 
 def test_wire_payment_never_hides_a_stripe_payment(invoiced_po: PurchaseOrder) -> None:
-    purchase_orders.record_payment(
+    ledger.record_payment(
         invoiced_po,
         amount=Decimal("6350.00"),
         method="wire",
@@ -144,7 +147,7 @@ def test_event_of_another_conference_never_touches_the_po(
     other = make_conference()
     payload = event(invoice_payload(invoiced_po, amount_paid=635000))
     with pytest.raises(EventRejected, match="does not belong to conference"):
-        stripe_invoicing.handle_invoice_event(conference=other, event=payload)
+        invoice_sync.handle_invoice_event(conference=other, event=payload)
     # The same through the legacy entry point when the inbox row says it arrived for B.
     StripeEvent.objects.create(
         conference=other,
@@ -164,13 +167,13 @@ def test_wrong_livemode_or_currency_is_refused(invoiced_po: PurchaseOrder) -> No
     conference = invoiced_po.conference
     live = event(invoice_payload(invoiced_po, amount_paid=635000, livemode=True), livemode=True)
     with pytest.raises(EventRejected, match="livemode"):
-        stripe_invoicing.handle_invoice_event(conference=conference, event=live)
+        invoice_sync.handle_invoice_event(conference=conference, event=live)
     mixed = event(invoice_payload(invoiced_po, amount_paid=635000, livemode=True))
     with pytest.raises(EventRejected, match="livemode"):
-        stripe_invoicing.handle_invoice_event(conference=conference, event=mixed)
+        invoice_sync.handle_invoice_event(conference=conference, event=mixed)
     euros = event(invoice_payload(invoiced_po, amount_paid=635000, currency="eur"))
     with pytest.raises(EventRejected, match="'eur'"):
-        stripe_invoicing.handle_invoice_event(conference=conference, event=euros)
+        invoice_sync.handle_invoice_event(conference=conference, event=euros)
     assert not PurchaseOrderPayment.objects.exists()
 
 
@@ -179,11 +182,11 @@ def test_foreign_invoice_and_unknown_types_are_ignored(invoiced_po: PurchaseOrde
     foreign = invoice_payload(invoiced_po, amount_paid=500, invoice_id="in_not_ours")
     foreign["metadata"] = {}
     assert (
-        stripe_invoicing.handle_invoice_event(conference=conference, event=event(foreign))
+        invoice_sync.handle_invoice_event(conference=conference, event=event(foreign))
         == EventOutcome.IGNORED
     )
     assert (
-        stripe_invoicing.handle_invoice_event(
+        invoice_sync.handle_invoice_event(
             conference=conference, event=event({"id": "cus_1"}, "customer.created")
         )
         == EventOutcome.IGNORED
@@ -207,7 +210,7 @@ def test_void_and_uncollectible_move_the_po_where_organizers_act(
     invoiced_po: PurchaseOrder,
 ) -> None:
     conference = invoiced_po.conference
-    stripe_invoicing.handle_invoice_event(
+    invoice_sync.handle_invoice_event(
         conference=conference,
         event=event(
             invoice_payload(invoiced_po, amount_paid=100000, status="uncollectible"),
@@ -218,13 +221,13 @@ def test_void_and_uncollectible_move_the_po_where_organizers_act(
     assert invoiced_po.status == Status.INVOICE_UNCOLLECTIBLE
     assert stripe_ledger(invoiced_po) == Decimal("1000.00")
     # A stale "open" update arriving later does not undo it.
-    stripe_invoicing.handle_invoice_event(
+    invoice_sync.handle_invoice_event(
         conference=conference,
         event=event(invoice_payload(invoiced_po, amount_paid=0, status="open"), "invoice.updated"),
     )
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == Status.INVOICE_UNCOLLECTIBLE
-    stripe_invoicing.handle_invoice_event(
+    invoice_sync.handle_invoice_event(
         conference=conference,
         event=event(
             invoice_payload(invoiced_po, amount_paid=100000, status="void"), "invoice.voided"
@@ -238,7 +241,41 @@ def test_invoice_issued_for_another_conference_is_refused(invoiced_po: PurchaseO
     payload = invoice_payload(invoiced_po, amount_paid=635000)
     payload["metadata"] = {**payload["metadata"], "conference": "someone-else"}
     with pytest.raises(EventRejected, match="issued for conference 'someone-else'"):
-        stripe_invoicing.handle_invoice_event(
-            conference=invoiced_po.conference, event=event(payload)
-        )
+        invoice_sync.handle_invoice_event(conference=invoiced_po.conference, event=event(payload))
     assert not PurchaseOrderPayment.objects.exists()
+
+
+def row_locks(queries: CaptureQueriesContext) -> list[str]:
+    return [query["sql"] for query in queries.captured_queries if "FOR UPDATE" in query["sql"]]
+
+
+def test_a_snapshot_that_records_a_payment_locks_the_po_once(invoiced_po: PurchaseOrder) -> None:
+    """Check, mirror, payment row and status all happen under the one lock the snapshot takes."""
+    payload = invoice_payload(invoiced_po, amount_paid=100000)
+    with CaptureQueriesContext(connection) as queries:
+        recorded = ledger.apply_invoice_snapshot(
+            purchase_order=invoiced_po, invoice=payload, source="test"
+        )
+    assert recorded == Decimal("1000.00")
+    assert len(row_locks(queries)) == 1
+    with CaptureQueriesContext(connection) as queries:
+        invoice_sync.handle_invoice_event(
+            conference=invoiced_po.conference,
+            event=event(invoice_payload(invoiced_po, amount_paid=635000)),
+        )
+    assert len(row_locks(queries)) == 1
+    invoiced_po.refresh_from_db()
+    assert stripe_ledger(invoiced_po) == Decimal("6350.00")
+    assert invoiced_po.status == Status.PAID
+
+
+def test_record_payment_locks_the_po_once(invoiced_po: PurchaseOrder) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        ledger.record_payment(
+            invoiced_po,
+            amount=Decimal("6350.00"),
+            method="wire",
+            payment_date=datetime.date(2026, 11, 26),
+        )
+    assert len(row_locks(queries)) == 1
+    assert invoiced_po.status == Status.PAID

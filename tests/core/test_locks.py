@@ -19,8 +19,9 @@ from decimal import Decimal
 import pytest
 import stripe
 
+from invoicing.errors import InvalidPayment
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
-from invoicing.services import purchase_orders, stripe_invoicing
+from invoicing.services import invoice_sync, ledger, purchase_orders, stripe_invoicing
 from tests.core.conftest import MakePurchaseOrder
 from tests.core.test_ledger import event, invoice_payload
 from tests.stripe_emulator.handle import EmulatorHandle
@@ -38,7 +39,7 @@ def take_row_lock(purchase_order: PurchaseOrder) -> None:
 
 def by_webhook(po: PurchaseOrder, *, amount_paid: int) -> None:
     """An ``invoice.updated`` webhook showing the invoice with ``amount_paid`` (minor units)."""
-    stripe_invoicing.handle_invoice_event(
+    invoice_sync.handle_invoice_event(
         conference=po.conference,
         event=event(invoice_payload(po, amount_paid=amount_paid), "invoice.updated"),
     )
@@ -46,7 +47,7 @@ def by_webhook(po: PurchaseOrder, *, amount_paid: int) -> None:
 
 def by_reconciliation(po: PurchaseOrder, *, amount_paid: int) -> None:
     """The same invoice on a page of open invoices, as reconciliation applies it."""
-    stripe_invoicing.apply_invoice_snapshot(
+    ledger.apply_invoice_snapshot(
         purchase_order=po, invoice=invoice_payload(po, amount_paid=amount_paid), source="reconcile"
     )
 
@@ -98,7 +99,7 @@ def test_a_sync_waits_for_the_po_row_lock_before_reading_ledger_and_mirror(
 
     with contention.hold(lambda: take_row_lock(po)) as webhook:
         webhook.run(
-            lambda: stripe_invoicing.apply_invoice_snapshot(
+            lambda: ledger.apply_invoice_snapshot(
                 purchase_order=po, invoice=paid, source="invoice.updated"
             )
         )
@@ -136,7 +137,7 @@ def test_a_wire_payment_waits_for_the_po_row_lock_before_checking_the_po(
         )
         wire.wait_until_blocked(cancelling, at="SELECT")
 
-    with pytest.raises(purchase_orders.InvalidPayment, match="cancelled"):
+    with pytest.raises(InvalidPayment, match="cancelled"):
         wire.outcome()
     po.refresh_from_db()
     assert po.status == Status.CANCELLED

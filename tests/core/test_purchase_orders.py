@@ -9,14 +9,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
+from invoicing.errors import InvalidPayment, InvalidPurchaseOrder, InvalidTransition
 from invoicing.models import PurchaseOrder, PurchaseOrderLineItem, PurchaseOrderPayment
 from invoicing.services import purchase_orders
-from invoicing.services.purchase_orders import (
-    InvalidPayment,
-    InvalidPurchaseOrder,
-    InvalidTransition,
-    LineItemInput,
-)
+from invoicing.services.purchase_orders import LineItemInput
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 
 pytestmark = pytest.mark.django_db

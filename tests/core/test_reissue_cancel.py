@@ -9,10 +9,9 @@ from decimal import Decimal
 import pytest
 import stripe
 
+from invoicing.errors import InvalidTransition, InvoiceMismatch, PurchaseOrderNotInvoiceable
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
-from invoicing.services import purchase_orders, stripe_invoicing
-from invoicing.services.purchase_orders import InvalidTransition
-from invoicing.services.stripe_invoicing import InvoiceMismatch, PurchaseOrderNotInvoiceable
+from invoicing.services import invoice_lifecycle, purchase_orders, stripe_invoicing
 from tests.core.conftest import MakePurchaseOrder
 from tests.core.test_stripe_invoicing import (
     account_invoices,
@@ -48,7 +47,7 @@ def test_uncollectible_invoice_is_voided_and_reissued_for_the_balance(
     assert invoiced_po.status == Status.INVOICE_UNCOLLECTIBLE
     assert stripe_ledger(invoiced_po) == Decimal("1000.00")
 
-    url = stripe_invoicing.reissue_stripe_invoice(invoiced_po)
+    url = invoice_lifecycle.reissue_stripe_invoice(invoiced_po)
 
     invoiced_po.refresh_from_db()
     assert client.v1.invoices.retrieve(old_id).status == "void"
@@ -94,7 +93,7 @@ def test_voided_invoice_is_reissued_in_full(
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == Status.INVOICE_VOIDED
 
-    stripe_invoicing.reissue_stripe_invoice(invoiced_po)
+    invoice_lifecycle.reissue_stripe_invoice(invoiced_po)
 
     invoiced_po.refresh_from_db()
     new = client.v1.invoices.retrieve(invoiced_po.stripe_invoice_id)
@@ -102,7 +101,7 @@ def test_voided_invoice_is_reissued_in_full(
     assert len(new.lines.data) == 2
     assert invoiced_po.status == Status.INVOICED
     with pytest.raises(InvalidTransition, match="only a PO whose invoice is void"):
-        stripe_invoicing.reissue_stripe_invoice(invoiced_po)
+        invoice_lifecycle.reissue_stripe_invoice(invoiced_po)
 
 
 @pytest.mark.django_db
@@ -111,7 +110,7 @@ def test_cancel_voids_the_open_invoice(
 ) -> None:
     stripe_emulator.pay_invoice(invoiced_po.stripe_invoice_id, amount=50000)
     # The payment's events are still in flight when staff cancel.
-    stripe_invoicing.cancel_invoiced_purchase_order(invoiced_po, reason="sponsor withdrew")
+    invoice_lifecycle.cancel_invoiced_purchase_order(invoiced_po, reason="sponsor withdrew")
 
     invoiced_po.refresh_from_db()
     invoice = stripe_emulator.client(stripe_secret_key).v1.invoices.retrieve(
@@ -136,7 +135,7 @@ def test_cancel_refuses_a_paid_invoice(
 ) -> None:
     stripe_emulator.pay_invoice(invoiced_po.stripe_invoice_id)
     with pytest.raises(InvalidTransition, match="refund"):
-        stripe_invoicing.cancel_invoiced_purchase_order(invoiced_po)
+        invoice_lifecycle.cancel_invoiced_purchase_order(invoiced_po)
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == Status.PAID
     assert stripe_ledger(invoiced_po) == Decimal("6350.00")
@@ -160,7 +159,7 @@ def test_cancel_during_creation_deletes_the_draft(
     with pytest.raises(InvalidTransition, match="voids the invoice first"):
         purchase_orders.cancel_purchase_order(po)
 
-    stripe_invoicing.cancel_invoiced_purchase_order(po)
+    invoice_lifecycle.cancel_invoiced_purchase_order(po)
 
     po.refresh_from_db()
     assert po.status == Status.CANCELLED
@@ -232,7 +231,7 @@ def test_draft_deleted_at_stripe_mid_creation_asks_for_a_reissue(
     po.refresh_from_db()
     assert po.status == Status.INVOICE_VOIDED
 
-    stripe_invoicing.reissue_stripe_invoice(po)
+    invoice_lifecycle.reissue_stripe_invoice(po)
     po.refresh_from_db()
     assert po.status == Status.INVOICED
     (invoice,) = account_invoices(stripe_emulator, stripe_secret_key)

@@ -19,12 +19,10 @@ from django.db import connection
 from django.utils import timezone
 
 from invoicing import money
+from invoicing.errors import InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
-from invoicing.services import purchase_orders, stripe_invoicing
-from invoicing.services.stripe_invoicing import (
-    EventOutcome,
-    InvoiceAlreadyAttached,
-)
+from invoicing.services import invoice_sync, ledger, stripe_invoicing
+from invoicing.services.invoice_sync import EventOutcome
 from tests.core.conftest import MakePurchaseOrder, api_calls
 from tests.stripe_emulator.handle import EmulatorHandle
 
@@ -51,15 +49,12 @@ def account_invoices(emulator: EmulatorHandle, secret_key: str) -> list[stripe.I
 
 
 def stripe_ledger(po: PurchaseOrder, invoice_id: str | None = None) -> Decimal:
-    return purchase_orders.stripe_paid_total(
-        po, stripe_invoice_id=invoice_id or po.stripe_invoice_id
-    )
+    return ledger.stripe_paid_total(po, stripe_invoice_id=invoice_id or po.stripe_invoice_id)
 
 
 def deliver_all(conference: Conference, events: list[dict[str, Any]]) -> list[EventOutcome]:
     return [
-        stripe_invoicing.handle_invoice_event(conference=conference, event=event)
-        for event in events
+        invoice_sync.handle_invoice_event(conference=conference, event=event) for event in events
     ]
 
 

@@ -11,11 +11,12 @@ import pytest
 import stripe
 
 from invoicing import money
+from invoicing.errors import EventRejected, InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderLineItem, PurchaseOrderPayment
-from invoicing.services import purchase_orders, stripe_invoicing
+from invoicing.services import invoice_sync, purchase_orders, stripe_invoicing
+from invoicing.services.invoice_sync import EventOutcome
 from invoicing.services.purchase_orders import LineItemInput
 from invoicing.services.stripe_client import StripeKeyMissing
-from invoicing.services.stripe_invoicing import EventOutcome, EventRejected, InvoiceAlreadyAttached
 from tests.core.conftest import MakeConference, MakePurchaseOrder, api_calls
 from tests.core.test_concurrency import run_in_threads
 from tests.core.test_stripe_invoicing import deliver_all, stripe_events, stripe_ledger
@@ -68,7 +69,7 @@ def test_updates_in_order_record_each_partial_payment_once(
     updates = stripe_events(stripe_emulator, stripe_secret_key, "invoice.updated")
     for event in updates:
         for _ in range(5):
-            stripe_invoicing.handle_invoice_event(conference=invoiced_po.conference, event=event)
+            invoice_sync.handle_invoice_event(conference=invoiced_po.conference, event=event)
     invoiced_po.refresh_from_db()
     rows = list(PurchaseOrderPayment.objects.filter(purchase_order=invoiced_po).order_by("pk"))
     # One row per growth of amount_paid, keyed by the amount_paid it reached.
@@ -94,7 +95,7 @@ def test_invoice_payment_paid_alone_brings_the_payment_in(
     stripe_emulator.pay_invoice(invoiced_po.stripe_invoice_id, amount=123400)
     (event,) = stripe_events(stripe_emulator, stripe_secret_key, "invoice_payment.paid")
     stripe_emulator.clear_requests(stripe_secret_key)
-    outcome = stripe_invoicing.handle_invoice_event(conference=invoiced_po.conference, event=event)
+    outcome = invoice_sync.handle_invoice_event(conference=invoiced_po.conference, event=event)
     assert outcome == EventOutcome.HANDLED
     assert api_calls(stripe_emulator, stripe_secret_key) == [
         ("GET", f"/v1/invoices/{invoiced_po.stripe_invoice_id}")
@@ -180,7 +181,7 @@ def test_webhook_handlers_and_syncs_racing_in_threads(
 
     def handler() -> None:
         for event in rng.sample(events, len(events)):
-            stripe_invoicing.handle_invoice_event(conference=invoiced_po.conference, event=event)
+            invoice_sync.handle_invoice_event(conference=invoiced_po.conference, event=event)
 
     def syncer() -> None:
         for _ in range(3):
@@ -372,7 +373,7 @@ def test_conferences_are_isolated(
         stripe_emulator, stripe_secret_key, "invoice.paid", "invoice_payment.paid"
     ):
         with pytest.raises(EventRejected):
-            stripe_invoicing.handle_invoice_event(conference=conference_b, event=event)
+            invoice_sync.handle_invoice_event(conference=conference_b, event=event)
     po_a.refresh_from_db()
     assert po_a.status == Status.INVOICED
     assert not PurchaseOrderPayment.objects.exists()
@@ -398,8 +399,8 @@ def test_live_event_at_a_test_mode_conference_is_refused(
     (event,) = stripe_events(stripe_emulator, live_key, "invoice.paid")
     assert event["livemode"] is True
     with pytest.raises(EventRejected, match="livemode"):
-        stripe_invoicing.handle_invoice_event(conference=stripe_conference, event=event)
-    stripe_invoicing.handle_invoice_event(conference=live_conference, event=event)
+        invoice_sync.handle_invoice_event(conference=stripe_conference, event=event)
+    invoice_sync.handle_invoice_event(conference=live_conference, event=event)
     live_po.refresh_from_db()
     assert live_po.status == Status.PAID
 
@@ -467,7 +468,7 @@ def test_reconcile_invoice_from_a_list_page(
     client = stripe_emulator.client(stripe_secret_key)
     page = client.v1.invoices.list({"status": "open", "limit": 100})
     outcomes = [
-        stripe_invoicing.reconcile_invoice(conference=invoiced_po.conference, invoice=invoice)
+        invoice_sync.reconcile_invoice(conference=invoiced_po.conference, invoice=invoice)
         for invoice in page.auto_paging_iter()
     ]
     assert outcomes == [EventOutcome.HANDLED]
@@ -475,5 +476,5 @@ def test_reconcile_invoice_from_a_list_page(
     # The same page, read at another conference's door, is refused.
     other = make_conference(secret_key=stripe_emulator.new_secret_key())
     with pytest.raises(EventRejected):
-        stripe_invoicing.reconcile_invoice(conference=other, invoice=page.data[0])
+        invoice_sync.reconcile_invoice(conference=other, invoice=page.data[0])
     assert stripe_ledger(invoiced_po) == Decimal("700.00")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PURCHASE_ORDERS = "invoicing/services/purchase_orders.py"
-STRIPE_INVOICING = "invoicing/services/stripe_invoicing.py"
+LEDGER = "invoicing/services/ledger.py"
+INVOICE_CREATION = "invoicing/services/invoice_creation.py"
+INVOICE_SYNC = "invoicing/services/invoice_sync.py"
 STRIPE_EVENTS = "invoicing/services/stripe_events.py"
 WEBHOOK_INTAKE = "invoicing/services/webhook_intake.py"
 RECONCILIATION = "invoicing/services/reconciliation.py"
@@ -75,7 +76,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "the invoice is created without our idempotency key",
         (
             Edit(
-                STRIPE_INVOICING,
+                INVOICE_CREATION,
                 'client.v1.invoices.create(params, options={"idempotency_key": key})',
                 "client.v1.invoices.create(params)",
             ),
@@ -90,12 +91,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "the new invoice's id is stored only once its lines are added",
         (
             Edit(
-                STRIPE_INVOICING,
+                INVOICE_CREATION,
                 "        po, stored_here = _persist_invoice_created(po, invoice)\n",
                 "        stored_here = True\n",
             ),
             Edit(
-                STRIPE_INVOICING,
+                INVOICE_CREATION,
                 '        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
                 "        log_state_change(\n",
                 "        if not po.stripe_invoice_id:\n"
@@ -112,8 +113,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "creation-resume-lock",
         1,
         "storing the new invoice's id reads the PO without its row lock",
-        STRIPE_INVOICING,
-        "purchase_orders.lock_purchase_order(po)",
+        INVOICE_CREATION,
+        "lock_purchase_order(po)",
         "        if locked.stripe_invoice_id and locked.stripe_invoice_id != invoice.id:\n",
         CREATION_RESUME,
     ),
@@ -121,7 +122,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "creation-resume-from-replay",
         1,
         "a run whose invoice another run stored goes on from its own (replayed) answer",
-        (Edit(STRIPE_INVOICING, "        if not stored_here:\n", "        if False:\n"),),
+        (Edit(INVOICE_CREATION, "        if not stored_here:\n", "        if False:\n"),),
         (CREATION_RESUME,),
     ),
     # --- 2. The ledger equals Stripe -------------------------------------------------------------
@@ -131,7 +132,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "lock_purchase_order takes no row lock (select_for_update removed)",
         (
             Edit(
-                PURCHASE_ORDERS,
+                LEDGER,
                 'PurchaseOrder.objects.select_for_update(of=("self",))\n',
                 "PurchaseOrder.objects\n",
             ),
@@ -142,8 +143,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "webhook-apply-lock",
         2,
         "an invoice event is applied to the PO read without its row lock",
-        STRIPE_INVOICING,
-        "purchase_orders.lock_purchase_order(po)",
+        INVOICE_SYNC,
+        "lock_purchase_order(po)",
         "        extra: tuple[str, ...] = ()\n        if (\n",
         f"{SNAPSHOT_LOCK}[by_webhook]",
     ),
@@ -151,17 +152,17 @@ MUTANTS: tuple[Mutant, ...] = (
         "snapshot-apply-lock",
         2,
         "apply_invoice_snapshot (reconciliation, cancel, void) reads the PO without its lock",
-        STRIPE_INVOICING,
-        "purchase_orders.lock_purchase_order(purchase_order)",
-        "        recorded = _apply_locked(\n",
+        LEDGER,
+        "lock_purchase_order(purchase_order)",
+        "        recorded = apply_invoice_snapshot_locked(\n",
         f"{SNAPSHOT_LOCK}[by_reconciliation]",
     ),
     row_lock_dropped(
         "sync-lock",
         2,
         "a sync applies the retrieved invoice to the PO read without its row lock",
-        STRIPE_INVOICING,
-        "purchase_orders.lock_purchase_order(po)",
+        INVOICE_SYNC,
+        "lock_purchase_order(po)",
         "        locked.last_synced_at = timezone.now()\n",
         f"{CORE_LOCKS}::test_a_sync_waits_for_the_po_row_lock_before_reading_ledger_and_mirror",
     ),
@@ -169,9 +170,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "record-payment-lock",
         2,
         "record_payment checks and writes a (wire) payment on the PO read without its lock",
-        PURCHASE_ORDERS,
+        LEDGER,
         "lock_purchase_order(purchase_order)",
-        "        try:\n            money.to_minor_units(amount, locked.currency)\n",
+        "        _add_payment(locked, payment, source=source, stripe_event_id=stripe_event_id)\n",
         f"{CORE_LOCKS}::test_a_wire_payment_waits_for_the_po_row_lock_before_checking_the_po",
     ),
     Mutant(
@@ -180,7 +181,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "the delta is taken against every payment of the PO, wires and other invoices too",
         (
             Edit(
-                PURCHASE_ORDERS,
+                LEDGER,
                 "        purchase_order=purchase_order,\n"
                 "        method=Method.STRIPE,\n"
                 "        stripe_invoice_id=stripe_invoice_id,\n",
@@ -195,9 +196,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "a snapshot records its whole amount_paid instead of the delta",
         (
             Edit(
-                STRIPE_INVOICING,
-                "                amount=delta,\n",
-                "                amount=paid,\n",
+                LEDGER,
+                "        amount=delta,\n",
+                "        amount=paid,\n",
             ),
         ),
         ("tests/core/test_ledger.py::test_snapshots_in_any_order_give_the_same_ledger",),
@@ -208,7 +209,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "the unique (stripe_invoice_id, stripe_amount_paid_after) constraint is dropped",
         (
             Edit(
-                "invoicing/models.py",
+                "invoicing/models/payments.py",
                 "            models.UniqueConstraint(\n"
                 '                fields=("stripe_invoice_id", "stripe_amount_paid_after"),\n'
                 '                condition=Q(method="stripe"),\n'
@@ -304,7 +305,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "an event's invoice is looked up among every conference's POs",
         (
             Edit(
-                STRIPE_INVOICING,
+                INVOICE_SYNC,
                 "po = pos.filter(conference=conference, stripe_invoice_id=invoice_id).first()",
                 "po = pos.filter(stripe_invoice_id=invoice_id).first()",
             ),

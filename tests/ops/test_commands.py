@@ -14,7 +14,8 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from invoicing.management.commands import seed_demo
 from invoicing.models import Conference, PurchaseOrder, StripeCustomer
-from invoicing.services.stripe_invoicing import HANDLED_EVENT_TYPES, create_stripe_invoice
+from invoicing.services.invoice_sync import HANDLED_EVENT_TYPES
+from invoicing.services.stripe_invoicing import create_stripe_invoice
 from invoicing.services.webhook_endpoints import WEBHOOK_EVENT_TYPES
 from tests.core.conftest import MakeConference
 from tests.stripe_emulator.handle import EmulatorHandle

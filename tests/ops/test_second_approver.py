@@ -7,6 +7,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from invoicing.errors import InvalidTransition
 from invoicing.models import Conference, PurchaseOrder, Role
 from invoicing.services import conference_access, purchase_orders
 from tests.core.conftest import DEFAULT_LINES, MakeConference
@@ -42,9 +43,9 @@ def new_po(conference: Conference, author: User | None) -> PurchaseOrder:
 def test_the_author_cannot_approve_and_a_second_person_can(conference: Conference) -> None:
     ada, bob = organizer(conference, "ada"), organizer(conference, "bob")
     po = new_po(conference, ada)
-    with pytest.raises(purchase_orders.InvalidTransition, match="need a second person"):
+    with pytest.raises(InvalidTransition, match="need a second person"):
         purchase_orders.approve_purchase_order(po, approved_by=ada)
-    with pytest.raises(purchase_orders.InvalidTransition, match="nobody signed"):
+    with pytest.raises(InvalidTransition, match="nobody signed"):
         purchase_orders.approve_purchase_order(po)
     po.refresh_from_db()
     assert po.status == Status.DRAFT
@@ -71,7 +72,7 @@ def test_the_last_editor_cannot_approve_in_the_admin(conference: Conference) -> 
     assert (po.status, po.last_edited_by) == (Status.DRAFT, bob)
     # Ada wrote it first, Bob edited it last: neither approves it.
     for person in (ada, bob):
-        with pytest.raises(purchase_orders.InvalidTransition):
+        with pytest.raises(InvalidTransition):
             purchase_orders.approve_purchase_order(po, approved_by=person)
 
 

@@ -15,7 +15,8 @@ from django.utils import timezone
 from invoicing.logging import ScrubbingJsonFormatter, SecretScrubbingFilter
 from invoicing.models import Conference, PurchaseOrder
 from invoicing.services import purchase_orders
-from invoicing.services.stripe_invoicing import create_stripe_invoice, handle_invoice_event
+from invoicing.services.invoice_sync import handle_invoice_event
+from invoicing.services.stripe_invoicing import create_stripe_invoice
 from tests.core.conftest import MakePurchaseOrder
 from tests.stripe_emulator.handle import EmulatorHandle
 

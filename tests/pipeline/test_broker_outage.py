@@ -14,7 +14,7 @@ import redis
 from django.utils import timezone
 
 from invoicing.models import PurchaseOrder, StripeEvent
-from invoicing.services import purchase_orders, stripe_events, stripe_invoicing
+from invoicing.services import ledger, stripe_events, stripe_invoicing
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 from tests.pipeline.conftest import wait_for, wait_for_http, webhook_url
 from tests.stripe_emulator.handle import EmulatorHandle
@@ -87,7 +87,7 @@ def test_webhooks_during_a_broker_outage_are_kept_and_processed_after_it(
 
     wait_for(paid_in_part, timeout=60, message=f"never processed:\n{worker.log_text()[-3000:]}")
     wait_for(lambda: not waiting.exists(), message="events left pending")
-    assert purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id) == (
+    assert ledger.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id) == (
         Decimal("1500.00")
     )
     # A lone delivery is published as process_stripe_event, several at once as one

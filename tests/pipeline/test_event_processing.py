@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing.models import Conference, PurchaseOrder, StripeEvent
-from invoicing.services import purchase_orders, stripe_events, webhook_intake
+from invoicing.services import ledger, stripe_events, webhook_intake
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 from tests.core.test_stripe_invoicing import stripe_events as emulator_events
 from tests.pipeline.conftest import PublishLog, wait_for, wait_for_status
@@ -108,7 +108,7 @@ def test_a_payment_event_is_applied_once(
     # Recording the same event again adds nothing and processes nothing.
     again = webhook_intake.record_stripe_event(conference=invoiced_po.conference, event=event)
     assert not again.created
-    assert purchase_orders.stripe_paid_total(
+    assert ledger.stripe_paid_total(
         invoiced_po, stripe_invoice_id=invoiced_po.stripe_invoice_id
     ) == Decimal("1200.00")
 

@@ -15,7 +15,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from invoicing.models import Conference, PurchaseOrder, StripeSyncState
-from invoicing.services import purchase_orders, reconciliation, stripe_invoicing
+from invoicing.services import reconciliation, stripe_invoicing
+from invoicing.services.ledger import stripe_paid_total
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 from tests.pipeline.conftest import PublishLog
 from tests.stripe_emulator.handle import EmulatorHandle
@@ -53,7 +54,7 @@ def calls(emulator: EmulatorHandle, key: str) -> list[tuple[str, str]]:
 
 
 def ledger(po: PurchaseOrder) -> Decimal:
-    return purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
+    return stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
 
 
 def test_one_run_repairs_missed_payments_with_list_calls_only(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from invoicing.models import Conference, PurchaseOrder
-from invoicing.services import purchase_orders
+from invoicing.services import ledger, purchase_orders
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 from tests.pipeline.conftest import PublishLog, wait_for, wait_for_status
 from tests.stripe_emulator.handle import EmulatorHandle
@@ -194,7 +194,7 @@ def test_sync_task_brings_in_a_payment_without_webhooks(
     stripe_emulator.pay_invoice(po.stripe_invoice_id, amount=35000)
     tasks.sync_purchase_order.delay(po.pk)
     wait_for_status(po, Status.PARTIALLY_PAID)
-    assert purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id) == (
+    assert ledger.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id) == (
         Decimal("350.00")
     )
 
@@ -216,9 +216,7 @@ def test_void_then_reissue_then_cancel_as_the_admin_queues_them(
     tasks.void_purchase_order_invoice.delay(po.pk, staff.pk)
     wait_for_status(po, Status.INVOICE_VOIDED)
     # The payment that reached Stripe before the void is in the ledger, from the void's snapshot.
-    assert purchase_orders.stripe_paid_total(po, stripe_invoice_id=first_invoice) == Decimal(
-        "1000.00"
-    )
+    assert ledger.stripe_paid_total(po, stripe_invoice_id=first_invoice) == Decimal("1000.00")
     tasks.void_purchase_order_invoice.delay(po.pk, staff.pk)  # already void: nothing to do
 
     tasks.reissue_purchase_order_invoice.delay(po.pk, staff.pk)

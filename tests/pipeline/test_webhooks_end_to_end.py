@@ -16,7 +16,7 @@ from django_celery_beat.models import PeriodicTask
 
 from invoicing import money
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
-from invoicing.services import purchase_orders
+from invoicing.services import ledger
 from tests.core.conftest import MakePurchaseOrder
 from tests.pipeline.conftest import PublishLog, wait_for_events_settled, wait_for_status
 from tests.stripe_emulator.handle import EmulatorHandle
@@ -28,7 +28,7 @@ Status = PurchaseOrder.Status
 
 
 def stripe_ledger(po: PurchaseOrder) -> Decimal:
-    return purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
+    return ledger.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
 
 
 def amount_paid_at_stripe(emulator: EmulatorHandle, key: str, po: PurchaseOrder) -> Decimal:

@@ -100,7 +100,7 @@ def test_the_retry_rule() -> None:
     import stripe
     from django.db import OperationalError
 
-    from invoicing.services.stripe_invoicing import EventRejected, InvoiceAlreadyAttached
+    from invoicing.errors import EventRejected, InvoiceAlreadyAttached
 
     assert is_transient(stripe.APIConnectionError("down"))  # type: ignore[no-untyped-call]
     assert is_transient(stripe.APIError("500", http_status=500))

@@ -11,6 +11,8 @@ The rules:
    reads them, before any app is loaded.
 3. No import cycle among the modules of ``invoicing``, ``workers`` and ``config`` (module-level and
    function-level imports alike: a function's import still needs the other module to import).
+4. One room per responsibility: no module of those packages is over :data:`MAX_MODULE_LINES` lines
+   (migrations aside: Django writes them). A module that grows past it is split by concept.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ PACKAGES = ("invoicing", "workers", "config")
 # config -> workers imports the composition root makes: the Celery app gets kombu's Redis
 # transport with the fix for a lost Redis before anything connects.
 COMPOSITION_ROOT_IMPORTS = {("config.celery", "workers.broker")}
+MAX_MODULE_LINES = 500
 
 
 def package_of(module: str) -> str:
@@ -126,6 +129,16 @@ def test_config_imports_workers_only_where_it_builds_the_celery_app() -> None:
 def test_no_import_cycles() -> None:
     cycles = [" -> ".join([*cycle, cycle[0]]) for cycle in cycles_in(import_graph())]
     assert cycles == [], "import cycles:\n" + "\n".join(cycles)
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    sizes = {
+        name: len(path.read_text().splitlines())
+        for name, path in our_modules().items()
+        if ".migrations." not in name
+    }
+    assert len(sizes) > 50  # the walk found the packages
+    assert {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES} == {}
 
 
 def test_the_cycle_check_finds_cycles() -> None:

@@ -11,7 +11,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from tests.support.celery_workers import REPO_ROOT, worker_environment
+from tests.support.celery_workers import worker_environment
+from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.django_db
 

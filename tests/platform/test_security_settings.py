@@ -21,8 +21,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from tests.pipeline.conftest import wait_for_http
-from tests.support.celery_workers import REPO_ROOT, worker_environment
-from tests.support.processes import LoggedProcess, procfile_command
+from tests.support.celery_workers import worker_environment
+from tests.support.processes import REPO_ROOT, LoggedProcess, procfile_command
 from tests.support.redis_server import free_port
 
 # What pyproject's test environment sets for the suite's plain HTTP; production leaves them unset.

@@ -41,13 +41,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pytest_django.fixtures import Settings as SettingsWrapper
 
+from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.services import stripe_events, webhook_intake
+from invoicing.services.invoice_sync import EventOutcome, handle_invoice_event
 from invoicing.services.stripe_invoicing import (
-    EventOutcome,
-    EventRejected,
     create_stripe_invoice,
-    handle_invoice_event,
     handle_invoice_paid_webhook,
     sync_stripe_invoice_status,
 )

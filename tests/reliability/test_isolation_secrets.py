@@ -34,15 +34,14 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.services import stripe_events, webhook_intake
-from invoicing.services.reconciliation import reconcile_conference
-from invoicing.services.stripe_invoicing import (
-    HANDLED_EVENT_TYPES,
+from invoicing.services.invoice_lifecycle import (
     cancel_invoiced_purchase_order,
-    create_stripe_invoice,
     reissue_stripe_invoice,
-    sync_stripe_invoice_status,
     void_stripe_invoice,
 )
+from invoicing.services.invoice_sync import HANDLED_EVENT_TYPES
+from invoicing.services.reconciliation import reconcile_conference
+from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
 from tests.core.conftest import (  # the core's factories, shared with this directory
     MakeConference,
     MakePurchaseOrder,

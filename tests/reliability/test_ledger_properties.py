@@ -39,14 +39,12 @@ from hypothesis import strategies as st
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from invoicing import money
+from invoicing.errors import InvalidTransition
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
-from invoicing.services import purchase_orders, stripe_events, webhook_intake
-from invoicing.services.stripe_invoicing import (
-    create_stripe_invoice,
-    handle_invoice_event,
-    sync_stripe_invoice_status,
-    void_stripe_invoice,
-)
+from invoicing.services import ledger, stripe_events, webhook_intake
+from invoicing.services.invoice_lifecycle import void_stripe_invoice
+from invoicing.services.invoice_sync import handle_invoice_event
+from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
 from tests.core.conftest import (  # the core's factories, shared with this directory
     MakeConference,
     MakePurchaseOrder,
@@ -118,7 +116,7 @@ def sync_po(pk: int) -> None:
 
 
 def stripe_sum(po: PurchaseOrder) -> Decimal:
-    return purchase_orders.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
+    return ledger.stripe_paid_total(po, stripe_invoice_id=po.stripe_invoice_id)
 
 
 def expected_status(invoice: dict[str, Any], total_minor: int) -> str:
@@ -241,7 +239,7 @@ def test_the_ledger_always_equals_stripe(
                     history.counts["concurrent batches"] += 1
                 else:
                     continue
-            except (EmulatorError, stripe.InvalidRequestError, purchase_orders.InvalidTransition):
+            except (EmulatorError, stripe.InvalidRequestError, InvalidTransition):
                 history.counts["illegal steps refused"] += 1  # e.g. paying a void invoice
                 continue
             history.counts[name] += 1

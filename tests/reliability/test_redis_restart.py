@@ -28,7 +28,7 @@ import redis
 
 from invoicing.models import Conference, PurchaseOrder, StripeEvent
 from invoicing.services import purchase_orders, stripe_events
-from invoicing.services.stripe_invoicing import HANDLED_EVENT_TYPES
+from invoicing.services.invoice_sync import HANDLED_EVENT_TYPES
 from invoicing.services.webhook_endpoints import WEBHOOK_EVENT_TYPES
 from tests.core import conftest as core_fixtures
 from tests.core.conftest import MakeConference, MakePurchaseOrder

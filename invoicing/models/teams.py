@@ -1,8 +1,7 @@
 """Conference teams: who holds which role in a conference, and the record of its settings changes.
 
-Models of the ``invoicing`` app, kept beside :mod:`invoicing.models` (which imports them) so that
-module stays about purchase orders and money. They name the conference by its label
-(``"invoicing.Conference"``) and import nothing of ours: no import circle.
+They name the conference by its label (``"invoicing.Conference"``): this module imports no other
+model module.
 """
 
 from __future__ import annotations

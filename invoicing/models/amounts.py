@@ -1,0 +1,11 @@
+"""How the money columns store amounts: one precision for every currency we accept."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+MONEY_MAX_DIGITS = 14
+MONEY_DECIMAL_PLACES = 3  # README, Money: every currency's exponent fits
+# Amounts the money columns hold are below this (10**11 major units).
+MONEY_LIMIT = Decimal(10) ** (MONEY_MAX_DIGITS - MONEY_DECIMAL_PLACES)
+ZERO = Decimal("0")

@@ -1,0 +1,430 @@
+"""Creating a PO's Stripe invoice: five resumable steps, each written to Stripe exactly once.
+
+Each step is a Stripe write with an idempotency key ``po-<uid>-g<generation>-<step>``, and each
+result is stored in its own short transaction as soon as Stripe returns it::
+
+    customer (ours first, then Stripe's) -> invoice created -> lines added -> finalized -> sent
+
+A rerun resumes from what is stored. Within 24 h the keys make every repeated write return the
+first result; after a crash that left no invoice id on the PO for longer than that, the invoice is
+found again by listing the customer's invoices and matching our metadata (PO uid + generation),
+and lines are only added after a retrieve shows the invoice has none. Stripe also stores a 5xx
+under its key and replays it for 24 h: after one, the step is checked at Stripe and, if it did not
+happen, the PO's ``key_epoch`` moves so the next run uses a fresh key (:mod:`.keyed_writes`).
+The fresh path costs five calls (customer, invoice, one ``add_lines`` with every line, finalize,
+send); a known customer saves one. Every snapshot Stripe returns goes through the ledger.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import TYPE_CHECKING, Final
+
+import stripe
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from invoicing import money
+from invoicing.errors import InvoiceAlreadyAttached, InvoiceMismatch, PurchaseOrderNotInvoiceable
+from invoicing.logging import log_state_change
+from invoicing.models import PurchaseOrder, StripeCustomer, validate_payment_method_types
+from invoicing.selectors import reload_purchase_order
+from invoicing.services.invoice_snapshots import InvoiceSnapshot
+from invoicing.services.keyed_writes import keyed_write, poisons_key, retrieve_if
+from invoicing.services.ledger import (
+    apply_invoice_snapshot,
+    apply_invoice_snapshot_locked,
+    lock_purchase_order,
+)
+from invoicing.services.stripe_client import build_stripe_client
+from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
+
+if TYPE_CHECKING:
+    from stripe.params import InvoiceAddLinesParamsLine, InvoiceCreateParams
+
+logger = logging.getLogger(__name__)
+
+Status = PurchaseOrder.Status
+
+# Stripe keeps idempotency keys for at least 24 h; past this age we stop relying on them.
+IDEMPOTENCY_KEY_SAFE_AGE: Final = datetime.timedelta(hours=23)
+
+
+def _invoice_metadata(po: PurchaseOrder) -> dict[str, str]:
+    return {
+        "po_id": str(po.pk),
+        "po_uid": str(po.uid),
+        "po_reference": po.reference,
+        "conference": po.conference.slug,
+        "generation": str(po.generation),
+    }
+
+
+def build_invoice_lines(po: PurchaseOrder) -> tuple[list[InvoiceAddLinesParamsLine], int]:
+    """The ``add_lines`` lines for the PO and the subtotal they add up to (minor units).
+
+    Each PO line becomes ``quantity`` x ``price_data.unit_amount`` so the hosted page shows the
+    quantity and the unit price. A re-issued invoice ends with one negative line for the money
+    already received. Raises ``AmountNotRepresentable`` before any Stripe call.
+    """
+    lines: list[InvoiceAddLinesParamsLine] = []
+    subtotal = 0
+    for item in po.line_items.all():
+        unit_amount = money.to_minor_units(item.unit_price, po.currency)
+        subtotal += unit_amount * item.quantity
+        lines.append(
+            {
+                "price_data": {
+                    "currency": po.currency,
+                    "product_data": {"name": item.description},
+                    "unit_amount": unit_amount,
+                },
+                "quantity": item.quantity,
+                "description": item.description,
+                "metadata": {"po_uid": str(po.uid), "po_line": str(item.position)},
+            }
+        )
+    if po.invoice_credit > 0:
+        credit = money.to_minor_units(po.invoice_credit, po.currency)
+        subtotal -= credit
+        lines.append(
+            {
+                "amount": -credit,
+                "description": f"Payments already received for purchase order {po.reference}",
+                "metadata": {"po_uid": str(po.uid), "po_line": "credit"},
+            }
+        )
+    if not lines:
+        raise PurchaseOrderNotInvoiceable(f"PO {po.reference} has no lines.")
+    if subtotal <= 0:
+        raise PurchaseOrderNotInvoiceable(f"PO {po.reference} has nothing left to invoice.")
+    return lines, subtotal
+
+
+def _invoice_create_params(po: PurchaseOrder, customer_id: str) -> InvoiceCreateParams:
+    conference = po.conference
+    params: InvoiceCreateParams = {
+        "customer": customer_id,
+        "collection_method": "send_invoice",
+        "days_until_due": conference.invoice_days_until_due,
+        "currency": po.currency,
+        "auto_advance": False,
+        "pending_invoice_items_behavior": "exclude",
+        "payment_settings": {"payment_method_types": list(conference.payment_method_types)},
+        "metadata": _invoice_metadata(po),
+    }
+    if conference.invoice_memo:
+        params["description"] = conference.invoice_memo
+    if conference.invoice_footer:
+        params["footer"] = conference.invoice_footer
+    return params
+
+
+def _check_invoiceable(po: PurchaseOrder) -> None:
+    if po.status == Status.CANCELLED:
+        raise PurchaseOrderNotInvoiceable(f"PO {po.reference} is cancelled.")
+    try:
+        validate_payment_method_types(po.conference.payment_method_types)
+    except ValidationError as exc:
+        raise PurchaseOrderNotInvoiceable(
+            f"Conference {po.conference.slug!r}: {' '.join(exc.messages)}"
+        ) from None
+    if po.has_complete_invoice:
+        raise InvoiceAlreadyAttached(
+            f"PO {po.reference} already has Stripe invoice {po.stripe_invoice_id}."
+        )
+    # PARTIALLY_PAID: a wire recorded while the invoice was still being created.
+    if po.status not in {Status.APPROVED, Status.PARTIALLY_PAID}:
+        raise PurchaseOrderNotInvoiceable(
+            f"PO {po.reference} is {po.status}; only an approved PO is invoiced."
+        )
+
+
+def _ensure_customer(client: stripe.StripeClient, po: PurchaseOrder) -> str:
+    """Claim our customer row (before Stripe), then create it at Stripe under its own key."""
+    customer = po.stripe_customer
+    if customer is None:
+        customer, _ = StripeCustomer.objects.get_or_create(
+            conference=po.conference,
+            email=StripeCustomer.normalize_email(po.contact_email),
+            defaults={"name": po.organization_name},
+        )
+        PurchaseOrder.objects.filter(pk=po.pk, stripe_customer__isnull=True).update(
+            stripe_customer=customer
+        )
+        po.stripe_customer = customer
+    if customer.stripe_customer_id:
+        return customer.stripe_customer_id
+    try:
+        created = client.v1.customers.create(
+            {
+                "email": customer.email,
+                "name": customer.name or customer.email,
+                "metadata": {"conference": po.conference.slug, "customer_uid": str(customer.uid)},
+            },
+            options={"idempotency_key": customer.idempotency_key},
+        )
+    except stripe.StripeError as exc:
+        if poisons_key(exc):
+            StripeCustomer.objects.filter(pk=customer.pk, key_epoch=customer.key_epoch).update(
+                key_epoch=customer.key_epoch + 1
+            )
+        raise
+    StripeCustomer.objects.filter(pk=customer.pk, stripe_customer_id="").update(
+        stripe_customer_id=created.id
+    )
+    customer.refresh_from_db(fields=["stripe_customer_id"])
+    log_state_change(
+        logger,
+        event="stripe_customer_created",
+        po_reference=po.reference,
+        customer_id=customer.stripe_customer_id,
+        conference=po.conference.slug,
+    )
+    return customer.stripe_customer_id
+
+
+def _find_invoice_by_metadata(
+    client: stripe.StripeClient, po: PurchaseOrder, customer_id: str
+) -> stripe.Invoice | None:
+    """Find this generation's invoice among the customer's (recovery when keys cannot help)."""
+    uid, generation = str(po.uid), str(po.generation)
+    found: list[stripe.Invoice] = []
+    page = client.v1.invoices.list({"customer": customer_id, "limit": 100})
+    for invoice in page.auto_paging_iter():
+        metadata = invoice.metadata.to_dict() if invoice.metadata is not None else {}
+        if metadata.get("po_uid") == uid and metadata.get("generation") == generation:
+            found.append(invoice)
+    usable = [invoice for invoice in found if invoice.status not in VOIDED_STATUSES]
+    if len(usable) > 1:
+        raise InvoiceMismatch(
+            f"PO {po.reference}: {len(usable)} invoices at Stripe carry generation {generation}: "
+            f"{[invoice.id for invoice in usable]}; resolve by hand."
+        )
+    return usable[0] if usable else None
+
+
+def _create_or_recover_invoice(
+    client: stripe.StripeClient, po: PurchaseOrder, customer_id: str
+) -> stripe.Invoice:
+    def recover() -> stripe.Invoice | None:
+        recovered = _find_invoice_by_metadata(client, po, customer_id)
+        if recovered is not None:
+            logger.info("po %s: recovered invoice %s by metadata", po.reference, recovered.id)
+        return recovered
+
+    started = po.invoice_create_started_at
+    if started is not None and timezone.now() - started > IDEMPOTENCY_KEY_SAFE_AGE:
+        # An earlier attempt may have created the invoice, and its key may have expired.
+        recovered = recover()
+        if recovered is not None:
+            return recovered
+    if started is None:
+        PurchaseOrder.objects.filter(pk=po.pk, invoice_create_started_at__isnull=True).update(
+            invoice_create_started_at=timezone.now()
+        )
+    params = _invoice_create_params(po, customer_id)
+    try:
+        return keyed_write(
+            po,
+            "invoice",
+            lambda key: client.v1.invoices.create(params, options={"idempotency_key": key}),
+            verify=recover,
+        )
+    except stripe.IdempotencyError:
+        # Same key, other parameters (e.g. the conference's memo changed since the first try).
+        recovered = recover()
+        if recovered is None:
+            raise
+        return recovered
+
+
+def _persist_invoice_created(
+    po: PurchaseOrder, invoice: stripe.Invoice
+) -> tuple[PurchaseOrder, bool]:
+    """Store the new invoice's id; False when another run had already stored it."""
+    with transaction.atomic():
+        locked = lock_purchase_order(po)
+        if locked.stripe_invoice_id and locked.stripe_invoice_id != invoice.id:
+            raise InvoiceMismatch(
+                f"PO {locked.reference} already records invoice {locked.stripe_invoice_id}, "
+                f"Stripe returned {invoice.id}."
+            )
+        if not locked.stripe_invoice_id:
+            locked.stripe_invoice_id = invoice.id
+            locked.invoice_created_at = timezone.now()
+            apply_invoice_snapshot_locked(
+                locked,
+                InvoiceSnapshot.from_invoice(invoice),
+                source="create",
+                extra_fields=("stripe_invoice_id", "invoice_created_at"),
+            )
+            log_state_change(
+                logger,
+                event="invoice_created",
+                po_reference=locked.reference,
+                invoice_id=invoice.id,
+            )
+            return locked, True
+    return locked, False
+
+
+def _persist_step(
+    po: PurchaseOrder, invoice: stripe.Invoice, *, stamp: str, always: bool = False
+) -> PurchaseOrder:
+    """Store one step's result in its own transaction: its timestamp, then the snapshot."""
+    with transaction.atomic():
+        locked = lock_purchase_order(po)
+        extra: tuple[str, ...] = ()
+        if always or getattr(locked, stamp) is None:
+            setattr(locked, stamp, timezone.now())
+            extra = (stamp,)
+        apply_invoice_snapshot_locked(
+            locked, InvoiceSnapshot.from_invoice(invoice), source=stamp, extra_fields=extra
+        )
+    return locked
+
+
+def _check_lines(po: PurchaseOrder, invoice: stripe.Invoice, expected_subtotal: int) -> None:
+    if invoice.subtotal != expected_subtotal:
+        raise InvoiceMismatch(
+            f"PO {po.reference}: invoice {invoice.id} at Stripe has subtotal {invoice.subtotal}, "
+            f"the PO expects {expected_subtotal} (minor units); was the draft edited at Stripe?"
+        )
+
+
+def _stop_if_cancelled(client: stripe.StripeClient, po: PurchaseOrder) -> None:
+    """A PO cancelled while its invoice was being created: delete the draft, then refuse."""
+    if po.status != Status.CANCELLED:
+        return
+    if po.stripe_invoice_id and po.stripe_invoice_status == StripeInvoiceStatus.DRAFT:
+        deleted = client.v1.invoices.delete(po.stripe_invoice_id)
+        apply_invoice_snapshot(purchase_order=po, invoice=deleted, source="cancel")
+        log_state_change(
+            logger,
+            event="invoice_draft_deleted",
+            po_reference=po.reference,
+            invoice_id=deleted.id,
+            why="the PO was cancelled during invoicing",
+        )
+    raise PurchaseOrderNotInvoiceable(f"PO {po.reference} was cancelled during invoicing.")
+
+
+def _retrieve_for_resume(client: stripe.StripeClient, po: PurchaseOrder) -> stripe.Invoice:
+    try:
+        return client.v1.invoices.retrieve(po.stripe_invoice_id)
+    except stripe.InvalidRequestError as exc:
+        if exc.code != "resource_missing":
+            raise
+    # The draft was deleted at Stripe (dashboard): the organizer re-issues or cancels.
+    apply_invoice_snapshot(
+        purchase_order=po,
+        invoice=InvoiceSnapshot.deleted(
+            po.stripe_invoice_id,
+            currency=po.currency,
+            livemode=bool(po.conference.stripe_livemode),
+        ),
+        source="resume",
+    )
+    raise InvoiceMismatch(
+        f"PO {po.reference}: draft invoice {po.stripe_invoice_id} was deleted at Stripe; "
+        "re-issue or cancel the PO."
+    )
+
+
+def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
+    """Create, finalize and send the PO's invoice in its conference's Stripe account.
+
+    Resumes an interrupted creation from the stored steps; see the module docstring.
+
+    Returns:
+        The hosted invoice URL (also stored on the PO with the invoice id).
+
+    Raises:
+        ValueError: the conference has no Stripe key (:class:`StripeKeyMissing`), the PO already
+            has a complete invoice (:class:`InvoiceAlreadyAttached`), the PO is not approved,
+            or an amount is not representable in its currency (before any Stripe call).
+        stripe.StripeError: Stripe refused or failed; rerun to resume.
+    """
+    po = reload_purchase_order(purchase_order)
+    _check_invoiceable(po)
+    client = build_stripe_client(po.conference)
+    lines, expected_subtotal = build_invoice_lines(po)
+
+    customer_id = _ensure_customer(client, po)
+    if not po.stripe_invoice_id:
+        invoice = _create_or_recover_invoice(client, po, customer_id)
+        po, stored_here = _persist_invoice_created(po, invoice)
+        if not stored_here:
+            # A concurrent run stored it first and may be steps ahead: our answer can be the
+            # idempotent replay of the first one (a draft without lines). Go on from Stripe.
+            invoice = _retrieve_for_resume(client, po)
+            po = _persist_step(po, invoice, stamp="last_synced_at", always=True)
+    else:
+        # Resuming: learn where Stripe really is before writing anything.
+        invoice = _retrieve_for_resume(client, po)
+        po = _persist_step(po, invoice, stamp="last_synced_at", always=True)
+    _stop_if_cancelled(client, po)
+    invoice_id = invoice.id
+
+    if invoice.status == StripeInvoiceStatus.DRAFT:
+        if po.invoice_lines_added_at is None and not invoice.lines.data:
+            invoice = keyed_write(
+                po,
+                "lines",
+                lambda key: client.v1.invoices.add_lines(
+                    invoice_id, {"lines": lines}, options={"idempotency_key": key}
+                ),
+                verify=retrieve_if(client, invoice_id, lambda found: bool(found.lines.data)),
+            )
+        _check_lines(po, invoice, expected_subtotal)
+        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
+        log_state_change(
+            logger, event="invoice_lines_added", po_reference=po.reference, invoice_id=invoice_id
+        )
+        _stop_if_cancelled(client, po)
+        invoice = keyed_write(
+            po,
+            "finalize",
+            lambda key: client.v1.invoices.finalize_invoice(
+                invoice_id, {"auto_advance": False}, options={"idempotency_key": key}
+            ),
+            verify=retrieve_if(
+                client, invoice_id, lambda found: found.status != StripeInvoiceStatus.DRAFT
+            ),
+        )
+        po = _persist_step(po, invoice, stamp="invoice_finalized_at")
+        log_state_change(
+            logger,
+            event="invoice_finalized",
+            po_reference=po.reference,
+            invoice_id=invoice_id,
+            number=invoice.number,
+        )
+    elif po.invoice_lines_added_at is None:
+        _check_lines(po, invoice, expected_subtotal)
+        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
+
+    if invoice.status == StripeInvoiceStatus.OPEN and po.invoice_sent_at is None:
+        invoice = keyed_write(
+            po,
+            "send",
+            lambda key: client.v1.invoices.send_invoice(
+                invoice_id, options={"idempotency_key": key}
+            ),
+        )
+        po = _persist_step(po, invoice, stamp="invoice_sent_at")
+        log_state_change(
+            logger, event="invoice_sent", po_reference=po.reference, invoice_id=invoice_id
+        )
+    elif po.invoice_sent_at is None:
+        logger.warning(
+            "po %s: invoice %s is %s at Stripe; not sending it",
+            po.reference,
+            invoice_id,
+            invoice.status,
+        )
+    purchase_order.refresh_from_db()
+    return po.stripe_invoice_url

@@ -1,0 +1,167 @@
+"""What we read from one view of a Stripe invoice, and how views compare.
+
+Every way an invoice reaches us (webhook ``data.object``, a retrieve, a list page, an event from the
+events API) is parsed here into an :class:`InvoiceSnapshot` before anything is written, so a payload
+no Stripe history can produce is refused (:class:`EventRejected`) with the database untouched.
+Pure: no database, no Stripe calls; the ledger decides what a snapshot changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Final
+
+import stripe
+
+from invoicing import money
+from invoicing.errors import EventRejected
+from invoicing.stripe_invoice_status import STRIPE_REPORTED_STATUSES, StripeInvoiceStatus
+
+# Order in which an invoice's status can move; a snapshot never moves the mirror backwards.
+_STATUS_RANK: Final[Mapping[str, int]] = {
+    StripeInvoiceStatus.DRAFT: 0,
+    StripeInvoiceStatus.OPEN: 1,
+    StripeInvoiceStatus.UNCOLLECTIBLE: 2,
+    StripeInvoiceStatus.PAID: 3,
+    StripeInvoiceStatus.VOID: 3,
+    StripeInvoiceStatus.DELETED: 4,
+}
+
+
+def _require_str(data: Mapping[str, object], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise EventRejected(f"Invoice payload: {key!r} is missing or not a string.")
+    return value
+
+
+def _require_int(data: Mapping[str, object], key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EventRejected(f"Invoice payload: {key!r} is missing or not an integer.")
+    return value
+
+
+def _optional_int(data: Mapping[str, object], key: str) -> int:
+    value = data.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _optional_str(data: Mapping[str, object], key: str) -> str:
+    value = data.get(key)
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True)
+class InvoiceSnapshot:
+    """What we read from one view of a Stripe invoice (amounts in minor units, as Stripe sends)."""
+
+    id: str
+    status: StripeInvoiceStatus
+    currency: str
+    livemode: bool
+    amount_due: int
+    amount_paid: int
+    amount_remaining: int
+    amount_paid_off_stripe: int = 0
+    number: str = ""
+    hosted_invoice_url: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def deleted(cls, invoice_id: str, *, currency: str = "", livemode: bool) -> InvoiceSnapshot:
+        """A draft that no longer exists at Stripe: it ends the invoice, and carries no money."""
+        return cls(
+            id=invoice_id,
+            status=StripeInvoiceStatus.DELETED,
+            currency=currency,
+            livemode=livemode,
+            amount_due=0,
+            amount_paid=0,
+            amount_remaining=0,
+        )
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, object]) -> InvoiceSnapshot:
+        """Parse an invoice as Stripe serializes it (webhook ``data.object``, ``to_dict()``)."""
+        if data.get("object") not in (None, "invoice"):
+            raise EventRejected(f"Expected an invoice, got a {data.get('object')!r}.")
+        invoice_id = _require_str(data, "id")
+        if data.get("deleted") is True:
+            return cls.deleted(invoice_id, livemode=bool(data.get("livemode", False)))
+        livemode = data.get("livemode")
+        if not isinstance(livemode, bool):
+            raise EventRejected("Invoice payload: 'livemode' is missing.")
+        raw_metadata = data.get("metadata")
+        metadata = (
+            {str(k): str(v) for k, v in raw_metadata.items()}
+            if isinstance(raw_metadata, Mapping)
+            else {}
+        )
+        status = _require_str(data, "status")
+        if status not in STRIPE_REPORTED_STATUSES:
+            raise EventRejected(f"Invoice payload: {status!r} is not an invoice status.")
+        amount_due = _require_int(data, "amount_due")
+        amount_paid = _require_int(data, "amount_paid")
+        amount_remaining = _require_int(data, "amount_remaining")
+        overpaid = _optional_int(data, "amount_overpaid")
+        # No invoice history produces these; stale, reordered, voided (remaining 0 with a partial
+        # payment), uncollectible-then-paid and re-issued invoices all pass.
+        if min(amount_due, amount_paid, amount_remaining) < 0:
+            raise EventRejected(f"Invoice payload {invoice_id}: a negative amount.")
+        if amount_paid > amount_due + max(overpaid, 0) or amount_remaining > amount_due:
+            raise EventRejected(
+                f"Invoice payload {invoice_id}: amount_paid {amount_paid} / amount_remaining "
+                f"{amount_remaining} do not fit amount_due {amount_due}."
+            )
+        return cls(
+            id=invoice_id,
+            status=StripeInvoiceStatus(status),
+            currency=_require_str(data, "currency").lower(),
+            livemode=livemode,
+            amount_due=amount_due,
+            amount_paid=amount_paid,
+            amount_remaining=amount_remaining,
+            amount_paid_off_stripe=_optional_int(data, "amount_paid_off_stripe"),
+            number=_optional_str(data, "number"),
+            hosted_invoice_url=_optional_str(data, "hosted_invoice_url"),
+            metadata=metadata,
+        )
+
+    @classmethod
+    def from_invoice(cls, invoice: stripe.Invoice) -> InvoiceSnapshot:
+        """Parse an invoice stripe-python returned."""
+        return cls.from_payload(invoice.to_dict())
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return (_STATUS_RANK.get(self.status, 0), self.amount_paid)
+
+
+InvoiceLike = InvoiceSnapshot | stripe.Invoice | Mapping[str, object]
+
+
+def as_snapshot(invoice: InvoiceLike) -> InvoiceSnapshot:
+    """Any view of an invoice the services are handed, parsed (a snapshot passes through)."""
+    if isinstance(invoice, InvoiceSnapshot):
+        return invoice
+    if isinstance(invoice, stripe.StripeObject):
+        return InvoiceSnapshot.from_payload(invoice.to_dict())
+    return InvoiceSnapshot.from_payload(invoice)
+
+
+def mirrored_rank(
+    *, stripe_invoice_status: str, stripe_amount_paid: Decimal | None, currency: str
+) -> tuple[int, int]:
+    """The rank of what a PO mirrors of its current invoice, comparable with ``snapshot.rank``.
+
+    A snapshot whose rank is not above it can change nothing: the mirror never moves backwards
+    and the ledger already holds that ``amount_paid`` (both are written under one row lock).
+    Reconciliation uses it to skip unchanged invoices without locking their POs.
+    """
+    paid = (
+        money.to_minor_units(stripe_amount_paid, currency) if stripe_amount_paid is not None else -1
+    )
+    return (_STATUS_RANK.get(stripe_invoice_status, -1), paid)
