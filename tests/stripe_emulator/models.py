@@ -28,6 +28,8 @@ class CustomerRec:
     livemode: bool
     email: str | None = None
     name: str | None = None
+    business_name: str | None = None  # sent only when set
+    individual_name: str | None = None  # sent only when set
     description: str | None = None
     phone: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)

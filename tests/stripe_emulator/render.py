@@ -34,12 +34,11 @@ LINES_EMBEDDED = 10
 def render_customer(customer: CustomerRec) -> JSON:
     if customer.deleted:
         return {"id": customer.id, "object": "customer", "deleted": True}
-    return {
+    rendered: JSON = {
         "id": customer.id,
         "object": "customer",
         "address": copy.deepcopy(customer.address),
         "balance": 0,
-        "business_name": None,
         "created": customer.created,
         "currency": customer.currency,
         "customer_account": None,
@@ -48,7 +47,6 @@ def render_customer(customer: CustomerRec) -> JSON:
         "description": customer.description,
         "discount": None,
         "email": customer.email,
-        "individual_name": None,
         "invoice_prefix": customer.invoice_prefix,
         "invoice_settings": {
             "custom_fields": None,
@@ -66,14 +64,16 @@ def render_customer(customer: CustomerRec) -> JSON:
         "tax_exempt": customer.tax_exempt,
         "test_clock": None,
     }
+    # The spec makes these optional and not nullable: Stripe sends them only when set.
+    for name in ("business_name", "individual_name"):
+        value = getattr(customer, name)
+        if value is not None:
+            rendered[name] = value
+    return rendered
 
 
 def _pricing(item: InvoiceItemRec) -> JSON:
-    price_details = (
-        {"price": item.price, "product": item.product} if item.price is not None else None
-    )
-    return {
-        "price_details": price_details,
+    pricing: JSON = {
         "type": "price_details",
         "unit_amount_decimal": (
             _decimal_string(item.unit_amount_decimal)
@@ -81,6 +81,10 @@ def _pricing(item: InvoiceItemRec) -> JSON:
             else None
         ),
     }
+    # Optional, not nullable in the spec: a line priced by `amount` has no price_details.
+    if item.price is not None:
+        pricing["price_details"] = {"price": item.price, "product": item.product}
+    return pricing
 
 
 def _decimal_string(value: Decimal) -> str:
@@ -114,7 +118,7 @@ def render_invoice_item(item: InvoiceItemRec) -> JSON:
         "period": {"end": item.period_end, "start": item.period_start},
         "pricing": _pricing(item),
         "proration": False,
-        "proration_details": {"credited_items": None},
+        "proration_details": {"credited_items": None, "discount_amounts": []},
         "quantity": item.quantity,
         "quantity_decimal": _decimal_string(item.quantity_decimal),
         "tax_rates": [],
@@ -281,7 +285,6 @@ def render_invoice(
         "subtotal": total,
         "subtotal_excluding_tax": total,
         "test_clock": None,
-        "threshold_reason": None,
         "total": total,
         "total_discount_amounts": [],
         "total_excluding_tax": total,
