@@ -129,6 +129,105 @@ class InvoiceRec:
 
 
 @dataclass
+class PaymentIntentRec:
+    """The PaymentIntent behind an invoice payment made on Stripe."""
+
+    id: str
+    created: int
+    livemode: bool
+    amount: int
+    currency: str
+    customer: str | None
+    payment_method_types: list[str]
+    client_secret: str
+    status: str = "requires_payment_method"
+    payment_method: str | None = None
+    latest_charge: str | None = None
+    amount_received: int = 0
+    canceled_at: int | None = None
+    cancellation_reason: str | None = None
+    last_payment_error: JSON | None = None
+    seq: int = 0
+
+
+@dataclass
+class ChargeRec:
+    """One attempt to move the money of a PaymentIntent: a card charge or an ACH debit."""
+
+    id: str
+    created: int
+    livemode: bool
+    amount: int
+    currency: str
+    customer: str | None
+    payment_intent: str
+    payment_method: str
+    payment_method_type: str  # card | us_bank_account
+    status: str = "pending"  # pending | succeeded | failed
+    amount_refunded: int = 0  # refunds that are pending or succeeded
+    failure_code: str | None = None
+    failure_message: str | None = None
+    balance_transaction: str | None = None
+    dispute: str | None = None
+    seq: int = 0
+
+    @property
+    def refundable(self) -> int:
+        return self.amount - self.amount_refunded
+
+
+@dataclass
+class RefundRec:
+    id: str
+    created: int
+    amount: int
+    currency: str
+    charge: str
+    payment_intent: str
+    payment_method: str
+    payment_method_type: str
+    balance_transaction: str
+    reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    status: str = "pending"  # pending | succeeded | failed
+    failure_reason: str | None = None
+    failure_balance_transaction: str | None = None
+    seq: int = 0
+
+
+@dataclass
+class BalanceTransactionRec:
+    """A movement of the account's balance, as a dispute lists them (withdrawn, reinstated)."""
+
+    id: str
+    created: int
+    amount: int
+    currency: str
+    description: str
+    source: str
+    type: str = "adjustment"
+    reporting_category: str = "dispute"
+
+
+@dataclass
+class DisputeRec:
+    id: str
+    created: int
+    livemode: bool
+    charge: str
+    payment_intent: str
+    amount: int
+    currency: str
+    reason: str
+    payment_method_type: str
+    evidence_due_by: int
+    status: str = "needs_response"
+    balance_transactions: list[BalanceTransactionRec] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    seq: int = 0
+
+
+@dataclass
 class WebhookEndpointRec:
     id: str
     created: int
@@ -184,6 +283,10 @@ class Account:
         self.invoice_items: dict[str, InvoiceItemRec] = {}
         self.invoices: dict[str, InvoiceRec] = {}
         self.invoice_payments: dict[str, InvoicePaymentRec] = {}
+        self.payment_intents: dict[str, PaymentIntentRec] = {}
+        self.charges: dict[str, ChargeRec] = {}
+        self.refunds: dict[str, RefundRec] = {}
+        self.disputes: dict[str, DisputeRec] = {}
         self.events: dict[str, EventRec] = {}
         self.webhook_endpoints: dict[str, WebhookEndpointRec] = {}
         self.idempotency: dict[str, IdempotencyRec] = {}

@@ -34,6 +34,7 @@ class Store:
         self._accounts: dict[str, Account] = {}
         self._invoice_owner: dict[str, Account] = {}
         self._payment_owner: dict[str, Account] = {}
+        self._owner: dict[str, Account] = {}
         self._log: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_LOG_LIMIT)
         self._log_lock = threading.Lock()
 
@@ -61,6 +62,14 @@ class Store:
     def existing_account(self, secret_key: str) -> Account | None:
         with self.lock:
             return self._accounts.get(secret_key)
+
+    def index(self, object_id: str, account: Account) -> None:
+        """Remember whose object this is, for the control API (which finds objects by id)."""
+        self._owner[object_id] = account
+
+    def owner(self, object_id: str) -> Account | None:
+        with self.lock:
+            return self._owner.get(object_id)
 
     def index_invoice(self, invoice_id: str, account: Account) -> None:
         self._invoice_owner[invoice_id] = account

@@ -40,6 +40,19 @@ OMITTED_NOT_NULL: dict[type, set[str]] = {
     stripe.InvoicePayment: {"payment.charge", "payment.payment_intent", "payment.payment_record"},
     stripe.WebhookEndpoint: {"secret"},
     stripe.Event: {"account", "context"},
+    stripe.PaymentIntent: {"amount_details", "hooks", "payment_details", "presentment_details"},
+    stripe.Charge: {"authorization_code", "level3", "presentment_details", "radar_options"},
+    stripe.Refund: {
+        "description",
+        "destination_details",
+        "failure_balance_transaction",
+        "failure_reason",
+        "instructions_email",
+        "next_action",
+        "pending_reason",
+        "presentment_details",
+    },
+    stripe.Dispute: {"payment_method_details"},
 }
 
 # What each object (by label) leaves out of its class's fields: only when expanded, only on
@@ -62,6 +75,25 @@ NOT_SENT: dict[str, set[str]] = {
     "invoice payment": set(),
     "webhook endpoint": {"deleted"},
     "event": {"account", "context"},
+    "payment intent": {
+        "allowed_payment_method_types",
+        "amount_details",
+        "hooks",
+        "payment_details",
+        "presentment_details",
+        "transfer_data",
+    },
+    "charge": {
+        "authorization_code",
+        "level3",
+        "presentment_details",
+        "radar_options",
+        "refunds",
+        "transfer",
+    },
+    # a succeeded card refund has every optional field but where its money went
+    "card refund": OMITTED_NOT_NULL[stripe.Refund] - {"destination_details"},
+    "dispute": {"intended_submission_method", "network_reason_code"},
 }
 
 
@@ -105,7 +137,20 @@ def _every_object(
     )
     client.v1.invoices.finalize_invoice(invoice.id)
     card = emulator.pay_invoice(invoice.id, amount=50000)
+    ach = emulator.pay_invoice(
+        invoice.id, amount=30000, payment_method_type="us_bank_account", pending=True
+    )
+    emulator.settle_payment(ach["invoice_payment"]["id"])
     failed = emulator.pay_invoice(invoice.id, amount=1, failure_code="card_declined")
+    card_intent = card["invoice_payment"]["payment"]["payment_intent"]
+    ach_intent = ach["invoice_payment"]["payment"]["payment_intent"]
+    card_refund = client.v1.refunds.create(params={"payment_intent": card_intent, "amount": 100})
+    ach_refund = client.v1.refunds.create(params={"payment_intent": ach_intent, "amount": 100})
+    failed_refund = client.v1.refunds.create(params={"payment_intent": ach_intent, "amount": 50})
+    emulator.fail_refund(failed_refund.id)
+    charge_id = str(client.v1.payment_intents.retrieve(card_intent).latest_charge)
+    dispute_id = emulator.open_dispute(charge_id, amount=1000)["dispute"]["id"]
+    won = emulator.close_dispute(dispute_id, won=True)["dispute"]
     plain = client.v1.invoices.retrieve(invoice.id)
     expanded = client.v1.invoices.retrieve(invoice.id, params={"expand": ["payments", "customer"]})
     return [
@@ -123,6 +168,37 @@ def _every_object(
             ("event", stripe.Event, event.to_dict())
             for event in client.v1.events.list(params={"limit": 3}).data
         ),
+        (
+            "payment intent",
+            stripe.PaymentIntent,
+            wire(client.v1.payment_intents.retrieve(card_intent)),
+        ),
+        (
+            "expanded payment intent",
+            stripe.PaymentIntent,
+            wire(
+                client.v1.payment_intents.retrieve(ach_intent, params={"expand": ["latest_charge"]})
+            ),
+        ),
+        (
+            "failed payment intent",
+            stripe.PaymentIntent,
+            wire(
+                client.v1.payment_intents.retrieve(
+                    failed["invoice_payment"]["payment"]["payment_intent"]
+                )
+            ),
+        ),
+        ("charge", stripe.Charge, wire(client.v1.charges.retrieve(charge_id))),
+        (
+            "expanded charge",
+            stripe.Charge,
+            wire(client.v1.charges.retrieve(charge_id, params={"expand": ["refunds"]})),
+        ),
+        ("card refund", stripe.Refund, wire(card_refund)),
+        ("ach refund", stripe.Refund, wire(ach_refund)),
+        ("failed refund", stripe.Refund, wire(client.v1.refunds.retrieve(failed_refund.id))),
+        ("dispute", stripe.Dispute, won),
     ]
 
 

@@ -22,6 +22,7 @@ from .events import emit, previous_attributes
 from .invoice_payments import apply_payment
 from .invoices import INVOICE_EXPANDABLE, require_invoice
 from .params import expansions, reject_unsupported
+from .payment_intents import cancel_payment
 
 
 def _finalize(ctx: Ctx, invoice: InvoiceRec, auto_advance: bool | None) -> None:
@@ -114,6 +115,8 @@ def void_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         payment = ctx.account.invoice_payments[payment_id]
         if payment.status == "open":
             payment.status, payment.canceled_at = "canceled", ctx.now
+            intent = ctx.account.payment_intents[payment.payment_intent]
+            cancel_payment(ctx, intent, "void_invoice")
     after = render_invoice(ctx.account, invoice)
     emit(ctx, "invoice.voided", after)
     emit(ctx, "invoice.updated", after, previous_attributes(before, after))

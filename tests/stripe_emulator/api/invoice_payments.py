@@ -1,7 +1,8 @@
 """Invoice payments: how a payment settles or fails, and ``/v1/invoice_payments``.
 
 ``pay`` (:mod:`.invoice_lifecycle`) and the control API's payments (the hosted page, the
-Dashboard's "Charge customer") both go through :func:`apply_payment`.
+Dashboard's "Charge customer") both go through :func:`apply_payment`: a PaymentIntent and its
+charge (:mod:`.payment_intents`) behind each invoice payment.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ..render import render_invoice, render_invoice_payment
 from .context import Ctx, Params
 from .events import emit, previous_attributes
 from .lists import matches_range, newest_first, paginate
+from .payment_intents import fail_payment_attempt, start_payment, succeed_payment
 
 
 def apply_payment(
@@ -30,6 +32,7 @@ def apply_payment(
     and at most the amount remaining.
     """
     is_default = not invoice.payment_ids and amount == amount_due(ctx.account, invoice)
+    intent, _ = start_payment(ctx, invoice, amount=amount, method_type=method_type)
     payment = InvoicePaymentRec(
         id=new_id("inpay"),
         created=ctx.now,
@@ -38,7 +41,7 @@ def apply_payment(
         currency=invoice.currency,
         amount_requested=amount,
         payment_method_type=method_type,
-        payment_intent=new_id("pi"),
+        payment_intent=intent.id,
         is_default=is_default,
         seq=ctx.account.next_seq(),
     )
@@ -62,6 +65,7 @@ def settle_payment(ctx: Ctx, payment: InvoicePaymentRec) -> None:
         raise invalid_request(
             f"The invoice {invoice.id} is {invoice.status} and can no longer take payments."
         )
+    succeed_payment(ctx, ctx.account.payment_intents[payment.payment_intent])
     amount = min(payment.amount_requested, amount_remaining(ctx.account, invoice))
     before = render_invoice(ctx.account, invoice)
     payment.status = "paid"
@@ -87,6 +91,7 @@ def fail_payment(ctx: Ctx, payment: InvoicePaymentRec, failure_code: str) -> Non
     if payment.status != "open":
         raise invalid_request(f"The payment {payment.id} is already {payment.status}.")
     before = render_invoice(ctx.account, invoice)
+    fail_payment_attempt(ctx, ctx.account.payment_intents[payment.payment_intent], failure_code)
     payment.status = "canceled"
     payment.canceled_at = ctx.now
     payment.failure_code = failure_code
@@ -119,7 +124,10 @@ def list_invoice_payments(ctx: Ctx, params: Params) -> JSON:
         and matches_range(created, payment.created)
         and (
             payment_filter is None
-            or payment_filter.get("payment_intent") in (None, payment.payment_intent)
+            or (
+                payment_filter["type"] == "payment_intent"
+                and payment_filter.get("payment_intent") in (None, payment.payment_intent)
+            )
         )
     ]
     return paginate(

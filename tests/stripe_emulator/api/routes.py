@@ -14,6 +14,7 @@ from .customers import (
     retrieve_customer,
     update_customer,
 )
+from .disputes import list_disputes, retrieve_dispute
 from .events import list_events, retrieve_event
 from .invoice_items import (
     create_invoice_item,
@@ -38,6 +39,13 @@ from .invoices import (
     retrieve_invoice,
     update_invoice,
 )
+from .payment_intents import (
+    list_charges,
+    list_payment_intents,
+    retrieve_charge,
+    retrieve_payment_intent,
+)
+from .refunds import create_refund, list_refunds, retrieve_refund, update_refund
 from .webhook_endpoints import (
     create_webhook_endpoint,
     delete_webhook_endpoint,
@@ -104,6 +112,21 @@ ROUTES: list[Route] = [
         retrieve_invoice_payment,
         "InvoicePaymentRetrieveParams",
     ),
+    _route("GET", "/v1/payment_intents", list_payment_intents, "PaymentIntentListParams"),
+    _route(
+        "GET",
+        "/v1/payment_intents/{intent_id}",
+        retrieve_payment_intent,
+        "PaymentIntentRetrieveParams",
+    ),
+    _route("GET", "/v1/charges", list_charges, "ChargeListParams"),
+    _route("GET", "/v1/charges/{charge_id}", retrieve_charge, "ChargeRetrieveParams"),
+    _route("POST", "/v1/refunds", create_refund, "RefundCreateParams"),
+    _route("GET", "/v1/refunds", list_refunds, "RefundListParams"),
+    _route("GET", "/v1/refunds/{refund_id}", retrieve_refund, "RefundRetrieveParams"),
+    _route("POST", "/v1/refunds/{refund_id}", update_refund, "RefundUpdateParams"),
+    _route("GET", "/v1/disputes", list_disputes, "DisputeListParams"),
+    _route("GET", "/v1/disputes/{dispute_id}", retrieve_dispute, "DisputeRetrieveParams"),
     _route("GET", "/v1/events", list_events, "EventListParams"),
     _route("GET", "/v1/events/{event_id}", retrieve_event, "EventRetrieveParams"),
     _route("POST", "/v1/webhook_endpoints", create_webhook_endpoint, "WebhookEndpointCreateParams"),
