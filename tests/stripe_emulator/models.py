@@ -39,6 +39,7 @@ class CustomerRec:
     next_invoice_sequence: int = 1
     preferred_locales: list[str] = field(default_factory=list)
     tax_exempt: str = "none"
+    balance: int = 0  # negative: credit the customer has with the account
     deleted: bool = False
     seq: int = 0
 
@@ -70,6 +71,8 @@ class InvoiceItemRec:
 
 @dataclass
 class InvoicePaymentRec:
+    """A payment on an invoice: a PaymentIntent (on Stripe) or a PaymentRecord (off Stripe)."""
+
     id: str
     created: int
     livemode: bool
@@ -77,7 +80,8 @@ class InvoicePaymentRec:
     currency: str
     amount_requested: int
     payment_method_type: str
-    payment_intent: str
+    payment_intent: str | None
+    payment_record: str | None = None
     status: str = "open"  # open | paid | canceled
     amount_paid: int | None = None
     paid_at: int | None = None
@@ -123,6 +127,15 @@ class InvoiceRec:
     customer_address: JSON | None = None
     payment_ids: list[str] = field(default_factory=list)
     paid_out_of_band: bool = False
+    amount_overpaid: int = 0
+    # Credit notes: the part that reduced amount_due, and the part beyond what was still due.
+    pre_payment_credit_notes_amount: int = 0
+    post_payment_credit_notes_amount: int = 0
+    credit_note_ids: list[str] = field(default_factory=list)
+    # The customer's balance applied at finalization (None while a draft: then Stripe shows
+    # the customer's current balance), and what is left of it afterwards.
+    starting_balance: int | None = None
+    ending_balance: int | None = None
     webhooks_delivered_at: int | None = None
     deleted: bool = False
     seq: int = 0
@@ -228,6 +241,72 @@ class DisputeRec:
 
 
 @dataclass
+class CreditNoteLineRec:
+    id: str
+    type: str  # invoice_line_item | custom_line_item
+    amount: int
+    livemode: bool
+    quantity: int | None = None
+    unit_amount: int | None = None
+    unit_amount_decimal: Decimal | None = None
+    description: str | None = None
+    invoice_item: str | None = None  # the credited invoice item (its line is ``line_id``)
+    invoice_line_item: str | None = None
+    credited_by: str | None = None  # "amount" | "quantity" for invoice lines
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CreditNoteRec:
+    id: str
+    number: str
+    created: int
+    livemode: bool
+    invoice: str
+    customer: str
+    currency: str
+    amount: int
+    pre_payment_amount: int
+    post_payment_amount: int
+    lines: list[CreditNoteLineRec]
+    effective_at: int
+    credit_amount: int = 0
+    out_of_band_amount: int | None = None
+    refunds: list[tuple[str, int]] = field(default_factory=list)  # (refund id, amount)
+    customer_balance_transaction: str | None = None
+    memo: str | None = None
+    reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    status: str = "issued"  # issued | void
+    voided_at: int | None = None
+    seq: int = 0
+
+
+@dataclass
+class PaymentRecordRec:
+    """A payment made outside Stripe (a wire, a check), reported to Stripe."""
+
+    id: str
+    created: int
+    livemode: bool
+    amount: int
+    currency: str
+    initiated_at: int
+    payment_method_details: JSON
+    processor_details: JSON
+    payment_attempt_record: str
+    outcome: str | None = None  # None while initiated; guaranteed | failed | canceled
+    outcome_at: int | None = None
+    customer_details: JSON | None = None
+    customer_presence: str | None = None
+    description: str | None = None
+    shipping_details: JSON | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    invoice_payment: str | None = None
+    seq: int = 0
+
+
+@dataclass
 class WebhookEndpointRec:
     id: str
     created: int
@@ -287,6 +366,8 @@ class Account:
         self.charges: dict[str, ChargeRec] = {}
         self.refunds: dict[str, RefundRec] = {}
         self.disputes: dict[str, DisputeRec] = {}
+        self.credit_notes: dict[str, CreditNoteRec] = {}
+        self.payment_records: dict[str, PaymentRecordRec] = {}
         self.events: dict[str, EventRec] = {}
         self.webhook_endpoints: dict[str, WebhookEndpointRec] = {}
         self.idempotency: dict[str, IdempotencyRec] = {}
@@ -324,8 +405,27 @@ def invoice_total(account: Account, invoice: InvoiceRec) -> int:
     return sum(item.amount for item in invoice_lines(account, invoice))
 
 
+def starting_balance(account: Account, invoice: InvoiceRec) -> int:
+    """The customer balance the invoice starts from: fixed at finalization, live on a draft.
+
+    Stripe: "Starting customer balance before the invoice is finalized. If the invoice has not
+    been finalized yet, this will be the current customer balance." A balance only applies to
+    invoices in the customer's currency.
+    """
+    if invoice.starting_balance is not None:
+        return invoice.starting_balance
+    customer = account.customers.get(invoice.customer)
+    if customer is None or customer.currency != invoice.currency:
+        return 0
+    return customer.balance
+
+
 def amount_due(account: Account, invoice: InvoiceRec) -> int:
-    return max(invoice_total(account, invoice), 0)
+    """Stripe's order (docs "Generate credit notes programmatically"): line items, ..., customer
+    credit balance, then credit notes applied to the gross amount due; never below zero.
+    """
+    gross = invoice_total(account, invoice) + starting_balance(account, invoice)
+    return max(gross - invoice.pre_payment_credit_notes_amount, 0)
 
 
 def amount_remaining(account: Account, invoice: InvoiceRec) -> int:

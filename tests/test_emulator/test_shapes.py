@@ -53,6 +53,9 @@ OMITTED_NOT_NULL: dict[type, set[str]] = {
         "presentment_details",
     },
     stripe.Dispute: {"payment_method_details"},
+    stripe.CreditNote: set(),
+    stripe.CreditNoteLineItem: {"invoice_line_item"},
+    stripe.PaymentRecord: set(),
 }
 
 # What each object (by label) leaves out of its class's fields: only when expanded, only on
@@ -94,6 +97,8 @@ NOT_SENT: dict[str, set[str]] = {
     # a succeeded card refund has every optional field but where its money went
     "card refund": OMITTED_NOT_NULL[stripe.Refund] - {"destination_details"},
     "dispute": {"intended_submission_method", "network_reason_code"},
+    "credit note": set(),
+    "payment record": set(),
 }
 
 
@@ -151,13 +156,39 @@ def _every_object(
     charge_id = str(client.v1.payment_intents.retrieve(card_intent).latest_charge)
     dispute_id = emulator.open_dispute(charge_id, amount=1000)["dispute"]["id"]
     won = emulator.close_dispute(dispute_id, won=True)["dispute"]
+    lines = client.v1.invoices.retrieve(invoice.id).lines.data
+    note = client.v1.credit_notes.create(
+        params={
+            "invoice": invoice.id,
+            "lines": [
+                {"type": "invoice_line_item", "invoice_line_item": lines[1].id, "amount": 10},
+                {"type": "custom_line_item", "description": "Goodwill", "unit_amount": 5},
+            ],
+        }
+    )
+    record = client.v1.payment_records.report_payment(
+        params={
+            "amount_requested": {"currency": "usd", "value": 5000},
+            "initiated_at": 1_767_000_000,
+            "payment_method_details": {"type": "custom", "custom": {"display_name": "Wire"}},
+            "customer_details": {"customer": customer.id},
+            "outcome": "guaranteed",
+            "guaranteed": {"guaranteed_at": 1_767_000_001},
+        }
+    )
+    attached = client.v1.invoices.attach_payment(
+        invoice.id, params={"payment_record": record.id, "expand": ["payments", "customer"]}
+    )
+    remaining = client.v1.invoices.retrieve(invoice.id).amount_remaining
+    closing = client.v1.credit_notes.create(  # mixed: the remainder, and a refund beyond it
+        params={"invoice": invoice.id, "amount": remaining + 1000, "refund_amount": 1000}
+    )
     plain = client.v1.invoices.retrieve(invoice.id)
-    expanded = client.v1.invoices.retrieve(invoice.id, params={"expand": ["payments", "customer"]})
     return [
         ("customer", stripe.Customer, wire(customer)),
         ("business customer", stripe.Customer, wire(business)),
         ("invoice", stripe.Invoice, wire(plain)),
-        ("expanded invoice", stripe.Invoice, wire(expanded)),
+        ("expanded invoice", stripe.Invoice, wire(attached)),
         ("invoice item", stripe.InvoiceItem, wire(client.v1.invoice_items.retrieve(item.id))),
         ("invoice line", stripe.InvoiceLineItem, wire(plain)["lines"]["data"][0]),
         ("priced invoice line", stripe.InvoiceLineItem, wire(plain)["lines"]["data"][1]),
@@ -199,6 +230,13 @@ def _every_object(
         ("ach refund", stripe.Refund, wire(ach_refund)),
         ("failed refund", stripe.Refund, wire(client.v1.refunds.retrieve(failed_refund.id))),
         ("dispute", stripe.Dispute, won),
+        ("credit note", stripe.CreditNote, wire(note)),
+        ("credit note with refund", stripe.CreditNote, wire(closing)),
+        *(
+            ("credit note line", stripe.CreditNoteLineItem, line)
+            for line in wire(note)["lines"]["data"]
+        ),
+        ("payment record", stripe.PaymentRecord, wire(record)),
     ]
 
 

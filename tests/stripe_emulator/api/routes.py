@@ -7,6 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..models import JSON
+from .credit_notes import (
+    create_credit_note,
+    list_credit_note_lines,
+    list_credit_notes,
+    preview_credit_note,
+    preview_credit_note_lines,
+    retrieve_credit_note,
+    update_credit_note,
+    void_credit_note,
+)
 from .customers import (
     create_customer,
     delete_customer,
@@ -44,6 +54,14 @@ from .payment_intents import (
     list_payment_intents,
     retrieve_charge,
     retrieve_payment_intent,
+)
+from .payment_records import (
+    attach_payment,
+    report_canceled,
+    report_failed,
+    report_guaranteed,
+    report_payment,
+    retrieve_payment_record,
 )
 from .refunds import create_refund, list_refunds, retrieve_refund, update_refund
 from .webhook_endpoints import (
@@ -112,6 +130,12 @@ ROUTES: list[Route] = [
         retrieve_invoice_payment,
         "InvoicePaymentRetrieveParams",
     ),
+    _route(
+        "POST",
+        "/v1/invoices/{invoice_id}/attach_payment",
+        attach_payment,
+        "InvoiceAttachPaymentParams",
+    ),
     _route("GET", "/v1/payment_intents", list_payment_intents, "PaymentIntentListParams"),
     _route(
         "GET",
@@ -127,6 +151,60 @@ ROUTES: list[Route] = [
     _route("POST", "/v1/refunds/{refund_id}", update_refund, "RefundUpdateParams"),
     _route("GET", "/v1/disputes", list_disputes, "DisputeListParams"),
     _route("GET", "/v1/disputes/{dispute_id}", retrieve_dispute, "DisputeRetrieveParams"),
+    # ``preview`` before ``{note_id}``: the first route whose path matches wins.
+    _route("GET", "/v1/credit_notes/preview", preview_credit_note, "CreditNotePreviewParams"),
+    _route(
+        "GET",
+        "/v1/credit_notes/preview/lines",
+        preview_credit_note_lines,
+        "CreditNotePreviewLinesListParams",
+    ),
+    _route("POST", "/v1/credit_notes", create_credit_note, "CreditNoteCreateParams"),
+    _route("GET", "/v1/credit_notes", list_credit_notes, "CreditNoteListParams"),
+    _route("GET", "/v1/credit_notes/{note_id}", retrieve_credit_note, "CreditNoteRetrieveParams"),
+    _route("POST", "/v1/credit_notes/{note_id}", update_credit_note, "CreditNoteUpdateParams"),
+    _route(
+        "GET",
+        "/v1/credit_notes/{note_id}/lines",
+        list_credit_note_lines,
+        "CreditNoteLineItemListParams",
+    ),
+    _route(
+        "POST",
+        "/v1/credit_notes/{note_id}/void",
+        void_credit_note,
+        "CreditNoteVoidCreditNoteParams",
+    ),
+    _route(
+        "POST",
+        "/v1/payment_records/report_payment",
+        report_payment,
+        "PaymentRecordReportPaymentParams",
+    ),
+    _route(
+        "GET",
+        "/v1/payment_records/{record_id}",
+        retrieve_payment_record,
+        "PaymentRecordRetrieveParams",
+    ),
+    _route(
+        "POST",
+        "/v1/payment_records/{record_id}/report_payment_attempt_guaranteed",
+        report_guaranteed,
+        "PaymentRecordReportPaymentAttemptGuaranteedParams",
+    ),
+    _route(
+        "POST",
+        "/v1/payment_records/{record_id}/report_payment_attempt_failed",
+        report_failed,
+        "PaymentRecordReportPaymentAttemptFailedParams",
+    ),
+    _route(
+        "POST",
+        "/v1/payment_records/{record_id}/report_payment_attempt_canceled",
+        report_canceled,
+        "PaymentRecordReportPaymentAttemptCanceledParams",
+    ),
     _route("GET", "/v1/events", list_events, "EventListParams"),
     _route("GET", "/v1/events/{event_id}", retrieve_event, "EventRetrieveParams"),
     _route("POST", "/v1/webhook_endpoints", create_webhook_endpoint, "WebhookEndpointCreateParams"),
