@@ -3,7 +3,7 @@
 Tests and the demo use it to configure faults and chaos per account, read the request log and
 the webhook delivery attempts, move the clock, and make the customer pay (card or ACH, in full or
 in part) or have an ACH debit fail later. What banks and card networks do to money already paid
-(ACH refunds settling, disputes) is in :mod:`.control_money`.
+(ACH refunds settling, disputes) and the Dashboard's key roll are in :mod:`.control_money`.
 Errors use Stripe's error shape.
 """
 
@@ -151,7 +151,7 @@ def handle(
         return _settle(store, dispatcher, parts[1], parts[2], _body(body, headers))
     if method == "POST":
         options = _body(body, headers)
-        money = control_money.route(store, dispatcher, parts, options)
+        money = control_money.route(store, dispatcher, parts, options, _optional_key(headers))
         if money is not None:
             return money
     raise StripeError(404, f"Unrecognized emulator URL ({method}: {path}).")

@@ -1,10 +1,13 @@
-"""The control API's money actions: what banks and card networks do to money already paid.
+"""The control API's money actions: what banks, card networks and the Dashboard do.
 
 * ``POST /_emulator/refunds/<id>/succeed`` | ``/fail`` (``failure_reason``): the customer's bank
   answers a pending ACH refund.
 * ``POST /_emulator/charges/<id>/dispute`` (``amount``, ``reason``): the card network opens a
   dispute; the disputed funds are withdrawn at once.
 * ``POST /_emulator/disputes/<id>/close`` (``outcome``: ``won`` | ``lost``).
+* ``POST /_emulator/keys/roll`` (``Authorization: Bearer <key>``, ``expires_in`` seconds, 0 =
+  now): the Dashboard's "Roll key": another secret key for the same account; the old key works
+  until it expires on the account's clock, then gets 401 ``api_key_expired``.
 
 Each answers with the changed objects in Stripe's shapes; errors use Stripe's error shape.
 """
@@ -19,7 +22,7 @@ from .api.context import Ctx
 from .api.disputes import close_dispute, open_dispute
 from .api.payment_intents import charge_json
 from .api.refunds import settle_refund
-from .errors import invalid_request, no_such, require
+from .errors import StripeError, invalid_request, no_such, require
 from .models import Account
 from .render_money import render_dispute, render_refund
 
@@ -126,11 +129,23 @@ def close_dispute_response(
     return _act_on(store, dispatcher, dispute_id, "dispute", action)
 
 
+def roll_key_response(store: Store, secret_key: str, options: dict[str, Any]) -> Response:
+    expires_in = options.get("expires_in", 0)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in < 0:
+        raise invalid_request(
+            "expires_in is how many seconds the old key keeps working (0: it expires now).",
+            param="expires_in",
+        )
+    new_key, expires_at = store.roll_key(secret_key, expires_in=float(expires_in))
+    return _ok({"secret_key": new_key, "previous_key_expires_at": expires_at})
+
+
 def route(
     store: Store,
     dispatcher: Dispatcher,
     parts: list[str],
     options: dict[str, Any],
+    secret_key: str | None,
 ) -> Response | None:
     """The response for a money action (``parts`` is the path after ``/_emulator``), or None."""
     if len(parts) == 3 and parts[0] == "refunds" and parts[2] in ("succeed", "fail"):
@@ -139,4 +154,8 @@ def route(
         return open_dispute_response(store, dispatcher, parts[1], options)
     if len(parts) == 3 and parts[0] == "disputes" and parts[2] == "close":
         return close_dispute_response(store, dispatcher, parts[1], options)
+    if parts == ["keys", "roll"]:
+        if secret_key is None:
+            raise StripeError(401, "Rolling a key needs 'Authorization: Bearer <secret key>'.")
+        return roll_key_response(store, secret_key, options)
     return None

@@ -174,6 +174,15 @@ class EmulatorHandle:
         )
         return result
 
+    def roll_key(self, secret_key: str, *, expires_in: float = 0) -> str:
+        """The Dashboard's "Roll key": a new key for the same account; ``secret_key`` keeps
+        working ``expires_in`` more seconds (of the account's clock)."""
+        result = self._call(
+            "POST", "/_emulator/keys/roll", {"expires_in": expires_in}, secret_key=secret_key
+        )
+        new_key: str = result["secret_key"]
+        return new_key
+
     def requests(self, secret_key: str | None = None) -> list[dict[str, Any]]:
         """The API request log, oldest first (one account's, or every account's)."""
         result = self._call("GET", "/_emulator/requests", secret_key=secret_key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -358,6 +359,7 @@ class Account:
         self.secret_key = secret_key
         self.livemode = livemode
         self.id = new_id("acct", 16)
+        self.created = int(time.time())
         self.customers: dict[str, CustomerRec] = {}
         self.invoice_items: dict[str, InvoiceItemRec] = {}
         self.invoices: dict[str, InvoiceRec] = {}

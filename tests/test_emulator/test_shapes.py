@@ -56,6 +56,7 @@ OMITTED_NOT_NULL: dict[type, set[str]] = {
     stripe.CreditNote: set(),
     stripe.CreditNoteLineItem: {"invoice_line_item"},
     stripe.PaymentRecord: set(),
+    stripe.Account: {"capabilities", "country", "created", "default_currency", "metadata"},
 }
 
 # What each object (by label) leaves out of its class's fields: only when expanded, only on
@@ -99,6 +100,7 @@ NOT_SENT: dict[str, set[str]] = {
     "dispute": {"intended_submission_method", "network_reason_code"},
     "credit note": set(),
     "payment record": set(),
+    "account": {"company", "deleted", "groups", "individual"},
 }
 
 
@@ -237,6 +239,7 @@ def _every_object(
             for line in wire(note)["lines"]["data"]
         ),
         ("payment record", stripe.PaymentRecord, wire(record)),
+        ("account", stripe.Account, wire(client.v1.accounts.retrieve_current())),
     ]
 
 

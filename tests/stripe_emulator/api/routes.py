@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..models import JSON
+from .account import retrieve_account
 from .credit_notes import (
     create_credit_note,
     list_credit_note_lines,
@@ -205,6 +206,7 @@ ROUTES: list[Route] = [
         report_canceled,
         "PaymentRecordReportPaymentAttemptCanceledParams",
     ),
+    _route("GET", "/v1/account", retrieve_account, "AccountRetrieveCurrentParams"),
     _route("GET", "/v1/events", list_events, "EventListParams"),
     _route("GET", "/v1/events/{event_id}", retrieve_event, "EventRetrieveParams"),
     _route("POST", "/v1/webhook_endpoints", create_webhook_endpoint, "WebhookEndpointCreateParams"),
