@@ -2,7 +2,9 @@
 
 Tests and the demo use it to configure faults and chaos per account, read the request log and
 the webhook delivery attempts, move the clock, and make the customer pay (card or ACH, in full or
-in part) or have an ACH debit fail later. Errors use Stripe's error shape.
+in part) or have an ACH debit fail later. What banks and card networks do to money already paid
+(ACH refunds settling, disputes) and the Dashboard's key roll are in :mod:`.control_money`.
+Errors use Stripe's error shape.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from email.message import Message
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from . import currencies
+from . import control_money, currencies
 from .api.context import Ctx
 from .api.invoice_payments import apply_payment, fail_payment, settle_payment
 from .api.pricing import check_amount_for_currency
@@ -147,6 +149,11 @@ def handle(
         if method != "POST":
             raise _method_not_allowed(method, path)
         return _settle(store, dispatcher, parts[1], parts[2], _body(body, headers))
+    if method == "POST":
+        options = _body(body, headers)
+        money = control_money.route(store, dispatcher, parts, options, _optional_key(headers))
+        if money is not None:
+            return money
     raise StripeError(404, f"Unrecognized emulator URL ({method}: {path}).")
 
 
@@ -161,16 +168,6 @@ def _clock(store: Store, key: str | None) -> Response:
 
 def _method_not_allowed(method: str, path: str) -> StripeError:
     return StripeError(405, f"{method} is not allowed on {path}.")
-
-
-def _ctx(store: Store, account: Account) -> Ctx:
-    return Ctx(
-        store=store,
-        account=account,
-        now=int(account.now(store.clock)),
-        request_id=None,
-        idempotency_key=None,
-    )
 
 
 def _parse_amount(options: dict[str, Any], currency: str) -> int | None:
@@ -218,7 +215,7 @@ def _pay(
     if pending and method_type != "us_bank_account":
         raise invalid_request("Only us_bank_account payments can stay pending.", param="pending")
     failure_code = options.get("failure_code") or None
-    ctx = _ctx(store, account)
+    ctx = Ctx.unrequested(store, account)
     with store.lock:
         invoice = account.invoices.get(invoice_id)
         if invoice is None or invoice.deleted:
@@ -280,21 +277,19 @@ def _settle(
     account = store.payment_owner(payment_id)
     if account is None:
         raise no_such("invoice_payment", payment_id)
-    ctx = _ctx(store, account)
-    with store.lock:
+
+    def action(ctx: Ctx, account: Account) -> dict[str, Any]:
         payment = account.invoice_payments[payment_id]
         if outcome == "succeed":
             settle_payment(ctx, payment)
         else:
             fail_payment(ctx, payment, str(options.get("failure_code") or "insufficient_funds"))
-        invoice = account.invoices[payment.invoice]
-        result = {
+        return {
             "invoice_payment": render_invoice_payment(payment),
-            "invoice": render_invoice(account, invoice),
+            "invoice": render_invoice(account, account.invoices[payment.invoice]),
         }
-    if ctx.deliveries:
-        dispatcher.submit(ctx.deliveries)
-    return _ok(result)
+
+    return control_money.act(store, dispatcher, account, action)
 
 
 def hosted_redirect(invoice_id: str, *, notice: str | None = None, error: str | None = None) -> str:

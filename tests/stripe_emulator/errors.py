@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class StripeError(Exception):
@@ -56,6 +59,16 @@ def no_such(kind: str, object_id: str, *, param: str = "id", status: int = 404) 
     return StripeError(
         status, f"No such {kind}: '{object_id}'", code="resource_missing", param=param
     )
+
+
+def require(
+    table: Mapping[str, T], object_id: str, kind: str, *, param: str = "id", status: int = 404
+) -> T:
+    """``table[object_id]``, or Stripe's ``resource_missing`` for it."""
+    found = table.get(object_id)
+    if found is None:
+        raise no_such(kind, object_id, param=param, status=status)
+    return found
 
 
 def parameter_unknown(param: str) -> StripeError:

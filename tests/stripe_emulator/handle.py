@@ -141,6 +141,48 @@ class EmulatorHandle:
         )
         return result
 
+    def settle_refund(self, refund_id: str) -> dict[str, Any]:
+        """A pending ACH refund succeeds. Returns ``{"refund": {...}, "charge": {...}}``."""
+        result: dict[str, Any] = self._call("POST", f"/_emulator/refunds/{refund_id}/succeed", {})
+        return result
+
+    def fail_refund(self, refund_id: str, *, failure_reason: str = "declined") -> dict[str, Any]:
+        """A pending ACH refund fails: ``refund.failed``, its amount goes back to the charge."""
+        result: dict[str, Any] = self._call(
+            "POST", f"/_emulator/refunds/{refund_id}/fail", {"failure_reason": failure_reason}
+        )
+        return result
+
+    def open_dispute(
+        self, charge_id: str, *, amount: int | None = None, reason: str = "fraudulent"
+    ) -> dict[str, Any]:
+        """The card network opens a dispute (funds withdrawn). ``{"dispute", "charge"}``."""
+        payload: dict[str, Any] = {"reason": reason}
+        if amount is not None:
+            payload["amount"] = amount
+        result: dict[str, Any] = self._call(
+            "POST", f"/_emulator/charges/{charge_id}/dispute", payload
+        )
+        return result
+
+    def close_dispute(self, dispute_id: str, *, won: bool) -> dict[str, Any]:
+        """The card network decides: won (funds reinstated) or lost."""
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/_emulator/disputes/{dispute_id}/close",
+            {"outcome": "won" if won else "lost"},
+        )
+        return result
+
+    def roll_key(self, secret_key: str, *, expires_in: float = 0) -> str:
+        """The Dashboard's "Roll key": a new key for the same account; ``secret_key`` keeps
+        working ``expires_in`` more seconds (of the account's clock)."""
+        result = self._call(
+            "POST", "/_emulator/keys/roll", {"expires_in": expires_in}, secret_key=secret_key
+        )
+        new_key: str = result["secret_key"]
+        return new_key
+
     def requests(self, secret_key: str | None = None) -> list[dict[str, Any]]:
         """The API request log, oldest first (one account's, or every account's)."""
         result = self._call("GET", "/_emulator/requests", secret_key=secret_key)

@@ -28,7 +28,10 @@ Response = tuple[int, bytes, dict[str, str]]
 
 def handle(store: Store, method: str, path: str, query: str, body: bytes) -> Response:
     parts = path.strip("/").split("/")
-    if method != "GET" or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "pdf"):
+    credit_note_pdf = len(parts) == 5 and parts[2] == "credit_notes" and parts[4] == "pdf"
+    if method != "GET" or not (
+        len(parts) == 2 or (len(parts) == 3 and parts[2] == "pdf") or credit_note_pdf
+    ):
         raise StripeError(404, f"Unrecognized request URL ({method}: {path}).")
     invoice_id = parts[1]
     account = store.invoice_owner(invoice_id)
@@ -38,6 +41,13 @@ def handle(store: Store, method: str, path: str, query: str, body: bytes) -> Res
         invoice = account.invoices[invoice_id]
         if invoice.deleted or invoice.status == "draft":
             raise no_such("invoice", invoice_id)
+        if credit_note_pdf:
+            note = account.credit_notes.get(parts[3])
+            if note is None or note.invoice != invoice.id:
+                raise no_such("credit_note", parts[3])
+            total = currencies.format_amount(note.amount, note.currency)
+            text = f"Credit note {note.number} - {total}"
+            return 200, _pdf_document(text), {"Content-Type": "application/pdf"}
         if len(parts) == 3:
             return 200, _pdf(account, invoice), {"Content-Type": "application/pdf"}
         page = _page(account, invoice, dict(parse_qsl(query)))
@@ -129,7 +139,10 @@ def _major(amount: int, currency: str) -> str:
 def _pdf(account: Account, invoice: InvoiceRec) -> bytes:
     """A one-page PDF naming the invoice; enough for a download link to work."""
     total = currencies.format_amount(amount_due(account, invoice), invoice.currency)
-    text = f"Invoice {invoice.number} - {total}"
+    return _pdf_document(f"Invoice {invoice.number} - {total}")
+
+
+def _pdf_document(text: str) -> bytes:
     safe = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
     stream = f"BT /F1 14 Tf 72 720 Td ({safe}) Tj ET".encode()
     objects = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -28,6 +29,8 @@ class CustomerRec:
     livemode: bool
     email: str | None = None
     name: str | None = None
+    business_name: str | None = None  # sent only when set
+    individual_name: str | None = None  # sent only when set
     description: str | None = None
     phone: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -37,6 +40,7 @@ class CustomerRec:
     next_invoice_sequence: int = 1
     preferred_locales: list[str] = field(default_factory=list)
     tax_exempt: str = "none"
+    balance: int = 0  # negative: credit the customer has with the account
     deleted: bool = False
     seq: int = 0
 
@@ -68,6 +72,8 @@ class InvoiceItemRec:
 
 @dataclass
 class InvoicePaymentRec:
+    """A payment on an invoice: a PaymentIntent (on Stripe) or a PaymentRecord (off Stripe)."""
+
     id: str
     created: int
     livemode: bool
@@ -75,7 +81,8 @@ class InvoicePaymentRec:
     currency: str
     amount_requested: int
     payment_method_type: str
-    payment_intent: str
+    payment_intent: str | None
+    payment_record: str | None = None
     status: str = "open"  # open | paid | canceled
     amount_paid: int | None = None
     paid_at: int | None = None
@@ -121,8 +128,182 @@ class InvoiceRec:
     customer_address: JSON | None = None
     payment_ids: list[str] = field(default_factory=list)
     paid_out_of_band: bool = False
+    amount_overpaid: int = 0
+    # Credit notes: the part that reduced amount_due, and the part beyond what was still due.
+    pre_payment_credit_notes_amount: int = 0
+    post_payment_credit_notes_amount: int = 0
+    credit_note_ids: list[str] = field(default_factory=list)
+    # The customer's balance applied at finalization (None while a draft: then Stripe shows
+    # the customer's current balance), and what is left of it afterwards.
+    starting_balance: int | None = None
+    ending_balance: int | None = None
     webhooks_delivered_at: int | None = None
     deleted: bool = False
+    seq: int = 0
+
+
+@dataclass
+class PaymentIntentRec:
+    """The PaymentIntent behind an invoice payment made on Stripe."""
+
+    id: str
+    created: int
+    livemode: bool
+    amount: int
+    currency: str
+    customer: str | None
+    payment_method_types: list[str]
+    client_secret: str
+    status: str = "requires_payment_method"
+    payment_method: str | None = None
+    latest_charge: str | None = None
+    amount_received: int = 0
+    canceled_at: int | None = None
+    cancellation_reason: str | None = None
+    last_payment_error: JSON | None = None
+    seq: int = 0
+
+
+@dataclass
+class ChargeRec:
+    """One attempt to move the money of a PaymentIntent: a card charge or an ACH debit."""
+
+    id: str
+    created: int
+    livemode: bool
+    amount: int
+    currency: str
+    customer: str | None
+    payment_intent: str
+    payment_method: str
+    payment_method_type: str  # card | us_bank_account
+    status: str = "pending"  # pending | succeeded | failed
+    amount_refunded: int = 0  # refunds that are pending or succeeded
+    failure_code: str | None = None
+    failure_message: str | None = None
+    balance_transaction: str | None = None
+    dispute: str | None = None
+    seq: int = 0
+
+    @property
+    def refundable(self) -> int:
+        return self.amount - self.amount_refunded
+
+
+@dataclass
+class RefundRec:
+    id: str
+    created: int
+    amount: int
+    currency: str
+    charge: str
+    payment_intent: str
+    payment_method: str
+    payment_method_type: str
+    balance_transaction: str
+    reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    status: str = "pending"  # pending | succeeded | failed
+    failure_reason: str | None = None
+    failure_balance_transaction: str | None = None
+    seq: int = 0
+
+
+@dataclass
+class BalanceTransactionRec:
+    """A movement of the account's balance, as a dispute lists them (withdrawn, reinstated)."""
+
+    id: str
+    created: int
+    amount: int
+    currency: str
+    description: str
+    source: str
+    type: str = "adjustment"
+    reporting_category: str = "dispute"
+
+
+@dataclass
+class DisputeRec:
+    id: str
+    created: int
+    livemode: bool
+    charge: str
+    payment_intent: str
+    amount: int
+    currency: str
+    reason: str
+    payment_method_type: str
+    evidence_due_by: int
+    status: str = "needs_response"
+    balance_transactions: list[BalanceTransactionRec] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    seq: int = 0
+
+
+@dataclass
+class CreditNoteLineRec:
+    id: str
+    type: str  # invoice_line_item | custom_line_item
+    amount: int
+    livemode: bool
+    quantity: int | None = None
+    unit_amount: int | None = None
+    unit_amount_decimal: Decimal | None = None
+    description: str | None = None
+    invoice_item: str | None = None  # the credited invoice item (its line is ``line_id``)
+    invoice_line_item: str | None = None
+    credited_by: str | None = None  # "amount" | "quantity" for invoice lines
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CreditNoteRec:
+    id: str
+    number: str
+    created: int
+    livemode: bool
+    invoice: str
+    customer: str
+    currency: str
+    amount: int
+    pre_payment_amount: int
+    post_payment_amount: int
+    lines: list[CreditNoteLineRec]
+    effective_at: int
+    credit_amount: int = 0
+    out_of_band_amount: int | None = None
+    refunds: list[tuple[str, int]] = field(default_factory=list)  # (refund id, amount)
+    customer_balance_transaction: str | None = None
+    memo: str | None = None
+    reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    status: str = "issued"  # issued | void
+    voided_at: int | None = None
+    seq: int = 0
+
+
+@dataclass
+class PaymentRecordRec:
+    """A payment made outside Stripe (a wire, a check), reported to Stripe."""
+
+    id: str
+    created: int
+    livemode: bool
+    amount: int
+    currency: str
+    initiated_at: int
+    payment_method_details: JSON
+    processor_details: JSON
+    payment_attempt_record: str
+    outcome: str | None = None  # None while initiated; guaranteed | failed | canceled
+    outcome_at: int | None = None
+    customer_details: JSON | None = None
+    customer_presence: str | None = None
+    description: str | None = None
+    shipping_details: JSON | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    invoice_payment: str | None = None
     seq: int = 0
 
 
@@ -178,10 +359,17 @@ class Account:
         self.secret_key = secret_key
         self.livemode = livemode
         self.id = new_id("acct", 16)
+        self.created = int(time.time())
         self.customers: dict[str, CustomerRec] = {}
         self.invoice_items: dict[str, InvoiceItemRec] = {}
         self.invoices: dict[str, InvoiceRec] = {}
         self.invoice_payments: dict[str, InvoicePaymentRec] = {}
+        self.payment_intents: dict[str, PaymentIntentRec] = {}
+        self.charges: dict[str, ChargeRec] = {}
+        self.refunds: dict[str, RefundRec] = {}
+        self.disputes: dict[str, DisputeRec] = {}
+        self.credit_notes: dict[str, CreditNoteRec] = {}
+        self.payment_records: dict[str, PaymentRecordRec] = {}
         self.events: dict[str, EventRec] = {}
         self.webhook_endpoints: dict[str, WebhookEndpointRec] = {}
         self.idempotency: dict[str, IdempotencyRec] = {}
@@ -219,8 +407,27 @@ def invoice_total(account: Account, invoice: InvoiceRec) -> int:
     return sum(item.amount for item in invoice_lines(account, invoice))
 
 
+def starting_balance(account: Account, invoice: InvoiceRec) -> int:
+    """The customer balance the invoice starts from: fixed at finalization, live on a draft.
+
+    Stripe: "Starting customer balance before the invoice is finalized. If the invoice has not
+    been finalized yet, this will be the current customer balance." A balance only applies to
+    invoices in the customer's currency.
+    """
+    if invoice.starting_balance is not None:
+        return invoice.starting_balance
+    customer = account.customers.get(invoice.customer)
+    if customer is None or customer.currency != invoice.currency:
+        return 0
+    return customer.balance
+
+
 def amount_due(account: Account, invoice: InvoiceRec) -> int:
-    return max(invoice_total(account, invoice), 0)
+    """Stripe's order (docs "Generate credit notes programmatically"): line items, ..., customer
+    credit balance, then credit notes applied to the gross amount due; never below zero.
+    """
+    gross = invoice_total(account, invoice) + starting_balance(account, invoice)
+    return max(gross - invoice.pre_payment_credit_notes_amount, 0)
 
 
 def amount_remaining(account: Account, invoice: InvoiceRec) -> int:

@@ -157,14 +157,7 @@ class ApiPipeline:
                     idempotency_key=idempotency_key,
                     deliveries=deliveries,
                 )
-                automatic = Ctx(
-                    store=store,
-                    account=account,
-                    now=ctx.now,
-                    request_id=None,
-                    idempotency_key=None,
-                    deliveries=deliveries,
-                )
+                automatic = Ctx.unrequested(store, account, now=ctx.now, deliveries=deliveries)
                 advance_automatic_invoices(automatic)
                 result = route.handler(ctx, params, **path_args)
             status, payload, headers = 200, json_bytes(result), {}

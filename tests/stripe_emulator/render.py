@@ -23,8 +23,10 @@ from .models import (
     InvoicePaymentRec,
     InvoiceRec,
     WebhookEndpointRec,
+    amount_due,
     amount_remaining,
     invoice_lines,
+    starting_balance,
 )
 
 API_VERSION = _ApiVersion.CURRENT
@@ -34,12 +36,11 @@ LINES_EMBEDDED = 10
 def render_customer(customer: CustomerRec) -> JSON:
     if customer.deleted:
         return {"id": customer.id, "object": "customer", "deleted": True}
-    return {
+    rendered: JSON = {
         "id": customer.id,
         "object": "customer",
         "address": copy.deepcopy(customer.address),
-        "balance": 0,
-        "business_name": None,
+        "balance": customer.balance,
         "created": customer.created,
         "currency": customer.currency,
         "customer_account": None,
@@ -48,7 +49,6 @@ def render_customer(customer: CustomerRec) -> JSON:
         "description": customer.description,
         "discount": None,
         "email": customer.email,
-        "individual_name": None,
         "invoice_prefix": customer.invoice_prefix,
         "invoice_settings": {
             "custom_fields": None,
@@ -66,24 +66,30 @@ def render_customer(customer: CustomerRec) -> JSON:
         "tax_exempt": customer.tax_exempt,
         "test_clock": None,
     }
+    # The spec makes these optional and not nullable: Stripe sends them only when set.
+    for name in ("business_name", "individual_name"):
+        value = getattr(customer, name)
+        if value is not None:
+            rendered[name] = value
+    return rendered
 
 
 def _pricing(item: InvoiceItemRec) -> JSON:
-    price_details = (
-        {"price": item.price, "product": item.product} if item.price is not None else None
-    )
-    return {
-        "price_details": price_details,
+    pricing: JSON = {
         "type": "price_details",
         "unit_amount_decimal": (
-            _decimal_string(item.unit_amount_decimal)
+            decimal_string(item.unit_amount_decimal)
             if item.unit_amount_decimal is not None
             else None
         ),
     }
+    # Optional, not nullable in the spec: a line priced by `amount` has no price_details.
+    if item.price is not None:
+        pricing["price_details"] = {"price": item.price, "product": item.product}
+    return pricing
 
 
-def _decimal_string(value: Decimal) -> str:
+def decimal_string(value: Decimal) -> str:
     text = format(value, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
@@ -114,9 +120,9 @@ def render_invoice_item(item: InvoiceItemRec) -> JSON:
         "period": {"end": item.period_end, "start": item.period_start},
         "pricing": _pricing(item),
         "proration": False,
-        "proration_details": {"credited_items": None},
+        "proration_details": {"credited_items": None, "discount_amounts": []},
         "quantity": item.quantity,
-        "quantity_decimal": _decimal_string(item.quantity_decimal),
+        "quantity_decimal": decimal_string(item.quantity_decimal),
         "tax_rates": [],
         "test_clock": None,
     }
@@ -149,7 +155,7 @@ def render_line(item: InvoiceItemRec) -> JSON:
         "pretax_credit_amounts": [],
         "pricing": _pricing(item),
         "quantity": item.quantity,
-        "quantity_decimal": _decimal_string(item.quantity_decimal),
+        "quantity_decimal": decimal_string(item.quantity_decimal),
         "subscription": None,
         "subtotal": item.amount,
         "taxes": [],
@@ -164,7 +170,7 @@ def render_invoice(
         return {"id": invoice.id, "object": "invoice", "deleted": True}
     items = invoice_lines(account, invoice)
     total = sum(item.amount for item in items)
-    due = max(total, 0)
+    due = amount_due(account, invoice)
     remaining = amount_remaining(account, invoice)
     finalized = invoice.status != "draft"
     if invoice.collection_method == "send_invoice" or not finalized:
@@ -183,7 +189,7 @@ def render_invoice(
         "account_name": "Stripe Emulator",
         "account_tax_ids": None,
         "amount_due": due,
-        "amount_overpaid": 0,
+        "amount_overpaid": invoice.amount_overpaid,
         "amount_paid": invoice.amount_paid,
         "amount_paid_off_stripe": invoice.amount_paid_off_stripe,
         "amount_remaining": remaining,
@@ -226,7 +232,7 @@ def render_invoice(
         "discounts": [],
         "due_date": invoice.due_date,
         "effective_at": invoice.effective_at,
-        "ending_balance": 0 if finalized else None,
+        "ending_balance": invoice.ending_balance if finalized else None,
         "footer": invoice.footer,
         "from_invoice": None,
         "hosted_invoice_url": invoice.hosted_invoice_url,
@@ -257,8 +263,8 @@ def render_invoice(
         },
         "period_end": invoice.created,
         "period_start": invoice.created,
-        "post_payment_credit_notes_amount": 0,
-        "pre_payment_credit_notes_amount": 0,
+        "post_payment_credit_notes_amount": invoice.post_payment_credit_notes_amount,
+        "pre_payment_credit_notes_amount": invoice.pre_payment_credit_notes_amount,
         "receipt_number": None,
         "rendering": {
             "amount_tax_display": None,
@@ -268,7 +274,7 @@ def render_invoice(
         },
         "shipping_cost": None,
         "shipping_details": None,
-        "starting_balance": 0,
+        "starting_balance": starting_balance(account, invoice),
         "statement_descriptor": invoice.statement_descriptor,
         "status": invoice.status,
         "status_details": None,
@@ -281,7 +287,6 @@ def render_invoice(
         "subtotal": total,
         "subtotal_excluding_tax": total,
         "test_clock": None,
-        "threshold_reason": None,
         "total": total,
         "total_discount_amounts": [],
         "total_excluding_tax": total,
@@ -311,7 +316,11 @@ def render_invoice_payment(payment: InvoicePaymentRec) -> JSON:
         "invoice": payment.invoice,
         "is_default": payment.is_default,
         "livemode": payment.livemode,
-        "payment": {"payment_intent": payment.payment_intent, "type": "payment_intent"},
+        "payment": (
+            {"payment_record": payment.payment_record, "type": "payment_record"}
+            if payment.payment_record is not None
+            else {"payment_intent": payment.payment_intent, "type": "payment_intent"}
+        ),
         "status": payment.status,
         "status_transitions": {"canceled_at": payment.canceled_at, "paid_at": payment.paid_at},
     }

@@ -9,6 +9,7 @@ from typing import Any
 
 from .clock import Clock
 from .errors import StripeError
+from .ids import random_token
 from .models import Account
 
 KEY_PATTERN = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]{1,247}$")
@@ -17,6 +18,16 @@ REQUEST_LOG_LIMIT = 200_000
 
 def mask_key(key: str) -> str:
     return f"{key[:8]}...{key[-4:]}" if len(key) > 12 else key[:8] + "..."
+
+
+def expired_key(key: str) -> StripeError:
+    """What Stripe answers to a rolled key past its expiry: docs "API keys" say a deleted or
+    expired key gets an authentication error; Stripe's body (as the Stripe CLI shows it) is
+    ``api_key_expired`` with the key masked but for its prefix and last six characters.
+    """
+    prefix = key[: key.index("_", 3) + 1]
+    masked = prefix + "*" * max(len(key) - len(prefix) - 6, 0) + key[-6:]
+    return StripeError(401, f"Expired API Key provided: {masked}", code="api_key_expired")
 
 
 class Store:
@@ -34,6 +45,8 @@ class Store:
         self._accounts: dict[str, Account] = {}
         self._invoice_owner: dict[str, Account] = {}
         self._payment_owner: dict[str, Account] = {}
+        self._owner: dict[str, Account] = {}
+        self._key_expires_at: dict[str, float] = {}
         self._log: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_LOG_LIMIT)
         self._log_lock = threading.Lock()
 
@@ -53,6 +66,9 @@ class Store:
             raise StripeError(401, f"Invalid API Key provided: {mask_key(secret_key)}")
         with self.lock:
             account = self._accounts.get(secret_key)
+            expires_at = self._key_expires_at.get(secret_key, float("inf"))
+            if account is not None and account.now(self.clock) >= expires_at:
+                raise expired_key(secret_key)
             if account is None:
                 account = Account(secret_key, livemode="_live_" in secret_key[:8])
                 self._accounts[secret_key] = account
@@ -61,6 +77,30 @@ class Store:
     def existing_account(self, secret_key: str) -> Account | None:
         with self.lock:
             return self._accounts.get(secret_key)
+
+    def roll_key(self, secret_key: str, *, expires_in: float) -> tuple[str, float]:
+        """Another secret key for the account of ``secret_key``, which stays valid for
+        ``expires_in`` more seconds of the account's clock (0: expires now), as the Dashboard's
+        "Roll key" does. Returns the new key and when the old one expires.
+        """
+        account = self.account(secret_key)
+        prefix = secret_key[: secret_key.index("_", 3) + 1]  # sk_test_, rk_live_...
+        with self.lock:
+            new_key = prefix + random_token(99)
+            self._accounts[new_key] = account
+            expires_at = account.now(self.clock) + expires_in
+            self._key_expires_at[secret_key] = min(
+                expires_at, self._key_expires_at.get(secret_key, expires_at)
+            )
+            return new_key, self._key_expires_at[secret_key]
+
+    def index(self, object_id: str, account: Account) -> None:
+        """Remember whose object this is, for the control API (which finds objects by id)."""
+        self._owner[object_id] = account
+
+    def owner(self, object_id: str) -> Account | None:
+        with self.lock:
+            return self._owner.get(object_id)
 
     def index_invoice(self, invoice_id: str, account: Account) -> None:
         self._invoice_owner[invoice_id] = account
@@ -78,12 +118,21 @@ class Store:
 
     # request log -----------------------------------------------------------------------------
 
+    def _canonical_key(self, secret_key: str | None) -> str | None:
+        """The key an account was created with: a rolled key logs under its account's.
+
+        No lock: a dict lookup is atomic, and the log must not wait for a running request.
+        """
+        account = self._accounts.get(secret_key) if secret_key is not None else None
+        return account.secret_key if account is not None else secret_key
+
     def log_request(self, entry: dict[str, Any], secret_key: str | None) -> None:
-        entry["_key"] = secret_key
+        entry["_key"] = self._canonical_key(secret_key)
         with self._log_lock:
             self._log.append(entry)
 
     def requests(self, secret_key: str | None) -> list[dict[str, Any]]:
+        secret_key = self._canonical_key(secret_key)
         with self._log_lock:
             entries = list(self._log)
         return [
@@ -93,6 +142,7 @@ class Store:
         ]
 
     def clear_requests(self, secret_key: str | None) -> None:
+        secret_key = self._canonical_key(secret_key)
         with self._log_lock:
             if secret_key is None:
                 self._log.clear()

@@ -11,23 +11,6 @@ import stripe
 from tests.stripe_emulator.handle import EmulatorError, EmulatorHandle
 
 
-@pytest.fixture
-def open_invoice(client: stripe.StripeClient, customer: stripe.Customer) -> stripe.Invoice:
-    invoice = client.v1.invoices.create(
-        params={"customer": customer.id, "collection_method": "send_invoice", "days_until_due": 30}
-    )
-    client.v1.invoices.add_lines(
-        invoice.id,
-        params={
-            "lines": [
-                {"amount": 120000, "description": "Silver sponsorship"},
-                {"amount": 30050, "description": "Booth <power> & wifi"},
-            ]
-        },
-    )
-    return client.v1.invoices.finalize_invoice(invoice.id)
-
-
 def test_ach_pending_then_settled(
     client: stripe.StripeClient, stripe_emulator: EmulatorHandle, open_invoice: stripe.Invoice
 ) -> None:

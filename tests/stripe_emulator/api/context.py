@@ -28,5 +28,24 @@ class Ctx:
     idempotency_key: str | None
     deliveries: list[Delivery] = field(default_factory=list)
 
+    @classmethod
+    def unrequested(
+        cls,
+        store: Store,
+        account: Account,
+        *,
+        now: int | None = None,
+        deliveries: list[Delivery] | None = None,
+    ) -> Ctx:
+        """For what happens without an API request: Stripe's scheduler, a bank, the customer."""
+        return cls(
+            store=store,
+            account=account,
+            now=int(account.now(store.clock)) if now is None else now,
+            request_id=None,
+            idempotency_key=None,
+            deliveries=[] if deliveries is None else deliveries,
+        )
+
 
 Params = dict[str, Any]

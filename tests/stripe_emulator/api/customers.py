@@ -38,6 +38,8 @@ def create_customer(ctx: Ctx, params: Params) -> JSON:
         livemode=ctx.account.livemode,
         email=params.get("email"),
         name=params.get("name"),
+        business_name=_set(params.get("business_name")),
+        individual_name=_set(params.get("individual_name")),
         description=params.get("description"),
         phone=params.get("phone"),
         metadata=merge_metadata(params.get("metadata", {}), param="metadata"),
@@ -52,6 +54,11 @@ def create_customer(ctx: Ctx, params: Params) -> JSON:
     rendered = render_customer(customer)
     emit(ctx, "customer.created", rendered)
     return rendered
+
+
+def _set(value: Any) -> Any:
+    """A create parameter sent as ``""`` sets nothing."""
+    return None if value is UNSET else value
 
 
 def _address(value: Any) -> JSON | None:
@@ -77,7 +84,7 @@ def update_customer(ctx: Ctx, params: Params, customer_id: str) -> JSON:
         else customer.metadata
     )
     before = render_customer(customer)
-    for name in ("email", "name", "description", "phone"):
+    for name in ("email", "name", "business_name", "individual_name", "description", "phone"):
         if name in params:
             value = params[name]
             setattr(customer, name, None if value is UNSET else value)

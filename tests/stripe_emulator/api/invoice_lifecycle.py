@@ -14,7 +14,15 @@ from ..errors import (
     no_such,
     parameters_exclusive,
 )
-from ..models import AUTO_FINALIZE_DELAY, JSON, InvoiceRec, amount_due, amount_remaining
+from ..models import (
+    AUTO_FINALIZE_DELAY,
+    JSON,
+    InvoiceRec,
+    amount_due,
+    amount_remaining,
+    invoice_total,
+    starting_balance,
+)
 from ..render import render_invoice
 from .context import Ctx, Params
 from .customers import copy_customer_fields
@@ -22,6 +30,7 @@ from .events import emit, previous_attributes
 from .invoice_payments import apply_payment
 from .invoices import INVOICE_EXPANDABLE, require_invoice
 from .params import expansions, reject_unsupported
+from .payment_intents import cancel_payment
 
 
 def _finalize(ctx: Ctx, invoice: InvoiceRec, auto_advance: bool | None) -> None:
@@ -40,6 +49,7 @@ def _finalize(ctx: Ctx, invoice: InvoiceRec, auto_advance: bool | None) -> None:
     invoice.invoice_pdf = f"{base}/i/{invoice.id}/pdf"
     invoice.webhooks_delivered_at = ctx.now
     copy_customer_fields(invoice, customer)
+    _apply_customer_balance(ctx, invoice)
     if invoice.collection_method == "send_invoice" and invoice.due_date is None:
         invoice.due_date = ctx.now + (invoice.days_until_due or 0) * 86400
     emit(ctx, "invoice.finalized", render_invoice(ctx.account, invoice))
@@ -48,6 +58,20 @@ def _finalize(ctx: Ctx, invoice: InvoiceRec, auto_advance: bool | None) -> None:
         invoice.status = "paid"
         invoice.paid_at = ctx.now
         emit(ctx, "invoice.paid", render_invoice(ctx.account, invoice))
+
+
+def _apply_customer_balance(ctx: Ctx, invoice: InvoiceRec) -> None:
+    """Finalizing applies the customer's balance (a credit, from a credit note's
+    ``credit_amount`` or an overpayment, "automatically applied to their next invoice when it's
+    finalized"; or a debit): ``starting_balance`` is fixed, ``ending_balance`` is what remains
+    and becomes the customer's balance.
+    """
+    customer = ctx.account.customers[invoice.customer]
+    balance = starting_balance(ctx.account, invoice)
+    invoice.starting_balance = balance
+    invoice.ending_balance = min(invoice_total(ctx.account, invoice) + balance, 0)
+    if customer.currency == invoice.currency:
+        customer.balance = invoice.ending_balance
 
 
 def advance_automatic_invoices(ctx: Ctx) -> None:
@@ -114,6 +138,9 @@ def void_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         payment = ctx.account.invoice_payments[payment_id]
         if payment.status == "open":
             payment.status, payment.canceled_at = "canceled", ctx.now
+            if payment.payment_intent is not None:
+                intent = ctx.account.payment_intents[payment.payment_intent]
+                cancel_payment(ctx, intent, "void_invoice")
     after = render_invoice(ctx.account, invoice)
     emit(ctx, "invoice.voided", after)
     emit(ctx, "invoice.updated", after, previous_attributes(before, after))

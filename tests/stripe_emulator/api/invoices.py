@@ -87,7 +87,9 @@ def _payment_method_types(value: Any) -> list[str] | None:
     return list(value)
 
 
-INVOICE_EXPANDABLE = ("customer", "payments")
+# ``amount_paid_off_stripe`` is an includable property: "You can include this property in API
+# requests" with expand[]=amount_paid_off_stripe (changelog 2026-05-27.dahlia).
+INVOICE_EXPANDABLE = ("customer", "payments", "amount_paid_off_stripe")
 
 
 def create_invoice(ctx: Ctx, params: Params) -> JSON:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..errors import invalid_request, no_such, parameters_exclusive
 from ..models import JSON
@@ -74,3 +74,38 @@ def paginate(
 
 def newest_first(records: Iterable[T]) -> list[T]:
     return sorted(records, key=lambda record: getattr(record, "seq", 0), reverse=True)
+
+
+class Listed(Protocol):
+    """What every listable record has."""
+
+    id: str
+    created: int
+
+
+R = TypeVar("R", bound=Listed)
+
+
+def list_page(
+    records: Iterable[R],
+    params: Params,
+    *,
+    filters: Sequence[str],
+    url: str,
+    render: Callable[[R], JSON],
+    kind: str,
+) -> JSON:
+    """A list endpoint: ``records`` newest first, narrowed by ``created`` and by each filter
+    parameter that was given (``charge``, ``invoice``...: the record's attribute of that name),
+    then one page of them."""
+    wanted = {name: params[name] for name in filters if name in params}
+    created = params.get("created")
+    selected = [
+        record
+        for record in newest_first(records)
+        if matches_range(created, record.created)
+        and all(getattr(record, name) == value for name, value in wanted.items())
+    ]
+    return paginate(
+        selected, params, url=url, render=render, id_of=lambda record: record.id, kind=kind
+    )

@@ -7,6 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..models import JSON
+from .account import retrieve_account
+from .credit_notes import (
+    create_credit_note,
+    list_credit_note_lines,
+    list_credit_notes,
+    preview_credit_note,
+    preview_credit_note_lines,
+    retrieve_credit_note,
+    update_credit_note,
+    void_credit_note,
+)
 from .customers import (
     create_customer,
     delete_customer,
@@ -14,6 +25,7 @@ from .customers import (
     retrieve_customer,
     update_customer,
 )
+from .disputes import list_disputes, retrieve_dispute
 from .events import list_events, retrieve_event
 from .invoice_items import (
     create_invoice_item,
@@ -38,6 +50,21 @@ from .invoices import (
     retrieve_invoice,
     update_invoice,
 )
+from .payment_intents import (
+    list_charges,
+    list_payment_intents,
+    retrieve_charge,
+    retrieve_payment_intent,
+)
+from .payment_records import (
+    attach_payment,
+    report_canceled,
+    report_failed,
+    report_guaranteed,
+    report_payment,
+    retrieve_payment_record,
+)
+from .refunds import create_refund, list_refunds, retrieve_refund, update_refund
 from .webhook_endpoints import (
     create_webhook_endpoint,
     delete_webhook_endpoint,
@@ -104,6 +131,82 @@ ROUTES: list[Route] = [
         retrieve_invoice_payment,
         "InvoicePaymentRetrieveParams",
     ),
+    _route(
+        "POST",
+        "/v1/invoices/{invoice_id}/attach_payment",
+        attach_payment,
+        "InvoiceAttachPaymentParams",
+    ),
+    _route("GET", "/v1/payment_intents", list_payment_intents, "PaymentIntentListParams"),
+    _route(
+        "GET",
+        "/v1/payment_intents/{intent_id}",
+        retrieve_payment_intent,
+        "PaymentIntentRetrieveParams",
+    ),
+    _route("GET", "/v1/charges", list_charges, "ChargeListParams"),
+    _route("GET", "/v1/charges/{charge_id}", retrieve_charge, "ChargeRetrieveParams"),
+    _route("POST", "/v1/refunds", create_refund, "RefundCreateParams"),
+    _route("GET", "/v1/refunds", list_refunds, "RefundListParams"),
+    _route("GET", "/v1/refunds/{refund_id}", retrieve_refund, "RefundRetrieveParams"),
+    _route("POST", "/v1/refunds/{refund_id}", update_refund, "RefundUpdateParams"),
+    _route("GET", "/v1/disputes", list_disputes, "DisputeListParams"),
+    _route("GET", "/v1/disputes/{dispute_id}", retrieve_dispute, "DisputeRetrieveParams"),
+    # ``preview`` before ``{note_id}``: the first route whose path matches wins.
+    _route("GET", "/v1/credit_notes/preview", preview_credit_note, "CreditNotePreviewParams"),
+    _route(
+        "GET",
+        "/v1/credit_notes/preview/lines",
+        preview_credit_note_lines,
+        "CreditNotePreviewLinesListParams",
+    ),
+    _route("POST", "/v1/credit_notes", create_credit_note, "CreditNoteCreateParams"),
+    _route("GET", "/v1/credit_notes", list_credit_notes, "CreditNoteListParams"),
+    _route("GET", "/v1/credit_notes/{note_id}", retrieve_credit_note, "CreditNoteRetrieveParams"),
+    _route("POST", "/v1/credit_notes/{note_id}", update_credit_note, "CreditNoteUpdateParams"),
+    _route(
+        "GET",
+        "/v1/credit_notes/{note_id}/lines",
+        list_credit_note_lines,
+        "CreditNoteLineItemListParams",
+    ),
+    _route(
+        "POST",
+        "/v1/credit_notes/{note_id}/void",
+        void_credit_note,
+        "CreditNoteVoidCreditNoteParams",
+    ),
+    _route(
+        "POST",
+        "/v1/payment_records/report_payment",
+        report_payment,
+        "PaymentRecordReportPaymentParams",
+    ),
+    _route(
+        "GET",
+        "/v1/payment_records/{record_id}",
+        retrieve_payment_record,
+        "PaymentRecordRetrieveParams",
+    ),
+    _route(
+        "POST",
+        "/v1/payment_records/{record_id}/report_payment_attempt_guaranteed",
+        report_guaranteed,
+        "PaymentRecordReportPaymentAttemptGuaranteedParams",
+    ),
+    _route(
+        "POST",
+        "/v1/payment_records/{record_id}/report_payment_attempt_failed",
+        report_failed,
+        "PaymentRecordReportPaymentAttemptFailedParams",
+    ),
+    _route(
+        "POST",
+        "/v1/payment_records/{record_id}/report_payment_attempt_canceled",
+        report_canceled,
+        "PaymentRecordReportPaymentAttemptCanceledParams",
+    ),
+    _route("GET", "/v1/account", retrieve_account, "AccountRetrieveCurrentParams"),
     _route("GET", "/v1/events", list_events, "EventListParams"),
     _route("GET", "/v1/events/{event_id}", retrieve_event, "EventRetrieveParams"),
     _route("POST", "/v1/webhook_endpoints", create_webhook_endpoint, "WebhookEndpointCreateParams"),
