@@ -3,6 +3,7 @@ never silently to another Stripe account while invoices are open; every attempt 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,8 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from invoicing.models import Conference, ConferenceSettingsChange, Role
-from tests.core.conftest import MakePurchaseOrder
-from tests.ops.teams import PASSWORD, Team, build_team, conference_form
+from tests.ops.teams import PASSWORD, Team, conference_form
 from tests.stripe_emulator.handle import EmulatorHandle
 
 pytestmark = pytest.mark.django_db
@@ -21,12 +21,9 @@ Outcome = ConferenceSettingsChange.Outcome
 
 
 @pytest.fixture
-def team(
-    stripe_emulator: EmulatorHandle, settings: Any, make_purchase_order: MakePurchaseOrder
-) -> Team:
+def team(make_team: Callable[[str], Team]) -> Team:
     """A conference with open invoices (one part paid), and its finance admin."""
-    settings.STRIPE_API_BASE = stripe_emulator.base_url
-    return build_team("Money", emulator=stripe_emulator, make_purchase_order=make_purchase_order)
+    return make_team("Money")
 
 
 def post_settings(client: Client, conference: Conference, **fields: str) -> Any:

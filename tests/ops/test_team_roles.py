@@ -17,18 +17,15 @@ from django.test import Client
 from django.urls import reverse
 
 from invoicing.models import Conference, PurchaseOrder, Role, StripeEvent
-from tests.core.conftest import MakePurchaseOrder
 from tests.ops.teams import (
     PASSWORD,
     Team,
-    build_team,
     conference_form,
     manual_payment,
     new_po_form,
     po_form,
 )
 from tests.pipeline.conftest import PublishLog, published  # noqa: F401 (fixture)
-from tests.stripe_emulator.handle import EmulatorHandle
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("embedded_worker_paused")]
 
@@ -249,15 +246,12 @@ CAPABILITIES = [
 @pytest.mark.parametrize("capability", CAPABILITIES, ids=[c.name for c in CAPABILITIES])
 @pytest.mark.parametrize("role", list(Role), ids=[role.value for role in Role])
 def test_each_role_does_exactly_its_list(
-    stripe_emulator: EmulatorHandle,
-    settings: Any,
-    make_purchase_order: MakePurchaseOrder,
+    make_team: Callable[[str], Team],
     published: PublishLog,  # noqa: F811
     role: Role,
     capability: Capability,
 ) -> None:
-    settings.STRIPE_API_BASE = stripe_emulator.base_url
-    team = build_team("Own", emulator=stripe_emulator, make_purchase_order=make_purchase_order)
+    team = make_team("Own")
     published.messages.clear()
     allowed = capability.least_role is not None and role.includes(capability.least_role)
     happened = capability.check(team.client(role), team, published)

@@ -19,11 +19,9 @@ from django.urls import reverse
 
 from invoicing.models import Role
 from invoicing.services import conference_access
-from tests.core.conftest import MakePurchaseOrder
 from tests.ops.teams import (
     PASSWORD,
     Team,
-    build_team,
     conference_form,
     database_state,
     manual_payment,
@@ -237,15 +235,12 @@ def leaks(other: Team) -> list[str]:
 @pytest.mark.parametrize("role", list(Role), ids=[role.value for role in Role])
 def test_no_step_reaches_the_other_conference(
     stripe_emulator: EmulatorHandle,
-    settings: Any,
-    make_purchase_order: MakePurchaseOrder,
+    make_team: Callable[[str], Team],
     published: PublishLog,  # noqa: F811
     direction: str,
     role: Role,
 ) -> None:
-    settings.STRIPE_API_BASE = stripe_emulator.base_url
-    a = build_team("Alpha", emulator=stripe_emulator, make_purchase_order=make_purchase_order)
-    b = build_team("Beta", emulator=stripe_emulator, make_purchase_order=make_purchase_order)
+    a, b = make_team("Alpha"), make_team("Beta")
     own, other = (a, b) if direction == "A against B" else (b, a)
     client = own.client(role)
     before = database_state()
@@ -266,15 +261,11 @@ def test_no_step_reaches_the_other_conference(
 
 
 def test_an_organizer_elsewhere_is_only_a_viewer_here(
-    stripe_emulator: EmulatorHandle,
-    settings: Any,
-    make_purchase_order: MakePurchaseOrder,
+    make_team: Callable[[str], Team],
     published: PublishLog,  # noqa: F811
 ) -> None:
     """Actions are allowed by the person's role in each selected PO's own conference."""
-    settings.STRIPE_API_BASE = stripe_emulator.base_url
-    a = build_team("Alpha", emulator=stripe_emulator, make_purchase_order=make_purchase_order)
-    b = build_team("Beta", emulator=stripe_emulator, make_purchase_order=make_purchase_order)
+    a, b = make_team("Alpha"), make_team("Beta")
     person = a.people[Role.VIEWER]
     conference_access.grant_conference_role(
         conference=b.conference, user=person, role=Role.ORGANIZER
