@@ -5,6 +5,7 @@ Every variable is listed with its default in the README's "Configuration" sectio
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -36,6 +37,39 @@ SALT_KEY = env_list("FIELD_ENCRYPTION_SALT", ["po-invoicing-stripe-secrets"])
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# --- HTTPS (secure by default outside DJANGO_DEBUG; `manage.py check --deploy` passes) ---------
+# Behind a TLS-terminating proxy: the header it sets and its value, e.g.
+# "HTTP_X_FORWARDED_PROTO,https". Only set it when the proxy always sets (or strips) that header.
+_proxy_ssl_header = env_list("DJANGO_SECURE_PROXY_SSL_HEADER", [])
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured(
+        "DJANGO_SECURE_PROXY_SSL_HEADER must be 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https."
+    )
+SECURE_PROXY_SSL_HEADER = (
+    (_proxy_ssl_header[0], _proxy_ssl_header[1]) if _proxy_ssl_header else None
+)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+# Load balancers probe plain HTTP; the health check answers them there.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+
+# --- Failed-login lockout (django-axes) ---------------------------------------------------------
+# After DJANGO_LOGIN_FAILURE_LIMIT failed logins (or password re-entries on a conference's money
+# settings) for one username from one address, that pair waits DJANGO_LOGIN_LOCKOUT_MINUTES.
+AXES_ENABLED = env_bool("DJANGO_LOGIN_LOCKOUT", True)
+AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("DJANGO_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The client's address: REMOTE_ADDR, or behind DJANGO_TRUSTED_PROXY_COUNT proxies the address the
+# outermost of them saw (config/proxy.py); never an address the client wrote itself.
+TRUSTED_PROXY_COUNT = env_int("DJANGO_TRUSTED_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "config.proxy.client_address"
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -44,6 +78,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "axes",
     "invoicing",
     "workers",
 ]
@@ -57,6 +92,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into its answer (429).
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out username and address before the password is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -269,6 +312,9 @@ STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS = env_int(
     "STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS", 60, minimum=1
 )
 INVOICE_RESUME_INTERVAL_SECONDS = env_int("INVOICE_RESUME_INTERVAL_SECONDS", 300, minimum=1)
+# Processed and ignored events keep their payload (customer names, emails, addresses) this long,
+# then the beat empties it, keeping id, type, status and times. Failed events keep theirs.
+STRIPE_EVENT_RETENTION_DAYS = env_int("STRIPE_EVENT_RETENTION_DAYS", 90, minimum=1)
 
 # django-celery-beat writes these into PeriodicTask rows when beat starts (an interval changed here
 # updates its row then). Each run expires after one interval, so a backlog never replays them all.
@@ -282,6 +328,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "workers.tasks.reenqueue_pending_stripe_events",
         "schedule": float(STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS),
         "options": {"expire_seconds": STRIPE_EVENT_REENQUEUE_INTERVAL_SECONDS},
+    },
+    "purge-stripe-event-payloads": {
+        "task": "workers.tasks.purge_stripe_event_payloads",
+        "schedule": 3600.0,
+        "options": {"expire_seconds": 3600},
     },
     "resume-stalled-invoice-creation": {
         "task": "workers.tasks.resume_stalled_invoice_creation",
@@ -355,5 +406,7 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # stripe-python logs every request and response at INFO; our own lines say what happened.
         "stripe": {"level": env_str("STRIPE_LOG_LEVEL", "WARNING").upper()},
+        # django-axes logs every login at INFO; lockouts (WARNING) are what matters.
+        "axes": {"level": "WARNING"},
     },
 }

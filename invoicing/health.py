@@ -6,7 +6,10 @@ names what failed, never how to reach it: no URLs, hosts or credentials, in the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connections
@@ -33,8 +36,19 @@ def check_database() -> bool:
     return True
 
 
-def check_broker() -> bool:
-    """Open (and close) a connection to the Celery broker, without retrying."""
+# One broker connection per process, kept between probes (a probe every few seconds from every
+# load balancer would otherwise open and close a connection each time). Rebuilt when the broker
+# URL changes or a probe failed.
+_broker_lock = threading.Lock()
+_broker: tuple[str, Connection] | None = None
+
+
+def _broker_connection() -> Connection:
+    global _broker
+    url: str = settings.CELERY_BROKER_URL
+    if _broker is not None and _broker[0] == url:
+        return _broker[1]
+    _forget_broker()
     timeout = BROKER_CHECK_TIMEOUT_SECONDS
     transport_options = {
         **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
@@ -42,14 +56,41 @@ def check_broker() -> bool:
         "socket_connect_timeout": timeout,
         "max_retries": 0,
     }
-    try:
-        with Connection(
-            settings.CELERY_BROKER_URL, connect_timeout=timeout, transport_options=transport_options
-        ) as connection:
+    connection = Connection(url, connect_timeout=timeout, transport_options=transport_options)
+    _broker = (url, connection)
+    return connection
+
+
+def _forget_broker() -> None:
+    global _broker
+    if _broker is not None:
+        with contextlib.suppress(Exception):  # closing a dead connection may fail too
+            _broker[1].release()
+        _broker = None
+
+
+def _round_trip(connection: Connection) -> None:
+    """One request the broker must answer: an open socket alone says nothing about the broker."""
+    channel = connection.default_channel
+    redis_client = getattr(channel, "client", None)
+    if redis_client is not None:  # kombu's Redis transport
+        redis_client.ping()
+    else:  # AMQP: Basic.Qos waits for the broker's Qos-Ok
+        cast(Any, channel).basic_qos(0, 1, False)
+
+
+def check_broker() -> bool:
+    """Ask the Celery broker for an answer on this process's kept connection, without retrying."""
+    timeout = BROKER_CHECK_TIMEOUT_SECONDS
+    with _broker_lock:
+        try:
+            connection = _broker_connection()
             connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
-    except Exception as error:
-        logger.warning("Health check: broker unreachable (%s).", type(error).__name__)
-        return False
+            _round_trip(connection)
+        except Exception as error:
+            _forget_broker()
+            logger.warning("Health check: broker unreachable (%s).", type(error).__name__)
+            return False
     return True
 
 

@@ -42,6 +42,7 @@ from invoicing.models import Conference, PurchaseOrder
 from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is_transient
 from invoicing.selectors import awaits_invoice, stalled_invoice_creations, sync_refusal
 from invoicing.services import (
+    event_retention,
     invoice_creation,
     invoice_lifecycle,
     invoice_sync,
@@ -261,6 +262,12 @@ def queue_stripe_events(stripe_event_ids: list[int]) -> int:
 def reenqueue_pending_stripe_events() -> int:
     """Beat: queue again events recorded but not processed (lost messages, dead workers)."""
     return stripe_events.reenqueue_pending_stripe_events()
+
+
+@shared_task(name="workers.tasks.purge_stripe_event_payloads")
+def purge_stripe_event_payloads() -> int:
+    """Beat: empty the payloads of events settled longer ago than STRIPE_EVENT_RETENTION_DAYS."""
+    return event_retention.purge_event_payloads()
 
 
 # --- Sync and reconciliation ---------------------------------------------------------------------

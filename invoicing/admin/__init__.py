@@ -8,6 +8,8 @@ Rules the admin keeps, whatever a staff member clicks:
   lock, so a webhook that landed while the page was open is never overwritten by stale values.
 - Lines and terms are editable only while the PO is a draft; recorded payments are never editable.
 - Stripe secrets are write-only: never sent to the browser, a blank input keeps the stored one.
+- Each conference's team sees and acts on that conference only (:mod:`invoicing.admin.scoping`);
+  changing where its money goes takes a finance admin and their password.
 """
 
 from django.contrib import admin
@@ -15,13 +17,15 @@ from django.contrib import admin
 from invoicing.admin.conferences import ConferenceAdmin
 from invoicing.admin.purchase_orders import PurchaseOrderAdmin
 from invoicing.admin.stripe_records import StripeCustomerAdmin, StripeEventAdmin
-from invoicing.models import Conference, PurchaseOrder, StripeCustomer, StripeEvent
+from invoicing.admin.teams import ConferenceRoleAdmin
+from invoicing.models import Conference, ConferenceRole, PurchaseOrder, StripeCustomer, StripeEvent
 
 admin.site.site_header = "PO invoicing"
 admin.site.site_title = "PO invoicing"
 admin.site.index_title = "Purchase orders, Stripe invoices and payments"
 
 admin.site.register(Conference, ConferenceAdmin)
+admin.site.register(ConferenceRole, ConferenceRoleAdmin)
 admin.site.register(PurchaseOrder, PurchaseOrderAdmin)
 admin.site.register(StripeCustomer, StripeCustomerAdmin)
 admin.site.register(StripeEvent, StripeEventAdmin)

@@ -1,142 +1,46 @@
-"""Conferences: where each one's money goes (its Stripe key and webhook secret), kept write-only."""
+"""Conferences: their team, their settings (where the money goes, kept write-only) and the record
+of every change to them.
+
+A conference's page is for its team: viewers and organizers read it, its finance admins change it
+(the form is in :mod:`invoicing.admin.conference_forms`). Only superusers add or delete
+conferences; the team itself is on the "Conference roles" page (:mod:`invoicing.admin.teams`).
+"""
 
 from __future__ import annotations
 
-import logging
 from typing import Any, cast
 
-from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.timezone import localtime
 
-from invoicing import background
+from invoicing import access, background
+from invoicing.admin.common import staff_member
+from invoicing.admin.conference_forms import (
+    CONFIRMATION_FIELDS,
+    SECRET_FIELDS,
+    ConferenceAdminForm,
+    key_mode,
+)
+from invoicing.admin.scoping import ConferenceScopedAdmin
 from invoicing.background import Job
 from invoicing.logging import mask_secret
-from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
+from invoicing.models import Conference, Role
+from invoicing.services import conference_settings
 from invoicing.services.webhook_endpoints import webhook_path
 
-logger = logging.getLogger(__name__)
-
-Method = PurchaseOrderPayment.Method
-
-_SECRET_FIELDS = ("stripe_secret_key", "stripe_webhook_secret")
-_SECRET_KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
+# The newest settings changes shown on a conference's page.
+_HISTORY_ROWS = 50
 
 
-def _key_mode(key: str) -> str:
-    return "live" if key.startswith(("sk_live_", "rk_live_")) else "test"
-
-
-def _write_only_secret(*, label: str, help_text: str) -> forms.CharField:
-    """An input that is never filled in from the stored value; blank means "keep it"."""
-    return forms.CharField(
-        required=False,
-        strip=True,
-        label=label,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        help_text=help_text,
-    )
-
-
-class ConferenceAdminForm(forms.ModelForm[Conference]):
-    """Secrets are write-only: blank input keeps the stored value, which never reaches the page."""
-
-    stripe_secret_key = _write_only_secret(
-        label="New Stripe secret key",
-        help_text=(
-            "The conference's own secret key (sk_test_… / sk_live_…) or a restricted key "
-            "(rk_…). Stored encrypted. Leave empty to keep the current key."
-        ),
-    )
-    stripe_webhook_secret = _write_only_secret(
-        label="New webhook signing secret",
-        help_text=(
-            "whsec_… Only needed when the endpoint was not registered with "
-            "register_stripe_webhook (e.g. `stripe listen`). Leave empty to keep the current one."
-        ),
-    )
-
-    class Meta:
-        model = Conference
-        fields = (
-            "slug",
-            "name",
-            "currency",
-            "is_active",
-            "stripe_secret_key",
-            "stripe_webhook_secret",
-            "invoice_days_until_due",
-            "payment_method_types",
-            "invoice_memo",
-            "invoice_footer",
-        )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The stored plaintext must not even sit in the form's initial data.
-        for name in _SECRET_FIELDS:
-            self.initial.pop(name, None)
-
-    def clean_stripe_secret_key(self) -> str:
-        key: str = self.cleaned_data.get("stripe_secret_key") or ""
-        if not key:
-            return key
-        if key.startswith("pk_"):
-            raise ValidationError(
-                "That is a publishable key (pk_…). Paste the secret key (sk_…) or a restricted "
-                "key (rk_…) from the Stripe Dashboard, Developers > API keys."
-            )
-        if not key.startswith(_SECRET_KEY_PREFIXES) or not key.replace("_", "").isalnum():
-            raise ValidationError(
-                "A Stripe secret key looks like sk_test_… or sk_live_… (or rk_… when restricted)."
-            )
-        previous = self.instance.stripe_secret_key if self.instance.pk else ""
-        if previous and _key_mode(previous) != _key_mode(key) and self._has_stripe_history():
-            raise ValidationError(
-                f"This conference has invoices in {_key_mode(previous)} mode; a "
-                f"{_key_mode(key)}-mode key would make them unreachable and its webhooks would "
-                "be refused. Use a new conference for the other mode."
-            )
-        return key
-
-    def clean_stripe_webhook_secret(self) -> str:
-        secret: str = self.cleaned_data.get("stripe_webhook_secret") or ""
-        if secret and (not secret.startswith("whsec_") or not secret[6:].isalnum()):
-            raise ValidationError("A webhook signing secret looks like whsec_….")
-        return secret
-
-    def _has_stripe_history(self) -> bool:
-        return (
-            PurchaseOrder.objects.filter(conference=self.instance)
-            .exclude(stripe_invoice_id="")
-            .exists()
-            or PurchaseOrderPayment.objects.filter(
-                purchase_order__conference=self.instance, method=Method.STRIPE
-            ).exists()
-        )
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        for name in _SECRET_FIELDS:
-            if not cleaned.get(name) and self.instance.pk:
-                cleaned[name] = getattr(self.instance, name)
-        return cleaned
-
-    @property
-    def fields_to_save(self) -> list[str]:
-        """Changed fields; a blank secret input is "keep", not a change."""
-        return [
-            name
-            for name in self.changed_data
-            if name not in _SECRET_FIELDS or self.data.get(name, "").strip()
-        ]
-
-
-class ConferenceAdmin(admin.ModelAdmin[Conference]):
+class ConferenceAdmin(ConferenceScopedAdmin[Conference]):
     form = ConferenceAdminForm
+    conference_lookup = "pk"
+    change_role = Role.FINANCE
+    add_role = None
     list_display = (
         "name",
         "slug",
@@ -150,9 +54,23 @@ class ConferenceAdmin(admin.ModelAdmin[Conference]):
     search_fields = ("name", "slug")
     actions = ("reconcile_selected",)
 
-    @admin.action(description="Reconcile with Stripe now", permissions=["change"])
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access.is_superuser(request.user)
+
+    def has_reconcile_permission(self, request: HttpRequest) -> bool:
+        """Reconciling is a sync: an organizer's right."""
+        return access.may_anywhere(request.user, Role.ORGANIZER)
+
+    @admin.action(description="Reconcile with Stripe now", permissions=["reconcile"])
     def reconcile_selected(self, request: HttpRequest, queryset: QuerySet[Conference]) -> None:
-        for conference in queryset.order_by("slug"):
+        allowed = access.scope(queryset, request.user, role=Role.ORGANIZER, through="pk")
+        for conference in queryset.exclude(pk__in=allowed.values("pk")).order_by("slug"):
+            self.message_user(
+                request,
+                f"{conference.slug}: not reconciled: you are not one of its organizers.",
+                messages.WARNING,
+            )
+        for conference in allowed.order_by("slug"):
             if not conference.is_active or not conference.has_stripe_key:
                 self.message_user(
                     request,
@@ -175,11 +93,25 @@ class ConferenceAdmin(admin.ModelAdmin[Conference]):
                     messages.ERROR,
                 )
 
+    def get_form(
+        self,
+        request: HttpRequest,
+        obj: Conference | None = None,
+        change: bool = False,
+        **kwargs: Any,
+    ) -> type[ConferenceAdminForm]:
+        form = cast(type[ConferenceAdminForm], super().get_form(request, obj, change, **kwargs))
+        # The form re-checks the password of the person saving: it needs their request.
+        return type(form.__name__, (form,), {"request": request})
+
     def get_readonly_fields(self, request: HttpRequest, obj: Conference | None = None) -> list[str]:
         fields = [
             "stripe_key_display",
             "webhook_secret_display",
             "stripe_webhook_endpoint_id",
+            "stripe_account_id",
+            "team_display",
+            "settings_changes_display",
             "created_at",
             "updated_at",
         ]
@@ -189,33 +121,36 @@ class ConferenceAdmin(admin.ModelAdmin[Conference]):
         return fields
 
     def get_fieldsets(self, request: HttpRequest, obj: Conference | None = None) -> Any:
-        general: list[str] = ["slug", "name", "currency", "is_active"]
+        editable = (
+            self.has_change_permission(request, obj)
+            if obj is not None
+            else self.has_add_permission(request)
+        )
+        general: list[str] = [
+            "slug",
+            "name",
+            "currency",
+            "is_active",
+            "approvals_need_second_person",
+        ]
         stripe_fields = [
             "stripe_key_display",
             "stripe_secret_key",
             "webhook_secret_display",
             "stripe_webhook_secret",
             "stripe_webhook_endpoint_id",
+            "stripe_account_id",
         ]
-        description = (
-            "Each conference uses its own Stripe account. Give Stripe this webhook endpoint: "
-            "<code>https://&lt;this site&gt;/stripe/webhooks/&lt;slug&gt;/</code>."
-        )
-        if obj is not None:
-            endpoint = request.build_absolute_uri(webhook_path(obj))
-            description = format_html(
-                "Each conference uses its own Stripe account. Webhook endpoint to give Stripe: "
-                "<code>{}</code><br>Register it (and store its signing secret) with "
-                "<code>python manage.py register_stripe_webhook --conference {} --url {}</code>, "
-                "or paste the secret of an endpoint made in the Dashboard or by "
-                "<code>stripe listen</code> below.",
-                endpoint,
-                obj.slug,
-                request.build_absolute_uri("/"),
-            )
+        confirm = list(CONFIRMATION_FIELDS)
+        if obj is None:
+            confirm.remove("switch_stripe_account")  # a new conference has no invoices to strand
+        if not editable:
+            # A read-only page would print an input's value: the secret inputs are for editors.
+            stripe_fields = [name for name in stripe_fields if name not in SECRET_FIELDS]
+            confirm = []
         fieldsets: list[tuple[str | None, dict[str, Any]]] = [
             (None, {"fields": general}),
-            ("Stripe", {"fields": stripe_fields, "description": description}),
+            ("Stripe", {"fields": stripe_fields, "description": self._stripe_help(request, obj)}),
             (
                 "Invoices",
                 {
@@ -228,16 +163,48 @@ class ConferenceAdmin(admin.ModelAdmin[Conference]):
                 },
             ),
         ]
+        if confirm:
+            fieldsets.append(("Confirm a change of where the money goes", {"fields": confirm}))
         if obj is not None:
-            fieldsets.append(("History", {"fields": ["created_at", "updated_at"]}))
+            fieldsets.append(
+                (
+                    "Team and history",
+                    {
+                        "fields": [
+                            "team_display",
+                            "settings_changes_display",
+                            "created_at",
+                            "updated_at",
+                        ]
+                    },
+                )
+            )
         return fieldsets
+
+    @staticmethod
+    def _stripe_help(request: HttpRequest, obj: Conference | None) -> str:
+        if obj is None:
+            return (
+                "Each conference uses its own Stripe account. Give Stripe this webhook endpoint: "
+                "<code>https://&lt;this site&gt;/stripe/webhooks/&lt;slug&gt;/</code>."
+            )
+        return format_html(
+            "Each conference uses its own Stripe account. Webhook endpoint to give Stripe: "
+            "<code>{}</code><br>Register it (and store its signing secret) with "
+            "<code>python manage.py register_stripe_webhook --conference {} --url {}</code>, "
+            "or paste the secret of an endpoint made in the Dashboard or by "
+            "<code>stripe listen</code> below.",
+            request.build_absolute_uri(webhook_path(obj)),
+            obj.slug,
+            request.build_absolute_uri("/"),
+        )
 
     @admin.display(description="Stripe secret key")
     def stripe_key_display(self, obj: Conference) -> str:
         key = obj.stripe_secret_key
         if not key:
             return "not set"
-        return f"{mask_secret(key)} ({_key_mode(key)} mode)"
+        return f"{mask_secret(key)} ({key_mode(key)} mode)"
 
     @admin.display(description="Webhook signing secret")
     def webhook_secret_display(self, obj: Conference) -> str:
@@ -247,16 +214,47 @@ class ConferenceAdmin(admin.ModelAdmin[Conference]):
     def webhook_path_display(self, obj: Conference) -> str:
         return webhook_path(obj)
 
+    @admin.display(description="Team")
+    def team_display(self, obj: Conference) -> SafeString | str:
+        roles = obj.roles.select_related("user").order_by("role", "user__username")
+        if not roles:
+            return "nobody yet (superusers only): a superuser grants roles on “Conference roles”"
+        return format_html_join(
+            ", ", "{} ({})", ((role.user.get_username(), role.get_role_display()) for role in roles)
+        )
+
+    @admin.display(description="Settings changes")
+    def settings_changes_display(self, obj: Conference) -> SafeString | str:
+        """Who changed or tried to change which settings, when: field names, never values."""
+        changes = obj.settings_changes.select_related("changed_by")[:_HISTORY_ROWS]
+        if not changes:
+            return "none recorded"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    localtime(change.changed_at).strftime("%Y-%m-%d %H:%M:%S %Z"),
+                    change.changed_by.get_username() if change.changed_by else "a command",
+                    ", ".join(change.fields),
+                    change.get_outcome_display()
+                    + (" (switched Stripe account)" if change.switched_stripe_account else ""),
+                    change.reason or "",
+                )
+                for change in changes
+            ),
+        )
+        return format_html(
+            '<table id="settings-changes"><thead><tr><th>When</th><th>Who</th><th>Fields</th>'
+            "<th>Outcome</th><th>Why refused</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
     def save_model(self, request: HttpRequest, obj: Conference, form: Any, change: bool) -> None:
-        if not change:
-            obj.save()
-            return
-        fields = cast(ConferenceAdminForm, form).fields_to_save
-        if fields:
-            obj.save(update_fields=[*fields, "updated_at"])
-            logger.info(
-                "conference %s: changed in the admin by %s (%s)",
-                obj.slug,
-                request.user,
-                ", ".join(sorted(fields)),
-            )
+        conference_form = cast(ConferenceAdminForm, form)
+        conference_settings.save_conference_settings(
+            conference=obj,
+            fields=conference_form.fields_to_save,
+            changed_by=staff_member(request),
+            account_check=conference_form.account_check,
+        )

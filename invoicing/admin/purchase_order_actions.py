@@ -3,25 +3,30 @@
 Each action says, for every selected PO, what was done or queued, or why it was refused. Stripe
 is only ever called by the worker: the actions queue the pipeline's jobs
 (:mod:`invoicing.background`). Whether a PO may be synced, voided, re-issued or cancelled is asked
-of :mod:`invoicing.selectors`, the one place that says so (the services ask it too).
+of :mod:`invoicing.selectors`, the one place that says so (the services ask it too). Each action
+acts only on the selected POs of conferences where the person is an organizer (:meth:`_operable`),
+and those that ask for money or change what is asked (approve, void, re-issue, cancel) confirm
+first.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 
-from invoicing import background
-from invoicing.admin.common import staff_member
+from invoicing import access, background
+from invoicing.admin.common import amount_or_dash, staff_member
+from invoicing.admin.scoping import ConferenceScopedAdmin
 from invoicing.background import Job
 from invoicing.logging import log_state_change
-from invoicing.models import PurchaseOrder
+from invoicing.models import PurchaseOrder, Role
 from invoicing.selectors import cancel_refusal, reissue_refusal, sync_refusal, void_refusal
 from invoicing.services import purchase_orders
 
@@ -30,7 +35,18 @@ logger = logging.getLogger(__name__)
 Status = PurchaseOrder.Status
 
 
-class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
+def _total(po: PurchaseOrder) -> str:
+    """The changelist's annotation when the PO came from it, else the lines' sum."""
+    total = getattr(po, "admin_total", None)
+    return amount_or_dash(po.total if total is None else total, po.currency)
+
+
+def _balance(po: PurchaseOrder) -> str:
+    balance = getattr(po, "admin_balance", None)
+    return amount_or_dash(po.balance_due if balance is None else balance, po.currency)
+
+
+class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
     """The actions of :class:`~invoicing.admin.purchase_orders.PurchaseOrderAdmin`."""
 
     actions = (
@@ -59,10 +75,38 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
                 messages.SUCCESS,
             )
 
+    def _operable(
+        self, request: HttpRequest, queryset: QuerySet[PurchaseOrder], verb: str
+    ) -> QuerySet[PurchaseOrder]:
+        """The selected POs the person organizes; each other one is refused with a message."""
+        allowed = access.scope(queryset, request.user, role=Role.ORGANIZER)
+        others = queryset.exclude(pk__in=allowed.values("pk")).select_related("conference")
+        for po in others.order_by("reference"):
+            self._refuse(request, po, verb, f"you are not an organizer of {po.conference}.")
+        return allowed
+
     @admin.action(description="Approve: create and send the Stripe invoice", permissions=["change"])
-    def approve_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
+    def approve_selected(
+        self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
+    ) -> HttpResponse | None:
+        queryset = self._operable(request, queryset, "approved")
+        confirmation = self._confirm(
+            request,
+            queryset,
+            action="approve_selected",
+            title="Approve these purchase orders?",
+            explanation=(
+                "For each draft, the worker creates a Stripe invoice with the PO's lines, "
+                "finalizes it and emails it to the contact: the customer is asked for this money. "
+                "Lines and terms are frozen from then on."
+            ),
+            describe=lambda po: f"invoice for {_total(po)} to {po.contact_email}",
+        )
+        if confirmation is not None:
+            return confirmation
         for po in queryset.order_by("reference"):
             self._approve(request, po)
+        return None
 
     def _queue(
         self,
@@ -101,7 +145,7 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
 
     @admin.action(description="Sync with Stripe now", permissions=["change"])
     def sync_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
-        for po in queryset.order_by("reference"):
+        for po in self._operable(request, queryset, "synced").order_by("reference"):
             why = sync_refusal(po)
             if why:
                 self._refuse(request, po, "synced", why)
@@ -121,7 +165,8 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
     )
     def void_selected(
         self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
-    ) -> TemplateResponse | None:
+    ) -> HttpResponse | None:
+        queryset = self._operable(request, queryset, "voided")
         confirmation = self._confirm(
             request,
             queryset,
@@ -132,7 +177,11 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
                 "longer pay it. Payments already received stay in the ledger. The PO then shows "
                 "“Invoice voided”, and you re-issue or cancel it."
             ),
-            ask_reason=False,
+            describe=lambda po: (
+                f"invoice {po.stripe_invoice_id or '(none yet)'}, balance {_balance(po)}"
+            ),
+            refusal=void_refusal,
+            verb="voided",
         )
         if confirmation is not None:
             return confirmation
@@ -153,7 +202,26 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
         return None
 
     @admin.action(description="Re-issue the invoice (for the balance)", permissions=["change"])
-    def reissue_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
+    def reissue_selected(
+        self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
+    ) -> HttpResponse | None:
+        queryset = self._operable(request, queryset, "re-issued")
+        confirmation = self._confirm(
+            request,
+            queryset,
+            action="reissue_selected",
+            title="Re-issue these invoices?",
+            explanation=(
+                "For each PO whose invoice was voided or marked uncollectible, the worker creates "
+                "and emails a new Stripe invoice for the balance; payments received so far are "
+                "credited on it."
+            ),
+            describe=lambda po: f"new invoice for the balance {_balance(po)} to {po.contact_email}",
+            refusal=reissue_refusal,
+            verb="re-issued",
+        )
+        if confirmation is not None:
+            return confirmation
         for po in queryset.order_by("reference"):
             why = reissue_refusal(po)
             if why:
@@ -171,11 +239,13 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
                 job=Job.REISSUE_INVOICE,
                 args=(getattr(staff_member(request), "pk", None),),
             )
+        return None
 
     @admin.action(description="Cancel (voids the Stripe invoice first)", permissions=["change"])
     def cancel_selected(
         self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
-    ) -> TemplateResponse | None:
+    ) -> HttpResponse | None:
+        queryset = self._operable(request, queryset, "cancelled")
         confirmation = self._confirm(
             request,
             queryset,
@@ -187,6 +257,9 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
                 "an invoice is cancelled now. Payments already received stay in the ledger. A paid "
                 "PO must be refunded first."
             ),
+            describe=lambda po: f"total {_total(po)}, balance {_balance(po)}",
+            refusal=cancel_refusal,
+            verb="cancelled",
             ask_reason=True,
         )
         if confirmation is not None:
@@ -226,11 +299,28 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
         action: str,
         title: str,
         explanation: str,
-        ask_reason: bool,
-    ) -> TemplateResponse | None:
-        """The intermediate page of a destructive action; None once the person confirmed."""
+        describe: Callable[[PurchaseOrder], str],
+        refusal: Callable[[PurchaseOrder], str] | None = None,
+        verb: str = "",
+        ask_reason: bool = False,
+    ) -> HttpResponse | None:
+        """The page that lists the POs and what the action means for each (``describe``: the
+        amounts); None once the person confirmed.
+
+        POs the action would refuse (``refusal``) are refused now, not listed; when none is left,
+        the person is sent back to the list with the reasons.
+        """
         if request.POST.get("confirm") == "yes":
             return None
+        selected = list(queryset.select_related("conference").order_by("reference"))
+        if refusal is not None:
+            for po in selected:
+                why = refusal(po)
+                if why:
+                    self._refuse(request, po, verb, why)
+            selected = [po for po in selected if not refusal(po)]
+        if not selected:
+            return HttpResponseRedirect(request.get_full_path())
         context = {
             **self.admin_site.each_context(request),
             "title": title,
@@ -238,7 +328,7 @@ class PurchaseOrderActions(admin.ModelAdmin[PurchaseOrder]):
             "explanation": explanation,
             "ask_reason": ask_reason,
             "action": action,
-            "objects": list(queryset.select_related("conference").order_by("reference")),
+            "rows": [(po, describe(po)) for po in selected],
             "opts": self.model._meta,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         }

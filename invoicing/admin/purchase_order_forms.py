@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from invoicing import money
 from invoicing.admin.common import ReadOnlyAdminMixin, amount_or_dash, staff_member
+from invoicing.admin.scoping import ConferenceScopedInline
 from invoicing.errors import InvalidPayment
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderLineItem, PurchaseOrderPayment
 from invoicing.services import purchase_orders
@@ -95,7 +96,10 @@ class LineItemFormSet(
                 )
 
 
-class LineItemInline(admin.TabularInline[PurchaseOrderLineItem, PurchaseOrder]):
+class LineItemInline(
+    ConferenceScopedInline[PurchaseOrderLineItem, PurchaseOrder],
+    admin.TabularInline[PurchaseOrderLineItem, PurchaseOrder],
+):
     model = PurchaseOrderLineItem
     form = LineItemForm
     formset = LineItemFormSet
@@ -145,7 +149,9 @@ class LineItemInline(admin.TabularInline[PurchaseOrderLineItem, PurchaseOrder]):
 
 
 class PaymentLedgerInline(
-    ReadOnlyAdminMixin, admin.TabularInline[PurchaseOrderPayment, PurchaseOrder]
+    ReadOnlyAdminMixin,
+    ConferenceScopedInline[PurchaseOrderPayment, PurchaseOrder],
+    admin.TabularInline[PurchaseOrderPayment, PurchaseOrder],
 ):
     """Every recorded payment, read-only: the ledger changes only through ``record_payment``."""
 
@@ -248,8 +254,12 @@ class ManualPaymentFormSet(
             )
 
 
-class ManualPaymentInline(admin.TabularInline[PurchaseOrderPayment, PurchaseOrder]):
-    """A blank row to record a wire, check or other payment (shown once the PO is approved)."""
+class ManualPaymentInline(
+    ConferenceScopedInline[PurchaseOrderPayment, PurchaseOrder],
+    admin.TabularInline[PurchaseOrderPayment, PurchaseOrder],
+):
+    """A blank row to record a wire, check or other payment (shown once the PO is approved), for
+    the conference's organizers."""
 
     model = PurchaseOrderPayment
     form = ManualPaymentForm

@@ -16,6 +16,7 @@ from django.db.models import (
     DecimalField,
     ExpressionWrapper,
     F,
+    ForeignKey,
     OuterRef,
     QuerySet,
     Subquery,
@@ -23,11 +24,13 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Coalesce
+from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from invoicing.admin.common import amount_or_dash
+from invoicing import access
+from invoicing.admin.common import amount_or_dash, staff_member
 from invoicing.admin.purchase_order_actions import PurchaseOrderActions
 from invoicing.admin.purchase_order_forms import (
     EDITABLE_ALWAYS,
@@ -47,6 +50,7 @@ from invoicing.models import (
     PurchaseOrder,
     PurchaseOrderLineItem,
     PurchaseOrderPayment,
+    Role,
 )
 from invoicing.services import ledger
 
@@ -133,7 +137,11 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
     )
     list_display_links = ("reference",)
     list_select_related = ("conference",)
-    list_filter = ("status", "conference", ("approved_at", admin.DateFieldListFilter))
+    list_filter = (
+        "status",
+        ("conference", admin.RelatedOnlyFieldListFilter),
+        ("approved_at", admin.DateFieldListFilter),
+    )
     search_fields = (
         "reference",
         "organization_name",
@@ -157,6 +165,8 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         "cancelled_at",
         "cancelled_by",
         "cancellation_reason",
+        "created_by",
+        "last_edited_by",
         "invoice_link",
         "stripe_amounts_display",
         "stripe_invoice_id",
@@ -195,6 +205,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         status_fields: list[Any] = [
             "status",
             ("total_display", "received_display", "balance_display"),
+            ("created_by", "last_edited_by"),
             ("approved_at", "approved_by"),
             ("cancelled_at", "cancelled_by"),
             "cancellation_reason",
@@ -296,8 +307,17 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
             messages.error(request, str(error))
             return HttpResponseRedirect(request.get_full_path())
 
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> ModelChoiceField[Any] | None:
+        if db_field.name == "conference":
+            # A PO is only ever created in, or moved to, a conference the person organizes.
+            kwargs["queryset"] = access.conferences(request.user, role=Role.ORGANIZER)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def save_model(self, request: HttpRequest, obj: PurchaseOrder, form: Any, change: bool) -> None:
         if not change:
+            obj.created_by = obj.last_edited_by = staff_member(request)
             obj.save()
             return
         # The admin's change view runs in one transaction: this lock serializes the save with
@@ -311,7 +331,8 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         editable = EDITABLE_ALWAYS if is_locked(locked) else EDITABLE_IN_DRAFT
         fields = [name for name in form.changed_data if name in editable]
         if fields:
-            obj.save(update_fields=[*fields, "updated_at"])
+            obj.last_edited_by = staff_member(request)
+            obj.save(update_fields=[*fields, "last_edited_by", "updated_at"])
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if isinstance(formset, ManualPaymentFormSet):
@@ -338,6 +359,10 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
                     position += 1
                     line.position = position
                 line.save()
+            if lines or formset.deleted_objects:
+                # Lines are terms too: whoever changed them may not be the second approver.
+                form.instance.last_edited_by = staff_member(request)
+                form.instance.save(update_fields=["last_edited_by", "updated_at"])
             return
         super().save_formset(request, form, formset, change)
 

@@ -1,4 +1,8 @@
-"""What Stripe sent us and we keep: customers, and the webhook inbox (with its replay)."""
+"""What Stripe sent us and we keep: customers, and the webhook inbox (with its replay).
+
+Both are read by the conference's team; replaying an event is a change, so it takes an organizer.
+A payload the retention purge emptied says so instead (``STRIPE_EVENT_RETENTION_DAYS``).
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,21 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from invoicing import access
 from invoicing.admin.common import ReadOnlyAdminMixin
-from invoicing.models import StripeCustomer, StripeEvent
+from invoicing.admin.scoping import ConferenceScopedAdmin
+from invoicing.models import Role, StripeCustomer, StripeEvent
 from invoicing.services import stripe_events
 
 
-class StripeCustomerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[StripeCustomer]):
+class StripeCustomerAdmin(ReadOnlyAdminMixin, ConferenceScopedAdmin[StripeCustomer]):
     list_display = ("email", "name", "conference", "stripe_customer_id", "created_at")
-    list_filter = ("conference",)
+    list_filter = (("conference", admin.RelatedOnlyFieldListFilter),)
     list_select_related = ("conference",)
     search_fields = ("email", "name", "stripe_customer_id")
 
 
-class StripeEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[StripeEvent]):
+class StripeEventAdmin(ReadOnlyAdminMixin, ConferenceScopedAdmin[StripeEvent]):
     list_display = (
         "stripe_event_id",
         "type",
@@ -33,7 +39,12 @@ class StripeEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[StripeEvent]):
         "received_at",
         "processed_at",
     )
-    list_filter = ("status", "type", "conference", ("received_at", admin.DateFieldListFilter))
+    list_filter = (
+        "status",
+        "type",
+        ("conference", admin.RelatedOnlyFieldListFilter),
+        ("received_at", admin.DateFieldListFilter),
+    )
     list_select_related = ("conference",)
     search_fields = ("stripe_event_id", "type", "payload__data__object__id")
     date_hierarchy = "received_at"
@@ -47,6 +58,7 @@ class StripeEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[StripeEvent]):
         "last_error",
         "received_at",
         "processed_at",
+        "payload_purged_at",
         "livemode",
         "api_version",
         "payload_pretty",
@@ -54,9 +66,32 @@ class StripeEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[StripeEvent]):
     readonly_fields = fields
     actions = ("replay_selected",)
 
-    @admin.action(description="Replay: reset and queue again")
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        """Replaying changes an event (its status, its retries): an organizer's right."""
+        return access.may_anywhere(request.user, Role.ORGANIZER)
+
+    @admin.action(description="Replay: reset and queue again", permissions=["replay"])
     def replay_selected(self, request: HttpRequest, queryset: QuerySet[StripeEvent]) -> None:
-        selected = list(queryset.order_by("received_at", "pk"))
+        allowed = access.scope(queryset, request.user, role=Role.ORGANIZER)
+        others = queryset.exclude(pk__in=allowed.values("pk")).select_related("conference")
+        for event in others.order_by("received_at", "pk"):
+            self.message_user(
+                request,
+                f"{event.stripe_event_id}: not replayed: you are not an organizer of "
+                f"{event.conference}.",
+                messages.WARNING,
+            )
+        purged = allowed.filter(payload_purged_at__isnull=False)
+        for event in purged.order_by("received_at", "pk"):
+            self.message_user(
+                request,
+                f"{event.stripe_event_id}: not replayed: its payload was purged "
+                "(STRIPE_EVENT_RETENTION_DAYS); the reconciliation reads the invoice from Stripe.",
+                messages.WARNING,
+            )
+        selected = list(allowed.exclude(pk__in=purged.values("pk")).order_by("received_at", "pk"))
+        if not selected:
+            return
         result = stripe_events.replay_stripe_events(
             stripe_event_ids=[event.stripe_event_id for event in selected]
         )
@@ -89,5 +124,11 @@ class StripeEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[StripeEvent]):
 
     @admin.display(description="Payload")
     def payload_pretty(self, obj: StripeEvent) -> SafeString:
+        if obj.payload_purged_at is not None:
+            return format_html(
+                "<em>Purged {}: a settled event keeps its payload STRIPE_EVENT_RETENTION_DAYS "
+                "days.</em>",
+                obj.payload_purged_at.date().isoformat(),
+            )
         pretty = json.dumps(obj.payload, indent=2, sort_keys=True, ensure_ascii=False)
         return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', pretty)

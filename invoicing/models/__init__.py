@@ -7,6 +7,7 @@ Invariants the database enforces (not just the code):
   the same invoice snapshot can never insert it twice (README, "The ledger equals Stripe").
 - Payments are positive; only ``stripe`` payments carry Stripe invoice data, and they always do.
 - One Stripe customer per (conference, email); one inbox row per Stripe event id.
+- A person holds at most one role per conference (``teams``).
 """
 
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_LIMIT, MONEY_MAX_DIGITS, ZERO
@@ -27,6 +28,7 @@ from invoicing.models.purchase_orders import (
     PurchaseOrderStatus,
 )
 from invoicing.models.stripe_records import StripeEvent, StripeSyncState
+from invoicing.models.teams import ConferenceRole, ConferenceSettingsChange, Role
 
 __all__ = [
     "DEFAULT_PAYMENT_METHOD_TYPES",
@@ -37,10 +39,13 @@ __all__ = [
     "PURCHASE_ORDER_STATUSES",
     "ZERO",
     "Conference",
+    "ConferenceRole",
+    "ConferenceSettingsChange",
     "PurchaseOrder",
     "PurchaseOrderLineItem",
     "PurchaseOrderPayment",
     "PurchaseOrderStatus",
+    "Role",
     "StripeCustomer",
     "StripeEvent",
     "StripeSyncState",

@@ -112,7 +112,17 @@ class Conference(models.Model):
     stripe_secret_key = EncryptedSecretField(max_length=255, blank=True, default="")
     stripe_webhook_secret = EncryptedSecretField(max_length=255, blank=True, default="")
     stripe_webhook_endpoint_id = models.CharField(max_length=255, blank=True, default="")
+    # The Stripe account behind the key (GET /v1/account), when it was checked: a new key for a
+    # conference with open invoices must belong to it (services/conference_settings.py).
+    stripe_account_id = models.CharField(max_length=255, blank=True, default="")
     is_active = models.BooleanField(default=True)
+    approvals_need_second_person = models.BooleanField(
+        default=False,
+        help_text=(
+            "Approvals need a second person: whoever created or last edited a purchase order "
+            "cannot approve it."
+        ),
+    )
     invoice_days_until_due = models.PositiveIntegerField(
         default=30, validators=[MinValueValidator(1), MaxValueValidator(365)]
     )

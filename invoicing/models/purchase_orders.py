@@ -79,6 +79,21 @@ class PurchaseOrder(models.Model):
         related_name="+",
     )
     cancellation_reason = models.TextField(blank=True, default="")
+    # Who wrote the PO's terms and lines (the second-approver rule: invoicing/access.py).
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    last_edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
 
     # The Stripe invoice of the current generation, mirrored as last seen.
     stripe_customer = models.ForeignKey(

@@ -38,6 +38,9 @@ class StripeEvent(models.Model):
     last_error = models.TextField(blank=True, default="")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Set when the retention purge emptied the payload (customer data): id, type, status and
+    # times stay (services/event_retention.py).
+    payload_purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("received_at", "pk")

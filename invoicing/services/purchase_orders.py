@@ -19,7 +19,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from invoicing import money
+from invoicing import access, money
 from invoicing.errors import InvalidPurchaseOrder, InvalidTransition
 from invoicing.logging import log_state_change
 from invoicing.models import (
@@ -104,6 +104,7 @@ def create_purchase_order(
     contact_name: str = "",
     currency: str | None = None,
     notes: str = "",
+    created_by: User | None = None,
 ) -> PurchaseOrder:
     """Create a draft PO with its lines, or raise :class:`InvalidPurchaseOrder` saving nothing.
 
@@ -144,6 +145,8 @@ def create_purchase_order(
                 contact_email=contact_email,
                 currency=code,
                 notes=notes,
+                created_by=created_by,
+                last_edited_by=created_by,
             )
             PurchaseOrderLineItem.objects.bulk_create(
                 PurchaseOrderLineItem(
@@ -178,7 +181,8 @@ def approve_purchase_order(
     """Approve a draft PO: the step after which the invoice is created without further clicks.
 
     Refused when the conference has no Stripe key: the invoice could not be created, and the person
-    approving is the one who can fix that.
+    approving is the one who can fix that. Refused too when the conference asks for a second
+    person and ``approved_by`` wrote the PO (:func:`invoicing.access.second_approver_refusal`).
     """
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
@@ -191,6 +195,9 @@ def approve_purchase_order(
                 f"Conference {locked.conference.slug!r} has no Stripe secret key; "
                 f"add it before approving PO {locked.reference}."
             )
+        second_approver = access.second_approver_refusal(locked, approved_by)
+        if second_approver:
+            raise InvalidTransition(f"PO {locked.reference}: {second_approver}")
         problems = _line_problems(
             [
                 LineItemInput(line.description, line.quantity, line.unit_price)

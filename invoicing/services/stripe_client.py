@@ -94,6 +94,11 @@ def build_stripe_client(conference: Conference) -> stripe.StripeClient:
         return client
 
 
+def build_stripe_client_for_key(secret_key: str) -> stripe.StripeClient:
+    """A client for a key no conference holds yet (checking a new key before it is stored)."""
+    return _new_client(secret_key)
+
+
 def clear_stripe_clients() -> None:
     """Forget every cached client (the next call builds new ones)."""
     with _clients_lock:

@@ -337,7 +337,7 @@ def replay_stripe_events(
     with transaction.atomic():
         rows = list(
             StripeEvent.objects.select_for_update()
-            .filter(selection)
+            .filter(selection, payload_purged_at__isnull=True)  # nothing left to process
             .order_by("received_at", "pk")
             .only("pk", "stripe_event_id", "status", "next_attempt_at")
         )

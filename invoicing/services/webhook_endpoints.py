@@ -24,7 +24,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from invoicing.errors import InvoicingError
-from invoicing.models import Conference
+from invoicing.models import Conference, ConferenceSettingsChange
 from invoicing.services.stripe_client import STRIPE_API_VERSION, build_stripe_client
 
 if TYPE_CHECKING:
@@ -181,6 +181,12 @@ def register_webhook_endpoint(
             locked.stripe_webhook_endpoint_id = endpoint.id
             locked.save(
                 update_fields=["stripe_webhook_secret", "stripe_webhook_endpoint_id", "updated_at"]
+            )
+            # On the conference's record like a change in the admin (by a command: nobody).
+            ConferenceSettingsChange.objects.create(
+                conference=locked,
+                fields=["stripe_webhook_endpoint_id", "stripe_webhook_secret"],
+                outcome=ConferenceSettingsChange.Outcome.APPLIED,
             )
     except Exception:
         # We could not keep the secret: an endpoint whose secret nobody has only produces failures.

@@ -1,5 +1,8 @@
 """An organizer and a customer, in a real browser: approve a PO, pay part of it by ACH, see it.
 
+The organizer is no superuser: a staff member with the organizer role in this one conference
+(``grant_conference_access``), who also sees another conference's PO never appear.
+
 Debian's Chromium driven by Playwright (never Playwright's own browser download), against
 pytest-django's live server, the session's real Celery worker and the Stripe emulator, which
 delivers signed webhooks to the live server. Every step leaves a screenshot in
@@ -23,8 +26,9 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 from pytest_django.fixtures import Settings as SettingsWrapper
 from pytest_django.live_server_helper import LiveServer
 
-from invoicing.models import Conference, PurchaseOrder
+from invoicing.models import Conference, PurchaseOrder, Role
 from invoicing.services import purchase_orders
+from invoicing.services.conference_access import grant_conference_role
 from invoicing.services.purchase_orders import LineItemInput
 from invoicing.services.stripe_client import clear_stripe_clients
 from invoicing.services.webhook_endpoints import register_webhook_endpoint
@@ -86,7 +90,16 @@ def walkthrough(
     )
     registration = register_webhook_endpoint(conference=conference, url=live_server.url)
     assert registration.created
-    User.objects.create_superuser("organizer", "organizer@browsercon.example", PASSWORD)
+    organizer = User.objects.create_user("organizer", "organizer@browsercon.example", PASSWORD)
+    grant_conference_role(conference=conference, user=organizer, role=Role.ORGANIZER)
+    other = Conference.objects.create(slug="othercon", name="OtherCon", stripe_secret_key=key)
+    purchase_orders.create_purchase_order(
+        conference=other,
+        reference="OTHER-0001",
+        organization_name="Hooli",
+        contact_email="ap@hooli.example",
+        lines=[LineItemInput("Booth", 1, Decimal("100.00"))],
+    )
     po = purchase_orders.create_purchase_order(
         conference=conference,
         reference="BRW-0001",
@@ -145,18 +158,26 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     page.click("input[type=submit]")
     expect(page.locator("#site-name")).to_contain_text("PO invoicing")
 
-    # 2. Approves the draft from the purchase order list.
+    # 2. Approves the draft from the purchase order list (only their conference's POs are there),
+    #    confirming the invoice the customer will be sent.
     page.goto(f"{live_server.url}/admin/invoicing/purchaseorder/")
+    expect(page.locator("#result_list")).not_to_contain_text("OTHER-0001")
     row = page.locator("#result_list tbody tr", has_text="BRW-0001")
     expect(row).to_contain_text("Draft")
     row.locator("input.action-select").check()
     page.select_option("select[name=action]", "approve_selected")
     shot(page, "02-approve-selected")
     page.click("button[name=index]")
+    expect(page.locator("h1")).to_have_text("Approve these purchase orders?")
+    expect(page.locator("#confirm-objects")).to_contain_text(
+        "BRW-0001: Initech (BrowserCon 2026), Draft: invoice for 6350.00 USD to ap@initech.example"
+    )
+    shot(page, "03-confirm-approval")
+    page.get_by_role("button", name="Yes, go ahead").click()
     expect(page.locator("ul.messagelist")).to_contain_text(
         "BRW-0001: approved; its Stripe invoice is being created and sent"
     )
-    shot(page, "03-approved")
+    shot(page, "04-approved")
 
     # 3. The worker creates, finalizes and sends the invoice.
     wait_until(lambda: po_status(po) == "invoiced", timeout=30, message="the PO was never invoiced")
@@ -164,7 +185,7 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     row = page.locator("#result_list tbody tr", has_text="BRW-0001")
     expect(row).to_contain_text("Invoiced")
     expect(row).to_contain_text("6350.00 USD")
-    shot(page, "04-invoiced")
+    shot(page, "05-invoiced")
 
     # 4. The customer opens the hosted invoice page from the PO's link...
     row.locator("th a").click()
@@ -174,7 +195,7 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     hosted = opened.value
     hosted.wait_for_load_state()
     expect(hosted.locator("#amount-remaining")).to_have_text("6,350.00 USD")
-    shot(hosted, "05-hosted-invoice")
+    shot(hosted, "06-hosted-invoice")
 
     # 5. ...and pays 1,000.00 of it by ACH.
     hosted.get_by_label("Amount").fill("1000.00")
@@ -182,7 +203,7 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     expect(hosted.locator("#notice")).to_contain_text("paid")
     expect(hosted.locator("#amount-paid")).to_have_text("1,000.00 USD")
     expect(hosted.locator("#invoice-status")).to_have_text("open")
-    shot(hosted, "06-paid-part-by-ach")
+    shot(hosted, "07-paid-part-by-ach")
 
     # 6. The webhooks reach the live server, the worker records the payment: the organizer sees
     #    the PO partially paid, with the Stripe payment in its ledger.
@@ -197,16 +218,17 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     ledger = page.locator("#payments-group")
     expect(ledger).to_contain_text("1000.00 USD")
     expect(ledger).to_contain_text("Stripe")
-    shot(page, "07-partially-paid")
+    shot(page, "08-partially-paid")
 
     payments = in_thread(lambda: list(po.payments.values_list("method", "amount")))
     assert payments == [("stripe", Decimal("1000.000"))]
     assert sorted(path.name for path in ARTIFACTS.glob("*.png")) == [
         "01-login.png",
         "02-approve-selected.png",
-        "03-approved.png",
-        "04-invoiced.png",
-        "05-hosted-invoice.png",
-        "06-paid-part-by-ach.png",
-        "07-partially-paid.png",
+        "03-confirm-approval.png",
+        "04-approved.png",
+        "05-invoiced.png",
+        "06-hosted-invoice.png",
+        "07-paid-part-by-ach.png",
+        "08-partially-paid.png",
     ]

@@ -34,6 +34,8 @@ def form_data(conference: Conference, **overrides: str) -> dict[str, str]:
         "stripe_webhook_endpoint_id": "",
         "invoice_days_until_due": "30",
         "payment_method_types": '["card", "us_bank_account"]',
+        # What the browser sends back for a field with a callable default (change detection).
+        "initial-payment_method_types": '["card", "us_bank_account"]',
         "invoice_memo": "",
         "invoice_footer": "",
     }
@@ -57,7 +59,11 @@ def test_secrets_are_never_rendered_and_blank_keeps_them(
     assert conference.name == "Renamed"
     assert conference.stripe_secret_key == SECRET
 
-    admin_client.post(url, form_data(conference, stripe_secret_key="sk_test_rotated"))
+    # pytest-django's admin_user signs in with the password "password".
+    admin_client.post(
+        url,
+        form_data(conference, stripe_secret_key="sk_test_rotated", current_password="password"),
+    )
     conference.refresh_from_db()
     assert conference.stripe_secret_key == "sk_test_rotated"
 

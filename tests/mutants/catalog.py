@@ -4,7 +4,6 @@ Each :class:`Mutant` names the invariant of ``../shared/DESIGN.md`` whose guard 
 exact source text it replaces (found exactly once at HEAD, or the run stops: a guard that moved must
 be re-targeted here, never skipped) and the tests that should catch it.
 
-Invariant 7 (conferences are separate teams: roles per conference) has no code yet, so no mutant.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ INVOICE_SYNC = "invoicing/services/invoice_sync.py"
 STRIPE_EVENTS = "invoicing/services/stripe_events.py"
 WEBHOOK_INTAKE = "invoicing/services/webhook_intake.py"
 RECONCILIATION = "invoicing/services/reconciliation.py"
+SCOPING = "invoicing/admin/scoping.py"
+TEAM_WALK = "tests/ops/test_team_walk.py"
 
 CORE_LOCKS = "tests/core/test_locks.py"
 CLAIMS = "tests/pipeline/test_claims.py"
@@ -41,7 +42,7 @@ class Edit:
 
 @dataclass(frozen=True)
 class Mutant:
-    """``Mutant(id, invariant, guard, edits, tests)``: the invariant (1-6) whose guard it removes,
+    """``Mutant(id, invariant, guard, edits, tests)``: the invariant (1-7) whose guard it removes,
     the guard in words, the edits that remove it, the tests that must then fail."""
 
     id: str
@@ -338,5 +339,66 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
         ),
         ("tests/pipeline/test_webhook_view.py::TestRefusals::test_stale_timestamp",),
+    ),
+    # --- 7. Conferences are separate teams -------------------------------------------------------
+    Mutant(
+        "admin-queryset-unscoped",
+        7,
+        "the admin lists and opens every conference's objects",
+        (
+            Edit(
+                SCOPING,
+                "        return access.scope(\n"
+                "            super().get_queryset(request), request.user, "
+                "through=self.conference_lookup\n"
+                "        )\n\n    def get_object(",
+                "        return super().get_queryset(request)\n\n    def get_object(",
+            ),
+        ),
+        (TEAM_WALK,),
+    ),
+    Mutant(
+        "po-moved-to-any-conference",
+        7,
+        "a PO's conference may be any conference, not only one its person organizes",
+        (
+            Edit(
+                "invoicing/admin/purchase_orders.py",
+                '            kwargs["queryset"] = access.conferences(request.user, '
+                "role=Role.ORGANIZER)\n",
+                "            pass\n",
+            ),
+        ),
+        (TEAM_WALK,),
+    ),
+    Mutant(
+        "actions-ignore-the-role-here",
+        7,
+        "an organizer of one conference acts on the POs of another where they only view",
+        (
+            Edit(
+                "invoicing/admin/purchase_order_actions.py",
+                "        allowed = access.scope(queryset, request.user, role=Role.ORGANIZER)\n",
+                "        allowed = queryset\n",
+            ),
+        ),
+        (f"{TEAM_WALK}::test_an_organizer_elsewhere_is_only_a_viewer_here",),
+    ),
+    Mutant(
+        "money-settings-without-password",
+        7,
+        "the Stripe key, webhook secret, payment methods, memo and footer change without the "
+        "password typed again",
+        (
+            Edit(
+                "invoicing/admin/conference_forms.py",
+                "        if not self._password_confirmed():\n",
+                "        if False:\n",
+            ),
+        ),
+        (
+            "tests/ops/test_money_settings.py::"
+            "test_a_key_change_without_the_password_is_refused_and_recorded",
+        ),
     ),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -9,10 +11,13 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 # The core suite's factories: conferences and POs on PostgreSQL, emulator-backed conferences.
 from tests.core.conftest import (  # noqa: F401 (fixtures)
+    MakePurchaseOrder,
     make_conference,
     make_purchase_order,
     stripe_conference,
 )
+from tests.ops.teams import Team, build_team
+from tests.stripe_emulator.handle import EmulatorHandle
 
 
 @pytest.fixture
@@ -28,3 +33,14 @@ def var_dir(settings: SettingsWrapper, tmp_path: Path) -> Path:
 def _static_root(settings: SettingsWrapper, tmp_path: Path) -> None:
     # WhiteNoise warns (an error here) when STATIC_ROOT does not exist; collectstatic never ran.
     settings.STATIC_ROOT = tmp_path
+
+
+@pytest.fixture
+def make_team(
+    stripe_emulator: EmulatorHandle,
+    settings: SettingsWrapper,
+    make_purchase_order: MakePurchaseOrder,  # noqa: F811 (the fixture, imported above)
+) -> Callable[[str], Team]:
+    """``make_team("Alpha")``: a conference on its own emulator account, its objects, its people."""
+    settings.STRIPE_API_BASE = stripe_emulator.base_url
+    return partial(build_team, emulator=stripe_emulator, make_purchase_order=make_purchase_order)

@@ -26,6 +26,8 @@ from invoicing.services import purchase_orders
 from invoicing.services.purchase_orders import LineItemInput
 from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
 from tests.core.conftest import MakeConference, MakePurchaseOrder
+from tests.ops.teams import conference_form, manual_payment
+from tests.ops.teams import po_form as form_data
 from tests.stripe_emulator.handle import EmulatorHandle
 
 pytestmark = pytest.mark.django_db
@@ -63,46 +65,6 @@ def invoiced_po(
     po.refresh_from_db()
     assert po.status == PurchaseOrder.Status.PARTIALLY_PAID
     return po
-
-
-def form_data(po: PurchaseOrder, **overrides: str) -> dict[str, str]:
-    """The change form as the browser would post it (inline management forms included)."""
-    data = {
-        "conference": str(po.conference_id),
-        "reference": po.reference,
-        "organization_name": po.organization_name,
-        "contact_name": po.contact_name,
-        "contact_email": po.contact_email,
-        "currency": po.currency,
-        "notes": po.notes,
-        "line_items-TOTAL_FORMS": "0",
-        "line_items-INITIAL_FORMS": "0",
-        "line_items-MIN_NUM_FORMS": "0",
-        "line_items-MAX_NUM_FORMS": "1000",
-        "payments-TOTAL_FORMS": "0",
-        "payments-INITIAL_FORMS": "0",
-        "payments-MIN_NUM_FORMS": "0",
-        "payments-MAX_NUM_FORMS": "1000",
-        "payments-2-TOTAL_FORMS": "0",
-        "payments-2-INITIAL_FORMS": "0",
-        "payments-2-MIN_NUM_FORMS": "0",
-        "payments-2-MAX_NUM_FORMS": "1",
-    }
-    data.update(overrides)
-    return data
-
-
-def manual_payment(**fields: str) -> dict[str, str]:
-    data = {
-        "payments-2-TOTAL_FORMS": "1",
-        "payments-2-0-amount": "",
-        "payments-2-0-method": "wire",
-        "payments-2-0-payment_date": timezone.localdate().isoformat(),
-        "payments-2-0-reference": "",
-        "payments-2-0-note": "",
-    }
-    data.update({f"payments-2-0-{name}": value for name, value in fields.items()})
-    return data
 
 
 # --- the list -----------------------------------------------------------------------------------
@@ -287,7 +249,7 @@ def test_saving_an_invoiced_po_writes_only_what_the_form_changed(
     assert response.status_code == 302
     after: dict[str, object] = dict(PurchaseOrder.objects.values().get(pk=invoiced_po.pk))
     changed = {key for key in after if after[key] != before[key]}
-    assert changed == {"notes", "updated_at"}
+    assert changed == {"notes", "last_edited_by_id", "updated_at"}
 
 
 def test_lines_posted_after_approval_are_ignored(
@@ -398,7 +360,13 @@ def test_approve_action_approves_drafts_and_explains_refusals(
     keyless = make_purchase_order(
         conference=make_conference(secret_key=""), approve=False, reference="PO-A3"
     )
-    response = run_action(admin_client, "approve_selected", draft, already, keyless)
+    confirm = run_action(admin_client, "approve_selected", draft, already, keyless)
+    assert "Approve these purchase orders?" in page_text(confirm)
+    assert "PO-A1: Acme Corp" in page_text(confirm)
+    assert "invoice for 6350.00 USD to billing@acme.example" in page_text(confirm)
+    draft.refresh_from_db()
+    assert draft.status == "draft"  # nothing happens before the confirmation
+    response = run_action(admin_client, "approve_selected", draft, already, keyless, confirm="yes")
     notes = messages_of(response)
     assert "PO-A1: approved; its Stripe invoice is being created and sent (queued)." in notes
     assert any(m.startswith("PO-A2: not approved: PO PO-A2 is approved") for m in notes)
@@ -415,20 +383,8 @@ def test_approve_action_approves_drafts_and_explains_refusals(
 SECRET = "sk_test_AdminMustNeverShowThis1234"
 
 
-def conference_form(conference: Conference, **overrides: str) -> dict[str, str]:
-    data = {
-        "name": conference.name,
-        "currency": conference.currency,
-        "is_active": "on",
-        "stripe_secret_key": "",
-        "stripe_webhook_secret": "",
-        "invoice_days_until_due": str(conference.invoice_days_until_due),
-        "payment_method_types": '["card", "us_bank_account"]',
-        "invoice_memo": "",
-        "invoice_footer": "",
-    }
-    data.update(overrides)
-    return data
+# pytest-django's admin_user signs in with this password; money settings ask for it again.
+PASSWORD = "password"
 
 
 def test_conference_secrets_are_masked_and_never_echoed(
@@ -466,7 +422,10 @@ def test_a_blank_secret_keeps_the_stored_one_and_a_new_one_replaces_it(
     assert conference.stripe_webhook_endpoint_id == "we_123"
 
     response = admin_client.post(
-        url, conference_form(conference, stripe_secret_key="sk_test_rotated9999")
+        url,
+        conference_form(
+            conference, stripe_secret_key="sk_test_rotated9999", current_password=PASSWORD
+        ),
     )
     assert response.status_code == 302
     conference.refresh_from_db()
@@ -504,17 +463,14 @@ def test_the_mode_cannot_change_once_there_are_invoices(
     conference = invoiced_po.conference
     url = reverse("admin:invoicing_conference_change", args=[conference.pk])
     live = stripe_emulator.new_secret_key(livemode=True)
-    response = admin_client.post(url, conference_form(conference, stripe_secret_key=live))
+    response = admin_client.post(
+        url, conference_form(conference, stripe_secret_key=live, current_password=PASSWORD)
+    )
     assert response.status_code == 200
     assert "has invoices in test mode" in page_text(response)
     conference.refresh_from_db()
     assert conference.stripe_livemode is False
-    # Another test key (a rotation) is fine.
-    rotated = stripe_emulator.new_secret_key()
-    assert (
-        admin_client.post(url, conference_form(conference, stripe_secret_key=rotated)).status_code
-        == 302
-    )
+    # (A rolled key of the same account is fine: tests/ops/test_money_settings.py.)
 
 
 def test_a_new_conference_can_be_added_with_its_key(admin_client: Client) -> None:
@@ -529,6 +485,7 @@ def test_a_new_conference_can_be_added_with_its_key(admin_client: Client) -> Non
         "payment_method_types": '["card", "us_bank_account"]',
         "invoice_memo": "",
         "invoice_footer": "",
+        "current_password": PASSWORD,
     }
     response = admin_client.post(reverse("admin:invoicing_conference_add"), data)
     assert response.status_code == 302

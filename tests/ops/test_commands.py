@@ -55,6 +55,13 @@ def test_register_creates_the_endpoint_at_stripe_and_stores_its_secret(
     assert endpoint.api_version == "2026-10-28.endive"
     creates = [r for r in stripe_emulator.requests(key) if r["path"] == "/v1/webhook_endpoints"]
     assert [r["method"] for r in creates] == ["POST"]
+    # A new signing secret is a change of where the money goes: on the conference's record.
+    [change] = stripe_conference.settings_changes.all()
+    assert (change.changed_by, change.fields, change.outcome) == (
+        None,
+        ["stripe_webhook_endpoint_id", "stripe_webhook_secret"],
+        "applied",
+    )
 
 
 def test_register_again_keeps_a_current_endpoint_and_replace_swaps_it(

@@ -209,6 +209,7 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(demo: Demo) -> None:
         data={
             "action": "approve_selected",
             "_selected_action": [str(po_id)],
+            "confirm": "yes",  # what the confirmation page's "Yes, go ahead" posts
             "csrfmiddlewaretoken": session.cookies["csrftoken"],
         },
         headers={"Referer": f"{demo.web}/admin/invoicing/purchaseorder/"},

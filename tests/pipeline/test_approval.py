@@ -16,6 +16,7 @@ from django.urls import reverse
 from invoicing.models import Conference, PurchaseOrder
 from invoicing.services import purchase_orders
 from tests.core.conftest import MakePurchaseOrder
+from tests.ops.teams import lines_as_posted, po_form
 from tests.pipeline.conftest import PublishLog, wait_for_status
 from tests.stripe_emulator.handle import EmulatorHandle
 
@@ -86,14 +87,14 @@ def test_the_admin_action_queues_one_invoice_per_po(
     po = make_purchase_order(conference=stripe_conference, approve=False)
     response = admin_client.post(
         reverse("admin:invoicing_purchaseorder_changelist"),
-        {"action": "approve_selected", "_selected_action": [str(po.pk)]},
+        {"action": "approve_selected", "_selected_action": [str(po.pk)], "confirm": "yes"},
     )
     assert response.status_code == 302
     assert_invoiced_once(po, stripe_emulator, stripe_secret_key, published)
     # Approving again (already approved) is refused and queues nothing.
     admin_client.post(
         reverse("admin:invoicing_purchaseorder_changelist"),
-        {"action": "approve_selected", "_selected_action": [str(po.pk)]},
+        {"action": "approve_selected", "_selected_action": [str(po.pk)], "confirm": "yes"},
     )
     assert len(published.of(CREATE, po.pk)) == 1
 
@@ -123,37 +124,7 @@ def test_the_admin_edit_form_approves_and_queues_the_invoice(
 
 
 def admin_form_data(po: PurchaseOrder, *, approve: bool) -> dict[str, str]:
-    lines = list(po.line_items.all())
-    data = {
-        "conference": str(po.conference_id),
-        "reference": po.reference,
-        "organization_name": po.organization_name,
-        "contact_name": po.contact_name,
-        "contact_email": po.contact_email,
-        "currency": po.currency,
-        "notes": "approved from the form",
-        "cancellation_reason": "",
-        "line_items-TOTAL_FORMS": str(len(lines)),
-        "line_items-INITIAL_FORMS": str(len(lines)),
-        "line_items-MIN_NUM_FORMS": "0",
-        "line_items-MAX_NUM_FORMS": "1000",
-        "payments-TOTAL_FORMS": "0",
-        "payments-INITIAL_FORMS": "0",
-        "payments-MIN_NUM_FORMS": "0",
-        "payments-MAX_NUM_FORMS": "0",
-    }
-    for index, line in enumerate(lines):
-        prefix = f"line_items-{index}-"
-        data.update(
-            {
-                f"{prefix}id": str(line.pk),
-                f"{prefix}purchase_order": str(po.pk),
-                f"{prefix}position": str(line.position),
-                f"{prefix}description": line.description,
-                f"{prefix}quantity": str(line.quantity),
-                f"{prefix}unit_price": str(line.unit_price),
-            }
-        )
+    data = {**po_form(po, notes="approved from the form"), **lines_as_posted(po)}
     if approve:
         data["approve"] = "on"
     return data

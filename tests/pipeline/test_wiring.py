@@ -76,6 +76,7 @@ def test_the_beat_schedule_defaults_and_environment() -> None:
         "sync-open-invoices": "workers.tasks.sync_open_invoices",
         "reenqueue-pending-stripe-events": "workers.tasks.reenqueue_pending_stripe_events",
         "resume-stalled-invoice-creation": "workers.tasks.resume_stalled_invoice_creation",
+        "purge-stripe-event-payloads": "workers.tasks.purge_stripe_event_payloads",
     }
     assert _schedule(RECONCILE_INTERVAL_SECONDS="120")["sync-open-invoices"]["schedule"] == 120
     minutes = _schedule(RECONCILE_INTERVAL_MINUTES="5")["sync-open-invoices"]

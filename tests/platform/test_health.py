@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import redis
 from django.db import connections
 from django.test import Client, override_settings
 
@@ -82,3 +83,23 @@ def test_an_unreachable_database_is_a_503_naming_the_database(
 
 def test_only_safe_methods_are_allowed(client: Client) -> None:
     assert client.post("/health/").status_code == 405
+
+
+@pytest.mark.django_db
+def test_probes_reuse_one_broker_connection(client: Client, private_redis: RedisServer) -> None:
+    """A probe every few seconds from every load balancer must not open a connection each time."""
+    with override_settings(CELERY_BROKER_URL=private_redis.url(0)):
+        assert _get(client)[0] == 200
+        first = _connections_received(private_redis)
+        for _ in range(5):
+            assert _get(client)[0] == 200
+        # The only new connection is this test's own second INFO.
+        assert _connections_received(private_redis) - first == 1
+
+
+def _connections_received(server: RedisServer) -> int:
+    connection = redis.Redis.from_url(server.url(0))
+    try:
+        return int(connection.info("stats")["total_connections_received"])
+    finally:
+        connection.close()
