@@ -17,12 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # Regenerate the constraints from a clean install of the pins in pyproject.toml.
+# A private temporary venv, so two checkouts locking at once never share one.
 lock:
-	rm -rf /tmp/po-invoicing-lock && $(PYTHON) -m venv /tmp/po-invoicing-lock
-	/tmp/po-invoicing-lock/bin/python -m pip install --quiet --upgrade "pip>=25"
-	/tmp/po-invoicing-lock/bin/python -m pip install --quiet -e ".[dev]"
-	/tmp/po-invoicing-lock/bin/python -m pip freeze --exclude-editable > constraints.txt
-	rm -rf /tmp/po-invoicing-lock
+	set -e; lockdir=$$(mktemp -d); trap 'rm -rf "$$lockdir"' EXIT; \
+	$(PYTHON) -m venv "$$lockdir"; \
+	"$$lockdir/bin/python" -m pip install --quiet --upgrade "pip>=25"; \
+	"$$lockdir/bin/python" -m pip install --quiet -e ".[dev]"; \
+	"$$lockdir/bin/python" -m pip freeze --exclude-editable > constraints.txt
 
 run: $(STAMP)
 	$(BIN)/python manage.py rundemo

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import stripe
 from django.db import transaction
 
+from invoicing.errors import InvoicingError
 from invoicing.models import Conference, ConferenceSettingsChange, PurchaseOrder
 from invoicing.retry import describe_error
 from invoicing.services.stripe_client import build_stripe_client_for_key
@@ -45,7 +46,7 @@ MONEY_ROUTING_FIELDS = (
 _SETTLED_INVOICE_STATUSES = ("paid", "void", "deleted")
 
 
-class SettingsChangeRefused(ValueError):
+class SettingsChangeRefused(InvoicingError):
     """The change was refused (and recorded as refused); nothing was saved."""
 
 
