@@ -33,7 +33,7 @@ from invoicing.logging import log_state_change
 from invoicing.models import ZERO, PurchaseOrder, PurchaseOrderPayment
 from invoicing.services.invoice_mirror import check_snapshot, save_mirror
 from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
-from invoicing.services.ledger_adjustments import apply_credit_note, apply_dispute, apply_refund
+from invoicing.services.ledger_adjustments import apply_dispute, apply_refund
 from invoicing.services.ledger_core import (
     LockedPurchaseOrder,
     derive_status,
@@ -41,6 +41,7 @@ from invoicing.services.ledger_core import (
     update_po_status,
     update_po_status_locked,
 )
+from invoicing.services.ledger_credits import apply_credit_note
 from invoicing.stripe_invoice_status import StripeInvoiceStatus
 
 if TYPE_CHECKING:

@@ -1,5 +1,7 @@
 """The ledger's side of money going back and amounts owed changing: refunds, disputes, credit notes.
 
+(Credit notes live in :mod:`.ledger_credits`; the rules below hold for all three.)
+
 Same pattern as applying an invoice snapshot: lock the PO row once, write, derive the status once.
 Each Stripe object is reduced to facts that only grow (:mod:`.ledger_objects`), and each fact is
 one row keyed by the object's id, unique in the database, written only if absent: so duplicated,
@@ -35,7 +37,6 @@ from invoicing.logging import log_state_change
 from invoicing.models import (
     ZERO,
     PurchaseOrder,
-    PurchaseOrderCredit,
     PurchaseOrderDispute,
     PurchaseOrderPayment,
 )
@@ -45,7 +46,6 @@ from invoicing.services.ledger_core import (
     update_po_status_locked,
 )
 from invoicing.services.ledger_objects import (
-    CreditNoteFacts,
     DisputeFacts,
     RefundFacts,
     StripeLike,
@@ -65,7 +65,7 @@ def _date(created: int | None) -> datetime.date:
         raise EventRejected(f"created={created} is no date.") from None
 
 
-def _datetime(created: int | None) -> datetime.datetime | None:
+def stripe_datetime(created: int | None) -> datetime.datetime | None:
     if created is None:
         return None
     try:
@@ -74,7 +74,7 @@ def _datetime(created: int | None) -> datetime.datetime | None:
         raise EventRejected(f"created={created} is no date.") from None
 
 
-def _check_fits(
+def check_fits(
     locked: LockedPurchaseOrder,
     *,
     what: str,
@@ -153,6 +153,11 @@ def _ensure_entry(
         raise EventRejected(
             f"{object_id} is recorded on another purchase order, not {locked.reference}."
         )
+    if stripe_invoice_id and not existing.stripe_invoice_id:
+        # Recorded by a caller that did not know the invoice (our own refund call); a webhook
+        # found it through the payment since.
+        existing.stripe_invoice_id = stripe_invoice_id
+        existing.save(update_fields=["stripe_invoice_id"])
     return ZERO
 
 
@@ -194,7 +199,7 @@ def apply_refund_locked(
     stripe_invoice_id: str = "",
 ) -> Decimal:
     """:func:`apply_refund` for a caller holding the lock (it derives the status itself)."""
-    _check_fits(
+    check_fits(
         locked,
         what=f"Refund {facts.id}",
         currency=facts.currency,
@@ -273,7 +278,7 @@ def _save_dispute(
                     reason=facts.reason,
                     status=facts.status,
                     stage=facts.stage,
-                    opened_at=_datetime(facts.created),
+                    opened_at=stripe_datetime(facts.created),
                 )
         except IntegrityError:
             raise EventRejected(
@@ -307,7 +312,7 @@ def apply_dispute_locked(
     stripe_invoice_id: str = "",
 ) -> Decimal:
     """:func:`apply_dispute` for a caller holding the lock (it derives the status itself)."""
-    _check_fits(
+    check_fits(
         locked,
         what=f"Dispute {facts.id}",
         currency=facts.currency,
@@ -338,103 +343,4 @@ def apply_dispute_locked(
             amount=-withdrawn.amount,
             note=f"Dispute {facts.id} won: funds reinstated (seen via {origin.seen_via}).",
         )
-    return change
-
-
-# --- Credit notes --------------------------------------------------------------------------------
-
-
-def apply_credit_note(
-    *,
-    purchase_order: PurchaseOrder,
-    credit_note: StripeLike,
-    source: str,
-    event_id: str = "",
-) -> Decimal:
-    """Bring one view of a Stripe credit note into the PO (see the module docstring).
-
-    Raises:
-        EventRejected: malformed, another currency or mode, or not on one of the PO's invoices.
-    """
-    facts = CreditNoteFacts.parse(credit_note)
-    with transaction.atomic():
-        locked = lock_purchase_order(purchase_order)
-        change = apply_credit_note_locked(locked, facts, source=source, event_id=event_id)
-        update_po_status_locked(locked, stripe_event_id=event_id)
-    purchase_order.refresh_from_db()
-    return change
-
-
-def _invoice_is_the_pos(locked: LockedPurchaseOrder, facts: CreditNoteFacts) -> bool:
-    if facts.invoice == locked.stripe_invoice_id:
-        return True
-    if facts.metadata.get("purchase_order") == locked.reference:
-        return True
-    return (
-        PurchaseOrderPayment.objects.filter(
-            purchase_order=locked, stripe_invoice_id=facts.invoice
-        ).exists()
-        or PurchaseOrderCredit.objects.filter(
-            purchase_order=locked, stripe_invoice_id=facts.invoice
-        ).exists()
-    )
-
-
-def apply_credit_note_locked(
-    locked: LockedPurchaseOrder, facts: CreditNoteFacts, *, source: str, event_id: str = ""
-) -> Decimal:
-    """:func:`apply_credit_note` for a caller holding the lock (it derives the status itself)."""
-    what = f"Credit note {facts.id}"
-    _check_fits(
-        locked, what=what, currency=facts.currency, livemode=facts.livemode, metadata=facts.metadata
-    )
-    if not _invoice_is_the_pos(locked, facts):
-        raise EventRejected(
-            f"{what} is on invoice {facts.invoice}, not one of PO {locked.reference}'s."
-        )
-    amount = money.from_minor_units(facts.amount, locked.currency)
-    voided_at = (_datetime(facts.voided_at) or timezone.now()) if facts.voided else None
-    row = PurchaseOrderCredit.objects.filter(stripe_credit_note_id=facts.id).first()
-    if row is not None and row.purchase_order_id != locked.pk:
-        raise EventRejected(f"{what} is recorded on another purchase order.")
-    if row is None:
-        row = PurchaseOrderCredit(
-            purchase_order=locked,
-            stripe_credit_note_id=facts.id,
-            stripe_invoice_id=facts.invoice,
-            number=facts.number,
-            amount=amount,
-            purpose=facts.purpose,
-            reason=facts.reason,
-            memo=facts.memo,
-            issued_at=_datetime(facts.created),
-            voided_at=voided_at,
-        )
-        try:
-            with transaction.atomic():
-                row.save(force_insert=True)
-        except IntegrityError:
-            raise EventRejected(f"{what} is recorded on another purchase order.") from None
-        change = amount if row.counted else ZERO
-        event = "credit_recorded"
-    elif voided_at is not None and row.voided_at is None:
-        counted_before = row.counted
-        row.voided_at = voided_at
-        row.save(update_fields=["voided_at"])
-        change = -amount if counted_before else ZERO
-        event = "credit_voided"
-    else:
-        return ZERO
-    log_state_change(
-        logger,
-        event=event,
-        po_reference=locked.reference,
-        invoice_id=facts.invoice,
-        stripe_event_id=event_id or None,
-        credit_note=facts.id,
-        amount=money.format_amount(amount, locked.currency),
-        purpose=row.purpose,
-        voided=row.voided_at is not None,
-        via=source or None,
-    )
     return change

@@ -10,10 +10,13 @@ from __future__ import annotations
 import datetime
 import itertools
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.test import Client
+from django.urls import reverse
 
 from invoicing.errors import EventRejected
 from invoicing.models import (
@@ -362,3 +365,58 @@ def test_record_payment_refuses_nothing_new_for_refunded_pos(paid_po: PurchaseOr
     )
     paid_po.refresh_from_db()
     assert paid_po.status == Status.PAID
+
+
+def test_the_po_page_shows_refunds_credits_and_the_open_dispute_read_only(
+    admin_client: Client, paid_po: PurchaseOrder, settings: Any, tmp_path: Path
+) -> None:
+    settings.STATIC_ROOT = tmp_path  # WhiteNoise: collectstatic never ran
+    ledger.apply_refund(purchase_order=paid_po, refund=refund(100000, id="re_shown_1"), source="t")
+    ledger.apply_credit_note(
+        purchase_order=paid_po,
+        credit_note=credit_note(paid_po, 35000, number="ACME-0001-CN-07"),
+        source="t",
+    )
+    ledger.apply_dispute(
+        purchase_order=paid_po,
+        dispute=dispute(50000, "needs_response", [-50000], id="dp_shown_1"),
+        source="t",
+    )
+    url = reverse("admin:invoicing_purchaseorder_change", args=[paid_po.pk])
+    page = admin_client.get(url).content.decode()
+    assert "Ledger: payments, refunds, disputes (read-only)" in page
+    assert "re_shown_1" in page
+    assert "-1,000.00" in page or "-1000.00" in page
+    assert "ACME-0001-CN-07" in page
+    assert "OPEN: dp_shown_1 (needs response, fraudulent)" in page
+    # Net received 6350 - 1000 - 500 = 4850; owed 6350 - 350 = 6000.
+    assert "4,850.00" in page or "4850.00" in page
+    assert "1,150.00" in page or "1150.00" in page  # the balance
+    # Read-only: no form fields for the new rows.
+    assert 'name="credits-0-amount"' not in page
+    assert 'name="disputes-0-status"' not in page
+    ledger.apply_dispute(
+        purchase_order=paid_po,
+        dispute=dispute(50000, "won", [-50000, 50000], id="dp_shown_1"),
+        source="t",
+    )
+    assert "OPEN: dp_shown_1" not in admin_client.get(url).content.decode()
+
+
+def test_a_refund_recorded_without_its_invoice_learns_it_from_a_later_view(
+    paid_po: PurchaseOrder,
+) -> None:
+    """Our own refund call may not know the invoice; the webhook that follows finds it."""
+    view = refund(1000, id="re_ours")
+    ledger.apply_refund(purchase_order=paid_po, refund=view, source="admin refund")
+    entry = paid_po.payments.get(kind=Kind.REFUND)
+    assert entry.stripe_invoice_id == ""
+    ledger.apply_refund(
+        purchase_order=paid_po,
+        refund=view,
+        source="refund.created",
+        stripe_invoice_id=paid_po.stripe_invoice_id,
+    )
+    entry.refresh_from_db()
+    assert entry.stripe_invoice_id == paid_po.stripe_invoice_id
+    assert paid_po.payments.filter(kind=Kind.REFUND).count() == 1
