@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from invoicing.errors import InvalidTransition
-from invoicing.models import PurchaseOrder
+from invoicing.models import CLOSED_DISPUTE_STATUSES, PurchaseOrder, PurchaseOrderDispute
 from invoicing.stripe_invoice_status import (
     PAST_OPEN_STATUSES,
     VOIDED_STATUSES,
@@ -43,6 +43,11 @@ def reload_purchase_order(purchase_order: PurchaseOrder) -> PurchaseOrder:
     return PurchaseOrder.objects.select_related("conference", "stripe_customer").get(
         pk=purchase_order.pk
     )
+
+
+def open_disputes(purchase_order: PurchaseOrder) -> list[PurchaseOrderDispute]:
+    """The PO's chargebacks not decided yet (oldest first)."""
+    return list(purchase_order.disputes.exclude(status__in=CLOSED_DISPUTE_STATUSES))
 
 
 def awaits_invoice(purchase_order: PurchaseOrder) -> bool:

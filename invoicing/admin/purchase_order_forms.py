@@ -153,15 +153,16 @@ class PaymentLedgerInline(
     ConferenceScopedInline[PurchaseOrderPayment, PurchaseOrder],
     admin.TabularInline[PurchaseOrderPayment, PurchaseOrder],
 ):
-    """Every recorded payment, read-only: the ledger changes only through ``record_payment``."""
+    """Every ledger entry, read-only: payments in, refunds and disputes out (the ledger writes)."""
 
     model = PurchaseOrderPayment
     extra = 0
     can_delete = False
-    verbose_name = "recorded payment"
-    verbose_name_plural = "Payment ledger (read-only)"
+    verbose_name = "ledger entry"
+    verbose_name_plural = "Ledger: payments, refunds, disputes (read-only)"
     fields = (
         "payment_date",
+        "kind",
         "method",
         "amount_display",
         "reference",

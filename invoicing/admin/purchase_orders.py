@@ -43,15 +43,19 @@ from invoicing.admin.purchase_order_forms import (
     PurchaseOrderAdminForm,
     is_locked,
 )
+from invoicing.admin.purchase_order_ledger import CreditInline, DisputeInline
 from invoicing.models import (
+    COUNTED_CREDIT_PURPOSES,
     MONEY_DECIMAL_PLACES,
     MONEY_MAX_DIGITS,
     ZERO,
     PurchaseOrder,
+    PurchaseOrderCredit,
     PurchaseOrderLineItem,
     PurchaseOrderPayment,
     Role,
 )
+from invoicing.selectors import open_disputes
 from invoicing.services import ledger
 
 Status = PurchaseOrder.Status
@@ -111,13 +115,26 @@ class PurchaseOrderQuerySetMixin:
             .annotate(total=Sum("amount"))
             .values("total")
         )
+        credited_total = (
+            PurchaseOrderCredit.objects.filter(
+                purchase_order=OuterRef("pk"),
+                voided_at__isnull=True,
+                purpose__in=COUNTED_CREDIT_PURPOSES,
+            )
+            .order_by()
+            .values("purchase_order")
+            .annotate(total=Sum("amount"))
+            .values("total")
+        )
         zero = Value(ZERO, output_field=_money_field())
         return queryset.annotate(
             admin_total=Coalesce(Subquery(line_total, output_field=_money_field()), zero),
             admin_paid=Coalesce(Subquery(paid_total, output_field=_money_field()), zero),
+            admin_credited=Coalesce(Subquery(credited_total, output_field=_money_field()), zero),
         ).annotate(
             admin_balance=ExpressionWrapper(
-                F("admin_total") - F("admin_paid"), output_field=_money_field()
+                F("admin_total") - F("admin_credited") - F("admin_paid"),
+                output_field=_money_field(),
             )
         )
 
@@ -150,7 +167,13 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         "stripe_invoice_number",
     )
     ordering = ("-created_at",)
-    inlines = (LineItemInline, PaymentLedgerInline, ManualPaymentInline)
+    inlines = (
+        LineItemInline,
+        PaymentLedgerInline,
+        CreditInline,
+        DisputeInline,
+        ManualPaymentInline,
+    )
 
     _READONLY_ALWAYS: ClassVar = [
         "status",
@@ -158,8 +181,10 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         "invoice_error_at",
         "invoice_creation_blocked",
         "total_display",
+        "credited_display",
         "received_display",
         "balance_display",
+        "dispute_display",
         "approved_at",
         "approved_by",
         "cancelled_at",
@@ -204,12 +229,14 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
             return [terms]
         status_fields: list[Any] = [
             "status",
-            ("total_display", "received_display", "balance_display"),
+            ("total_display", "credited_display", "received_display", "balance_display"),
             ("created_by", "last_edited_by"),
             ("approved_at", "approved_by"),
             ("cancelled_at", "cancelled_by"),
             "cancellation_reason",
         ]
+        if obj.disputes.exists():
+            status_fields.insert(2, "dispute_display")
         if obj.invoice_error:
             # Why the last background action (creation, sync, void, re-issue, cancel) failed.
             status_fields.insert(
@@ -270,9 +297,25 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
     def paid_display(self, obj: PurchaseOrder) -> str:
         return amount_or_dash(self._amount(obj, "paid"), obj.currency)
 
-    @admin.display(description="Received (all methods)")
+    @admin.display(description="Received, net (all methods, less refunds and disputes)")
     def received_display(self, obj: PurchaseOrder) -> str:
         return self.paid_display(obj)
+
+    @admin.display(description="Credited (credit notes)")
+    def credited_display(self, obj: PurchaseOrder) -> str:
+        return amount_or_dash(obj.amount_credited, obj.currency)
+
+    @admin.display(description="Dispute")
+    def dispute_display(self, obj: PurchaseOrder) -> str:
+        disputes = open_disputes(obj)
+        if not disputes:
+            return "None open"
+        return "; ".join(
+            f"OPEN: {dispute.stripe_dispute_id} ({dispute.status.replace('_', ' ')}, "
+            f"{dispute.reason or 'no reason given'}) for "
+            f"{amount_or_dash(dispute.amount, obj.currency)}"
+            for dispute in disputes
+        )
 
     @admin.display(description="Balance", ordering="admin_balance")
     def balance_display(self, obj: PurchaseOrder) -> str:

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LEDGER = "invoicing/services/ledger.py"
+LEDGER_CORE = "invoicing/services/ledger_core.py"
+LEDGER_ADJUSTMENTS = "invoicing/services/ledger_adjustments.py"
+MONEY_ADJUSTMENTS_TESTS = "tests/core/test_ledger_adjustments.py"
 INVOICE_CREATION = "invoicing/services/invoice_creation.py"
 INVOICE_SYNC = "invoicing/services/invoice_sync.py"
 STRIPE_EVENTS = "invoicing/services/stripe_events.py"
@@ -132,7 +135,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "lock_purchase_order takes no row lock (select_for_update removed)",
         (
             Edit(
-                LEDGER,
+                LEDGER_CORE,
                 'PurchaseOrder.objects.select_for_update(of=("self",))\n',
                 "PurchaseOrder.objects\n",
             ),
@@ -212,7 +215,7 @@ MUTANTS: tuple[Mutant, ...] = (
                 "invoicing/models/payments.py",
                 "            models.UniqueConstraint(\n"
                 '                fields=("stripe_invoice_id", "stripe_amount_paid_after"),\n'
-                '                condition=Q(method="stripe"),\n'
+                '                condition=Q(kind="payment", method="stripe"),\n'
                 '                name="payment_unique_stripe_snapshot",\n'
                 "            ),\n",
                 "",
@@ -251,6 +254,49 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         (
             "tests/pipeline/test_reconciliation.py::test_a_second_run_changes_nothing_and_reads_events_from_the_cursor",
+        ),
+    ),
+    Mutant(
+        "refund-failure-not-reversed",
+        2,
+        "a refund that fails after it succeeded keeps its entry (no reversal)",
+        (Edit(LEDGER_ADJUSTMENTS, "    if facts.undone:\n", "    if False:\n"),),
+        (f"{MONEY_ADJUSTMENTS_TESTS}::test_a_refund_failing_after_it_succeeded_is_reversed",),
+    ),
+    Mutant(
+        "dispute-view-moves-backwards",
+        2,
+        "a stale view of a dispute moves its stored status backwards (reopens a lost dispute)",
+        (Edit(LEDGER_ADJUSTMENTS, "    if facts.stage > row.stage:\n", "    if True:\n"),),
+        (
+            f"{MONEY_ADJUSTMENTS_TESTS}::"
+            "test_a_lost_dispute_withdraws_once_and_the_po_shows_it_while_open",
+        ),
+    ),
+    Mutant(
+        "reissue-credit-counted",
+        2,
+        "a re-issue's moved remainder lowers what the PO owes (forgiven twice)",
+        (
+            Edit(
+                "invoicing/models/money_kinds.py",
+                "    {CreditPurpose.REDUCE, CreditPurpose.CANCEL, CreditPurpose.EXTERNAL}\n",
+                "    {CreditPurpose.REDUCE, CreditPurpose.CANCEL, CreditPurpose.EXTERNAL,"
+                " CreditPurpose.REISSUE}\n",
+            ),
+        ),
+        (
+            f"{MONEY_ADJUSTMENTS_TESTS}::test_credit_notes_lower_what_is_owed_and_voiding_restores_it",
+        ),
+    ),
+    Mutant(
+        "reconcile-ignores-money-events",
+        2,
+        "reconciliation drops the refund, dispute and credit note events it read",
+        (Edit(RECONCILIATION, "            money.add_events(events)\n", ""),),
+        (
+            "tests/pipeline/test_money_events.py::"
+            "test_with_webhooks_dropped_the_next_reconciliation_brings_refunds_disputes_and_credits",
         ),
     ),
     # --- 3. No event is lost ---------------------------------------------------------------------

@@ -35,6 +35,8 @@ from invoicing.logging import scrub_secrets
 from invoicing.models import (
     Conference,
     PurchaseOrder,
+    PurchaseOrderCredit,
+    PurchaseOrderDispute,
     PurchaseOrderPayment,
     StripeCustomer,
     StripeEvent,
@@ -177,6 +179,8 @@ def reset_demo_conference(conference: Conference) -> int:
     """Delete the conference's POs (with lines and ledger), inbox events and customers."""
     with transaction.atomic():
         PurchaseOrderPayment.objects.filter(purchase_order__conference=conference).delete()
+        PurchaseOrderCredit.objects.filter(purchase_order__conference=conference).delete()
+        PurchaseOrderDispute.objects.filter(purchase_order__conference=conference).delete()
         StripeEvent.objects.filter(conference=conference).delete()
         deleted, _ = PurchaseOrder.objects.filter(conference=conference).delete()
         StripeCustomer.objects.filter(conference=conference).delete()
