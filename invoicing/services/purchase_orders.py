@@ -39,7 +39,11 @@ from invoicing.services.ledger import (
 # The public interface (DESIGN.md) names these here; the ledger owns them.
 from invoicing.services.ledger import record_payment as record_payment
 from invoicing.services.ledger import update_po_status as update_po_status
-from invoicing.stripe_invoice_status import VOIDED_STATUSES
+from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
+
+# A re-issued PO's old invoice can take no more money: void, or paid (a part-paid one is closed
+# with a credit note for its unpaid rest, since Stripe never voids an invoice with payments).
+CLOSED_STATUSES = VOIDED_STATUSES | {StripeInvoiceStatus.PAID}
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -294,12 +298,13 @@ def prepare_reissue(
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
         ensure_allowed(reissue_refusal, locked, verb="re-issued")
-        if locked.stripe_invoice_status not in VOIDED_STATUSES:
-            # Never two payable invoices: the one being replaced must be void first.
+        if locked.stripe_invoice_status not in CLOSED_STATUSES:
+            # Never two payable invoices: the one being replaced must be void first, or paid
+            # (a part-paid one is closed by a credit note for its unpaid rest).
             raise InvalidTransition(
                 f"PO {locked.reference}: not re-issued: its invoice "
                 f"{locked.stripe_invoice_id or '(none)'} is "
-                f"{locked.stripe_invoice_status or 'of unknown status'}, not void."
+                f"{locked.stripe_invoice_status or 'of unknown status'}, neither void nor paid."
             )
         received = locked.amount_received
         previous_invoice = locked.stripe_invoice_id
