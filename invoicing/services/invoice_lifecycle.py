@@ -39,7 +39,11 @@ from invoicing.selectors import (
 from invoicing.services.invoice_creation import create_stripe_invoice
 from invoicing.services.invoice_snapshots import InvoiceSnapshot
 from invoicing.services.keyed_writes import keyed_write, retrieve_if
-from invoicing.services.ledger import apply_invoice_snapshot, lock_purchase_order
+from invoicing.services.ledger import (
+    apply_credit_note,
+    apply_invoice_snapshot,
+    lock_purchase_order,
+)
 from invoicing.services.purchase_orders import (
     cancel_purchase_order,
     mark_cancelled,
@@ -87,8 +91,8 @@ def _credit_remainder(
     remaining = invoice.amount_remaining
     invoice_id = invoice.id
 
-    def create(key: str) -> stripe.Invoice:
-        client.v1.credit_notes.create(
+    def create(key: str) -> stripe.CreditNote:
+        return client.v1.credit_notes.create(
             params={
                 "invoice": invoice_id,
                 "amount": remaining,
@@ -102,16 +106,15 @@ def _credit_remainder(
             },
             options={"idempotency_key": key},
         )
-        return client.v1.invoices.retrieve(invoice_id)
 
-    closed = keyed_write(
+    note = keyed_write(
         po,
         f"{purpose}-credit-{remaining}",
         create,
-        verify=retrieve_if(
-            client, invoice_id, lambda found: found.status == StripeInvoiceStatus.PAID
-        ),
+        verify=lambda: _our_credit_note(client, po, invoice_id, purpose=purpose),
     )
+    # Recorded at once (the ledger equals Stripe without waiting for credit_note.created).
+    apply_credit_note(purchase_order=po, credit_note=note, source=purpose)
     log_state_change(
         logger,
         event="invoice_remainder_credited",
@@ -120,21 +123,23 @@ def _credit_remainder(
         purpose=purpose,
         amount_minor=remaining,
     )
-    return closed
+    return client.v1.invoices.retrieve(invoice_id)
 
 
-def _closed_by_us(
+def _our_credit_note(
     client: stripe.StripeClient, po: PurchaseOrder, invoice_id: str, *, purpose: str
-) -> bool:
-    """Whether a credit note of ours (this purpose, not void) closed the invoice."""
+) -> stripe.CreditNote | None:
+    """The credit note of ours (this purpose, not void) on the invoice, if there is one."""
     notes = client.v1.credit_notes.list(params={"invoice": invoice_id, "limit": 100})
     ours = {"purchase_order": po.reference, "purpose": purpose}
-    return any(
-        note.status == "issued"
-        and note.metadata is not None
-        and ours.items() <= note.metadata.to_dict().items()
-        for note in notes.data
-    )
+    for note in notes.data:
+        if (
+            note.status == "issued"
+            and note.metadata is not None
+            and ours.items() <= note.metadata.to_dict().items()
+        ):
+            return note
+    return None
 
 
 def _end_invoice(
@@ -187,21 +192,31 @@ def cancel_invoiced_purchase_order(
     po = reload_purchase_order(purchase_order)
     if po.status == Status.CANCELLED:
         return
-    ensure_allowed(cancel_refusal, po, verb="cancelled")
+    refusal = cancel_refusal(po)
+    # A PO shown paid may be paid by our own cancel credit note (a run that stopped before
+    # marking it cancelled): Stripe says which.
+    if refusal and not (po.stripe_invoice_id and po.status in {Status.PAID, Status.OVERPAID}):
+        ensure_allowed(cancel_refusal, po, verb="cancelled")
     if not po.stripe_invoice_id:
         cancel_purchase_order(po, cancelled_by=cancelled_by, reason=reason)
         purchase_order.refresh_from_db()
         return
     client = build_stripe_client(po.conference)
     invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
-    paid_by_customer = invoice.status == StripeInvoiceStatus.PAID and not _closed_by_us(
-        client, po, invoice.id, purpose=CANCEL
+    credited = (
+        invoice.status == StripeInvoiceStatus.PAID
+        and _our_credit_note(client, po, invoice.id, purpose=CANCEL) is not None
     )
+    if refusal and not credited:
+        ensure_allowed(cancel_refusal, po, verb="cancelled")
+    paid_by_customer = invoice.status == StripeInvoiceStatus.PAID and not credited
     if invoice.status == StripeInvoiceStatus.DRAFT:
         invoice = client.v1.invoices.delete(invoice.id)
     else:
         try:
+            payable = invoice.status in PAYABLE_STATUSES
             invoice = _end_invoice(client, po, invoice, purpose=CANCEL)
+            credited = credited or (payable and invoice.status == StripeInvoiceStatus.PAID)
         except stripe.InvalidRequestError:
             # The remainder moved under us (paid in full meanwhile): record what Stripe shows.
             apply_invoice_snapshot(
@@ -220,7 +235,9 @@ def cancel_invoiced_purchase_order(
             if paid_by_customer:
                 # Paid in full at Stripe: cancelled only once the money went back.
                 ensure_allowed(cancel_refusal, locked, verb="cancelled")
-            mark_cancelled(locked, cancelled_by=cancelled_by, reason=reason)
+            mark_cancelled(
+                locked, cancelled_by=cancelled_by, reason=reason, remainder_credited=credited
+            )
     purchase_order.refresh_from_db()
 
 
