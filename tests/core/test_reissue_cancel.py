@@ -104,6 +104,12 @@ def test_a_part_paid_invoice_is_reissued_for_the_balance_after_a_credit_note(
     }
     with pytest.raises(EmulatorError, match="already paid"):
         stripe_emulator.pay_invoice(old_id)  # no second collection on the old invoice
+    # Recorded (our credits equal Stripe's credit notes) but not lowering what is owed: the new
+    # invoice asks for that rest again.
+    assert list(invoiced_po.credits.values_list("stripe_credit_note_id", "purpose")) == [
+        (note.id, "reissue")
+    ]
+    assert invoiced_po.amount_credited == 0
     new = client.v1.invoices.retrieve(invoiced_po.stripe_invoice_id)
     assert new.id != old_id
     assert url == new.hosted_invoice_url
@@ -192,6 +198,11 @@ def test_cancel_of_a_part_paid_po_credits_the_unpaid_rest(
         "purpose": "cancel",
     }
     assert invoiced_po.status == Status.CANCELLED
+    # The credit note is in the ledger at once, as a credit that lowers what is owed.
+    assert list(invoiced_po.credits.values_list("stripe_credit_note_id", "amount", "purpose")) == [
+        (note.id, Decimal("5850.00"), "cancel")
+    ]
+    assert invoiced_po.amount_credited == Decimal("5850.00")
     # A repeat (the task ran twice) writes nothing more at Stripe.
     invoice_lifecycle.cancel_invoiced_purchase_order(invoiced_po, reason="sponsor withdrew")
     assert len(client.v1.credit_notes.list(params={"invoice": invoice.id}).data) == 1
