@@ -95,16 +95,57 @@ def void_refusal(po: PurchaseOrder) -> str:
         return "its invoice is paid: nothing to void (refund it at Stripe instead)."
     if not po.has_complete_invoice:
         return "its invoice is not sent yet (still being created)."
+    if _part_paid_at_stripe(po):
+        return (
+            "its invoice has payments, and Stripe never voids an invoice with payments: "
+            "re-issue it or cancel the PO instead (either closes the unpaid rest with a credit "
+            "note; the payments stay)."
+        )
     return ""
+
+
+def _part_paid_at_stripe(po: PurchaseOrder) -> bool:
+    """The current invoice took some money at Stripe (as last mirrored)."""
+    return (po.stripe_amount_paid or 0) > 0
+
+
+def _uncollectible_with_payments(po: PurchaseOrder) -> bool:
+    return po.stripe_invoice_status == StripeInvoiceStatus.UNCOLLECTIBLE and _part_paid_at_stripe(
+        po
+    )
+
+
+_UNCOLLECTIBLE_WITH_PAYMENTS: Final = (
+    "its invoice is uncollectible and has payments: Stripe neither voids nor credits such an "
+    "invoice. The customer can still pay the rest on it."
+)
+
+
+def reissues_part_paid_invoice(po: PurchaseOrder) -> bool:
+    """A part-paid PO whose sent invoice is re-issued directly (closed by a credit note first).
+
+    Its invoice is open with payments (Stripe refuses to void it), or already closed by the
+    re-issue's credit note (``paid`` at Stripe while something is still owed).
+    """
+    return (
+        po.status == Status.PARTIALLY_PAID
+        and po.has_complete_invoice
+        and po.stripe_invoice_status in {StripeInvoiceStatus.OPEN, StripeInvoiceStatus.PAID}
+    )
 
 
 def reissue_refusal(po: PurchaseOrder) -> str:
     """Why the PO cannot get a new invoice now ("" when it can)."""
-    if po.status not in {Status.INVOICE_VOIDED, Status.INVOICE_UNCOLLECTIBLE}:
+    if po.status not in {
+        Status.INVOICE_VOIDED,
+        Status.INVOICE_UNCOLLECTIBLE,
+    } and not reissues_part_paid_invoice(po):
         return (
-            f"it is “{po.get_status_display()}”; only a PO whose invoice is void or "
-            "uncollectible is re-issued (void the invoice first)."
+            f"it is “{po.get_status_display()}”; only a part-paid PO or one whose invoice is "
+            "void or uncollectible is re-issued (void an unpaid invoice first)."
         )
+    if _uncollectible_with_payments(po):
+        return _UNCOLLECTIBLE_WITH_PAYMENTS
     if po.balance_due <= 0:
         return "everything is paid; there is nothing left to invoice."
     return ""
@@ -115,7 +156,13 @@ def cancel_refusal(po: PurchaseOrder) -> str:
     if po.status == Status.CANCELLED:
         return "it is already cancelled."
     if po.status in {Status.PAID, Status.OVERPAID}:
-        return f"it is {po.get_status_display().lower()}; refund the payments at Stripe first."
+        return (
+            f"it is {po.get_status_display().lower()}: refund the payments first, then cancel "
+            "(a part-paid PO is cancelled directly: the unpaid rest is credited at Stripe and "
+            "the payments stay)."
+        )
+    if _uncollectible_with_payments(po):
+        return _UNCOLLECTIBLE_WITH_PAYMENTS
     return ""
 
 

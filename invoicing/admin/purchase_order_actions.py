@@ -173,9 +173,10 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
             action="void_selected",
             title="Void these invoices?",
             explanation=(
-                "Each open or uncollectible invoice is voided at Stripe: the customer can no "
-                "longer pay it. Payments already received stay in the ledger. The PO then shows "
-                "“Invoice voided”, and you re-issue or cancel it."
+                "Each unpaid open or uncollectible invoice is voided at Stripe: the customer can "
+                "no longer pay it. The PO then shows “Invoice voided”, and you re-issue or cancel "
+                "it. Stripe never voids an invoice with payments: re-issue or cancel a part-paid "
+                "PO directly instead."
             ),
             describe=lambda po: (
                 f"invoice {po.stripe_invoice_id or '(none yet)'}, balance {_balance(po)}"
@@ -212,9 +213,11 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
             action="reissue_selected",
             title="Re-issue these invoices?",
             explanation=(
-                "For each PO whose invoice was voided or marked uncollectible, the worker creates "
-                "and emails a new Stripe invoice for the balance; payments received so far are "
-                "credited on it."
+                "For each PO whose invoice was voided or marked uncollectible, or is part-paid, "
+                "the worker creates and emails a new Stripe invoice for the balance; payments "
+                "received so far are credited on it. A part-paid invoice is first closed with a "
+                "credit note for its unpaid rest (it ends paid at Stripe and can take no more "
+                "money); its payments stay in the ledger."
             ),
             describe=lambda po: f"new invoice for the balance {_balance(po)} to {po.contact_email}",
             refusal=reissue_refusal,
@@ -241,7 +244,10 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
             )
         return None
 
-    @admin.action(description="Cancel (voids the Stripe invoice first)", permissions=["change"])
+    @admin.action(
+        description="Cancel (voids the Stripe invoice, or credits its unpaid rest, first)",
+        permissions=["change"],
+    )
     def cancel_selected(
         self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
     ) -> HttpResponse | None:
@@ -252,10 +258,12 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
             action="cancel_selected",
             title="Cancel these purchase orders?",
             explanation=(
-                "A PO with a Stripe invoice is cancelled by the worker once the invoice is voided "
-                "(or its draft deleted) at Stripe, so it can never be paid afterwards; one without "
-                "an invoice is cancelled now. Payments already received stay in the ledger. A paid "
-                "PO must be refunded first."
+                "A PO with a Stripe invoice is cancelled by the worker once the invoice can take "
+                "no more money: an unpaid invoice is voided (a draft deleted); a part-paid one "
+                "gets a credit note for its unpaid rest and ends paid at Stripe. One without an "
+                "invoice "
+                "is cancelled now. Payments already received stay in the ledger (refund them "
+                "separately if needed). A fully paid PO must be refunded first."
             ),
             describe=lambda po: f"total {_total(po)}, balance {_balance(po)}",
             refusal=cancel_refusal,
@@ -284,8 +292,11 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
                 request,
                 po,
                 event="cancel",
-                what=f"cancellation (voiding invoice {po.stripe_invoice_id} first)",
-                next_step="the PO shows “Cancelled” once Stripe confirmed the void.",
+                what=(
+                    f"cancellation (closing invoice {po.stripe_invoice_id} first: void if unpaid, "
+                    "a credit note for the unpaid rest if part-paid)"
+                ),
+                next_step="the PO shows “Cancelled” once Stripe confirmed it.",
                 job=Job.CANCEL_PURCHASE_ORDER,
                 args=(getattr(staff_member(request), "pk", None), reason),
             )

@@ -74,7 +74,8 @@ def sync_invoice(
     """
     po = reload_purchase_order(purchase_order)
     client = build_stripe_client(po.conference)
-    invoice = client.v1.invoices.retrieve(invoice_id)
+    # amount_paid_off_stripe is includable: Stripe sends it only when asked (never in events).
+    invoice = client.v1.invoices.retrieve(invoice_id, params={"expand": ["amount_paid_off_stripe"]})
     with transaction.atomic():
         locked = lock_purchase_order(po)
         locked.last_synced_at = timezone.now()

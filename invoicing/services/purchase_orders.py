@@ -39,7 +39,11 @@ from invoicing.services.ledger import (
 # The public interface (DESIGN.md) names these here; the ledger owns them.
 from invoicing.services.ledger import record_payment as record_payment
 from invoicing.services.ledger import update_po_status as update_po_status
-from invoicing.stripe_invoice_status import VOIDED_STATUSES
+from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
+
+# A re-issued PO's old invoice can take no more money: void, or paid (a part-paid one is closed
+# with a credit note for its unpaid rest, since Stripe never voids an invoice with payments).
+CLOSED_STATUSES = VOIDED_STATUSES | {StripeInvoiceStatus.PAID}
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -253,9 +257,15 @@ def mark_cancelled(
     *,
     cancelled_by: User | None = None,
     reason: str = "",
+    remainder_credited: bool = False,
 ) -> None:
-    """Set the cancelled state on a PO whose row lock the caller holds (internal)."""
-    ensure_allowed(cancel_refusal, locked, verb="cancelled")
+    """Set the cancelled state on a PO whose row lock the caller holds (internal).
+
+    ``remainder_credited``: our ``cancel`` credit note closed the unpaid rest, so the PO may now
+    show paid by that credit; that is the cancellation itself, not a reason to refuse it.
+    """
+    if not remainder_credited:
+        ensure_allowed(cancel_refusal, locked, verb="cancelled")
     locked.status = Status.CANCELLED
     locked.cancelled_at = timezone.now()
     locked.cancelled_by = cancelled_by
@@ -282,26 +292,28 @@ def mark_cancelled(
 def prepare_reissue(
     purchase_order: PurchaseOrder, *, reissued_by: User | None = None
 ) -> PurchaseOrder:
-    """Start a new invoice generation for a PO whose invoice was voided (internal).
+    """Start a new invoice generation for a PO whose invoice can take no more money (internal).
 
     The old invoice's payments stay in the ledger under its id. The new invoice asks only for what
     is still owed: it carries the PO's lines plus one credit line for everything already received
-    (all methods, all earlier invoices), frozen here in ``invoice_credit`` so the creation
-    parameters stay deterministic under their idempotency keys. Call
-    :func:`invoicing.services.invoice_lifecycle.reissue_stripe_invoice`, which voids an
-    uncollectible invoice at Stripe first and then creates the new one.
+    (net, all methods, all earlier invoices) and any credit note that lowered what is owed, frozen
+    here in ``invoice_credit`` so the creation parameters stay deterministic under their
+    idempotency keys. Call :func:`invoicing.services.invoice_lifecycle.reissue_stripe_invoice`,
+    which closes the old invoice at Stripe first (void, or a credit note for a part-paid one's
+    unpaid rest) and then creates the new one.
     """
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
         ensure_allowed(reissue_refusal, locked, verb="re-issued")
-        if locked.stripe_invoice_status not in VOIDED_STATUSES:
-            # Never two payable invoices: the one being replaced must be void first.
+        if locked.stripe_invoice_status not in CLOSED_STATUSES:
+            # Never two payable invoices: the one being replaced must be void first, or paid
+            # (a part-paid one is closed by a credit note for its unpaid rest).
             raise InvalidTransition(
                 f"PO {locked.reference}: not re-issued: its invoice "
                 f"{locked.stripe_invoice_id or '(none)'} is "
-                f"{locked.stripe_invoice_status or 'of unknown status'}, not void."
+                f"{locked.stripe_invoice_status or 'of unknown status'}, neither void nor paid."
             )
-        received = locked.amount_received
+        received = locked.amount_received + locked.amount_credited
         previous_invoice = locked.stripe_invoice_id
         locked.generation += 1
         locked.key_epoch = 0

@@ -144,7 +144,10 @@ def po_status(po: PurchaseOrder) -> str:
 
 
 def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
-    walkthrough: PurchaseOrder, browser_context: BrowserContext, live_server: LiveServer
+    walkthrough: PurchaseOrder,
+    browser_context: BrowserContext,
+    live_server: LiveServer,
+    stripe_emulator: EmulatorHandle,
 ) -> None:
     # (The data is made before the browser starts: see in_thread.)
     po = walkthrough
@@ -197,10 +200,16 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     expect(hosted.locator("#amount-remaining")).to_have_text("6,350.00 USD")
     shot(hosted, "06-hosted-invoice")
 
-    # 5. ...and pays 1,000.00 of it by ACH.
-    hosted.get_by_label("Amount").fill("1000.00")
-    hosted.locator("#pay-ach").click()
-    expect(hosted.locator("#notice")).to_contain_text("paid")
+    # 5. ...which only offers the whole amount (no amount field, as at Stripe). The customer
+    #    agrees to pay 1,000.00 now by ACH, which the organizer charges from the Stripe
+    #    Dashboard ("Charge customer", the emulator's control API).
+    expect(hosted.locator("#pay-ach")).to_contain_text("6,350.00 USD")
+    expect(hosted.get_by_label("Amount")).to_have_count(0)
+    invoice_id = in_thread(
+        lambda: PurchaseOrder.objects.values_list("stripe_invoice_id", flat=True).get(pk=po.pk)
+    )
+    stripe_emulator.pay_invoice(invoice_id, amount=100000, payment_method_type="us_bank_account")
+    hosted.reload()
     expect(hosted.locator("#amount-paid")).to_have_text("1,000.00 USD")
     expect(hosted.locator("#invoice-status")).to_have_text("open")
     shot(hosted, "07-paid-part-by-ach")

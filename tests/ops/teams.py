@@ -37,6 +37,7 @@ class Team:
     draft: PurchaseOrder
     invoiced: PurchaseOrder  # open invoice, part paid
     voided: PurchaseOrder  # invoice voided at Stripe: may be re-issued
+    unpaid: PurchaseOrder  # open invoice, nothing paid: may be voided (Stripe voids no payments)
     event: StripeEvent  # failed: may be replayed
     customer: StripeCustomer
     people: dict[Role, User] = field(default_factory=dict)
@@ -59,7 +60,8 @@ def _invoiced(make: MakePurchaseOrder, conference: Conference, reference: str) -
 def build_team(
     name: str, *, emulator: EmulatorHandle, make_purchase_order: MakePurchaseOrder
 ) -> Team:
-    """A conference called ``name`` with a draft, an invoiced, a voided PO, an event, a customer."""
+    """A conference called ``name`` with a draft, a part-paid, a voided and an unpaid invoiced PO,
+    an event, a customer."""
     key = emulator.new_secret_key()
     slug = f"{name.lower()}-{uuid.uuid4().hex[:6]}"
     conference = Conference.objects.create(
@@ -69,6 +71,7 @@ def build_team(
     invoiced = _invoiced(make_purchase_order, conference, f"{name}-OPEN")
     emulator.pay_invoice(invoiced.stripe_invoice_id, amount=100000)
     sync_stripe_invoice_status(invoiced)
+    unpaid = _invoiced(make_purchase_order, conference, f"{name}-UNPAID")
     voided = _invoiced(make_purchase_order, conference, f"{name}-VOID")
     emulator.client(key).v1.invoices.void_invoice(voided.stripe_invoice_id)
     sync_stripe_invoice_status(voided)
@@ -90,7 +93,7 @@ def build_team(
         last_error="APIError: the emulator was down",
     )
     customer = StripeCustomer.objects.get(conference=conference)
-    team = Team(conference, key, draft, invoiced, voided, event, customer)
+    team = Team(conference, key, draft, invoiced, voided, unpaid, event, customer)
     for role in Role:
         person = User.objects.create_user(
             f"{name.lower()}-{role.value}", f"{role.value}@{slug}.example", PASSWORD

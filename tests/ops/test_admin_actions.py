@@ -94,7 +94,7 @@ def test_sync_now_brings_in_a_payment_no_webhook_announced(
     assert invoiced.amount_received == Decimal("2000.00")
 
 
-def test_void_asks_first_then_voids_at_stripe_and_re_issue_asks_only_for_the_balance(
+def test_void_of_a_part_paid_invoice_is_refused_and_re_issue_asks_only_for_the_balance(
     admin_client: Client,
     invoiced: PurchaseOrder,
     stripe_emulator: EmulatorHandle,
@@ -110,15 +110,25 @@ def test_void_asks_first_then_voids_at_stripe_and_re_issue_asks_only_for_the_bal
     assert invoiced.status == Status.INVOICED  # nothing happened yet
 
     refused = act(admin_client, "reissue_selected", invoiced)
-    assert any("not re-issued" in m and "void the invoice first" in m for m in notes(refused))
+    assert any("not re-issued" in m and "void an unpaid invoice first" in m for m in notes(refused))
 
+    # The payment was not seen yet (no webhook here): the void is queued, and the worker finds
+    # the payment, which Stripe never voids, so it records it and says what to do instead.
     done = act(admin_client, "void_selected", invoiced, confirm="yes")
     assert any("void of invoice" in m and "queued" in m for m in notes(done))
-    reaches(invoiced, Status.INVOICE_VOIDED)
+    reaches(invoiced, Status.PARTIALLY_PAID)
+    wait_until(
+        lambda: "never voids" in PurchaseOrder.objects.get(pk=invoiced.pk).invoice_error,
+        timeout=20,
+        message="the refused void was not shown on the PO",
+    )
     client = stripe_emulator.client(key)
-    assert client.v1.invoices.retrieve(first_invoice).status == "void"
+    assert client.v1.invoices.retrieve(first_invoice).status == "open"
     # The payment that arrived before the void is in the ledger (recorded from the snapshot).
     assert invoiced.amount_received == Decimal("1000.00")
+    # Now the admin itself refuses the void and points at re-issue or cancel.
+    refused = act(admin_client, "void_selected", invoiced)
+    assert any("not voided" in m and "re-issue it or cancel" in m for m in notes(refused))
 
     confirm = act(admin_client, "reissue_selected", invoiced)
     assert "Re-issue these invoices?" in confirm.content.decode()
@@ -137,6 +147,12 @@ def test_void_asks_first_then_voids_at_stripe_and_re_issue_asks_only_for_the_bal
     assert invoiced.generation == 2
     new_invoice = client.v1.invoices.retrieve(invoiced.stripe_invoice_id)
     assert new_invoice.amount_due == 535000  # 6,350.00 minus the 1,000.00 received
+    old = client.v1.invoices.retrieve(first_invoice)
+    assert (old.status, old.amount_paid, old.pre_payment_credit_notes_amount) == (
+        "paid",
+        100000,
+        535000,
+    )
 
 
 def test_cancel_asks_for_a_reason_and_voids_first(
@@ -256,5 +272,11 @@ def test_reconcile_now_runs_the_conference_reconciliation(
     )
     assert any(m.startswith(f"{conference.slug}: reconciliation queued") for m in notes(response))
     reaches(invoiced, Status.PAID)
-    state = StripeSyncState.objects.get(conference=conference)
-    assert state.last_finished_at is not None
+    # The run stamps its end after applying the invoices: the PO can be paid a moment before.
+    wait_until(
+        lambda: StripeSyncState.objects.filter(
+            conference=conference, last_finished_at__isnull=False
+        ).exists(),
+        timeout=20,
+        message="the reconciliation never finished",
+    )

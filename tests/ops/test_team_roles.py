@@ -150,7 +150,7 @@ CAPABILITIES = [
         "void",
         Role.ORGANIZER,
         lambda c, t, p: after(
-            _changelist_action(c, "purchaseorder", "void_selected", t.invoiced.pk),
+            _changelist_action(c, "purchaseorder", "void_selected", t.unpaid.pk),
             _queued(p, "void_purchase_order_invoice"),
         ),
     ),

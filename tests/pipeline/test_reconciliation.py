@@ -30,10 +30,17 @@ CreateInvoiced = Callable[[int], list[PurchaseOrder]]
 
 @pytest.fixture
 def create_invoiced(
-    stripe_conference: Conference, make_purchase_order: MakePurchaseOrder, settings: Any
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+    settings: Any,
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
 ) -> CreateInvoiced:
     """``n`` POs with open, sent invoices (created by our code, without our rate limit)."""
+    # Setting the scene fast: without our limiter, and so without the sandbox's 25 requests/s.
+    # The reconciliation under test makes a handful of list calls, far below either.
     settings.STRIPE_RATE_LIMIT_TEST_PER_SECOND = 10_000.0
+    stripe_emulator.configure(stripe_secret_key, rate_limit=None)
 
     def create(n: int) -> list[PurchaseOrder]:
         pos = []

@@ -20,6 +20,10 @@ class ConfigError(ValueError):
     pass
 
 
+SANDBOX_RATE_LIMIT = 25.0
+LIVE_RATE_LIMIT = 100.0
+
+
 @dataclass
 class FaultRule:
     """One scripted fault: the next request matching ``method``/``path`` gets ``error``."""
@@ -43,7 +47,9 @@ class AccountConfig:
     fail_next: list[FaultRule] = field(default_factory=list)
     latency: float = 0.0
     latency_jitter: float = 0.0
-    rate_limit: float | None = None
+    # On by default, as at Stripe: "25 requests per second in sandbox" (100 in live mode, see
+    # Account); tests that need it off say so with configure(rate_limit=None).
+    rate_limit: float | None = SANDBOX_RATE_LIMIT
     seed: int | None = None
     # webhook delivery and chaos
     webhook_duplicate_rate: float = 0.0

@@ -5,7 +5,11 @@ Stable hooks for Playwright:
 * ``#invoice-number``, ``#invoice-status``, ``#due-date``, ``#customer-name``, ``#customer-email``
 * ``#amount-due``, ``#amount-paid``, ``#amount-remaining``; ``#lines`` with one ``tr.line`` each
 * ``#pay-card-form`` with button ``#pay-card`` (pays everything that remains)
-* ``#pay-ach-form`` with field ``#ach-amount`` (labelled "Amount", major units) and ``#pay-ach``
+* ``#pay-ach-form`` with button ``#pay-ach`` (pays everything that remains by ACH debit)
+
+Like Stripe's page, it pays the invoice's default payment, the whole amount remaining, and offers
+no amount field: partial payments come from the Dashboard's "Charge customer", here the control
+API's ``POST /_emulator/invoices/<id>/payments`` with ``amount``.
 * ``#notice`` / ``#error`` after a payment (the form posts, then is redirected back here)
 """
 
@@ -71,7 +75,6 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
     payable = invoice.status in ("open", "uncollectible") and remaining > 0
     accepted = invoice.payment_method_types or ["card", "us_bank_account"]
     action = f"/_emulator/invoices/{esc(invoice.id)}/payments"
-    step = 1 / 10 ** currencies.exponent(invoice.currency)
     forms = ""
     if payable and "card" in accepted:
         forms += f"""
@@ -85,10 +88,8 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
   <form id="pay-ach-form" method="post" action="{action}">
     <input type="hidden" name="payment_method_type" value="us_bank_account">
     <input type="hidden" name="return_to" value="hosted">
-    <label for="ach-amount">Amount</label>
-    <input id="ach-amount" name="display_amount" type="number" min="0" step="{step:g}"
-           value="{esc(_major(remaining, invoice.currency))}">
-    <button id="pay-ach" type="submit">Pay by bank account (ACH)</button>
+    <button id="pay-ach" type="submit">Pay {_money(remaining, invoice.currency)} by bank account
+      (ACH)</button>
   </form>"""
     notice = ""
     if "notice" in query:
@@ -126,14 +127,6 @@ def _date(timestamp: int | None) -> str:
     if timestamp is None:
         return ""
     return datetime.fromtimestamp(timestamp, tz=UTC).date().isoformat()
-
-
-def _major(amount: int, currency: str) -> str:
-    exp = currencies.exponent(currency)
-    if not exp:
-        return str(amount)
-    whole, frac = divmod(amount, 10**exp)
-    return f"{whole}.{frac:0{exp}d}"
 
 
 def _pdf(account: Account, invoice: InvoiceRec) -> bytes:

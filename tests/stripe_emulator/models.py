@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from .clock import Clock
-from .config import AccountConfig
+from .config import LIVE_RATE_LIMIT, SANDBOX_RATE_LIMIT, AccountConfig
 from .ids import new_id
 
 JSON = dict[str, Any]
@@ -373,7 +373,7 @@ class Account:
         self.events: dict[str, EventRec] = {}
         self.webhook_endpoints: dict[str, WebhookEndpointRec] = {}
         self.idempotency: dict[str, IdempotencyRec] = {}
-        self.config = AccountConfig()
+        self.config = AccountConfig(rate_limit=LIVE_RATE_LIMIT if livemode else SANDBOX_RATE_LIMIT)
         self.rng = random.Random(seed)
         self.rng_lock = threading.Lock()
         self.request_times: collections.deque[float] = collections.deque()

@@ -191,7 +191,6 @@ def render_invoice(
         "amount_due": due,
         "amount_overpaid": invoice.amount_overpaid,
         "amount_paid": invoice.amount_paid,
-        "amount_paid_off_stripe": invoice.amount_paid_off_stripe,
         "amount_remaining": remaining,
         "amount_shipping": 0,
         "application": None,
@@ -294,6 +293,10 @@ def render_invoice(
         "total_taxes": [],
         "webhooks_delivered_at": invoice.webhooks_delivered_at,
     }
+    if "amount_paid_off_stripe" in expand:
+        # Includable, not sent by default: "You can include this property in API requests ...
+        # The property isn't available in event payloads" (changelog 2026-05-27.dahlia).
+        rendered["amount_paid_off_stripe"] = invoice.amount_paid_off_stripe
     if "payments" in expand:
         payments = [account.invoice_payments[pid] for pid in reversed(invoice.payment_ids)]
         rendered["payments"] = {
