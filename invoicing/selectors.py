@@ -1,4 +1,5 @@
-"""May a PO be synced, voided, re-issued or cancelled? One answer for the admin and the services.
+"""May a PO be synced, voided, re-issued, cancelled, refunded or reduced? One answer for the admin
+and the services.
 
 Also the reads several services share: which POs still await their invoice, and a PO reloaded
 with what a Stripe call needs.
@@ -15,20 +16,27 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from typing import Final
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final
 
-from django.db.models import Q
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from invoicing import access, money
 from invoicing.errors import InvalidTransition
-from invoicing.models import PurchaseOrder
+from invoicing.models import ZERO, PurchaseOrder, PurchaseOrderPayment, StripeWriteRequest
 from invoicing.stripe_invoice_status import (
     PAST_OPEN_STATUSES,
     VOIDED_STATUSES,
     StripeInvoiceStatus,
 )
 
+if TYPE_CHECKING:
+    from invoicing.access import Person
+
 Status = PurchaseOrder.Status
+Kind = StripeWriteRequest.Kind
 
 # POs whose invoice is still to be created or sent: approved (or paid in part by wire meanwhile),
 # without an invoice that was sent or left the open state at Stripe (``has_complete_invoice``).
@@ -123,3 +131,96 @@ def ensure_allowed(
     """
     if why := refusal(po):
         raise InvalidTransition(f"PO {po.reference}: not {verb}: {why}")
+
+
+# --- Refund and reduce the amount owed (services/refunds.py, services/amount_owed.py) ------------
+
+
+def _requested_total(po: PurchaseOrder, kind: str) -> Decimal:
+    """What the PO's requests of ``kind`` still to run or waiting for the bank speak for."""
+    total: Decimal = StripeWriteRequest.objects.filter(
+        purchase_order=po,
+        kind=kind,
+        state__in=[StripeWriteRequest.State.QUEUED, StripeWriteRequest.State.PENDING],
+    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+    return total
+
+
+def stripe_received(po: PurchaseOrder) -> Decimal:
+    """The money the ledger holds as collected by Stripe, on every invoice of the PO."""
+    total: Decimal = PurchaseOrderPayment.objects.filter(
+        purchase_order=po, method=PurchaseOrderPayment.Method.STRIPE
+    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+    return total
+
+
+def refundable_amount(po: PurchaseOrder) -> Decimal:
+    """What may still be refunded: collected by Stripe, less refunds already asked for."""
+    done: Decimal = StripeWriteRequest.objects.filter(
+        purchase_order=po, kind=Kind.REFUND, state=StripeWriteRequest.State.SUCCEEDED
+    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+    return max(ZERO, stripe_received(po) - done - _requested_total(po, Kind.REFUND))
+
+
+def refund_refusal(po: PurchaseOrder, *, by: Person | None) -> str:
+    """Why ``by`` cannot refund any of the PO's Stripe payments now ("" when they can)."""
+    if by is None or not access.may_refund(by, po.conference_id):
+        return f"only a finance admin of {po.conference} refunds payments."
+    if stripe_received(po) <= 0:
+        return "it has no Stripe payment to refund."
+    if refundable_amount(po) <= 0:
+        return "its Stripe payments are refunded already (or a refund of them is under way)."
+    return ""
+
+
+def _amount_refusal(amount: object, po: PurchaseOrder, *, most: Decimal, what: str) -> str:
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        return "enter an amount."
+    if amount <= 0:
+        return "the amount must be greater than zero."
+    try:
+        money.to_minor_units(amount, po.currency)
+    except money.AmountNotRepresentable as error:
+        return str(error)
+    if amount > most:
+        return (
+            f"{money.format_amount(amount, po.currency)} is more than {what} "
+            f"({money.format_amount(most, po.currency)})."
+        )
+    return ""
+
+
+def refund_amount_refusal(po: PurchaseOrder, amount: object) -> str:
+    """Why ``amount`` cannot be refunded on the PO ("" when it can)."""
+    return _amount_refusal(
+        amount, po, most=refundable_amount(po), what="what can still be refunded"
+    )
+
+
+def reducible_amount(po: PurchaseOrder) -> Decimal:
+    """What the PO's open invoice still asks, as last seen, less reductions under way."""
+    remaining = po.stripe_amount_remaining or ZERO
+    return max(ZERO, remaining - _requested_total(po, Kind.REDUCE))
+
+
+def reduce_refusal(po: PurchaseOrder, *, by: Person | None) -> str:
+    """Why ``by`` cannot reduce what the PO owes now ("" when they can)."""
+    if by is None or not access.may_reduce(by, po.conference_id):
+        return f"only an organizer of {po.conference} reduces what a PO owes."
+    if po.status == Status.CANCELLED:
+        return "it is cancelled."
+    if not po.stripe_invoice_id:
+        return "it has no Stripe invoice yet."
+    if po.stripe_invoice_status != StripeInvoiceStatus.OPEN:
+        status = po.stripe_invoice_status or "not sent yet"
+        return f"its invoice is {status}; only an open invoice's amount can be reduced."
+    if reducible_amount(po) <= 0:
+        return "its invoice asks for nothing more (or a reduction of all of it is under way)."
+    return ""
+
+
+def reduce_amount_refusal(po: PurchaseOrder, amount: object) -> str:
+    """Why the PO's open invoice cannot be lowered by ``amount`` ("" when it can)."""
+    return _amount_refusal(
+        amount, po, most=reducible_amount(po), what="what the invoice still asks"
+    )

@@ -8,6 +8,7 @@ Invariants the database enforces (not just the code):
 - Payments are positive; only ``stripe`` payments carry Stripe invoice data, and they always do.
 - One Stripe customer per (conference, email); one inbox row per Stripe event id.
 - A person holds at most one role per conference (``teams``).
+- An organizer's refund or reduction has a positive amount and a reason (``stripe_writes``).
 """
 
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_LIMIT, MONEY_MAX_DIGITS, ZERO
@@ -28,6 +29,7 @@ from invoicing.models.purchase_orders import (
     PurchaseOrderStatus,
 )
 from invoicing.models.stripe_records import StripeEvent, StripeSyncState
+from invoicing.models.stripe_writes import StripeWriteRequest
 from invoicing.models.teams import ConferenceRole, ConferenceSettingsChange, Role
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "StripeCustomer",
     "StripeEvent",
     "StripeSyncState",
+    "StripeWriteRequest",
     "default_payment_method_types",
     "validate_currency",
     "validate_payment_method_types",
