@@ -43,6 +43,7 @@ from invoicing.admin.purchase_order_forms import (
     PurchaseOrderAdminForm,
     is_locked,
 )
+from invoicing.admin.purchase_order_money import PurchaseOrderMoneyViews, StripeWriteRequestInline
 from invoicing.models import (
     MONEY_DECIMAL_PLACES,
     MONEY_MAX_DIGITS,
@@ -122,7 +123,7 @@ class PurchaseOrderQuerySetMixin:
         )
 
 
-class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
+class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, PurchaseOrderActions):
     form = PurchaseOrderAdminForm
     list_display = (
         "reference",
@@ -150,7 +151,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         "stripe_invoice_number",
     )
     ordering = ("-created_at",)
-    inlines = (LineItemInline, PaymentLedgerInline, ManualPaymentInline)
+    inlines = (LineItemInline, PaymentLedgerInline, ManualPaymentInline, StripeWriteRequestInline)
 
     _READONLY_ALWAYS: ClassVar = [
         "status",
@@ -301,6 +302,17 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
+        po = self.get_object(request, object_id) if object_id else None
+        if po is not None:
+            # The buttons of the money actions this person may take on this PO, and only those.
+            labels = {"refund": "Refund payments…", "reduce": "Reduce amount owed…"}
+            refusals = self.money_refusals(request, po)
+            extra_context = {
+                **(extra_context or {}),
+                "money_actions": [
+                    (kind, labels[kind]) for kind, why in refusals.items() if not why
+                ],
+            }
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except ConcurrentChange as error:
