@@ -45,10 +45,12 @@ from invoicing.admin.purchase_order_forms import (
 )
 from invoicing.admin.purchase_order_money import PurchaseOrderMoneyViews, StripeWriteRequestInline
 from invoicing.models import (
+    COUNTED_CREDIT_PURPOSES,
     MONEY_DECIMAL_PLACES,
     MONEY_MAX_DIGITS,
     ZERO,
     PurchaseOrder,
+    PurchaseOrderCredit,
     PurchaseOrderLineItem,
     PurchaseOrderPayment,
     Role,
@@ -112,13 +114,26 @@ class PurchaseOrderQuerySetMixin:
             .annotate(total=Sum("amount"))
             .values("total")
         )
+        credited_total = (
+            PurchaseOrderCredit.objects.filter(
+                purchase_order=OuterRef("pk"),
+                voided_at__isnull=True,
+                purpose__in=COUNTED_CREDIT_PURPOSES,
+            )
+            .order_by()
+            .values("purchase_order")
+            .annotate(total=Sum("amount"))
+            .values("total")
+        )
         zero = Value(ZERO, output_field=_money_field())
         return queryset.annotate(
             admin_total=Coalesce(Subquery(line_total, output_field=_money_field()), zero),
             admin_paid=Coalesce(Subquery(paid_total, output_field=_money_field()), zero),
+            admin_credited=Coalesce(Subquery(credited_total, output_field=_money_field()), zero),
         ).annotate(
             admin_balance=ExpressionWrapper(
-                F("admin_total") - F("admin_paid"), output_field=_money_field()
+                F("admin_total") - F("admin_credited") - F("admin_paid"),
+                output_field=_money_field(),
             )
         )
 

@@ -11,14 +11,29 @@ from django.db.models import Q
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 from invoicing.models.purchase_orders import PurchaseOrder
 
+_KINDS = ["payment", "refund", "refund_reversal", "dispute", "dispute_reinstatement"]
+_MONEY_IN = ["payment", "refund_reversal", "dispute_reinstatement"]
+_MONEY_OUT = ["refund", "dispute"]
+
 
 class PurchaseOrderPayment(models.Model):
-    """One entry of a PO's ledger.
+    """One entry of a PO's ledger: money in (payments) or out (refunds, disputes) at Stripe.
 
-    ``stripe`` rows are written only by the invoice-snapshot code: each one is the growth of a
-    Stripe invoice's ``amount_paid`` up to ``stripe_amount_paid_after`` (minor units, as Stripe
-    reports it), so the pair ``(stripe_invoice_id, stripe_amount_paid_after)`` identifies it.
+    ``payment`` rows of method ``stripe`` are written only by the invoice-snapshot code: each one
+    is the growth of a Stripe invoice's ``amount_paid`` up to ``stripe_amount_paid_after`` (minor
+    units, as Stripe reports it), so the pair ``(stripe_invoice_id, stripe_amount_paid_after)``
+    identifies it. Money going back is keyed by the Stripe object that moved it
+    (``stripe_object_id``: a refund ``re_``/``pyr_`` or a dispute ``dp_``), one row per kind, so
+    the ledger is append-only: a failed refund or a won dispute adds the opposite entry instead of
+    deleting the first. The sum of a PO's rows is what it has received, net.
     """
+
+    class Kind(models.TextChoices):
+        PAYMENT = "payment", "Payment"
+        REFUND = "refund", "Refund"
+        REFUND_REVERSAL = "refund_reversal", "Refund failed (money back)"
+        DISPUTE = "dispute", "Dispute: funds withdrawn"
+        DISPUTE_REINSTATEMENT = "dispute_reinstatement", "Dispute won: funds reinstated"
 
     class Method(models.TextChoices):
         STRIPE = "stripe", "Stripe"
@@ -33,6 +48,7 @@ class PurchaseOrderPayment(models.Model):
         max_digits=MONEY_MAX_DIGITS,
         decimal_places=MONEY_DECIMAL_PLACES,
     )
+    kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.PAYMENT)
     method = models.CharField(max_length=16, choices=Method.choices)
     reference = models.CharField(max_length=255, blank=True, default="")
     payment_date = models.DateField()
@@ -42,6 +58,12 @@ class PurchaseOrderPayment(models.Model):
         null=True,
         blank=True,
         help_text="The invoice's amount_paid (minor units) after this payment.",
+    )
+    stripe_object_id = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="The Stripe refund or dispute behind a refund or dispute entry.",
     )
     recorded_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
@@ -57,23 +79,45 @@ class PurchaseOrderPayment(models.Model):
         constraints: ClassVar = [
             models.UniqueConstraint(
                 fields=("stripe_invoice_id", "stripe_amount_paid_after"),
-                condition=Q(method="stripe"),
+                condition=Q(kind="payment", method="stripe"),
                 name="payment_unique_stripe_snapshot",
             ),
-            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            # One refund / reversal / withdrawal / reinstatement per Stripe object: replays of
+            # its events, in any order, can never record it twice.
+            models.UniqueConstraint(
+                fields=("kind", "stripe_object_id"),
+                condition=~Q(kind="payment"),
+                name="payment_unique_stripe_object_per_kind",
+            ),
+            models.CheckConstraint(condition=Q(kind__in=_KINDS), name="payment_kind_valid"),
+            # Money in is positive, money out negative; no entry is zero.
+            models.CheckConstraint(
+                condition=(Q(kind__in=_MONEY_IN) & Q(amount__gt=0))
+                | (Q(kind__in=_MONEY_OUT) & Q(amount__lt=0)),
+                name="payment_amount_sign_per_kind",
+            ),
             models.CheckConstraint(
                 condition=Q(method__in=["stripe", "wire", "check", "other"]),
                 name="payment_method_valid",
             ),
             models.CheckConstraint(
                 condition=(
-                    Q(method="stripe", stripe_amount_paid_after__gt=0) & ~Q(stripe_invoice_id="")
+                    Q(kind="payment", method="stripe", stripe_amount_paid_after__gt=0)
+                    & ~Q(stripe_invoice_id="")
+                    & Q(stripe_object_id="")
                 )
                 | (
-                    ~Q(method="stripe")
+                    Q(kind="payment")
+                    & ~Q(method="stripe")
                     & Q(stripe_invoice_id="", stripe_amount_paid_after__isnull=True)
+                    & Q(stripe_object_id="")
+                )
+                | (
+                    ~Q(kind="payment")
+                    & Q(method="stripe", stripe_amount_paid_after__isnull=True)
+                    & ~Q(stripe_object_id="")
                 ),
-                name="payment_stripe_fields_iff_stripe",
+                name="payment_stripe_fields_per_kind",
             ),
         ]
         indexes: ClassVar = [
@@ -81,4 +125,6 @@ class PurchaseOrderPayment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.amount} by {self.method} on {self.payment_date}"
+        if self.kind == self.Kind.PAYMENT:
+            return f"{self.amount} by {self.method} on {self.payment_date}"
+        return f"{self.get_kind_display()} {self.stripe_object_id}: {self.amount}"

@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce
 
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS, ZERO
 from invoicing.models.conferences import Conference, StripeCustomer, validate_currency
+from invoicing.models.money_kinds import CLOSED_DISPUTE_STATUSES, COUNTED_CREDIT_PURPOSES
 from invoicing.stripe_invoice_status import PAST_OPEN_STATUSES
 
 
@@ -27,6 +28,7 @@ class PurchaseOrderStatus(models.TextChoices):
     PARTIALLY_PAID = "partially_paid", "Partially paid"
     PAID = "paid", "Paid"
     OVERPAID = "overpaid", "Overpaid"
+    REFUNDED = "refunded", "Refunded"
     INVOICE_VOIDED = "invoice_voided", "Invoice voided: re-issue or cancel"
     INVOICE_UNCOLLECTIBLE = "invoice_uncollectible", "Invoice uncollectible: re-issue or cancel"
     CANCELLED = "cancelled", "Cancelled"
@@ -196,13 +198,31 @@ class PurchaseOrder(models.Model):
 
     @property
     def amount_received(self) -> Decimal:
-        """Everything received, all methods and all invoice generations."""
+        """Net received: every payment (all methods, all invoices) less refunds and disputes."""
         result: Decimal = self.payments.aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
         return result
 
     @property
+    def amount_credited(self) -> Decimal:
+        """Credit notes that lower what is owed: issued, and not a re-issue's moved remainder."""
+        result: Decimal = self.credits.filter(
+            voided_at__isnull=True, purpose__in=COUNTED_CREDIT_PURPOSES
+        ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+        return result
+
+    @property
+    def amount_owed(self) -> Decimal:
+        """What the PO asks for in all: its total less the credits that count."""
+        return self.total - self.amount_credited
+
+    @property
     def balance_due(self) -> Decimal:
-        return self.total - self.amount_received
+        return self.amount_owed - self.amount_received
+
+    @property
+    def has_open_dispute(self) -> bool:
+        """A chargeback on one of its payments is not decided yet."""
+        return self.disputes.exclude(status__in=CLOSED_DISPUTE_STATUSES).exists()
 
     @property
     def has_complete_invoice(self) -> bool:

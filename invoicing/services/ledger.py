@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import logging
 from decimal import Decimal
-from typing import TYPE_CHECKING, NewType
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
@@ -33,7 +33,15 @@ from invoicing.logging import log_state_change
 from invoicing.models import ZERO, PurchaseOrder, PurchaseOrderPayment
 from invoicing.services.invoice_mirror import check_snapshot, save_mirror
 from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
-from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
+from invoicing.services.ledger_adjustments import apply_credit_note, apply_dispute, apply_refund
+from invoicing.services.ledger_core import (
+    LockedPurchaseOrder,
+    derive_status,
+    lock_purchase_order,
+    update_po_status,
+    update_po_status_locked,
+)
+from invoicing.stripe_invoice_status import StripeInvoiceStatus
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -42,19 +50,22 @@ logger = logging.getLogger(__name__)
 
 Status = PurchaseOrder.Status
 Method = PurchaseOrderPayment.Method
+Kind = PurchaseOrderPayment.Kind
 
-# A PO reloaded under its row lock, held until the surrounding transaction ends.
-LockedPurchaseOrder = NewType("LockedPurchaseOrder", PurchaseOrder)
-
-
-def lock_purchase_order(purchase_order: PurchaseOrder) -> LockedPurchaseOrder:
-    """Reload the PO with its row lock held until the surrounding transaction ends."""
-    # The conference comes along (every snapshot check reads it); only the PO row is locked.
-    return LockedPurchaseOrder(
-        PurchaseOrder.objects.select_for_update(of=("self",))
-        .select_related("conference")
-        .get(pk=purchase_order.pk)
-    )
+__all__ = [
+    "LockedPurchaseOrder",
+    "apply_credit_note",
+    "apply_dispute",
+    "apply_invoice_snapshot",
+    "apply_invoice_snapshot_locked",
+    "apply_refund",
+    "derive_status",
+    "lock_purchase_order",
+    "record_payment",
+    "stripe_paid_total",
+    "update_po_status",
+    "update_po_status_locked",
+]
 
 
 def stripe_paid_total(purchase_order: PurchaseOrder, *, stripe_invoice_id: str) -> Decimal:
@@ -63,6 +74,7 @@ def stripe_paid_total(purchase_order: PurchaseOrder, *, stripe_invoice_id: str) 
         purchase_order=purchase_order,
         method=Method.STRIPE,
         stripe_invoice_id=stripe_invoice_id,
+        kind=Kind.PAYMENT,
     ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
     return result
 
@@ -277,72 +289,3 @@ def _add_payment(
         **({"recorded_by": payment.created_by.pk} if payment.created_by is not None else {}),
         **({"attention": "on a CANCELLED purchase order: refund needed"} if on_cancelled else {}),
     )
-
-
-# --- Status --------------------------------------------------------------------------------------
-
-
-def derive_status(purchase_order: PurchaseOrder) -> str:
-    """The status the ledger and the mirrored invoice imply (pure read, no lock)."""
-    current = purchase_order.status
-    if current in {Status.DRAFT, Status.CANCELLED}:
-        return current
-    return _derive_status(
-        purchase_order, total=purchase_order.total, received=purchase_order.amount_received
-    )
-
-
-def _derive_status(purchase_order: PurchaseOrder, *, total: Decimal, received: Decimal) -> str:
-    invoice_status = purchase_order.stripe_invoice_status
-    if received > 0 and received == total:
-        return Status.PAID
-    if received > total:
-        return Status.OVERPAID
-    if purchase_order.stripe_invoice_id and invoice_status in VOIDED_STATUSES:
-        return Status.INVOICE_VOIDED
-    if purchase_order.stripe_invoice_id and invoice_status == StripeInvoiceStatus.UNCOLLECTIBLE:
-        return Status.INVOICE_UNCOLLECTIBLE
-    if received > 0:
-        return Status.PARTIALLY_PAID
-    if purchase_order.has_complete_invoice:
-        return Status.INVOICED
-    return Status.APPROVED
-
-
-def update_po_status(purchase_order: PurchaseOrder, *, stripe_event_id: str = "") -> str:
-    """Derive paid / partially_paid / overpaid / ... from the ledger and store it.
-
-    Returns the status now stored. ``stripe_event_id``: the event that caused this update, for
-    the log line.
-    """
-    with transaction.atomic():
-        new_status = update_po_status_locked(
-            lock_purchase_order(purchase_order), stripe_event_id=stripe_event_id
-        )
-    purchase_order.status = new_status
-    return new_status
-
-
-def update_po_status_locked(locked: LockedPurchaseOrder, *, stripe_event_id: str = "") -> str:
-    """:func:`update_po_status` for a caller holding the lock: the one place that stores it."""
-    if locked.status in {Status.DRAFT, Status.CANCELLED}:
-        return locked.status
-    # Read once: the ledger reads are most of what applying a payment costs.
-    total, received = locked.total, locked.amount_received
-    new_status = _derive_status(locked, total=total, received=received)
-    if new_status != locked.status:
-        previous = locked.status
-        locked.status = new_status
-        locked.save(update_fields=["status", "updated_at"])
-        log_state_change(
-            logger,
-            event="po_status_changed",
-            po_reference=locked.reference,
-            invoice_id=locked.stripe_invoice_id or None,
-            stripe_event_id=stripe_event_id or None,
-            from_status=previous,
-            to_status=new_status,
-            received=money.format_amount(received, locked.currency),
-            total=money.format_amount(total, locked.currency),
-        )
-    return new_status

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LEDGER = "invoicing/services/ledger.py"
+LEDGER_CORE = "invoicing/services/ledger_core.py"
 INVOICE_CREATION = "invoicing/services/invoice_creation.py"
 INVOICE_SYNC = "invoicing/services/invoice_sync.py"
 STRIPE_EVENTS = "invoicing/services/stripe_events.py"
@@ -132,7 +133,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "lock_purchase_order takes no row lock (select_for_update removed)",
         (
             Edit(
-                LEDGER,
+                LEDGER_CORE,
                 'PurchaseOrder.objects.select_for_update(of=("self",))\n',
                 "PurchaseOrder.objects\n",
             ),
@@ -212,7 +213,7 @@ MUTANTS: tuple[Mutant, ...] = (
                 "invoicing/models/payments.py",
                 "            models.UniqueConstraint(\n"
                 '                fields=("stripe_invoice_id", "stripe_amount_paid_after"),\n'
-                '                condition=Q(method="stripe"),\n'
+                '                condition=Q(kind="payment", method="stripe"),\n'
                 '                name="payment_unique_stripe_snapshot",\n'
                 "            ),\n",
                 "",

@@ -4,6 +4,9 @@ Invariant 1 (one invoice per PO) and invariant 2 (the ledger equals Stripe) are 
 both sides: every invoice the emulator holds for a conference is matched to its PO through the
 metadata our code writes, and every PO's Stripe payments are summed per invoice. A PO whose
 invoice was voided (and not yet re-issued) has no payable invoice; its mirror must say ``void``.
+Money going back is compared per invoice too: our refund entries (net of reversals) with its
+succeeded refunds, our dispute entries with the disputed funds withdrawn and not reinstated, our
+credits with its credit notes that are not void.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import stripe
 from django.db.models import Sum
 
 from invoicing import money
-from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
+from invoicing.models import Conference, PurchaseOrder, PurchaseOrderCredit, PurchaseOrderPayment
 from tests.stripe_emulator.handle import EmulatorHandle
 
 # Invoices that can still be paid or already were: a PO generation must have exactly one.
@@ -55,6 +59,7 @@ def compare_with_stripe(
     by_generation: dict[tuple[str, str], list[str]] = defaultdict(list)
     voided: set[str] = set()
     amount_paid: dict[str, Decimal] = {}
+    currencies: dict[str, str] = {}
     for invoice in invoices:
         metadata = invoice.metadata.to_dict() if invoice.metadata is not None else {}
         uid = metadata.get("po_uid")
@@ -71,6 +76,7 @@ def compare_with_stripe(
         elif invoice.status == "void":
             voided.add(invoice.id)
         amount_paid[invoice.id] = money.from_minor_units(invoice.amount_paid, invoice.currency)
+        currencies[invoice.id] = invoice.currency
 
     for key, ids in by_generation.items():
         if len(ids) != 1:
@@ -98,7 +104,9 @@ def compare_with_stripe(
 
     recorded = (
         PurchaseOrderPayment.objects.filter(
-            purchase_order__conference=conference, method=PurchaseOrderPayment.Method.STRIPE
+            purchase_order__conference=conference,
+            method=PurchaseOrderPayment.Method.STRIPE,
+            kind=PurchaseOrderPayment.Kind.PAYMENT,
         )
         .values("stripe_invoice_id")
         .annotate(total=Sum("amount"))
@@ -107,7 +115,9 @@ def compare_with_stripe(
         row["stripe_invoice_id"]: row["total"] for row in recorded
     }
     report.stripe_payments = PurchaseOrderPayment.objects.filter(
-        purchase_order__conference=conference, method=PurchaseOrderPayment.Method.STRIPE
+        purchase_order__conference=conference,
+        method=PurchaseOrderPayment.Method.STRIPE,
+        kind=PurchaseOrderPayment.Kind.PAYMENT,
     ).count()
     for invoice_id in sorted(set(amount_paid) | set(recorded_by_invoice)):
         stripe_paid = amount_paid.get(invoice_id, Decimal(0))
@@ -116,4 +126,75 @@ def compare_with_stripe(
             report.problems.append(
                 f"invoice {invoice_id}: Stripe amount_paid {stripe_paid}, ledger {ours}"
             )
+    _compare_money_going_back(client, conference, currencies, report)
     return report
+
+
+def money_going_back(
+    client: stripe.StripeClient, invoice_ids: set[str]
+) -> dict[str, dict[str, int]]:
+    """Per invoice, from Stripe: succeeded refunds, disputed funds withdrawn and not reinstated,
+    credit notes not void (minor units). Read account-wide: three lists, then the invoice
+    payments only when something was refunded or disputed."""
+    found: dict[str, dict[str, int]] = defaultdict(
+        lambda: {"refunds": 0, "disputes": 0, "credits": 0}
+    )
+    for note in client.v1.credit_notes.list({"limit": 100}).auto_paging_iter():
+        invoice_id = note.invoice if isinstance(note.invoice, str) else note.invoice.id
+        if invoice_id in invoice_ids and note.status != "void":
+            found[invoice_id]["credits"] += note.amount
+    refunds = list(client.v1.refunds.list({"limit": 100}).auto_paging_iter())
+    disputes = list(client.v1.disputes.list({"limit": 100}).auto_paging_iter())
+    if not refunds and not disputes:
+        return found
+    invoice_of: dict[str, str] = {}
+    for invoice_id in invoice_ids:
+        for payment in client.v1.invoice_payments.list(
+            {"invoice": invoice_id, "limit": 100}
+        ).auto_paging_iter():
+            if payment.payment.type == "payment_intent" and payment.payment.payment_intent:
+                intent = payment.payment.payment_intent
+                invoice_of[intent if isinstance(intent, str) else intent.id] = invoice_id
+    for refund in refunds:
+        refunded = invoice_of.get(str(refund.payment_intent))
+        if refunded is not None and refund.status == "succeeded":
+            found[refunded]["refunds"] += refund.amount
+    for dispute in disputes:
+        disputed = invoice_of.get(str(dispute.payment_intent))
+        if disputed is not None:
+            net = sum(txn.amount for txn in dispute.balance_transactions)
+            found[disputed]["disputes"] += -net if net < 0 else 0
+    return found
+
+
+def _compare_money_going_back(
+    client: stripe.StripeClient,
+    conference: Conference,
+    currencies: dict[str, str],
+    report: ConsistencyReport,
+) -> None:
+    stripe_side = money_going_back(client, set(currencies))
+    Kind = PurchaseOrderPayment.Kind
+    ours: dict[str, dict[str, Decimal]] = defaultdict(
+        lambda: {"refunds": Decimal(0), "disputes": Decimal(0), "credits": Decimal(0)}
+    )
+    entries = PurchaseOrderPayment.objects.filter(purchase_order__conference=conference).exclude(
+        kind=Kind.PAYMENT
+    )
+    for entry in entries:
+        bucket = "refunds" if entry.kind in {Kind.REFUND, Kind.REFUND_REVERSAL} else "disputes"
+        ours[entry.stripe_invoice_id][bucket] -= entry.amount
+    credits = PurchaseOrderCredit.objects.filter(
+        purchase_order__conference=conference, voided_at__isnull=True
+    )
+    for credit in credits:
+        ours[credit.stripe_invoice_id]["credits"] += credit.amount
+    for invoice_id in sorted(set(stripe_side) | set(ours)):
+        currency = currencies.get(invoice_id, conference.currency)
+        for bucket in ("refunds", "disputes", "credits"):
+            theirs = money.from_minor_units(stripe_side[invoice_id][bucket], currency)
+            mine = ours[invoice_id][bucket]
+            if theirs != mine:
+                report.problems.append(
+                    f"invoice {invoice_id or '(none)'}: Stripe {bucket} {theirs}, ledger {mine}"
+                )

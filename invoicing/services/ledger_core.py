@@ -1,0 +1,144 @@
+"""The ledger's lock and its status rule, shared by every module that writes money.
+
+Every money operation locks the PO row once (:func:`lock_purchase_order`, ``SELECT ... FOR
+UPDATE``), writes, and derives the status once (:func:`update_po_status_locked`). The status
+compares what the PO has received, net (payments less refunds less disputed funds withdrawn and
+not reinstated), with what it owes (its total less the credit notes that count).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import NewType
+
+from django.db import transaction
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
+
+from invoicing import money
+from invoicing.logging import log_state_change
+from invoicing.models import ZERO, PurchaseOrder, PurchaseOrderPayment
+from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
+
+logger = logging.getLogger(__name__)
+
+Status = PurchaseOrder.Status
+Kind = PurchaseOrderPayment.Kind
+
+# A PO reloaded under its row lock, held until the surrounding transaction ends.
+LockedPurchaseOrder = NewType("LockedPurchaseOrder", PurchaseOrder)
+
+
+def lock_purchase_order(purchase_order: PurchaseOrder) -> LockedPurchaseOrder:
+    """Reload the PO with its row lock held until the surrounding transaction ends."""
+    # The conference comes along (every snapshot check reads it); only the PO row is locked.
+    return LockedPurchaseOrder(
+        PurchaseOrder.objects.select_for_update(of=("self",))
+        .select_related("conference")
+        .get(pk=purchase_order.pk)
+    )
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    """A PO's money, read once: what it owes and what it holds."""
+
+    total: Decimal  # the lines
+    credited: Decimal  # credit notes that lower what is owed
+    paid_in: Decimal  # payments only (all methods), before anything went back
+    received: Decimal  # net: payments less refunds less disputes lost or pending
+
+    @property
+    def owed(self) -> Decimal:
+        return self.total - self.credited
+
+
+def ledger_totals(purchase_order: PurchaseOrder) -> LedgerTotals:
+    """Three queries: the lines, the ledger entries (two sums), the credits that count."""
+    sums = purchase_order.payments.aggregate(
+        received=Coalesce(Sum("amount"), ZERO),
+        paid_in=Coalesce(Sum("amount", filter=Q(kind=Kind.PAYMENT)), ZERO),
+    )
+    return LedgerTotals(
+        total=purchase_order.total,
+        credited=purchase_order.amount_credited,
+        paid_in=sums["paid_in"],
+        received=sums["received"],
+    )
+
+
+def status_for(purchase_order: PurchaseOrder, totals: LedgerTotals) -> str:
+    """The status the ledger and the mirrored invoice imply (pure: no query).
+
+    ``refunded``: money came in and none of it is left (refunds, disputes). ``paid``: net
+    received equals what is owed, and something was paid or credited (a PO credited down to
+    nothing is settled too).
+    """
+    received, owed = totals.received, totals.owed
+    invoice_status = purchase_order.stripe_invoice_status
+    if totals.paid_in > 0 and received <= 0:
+        return Status.REFUNDED
+    if received == owed and (received > 0 or totals.credited > 0):
+        return Status.PAID
+    if received > owed:
+        return Status.OVERPAID
+    if purchase_order.stripe_invoice_id and invoice_status in VOIDED_STATUSES:
+        return Status.INVOICE_VOIDED
+    if purchase_order.stripe_invoice_id and invoice_status == StripeInvoiceStatus.UNCOLLECTIBLE:
+        return Status.INVOICE_UNCOLLECTIBLE
+    if received > 0:
+        return Status.PARTIALLY_PAID
+    if purchase_order.has_complete_invoice:
+        return Status.INVOICED
+    return Status.APPROVED
+
+
+def derive_status(purchase_order: PurchaseOrder) -> str:
+    """The status the ledger and the mirrored invoice imply (pure read, no lock)."""
+    current = purchase_order.status
+    if current in {Status.DRAFT, Status.CANCELLED}:
+        return current
+    return status_for(purchase_order, ledger_totals(purchase_order))
+
+
+def update_po_status(purchase_order: PurchaseOrder, *, stripe_event_id: str = "") -> str:
+    """Derive paid / partially_paid / overpaid / refunded / ... from the ledger and store it.
+
+    Returns the status now stored. ``stripe_event_id``: the event that caused this update, for
+    the log line.
+    """
+    with transaction.atomic():
+        new_status = update_po_status_locked(
+            lock_purchase_order(purchase_order), stripe_event_id=stripe_event_id
+        )
+    purchase_order.status = new_status
+    return new_status
+
+
+def update_po_status_locked(locked: LockedPurchaseOrder, *, stripe_event_id: str = "") -> str:
+    """:func:`update_po_status` for a caller holding the lock: the one place that stores it.
+
+    A draft or cancelled PO keeps its status whatever the ledger records.
+    """
+    if locked.status in {Status.DRAFT, Status.CANCELLED}:
+        return locked.status
+    totals = ledger_totals(locked)
+    new_status = status_for(locked, totals)
+    if new_status != locked.status:
+        previous = locked.status
+        locked.status = new_status
+        locked.save(update_fields=["status", "updated_at"])
+        log_state_change(
+            logger,
+            event="po_status_changed",
+            po_reference=locked.reference,
+            invoice_id=locked.stripe_invoice_id or None,
+            stripe_event_id=stripe_event_id or None,
+            from_status=previous,
+            to_status=new_status,
+            received=money.format_amount(totals.received, locked.currency),
+            owed=money.format_amount(totals.owed, locked.currency),
+        )
+    return new_status
