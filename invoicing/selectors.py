@@ -137,29 +137,47 @@ def ensure_allowed(
 
 
 def _requested_total(po: PurchaseOrder, kind: str) -> Decimal:
-    """What the PO's requests of ``kind`` still to run or waiting for the bank speak for."""
+    """What the PO's requests of ``kind`` still to run speak for."""
     total: Decimal = StripeWriteRequest.objects.filter(
-        purchase_order=po,
-        kind=kind,
-        state__in=[StripeWriteRequest.State.QUEUED, StripeWriteRequest.State.PENDING],
+        purchase_order=po, kind=kind, state=StripeWriteRequest.State.QUEUED
     ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
     return total
+
+
+_Entry = PurchaseOrderPayment.Kind
 
 
 def stripe_received(po: PurchaseOrder) -> Decimal:
-    """The money the ledger holds as collected by Stripe, on every invoice of the PO."""
+    """The payments Stripe collected for the PO, on every invoice (refunds not deducted)."""
     total: Decimal = PurchaseOrderPayment.objects.filter(
-        purchase_order=po, method=PurchaseOrderPayment.Method.STRIPE
+        purchase_order=po, method=PurchaseOrderPayment.Method.STRIPE, kind=_Entry.PAYMENT
     ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
     return total
 
 
+def _refunds_not_in_ledger(po: PurchaseOrder) -> Decimal:
+    """Refunds our requests made that the ledger does not hold yet (ACH refunds at the bank)."""
+    waiting = StripeWriteRequest.objects.filter(
+        purchase_order=po, kind=Kind.REFUND, state=StripeWriteRequest.State.PENDING
+    ).values_list("plan", flat=True)
+    items = [item for plan in waiting for item in plan if item.get("refund")]
+    recorded = set(
+        PurchaseOrderPayment.objects.filter(
+            kind=_Entry.REFUND, stripe_object_id__in=[item["refund"] for item in items]
+        ).values_list("stripe_object_id", flat=True)
+    )
+    minor = sum(int(item["amount"]) for item in items if item["refund"] not in recorded)
+    return money.from_minor_units(minor, po.currency)
+
+
 def refundable_amount(po: PurchaseOrder) -> Decimal:
-    """What may still be refunded: collected by Stripe, less refunds already asked for."""
-    done: Decimal = StripeWriteRequest.objects.filter(
-        purchase_order=po, kind=Kind.REFUND, state=StripeWriteRequest.State.SUCCEEDED
+    """What may still be refunded: Stripe's money in the ledger, net of refunds and disputes,
+    less what our refunds under way (queued, or at the bank) will take."""
+    net: Decimal = PurchaseOrderPayment.objects.filter(
+        purchase_order=po, method=PurchaseOrderPayment.Method.STRIPE
     ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
-    return max(ZERO, stripe_received(po) - done - _requested_total(po, Kind.REFUND))
+    spoken_for = _requested_total(po, Kind.REFUND) + _refunds_not_in_ledger(po)
+    return max(ZERO, net - spoken_for)
 
 
 def refund_refusal(po: PurchaseOrder, *, by: Person | None) -> str:
@@ -198,7 +216,7 @@ def refund_amount_refusal(po: PurchaseOrder, amount: object) -> str:
 
 
 def reducible_amount(po: PurchaseOrder) -> Decimal:
-    """What the PO's open invoice still asks, as last seen, less reductions under way."""
+    """What the PO's open invoice still asks, as last seen, less reductions queued."""
     remaining = po.stripe_amount_remaining or ZERO
     return max(ZERO, remaining - _requested_total(po, Kind.REDUCE))
 

@@ -11,8 +11,6 @@ goes through the ledger (its mirror), and the credit note lowers what the PO owe
 
 from __future__ import annotations
 
-import logging
-
 import stripe
 from django.db import transaction
 
@@ -20,12 +18,10 @@ from invoicing import money
 from invoicing.access import may_reduce
 from invoicing.models import StripeWriteRequest
 from invoicing.services.keyed_writes import poisons_key
-from invoicing.services.ledger import apply_invoice_snapshot
+from invoicing.services.ledger import apply_credit_note, apply_invoice_snapshot
 from invoicing.services.stripe_client import build_stripe_client
 from invoicing.services.stripe_write_requests import finish, lock_request, refuse
 from invoicing.stripe_invoice_status import StripeInvoiceStatus
-
-logger = logging.getLogger(__name__)
 
 State = StripeWriteRequest.State
 
@@ -113,11 +109,6 @@ def process_reduce_request(*, write_request: StripeWriteRequest) -> None:
         row.refresh_from_db()
     invoice = client.v1.invoices.retrieve(row.stripe_invoice_id)
     apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reduce")
-    apply_credit_note_to_ledger(row, note)
+    apply_credit_note(purchase_order=po, credit_note=note, source="reduce")
     finish(row, state=State.SUCCEEDED)
     write_request.refresh_from_db()
-
-
-def apply_credit_note_to_ledger(row: StripeWriteRequest, note: stripe.CreditNote) -> None:
-    """The credit note lowers what the PO owes."""
-    logger.info("po %s: credit note %s issued", row.purchase_order.reference, note.id)

@@ -16,7 +16,6 @@ Three steps, each resumable, so the task may run twice or crash anywhere without
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import stripe
@@ -26,10 +25,9 @@ from invoicing import money
 from invoicing.access import may_refund
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment, StripeWriteRequest
 from invoicing.services.keyed_writes import poisons_key
+from invoicing.services.ledger import apply_refund
 from invoicing.services.stripe_client import build_stripe_client
 from invoicing.services.stripe_write_requests import finish, lock_request, refuse
-
-logger = logging.getLogger(__name__)
 
 State = StripeWriteRequest.State
 
@@ -38,7 +36,9 @@ def _invoice_ids(po: PurchaseOrder) -> list[str]:
     """Every Stripe invoice of the PO that took money: the current one and earlier generations."""
     ids = list(
         PurchaseOrderPayment.objects.filter(
-            purchase_order=po, method=PurchaseOrderPayment.Method.STRIPE
+            purchase_order=po,
+            method=PurchaseOrderPayment.Method.STRIPE,
+            kind=PurchaseOrderPayment.Kind.PAYMENT,
         )
         .order_by()
         .values_list("stripe_invoice_id", flat=True)
@@ -199,8 +199,15 @@ def process_refund_request(*, write_request: StripeWriteRequest) -> None:
             refund = _send_refund(client, row, item)
             _store_refund_id(row, item["charge"], refund.id)
         refunds.append(refund)
+    invoice_of = {item["refund"]: item["invoice"] for item in row.plan}
     for refund in refunds:
-        apply_refund_to_ledger(po, refund)
+        # Succeeded: the ledger's negative entry now; pending: nothing until refund.updated.
+        apply_refund(
+            purchase_order=po,
+            refund=refund,
+            source="refund_request",
+            stripe_invoice_id=invoice_of.get(refund.id, ""),
+        )
     statuses = {refund.status for refund in refunds}
     if statuses <= {"succeeded"}:
         finish(row, state=State.SUCCEEDED)
@@ -210,8 +217,3 @@ def process_refund_request(*, write_request: StripeWriteRequest) -> None:
     else:
         finish(row, state=State.PENDING)
     write_request.refresh_from_db()
-
-
-def apply_refund_to_ledger(po: PurchaseOrder, refund: stripe.Refund) -> None:
-    """A succeeded refund becomes the PO's ledger entry (pending ones wait for the webhook)."""
-    logger.info("po %s: refund %s is %s", po.reference, refund.id, refund.status)

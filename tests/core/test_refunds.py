@@ -15,7 +15,14 @@ import stripe
 from django.contrib.auth.models import User
 
 from invoicing.errors import InvalidTransition
-from invoicing.models import Conference, ConferenceRole, PurchaseOrder, Role, StripeWriteRequest
+from invoicing.models import (
+    Conference,
+    ConferenceRole,
+    PurchaseOrder,
+    PurchaseOrderPayment,
+    Role,
+    StripeWriteRequest,
+)
 from invoicing.services.amount_owed import process_reduce_request
 from invoicing.services.refunds import process_refund_request
 from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
@@ -28,6 +35,7 @@ pytestmark = pytest.mark.django_db
 Status = PurchaseOrder.Status
 Kind = StripeWriteRequest.Kind
 State = StripeWriteRequest.State
+Entry = PurchaseOrderPayment.Kind
 
 
 @pytest.fixture
@@ -89,6 +97,11 @@ def test_a_full_card_refund_gives_back_the_charge_once(
         "reason": "Sponsor dropped out",
     }
     assert row.refund_ids == [refund.id]
+    # The ledger: one negative entry keyed by the refund, and the PO has given everything back.
+    po.refresh_from_db()
+    entry = PurchaseOrderPayment.objects.get(purchase_order=po, kind=Entry.REFUND)
+    assert (entry.amount, entry.stripe_object_id) == (Decimal("-6350.00"), refund.id)
+    assert (po.amount_received, po.status) == (0, Status.REFUNDED)
 
 
 def test_a_partial_refund_takes_the_newest_payment_first(
@@ -109,6 +122,10 @@ def test_a_partial_refund_takes_the_newest_payment_first(
     older, newer = charges
     assert by_charge == {newer.id: 435000, older.id: 65000}
     assert [item["amount"] for item in row.plan] == [435000, 65000]
+    po.refresh_from_db()
+    refunded = PurchaseOrderPayment.objects.filter(purchase_order=po, kind=Entry.REFUND)
+    assert sorted(entry.amount for entry in refunded) == [Decimal("-4350.00"), Decimal("-650.00")]
+    assert (po.amount_received, po.status) == (Decimal("1350.00"), Status.PARTIALLY_PAID)
 
 
 def test_a_crash_after_stripe_refunded_resumes_without_refunding_again(
@@ -133,6 +150,9 @@ def test_a_crash_after_stripe_refunded_resumes_without_refunding_again(
     process_refund_request(write_request=row)
     (refund,) = refunds_at_stripe(stripe_emulator, stripe_secret_key)
     assert (row.state, row.refund_ids, refund.amount) == (State.SUCCEEDED, [refund.id], 100000)
+    assert [e.amount for e in PurchaseOrderPayment.objects.filter(kind=Entry.REFUND)] == [
+        Decimal("-1000.00")
+    ]
 
 
 def test_over_refund_is_refused_before_anything_is_saved_or_sent(
@@ -191,6 +211,10 @@ def test_an_ach_refund_waits_for_the_bank(
     process_refund_request(write_request=row)
     (refund,) = refunds_at_stripe(stripe_emulator, stripe_secret_key)
     assert (refund.status, row.state) == ("pending", State.PENDING)
+    # Nothing in the ledger until the bank answers; meanwhile the money is spoken for.
+    assert not PurchaseOrderPayment.objects.filter(kind=Entry.REFUND).exists()
+    with pytest.raises(InvalidStripeWriteRequest, match="refunded already"):
+        ask(po, Kind.REFUND, "0.01", admin_user)
 
 
 def test_refunds_take_a_finance_admin(
@@ -237,6 +261,14 @@ def test_reducing_the_amount_owed_credits_the_open_invoice_once(
     assert (invoice.amount_remaining, invoice.status) == (500000, "open")
     po.refresh_from_db()
     assert po.stripe_amount_remaining == Decimal("5000.00")
+    # The PO owes 350.00 less: 6,000.00, of which 1,000.00 is paid.
+    (credit,) = po.credits.all()
+    assert (credit.stripe_credit_note_id, credit.amount, credit.purpose) == (
+        note.id,
+        Decimal("350.00"),
+        "reduce",
+    )
+    assert (po.amount_owed, po.balance_due) == (Decimal("6000.00"), Decimal("5000.00"))
     assert (row.state, row.stripe_credit_note_id) == (State.SUCCEEDED, note.id)
 
 

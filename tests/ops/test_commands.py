@@ -184,8 +184,8 @@ def demo_settings(
     return stripe_emulator
 
 
-# Paid in full, then 450.00 of it refunded (the refund reaches the ledger through apply_refund).
-DEMO_REFUNDED_STATUS = "paid"
+# Paid in full by card, then refunded in full through the organizer's refund request.
+DEMO_REFUNDED_STATUS = "refunded"
 
 
 def seed(key: str, *extra: str) -> str:
@@ -232,7 +232,8 @@ def test_seed_demo_creates_everything_once(demo_settings: EmulatorHandle, var_di
     client = demo_settings.client(key)
     refunded = PurchaseOrder.objects.get(reference="DEMO-1006")
     (refund,) = client.v1.refunds.list().data
-    assert (refund.amount, refund.status) == (45000, "succeeded")
+    assert (refund.amount, refund.status) == (235000, "succeeded")
+    assert refunded.amount_received == 0
     assert refund.metadata is not None
     assert refund.metadata.to_dict()["purchase_order"] == refunded.reference
     reduced = PurchaseOrder.objects.get(reference="DEMO-1007")

@@ -130,6 +130,8 @@ def test_a_finance_admin_refunds_from_the_po_page(
     assert row.state == State.SUCCEEDED, row.error
     (refund,) = stripe_emulator.client(stripe_secret_key).v1.refunds.list().data
     assert (refund.id, refund.amount) == (row.refund_ids[0], 75000)
+    part_paid.refresh_from_db()
+    assert part_paid.amount_received == Decimal("1250.00")  # 2,000.00 paid, 750.00 given back
     listed = finance.get(page(part_paid)).content.decode()
     assert "Refunds and reductions" in listed
     assert refund.id in listed
@@ -151,3 +153,7 @@ def test_an_organizer_reduces_what_the_invoice_asks(
     assert invoice.amount_remaining == 400000
     part_paid.refresh_from_db()
     assert part_paid.stripe_amount_remaining == Decimal("4000.00")
+    assert (part_paid.amount_owed, part_paid.balance_due) == (
+        Decimal("6000.00"),
+        Decimal("4000.00"),
+    )

@@ -199,7 +199,7 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(demo: Demo) -> None:
         "DEMO-1002": "draft",
         "DEMO-1003": "draft",
         "DEMO-1005": "cancelled",
-        "DEMO-1006": DEMO_REFUNDED_STATUS,  # paid by card, then partly refunded
+        "DEMO-1006": DEMO_REFUNDED_STATUS,  # paid by card, then refunded
         "DEMO-1007": "invoiced",  # its amount owed reduced by a credit note
     }
     [(requests_done,)] = demo.query(

@@ -1,5 +1,5 @@
-"""The demo's money going back: a PO paid then partly refunded, and one whose amount owed was
-reduced by a credit note (``seed_demo``).
+"""The demo's money going back: a PO paid then refunded, and one whose amount owed was reduced by
+a credit note (``seed_demo``).
 
 Both go through what an organizer's buttons do (a request row, then the worker's service), run
 here in the command so the demo shows them at once. The customer's card payment is made the way
@@ -26,8 +26,8 @@ from invoicing.services.stripe_write_requests import record_request
 
 Kind = StripeWriteRequest.Kind
 
-REFUND_AMOUNT = Decimal("450.00")
-REFUND_REASON = "One of the three ticket holders cannot travel."
+REFUND_AMOUNT = Decimal("2350.00")  # all of DEMO-1006: the PO ends "Refunded"
+REFUND_REASON = "Stark Industries withdrew its sponsorship; refunded in full."
 REDUCE_AMOUNT = Decimal("500.00")
 REDUCE_REASON = "Booth moved to a smaller space (2 x 3 m)."
 

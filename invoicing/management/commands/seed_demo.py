@@ -9,7 +9,7 @@ Idempotent: run it as often as you like (``make run`` runs it at every start). I
   ``whsec_`` secret and endpoint id, or keeps the endpoint already registered;
 - creates (or resets the password of) a superuser and prints the login;
 - adds the demo POs that are missing: drafts to approve, one approved (so the worker invoices it),
-  one cancelled, one paid by card then partly refunded, one whose amount owed was reduced by a
+  one cancelled, one paid by card then refunded, one whose amount owed was reduced by a
   credit note (:mod:`._demo_money`).
 
 The emulator keeps its accounts in memory. When it restarted, the demo account at "Stripe" is
@@ -37,6 +37,8 @@ from invoicing.management.commands import _demo_money
 from invoicing.models import (
     Conference,
     PurchaseOrder,
+    PurchaseOrderCredit,
+    PurchaseOrderDispute,
     PurchaseOrderPayment,
     StripeCustomer,
     StripeEvent,
@@ -200,6 +202,8 @@ def reset_demo_conference(conference: Conference) -> int:
     with transaction.atomic():
         PurchaseOrderPayment.objects.filter(purchase_order__conference=conference).delete()
         StripeWriteRequest.objects.filter(purchase_order__conference=conference).delete()
+        PurchaseOrderCredit.objects.filter(purchase_order__conference=conference).delete()
+        PurchaseOrderDispute.objects.filter(purchase_order__conference=conference).delete()
         StripeEvent.objects.filter(conference=conference).delete()
         deleted, _ = PurchaseOrder.objects.filter(conference=conference).delete()
         StripeCustomer.objects.filter(conference=conference).delete()

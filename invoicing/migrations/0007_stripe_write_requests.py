@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("invoicing", "0005_stripe_event_payload_purged_at"),
+        ("invoicing", "0006_money_both_ways"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
