@@ -155,6 +155,34 @@ def test_a_crash_after_stripe_refunded_resumes_without_refunding_again(
     ]
 
 
+def test_a_server_error_stripe_replays_moves_the_request_to_a_fresh_key(
+    invoiced: PurchaseOrder,
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    admin_user: User,
+) -> None:
+    """Stripe stores a 500 under the key and replays it for a day: the next run must not reuse
+    the key (the charge's refunds are listed first, so a fresh key cannot refund twice)."""
+    po = paid(stripe_emulator, invoiced, 635000)
+    row = ask(po, Kind.REFUND, "100.00", admin_user)
+    stripe_emulator.configure(
+        stripe_secret_key, fail_next=[{"error": "500", "method": "POST", "path": "/v1/refunds$"}]
+    )
+    with pytest.raises(stripe.APIError):
+        process_refund_request(write_request=row)
+    row.refresh_from_db()
+    assert (row.state, row.key_epoch) == (State.QUEUED, 1)
+    process_refund_request(write_request=row)
+    (refund,) = refunds_at_stripe(stripe_emulator, stripe_secret_key)
+    assert (row.state, refund.amount) == (State.SUCCEEDED, 10000)
+    keys = [
+        entry["idempotency_key"]
+        for entry in stripe_emulator.requests(stripe_secret_key)
+        if entry["method"] == "POST" and entry["path"] == "/v1/refunds"
+    ]
+    assert keys == [f"refund-{row.uid}-{refund.charge}", f"refund-{row.uid}-{refund.charge}-e1"]
+
+
 def test_over_refund_is_refused_before_anything_is_saved_or_sent(
     invoiced: PurchaseOrder,
     stripe_emulator: EmulatorHandle,

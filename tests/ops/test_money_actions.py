@@ -157,3 +157,23 @@ def test_an_organizer_reduces_what_the_invoice_asks(
         Decimal("6000.00"),
         Decimal("4000.00"),
     )
+
+
+def test_the_worker_retries_a_refund_whose_answer_was_lost_and_refunds_once(
+    part_paid: PurchaseOrder, stripe_emulator: EmulatorHandle, stripe_secret_key: str
+) -> None:
+    """Stripe refunds, the connection drops before the answer: the task retries and finds it."""
+    stripe_emulator.configure(
+        stripe_secret_key,
+        fail_next=[{"error": "reset_after_commit", "method": "POST", "path": "/v1/refunds$"}],
+    )
+    finance = signed_in(part_paid.conference, Role.FINANCE)
+    finance.post(page(part_paid, "refund"), {"amount": "2000.00", "reason": "Dropped out"})
+    row = settled(StripeWriteRequest.objects.get())
+    assert row.state == State.SUCCEEDED, row.error
+    (refund,) = stripe_emulator.client(stripe_secret_key).v1.refunds.list().data
+    assert refund.amount == 200000
+    faults = [e for e in stripe_emulator.requests(stripe_secret_key) if e["fault"]]
+    assert len(faults) == 1
+    part_paid.refresh_from_db()
+    assert (part_paid.amount_received, part_paid.status) == (0, Status.REFUNDED)
