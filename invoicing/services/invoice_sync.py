@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
-from typing import Final
 
 from django.db import transaction
 from django.utils import timezone
@@ -24,6 +23,12 @@ from django.utils import timezone
 from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.selectors import ensure_allowed, reload_purchase_order, sync_refusal
+from invoicing.services.event_types import (
+    HANDLED_EVENT_TYPES,
+    INVOICE_EVENTS,
+    INVOICE_PAYMENT_EVENTS,
+    INVOICE_SNAPSHOT_EVENTS,
+)
 from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
 from invoicing.services.ledger import (
     apply_invoice_snapshot,
@@ -35,22 +40,19 @@ from invoicing.stripe_invoice_status import StripeInvoiceStatus
 
 logger = logging.getLogger(__name__)
 
-# Invoice events whose ``data.object`` is the invoice itself.
-INVOICE_SNAPSHOT_EVENTS: Final = frozenset(
-    {
-        "invoice.paid",
-        "invoice.payment_succeeded",
-        "invoice.payment_failed",
-        "invoice.voided",
-        "invoice.marked_uncollectible",
-        "invoice.finalized",
-        "invoice.sent",
-        "invoice.updated",
-        "invoice.deleted",
-    }
-)
-INVOICE_PAYMENT_EVENTS: Final = frozenset({"invoice_payment.paid"})
-HANDLED_EVENT_TYPES: Final = INVOICE_SNAPSHOT_EVENTS | INVOICE_PAYMENT_EVENTS
+__all__ = [
+    "HANDLED_EVENT_TYPES",
+    "INVOICE_PAYMENT_EVENTS",
+    "INVOICE_SNAPSHOT_EVENTS",
+    "EventOutcome",
+    "checked_event_object",
+    "find_purchase_order_for_invoice",
+    "handle_invoice_event",
+    "handle_invoice_paid_webhook",
+    "reconcile_invoice",
+    "sync_invoice",
+    "sync_stripe_invoice_status",
+]
 
 
 class EventOutcome(enum.StrEnum):
@@ -195,23 +197,17 @@ def _event_payment_date(event: Mapping[str, object]) -> datetime.date | None:
     return None
 
 
-def handle_invoice_event(*, conference: Conference, event: Mapping[str, object]) -> EventOutcome:
-    """Apply one Stripe event that arrived at ``conference``'s endpoint (the dispatcher's entry).
-
-    Handles the invoice events in :data:`HANDLED_EVENT_TYPES`; others are ``IGNORED``, as are
-    invoices that are not ours. ``invoice_payment.paid`` carries an InvoicePayment, not the
-    invoice's ``amount_paid``, so the invoice is retrieved (with this conference's key) and applied.
+def checked_event_object(
+    *, conference: Conference, event: Mapping[str, object]
+) -> tuple[Mapping[str, object], str]:
+    """The event's ``data.object`` and id, once its livemode is the conference's.
 
     Raises:
-        EventRejected: wrong livemode or currency, another conference's invoice, malformed.
+        EventRejected: wrong livemode, or no ``data.object``.
         StripeKeyMissing: the conference has no key (its livemode is unknown).
-        stripe.StripeError: retrieving the invoice failed (retry later).
     """
-    event_type = event.get("type")
     raw_event_id = event.get("id")
     event_id = raw_event_id if isinstance(raw_event_id, str) else ""
-    if not isinstance(event_type, str) or event_type not in HANDLED_EVENT_TYPES:
-        return EventOutcome.IGNORED
     expected_livemode = conference.stripe_livemode
     if expected_livemode is None:
         raise StripeKeyMissing(
@@ -225,6 +221,25 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
             f"Event {event_id} has livemode={livemode!r}; conference "
             f"{conference.slug!r} is in {'live' if expected_livemode else 'test'} mode."
         )
+    return obj, event_id
+
+
+def handle_invoice_event(*, conference: Conference, event: Mapping[str, object]) -> EventOutcome:
+    """Apply one Stripe event that arrived at ``conference``'s endpoint (the dispatcher's entry).
+
+    Handles the invoice events (``event_types.INVOICE_EVENTS``); others are ``IGNORED``, as are
+    invoices that are not ours. ``invoice_payment.paid`` carries an InvoicePayment, not the
+    invoice's ``amount_paid``, so the invoice is retrieved (with this conference's key) and applied.
+
+    Raises:
+        EventRejected: wrong livemode or currency, another conference's invoice, malformed.
+        StripeKeyMissing: the conference has no key (its livemode is unknown).
+        stripe.StripeError: retrieving the invoice failed (retry later).
+    """
+    event_type = event.get("type")
+    if not isinstance(event_type, str) or event_type not in INVOICE_EVENTS:
+        return EventOutcome.IGNORED
+    obj, event_id = checked_event_object(conference=conference, event=event)
     payment_date = _event_payment_date(event)
 
     if event_type in INVOICE_PAYMENT_EVENTS:
