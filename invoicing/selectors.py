@@ -242,3 +242,20 @@ def reduce_amount_refusal(po: PurchaseOrder, amount: object) -> str:
     return _amount_refusal(
         amount, po, most=reducible_amount(po), what="what the invoice still asks"
     )
+
+
+def write_request_outcome(row: StripeWriteRequest) -> str:
+    """Where a request stands, for the organizer: a refund sent to the bank is settled by the
+    ``refund.*`` webhooks in the ledger, so that is where its outcome is read."""
+    if row.state != StripeWriteRequest.State.PENDING:
+        return row.get_state_display()
+    ids = row.refund_ids
+    entries = PurchaseOrderPayment.objects.filter(
+        kind__in=[_Entry.REFUND, _Entry.REFUND_REVERSAL], stripe_object_id__in=ids
+    ).values_list("kind", "stripe_object_id")
+    recorded = {object_id for kind, object_id in entries if kind == _Entry.REFUND}
+    if any(kind == _Entry.REFUND_REVERSAL for kind, _ in entries):
+        return "Failed at the bank (the money came back)"
+    if set(ids) <= recorded:
+        return "Done (the bank confirmed)"
+    return row.get_state_display()

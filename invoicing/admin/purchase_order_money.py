@@ -31,6 +31,7 @@ from invoicing.selectors import (
     reducible_amount,
     refund_refusal,
     refundable_amount,
+    write_request_outcome,
 )
 from invoicing.services import stripe_write_requests
 from invoicing.services.stripe_write_requests import InvalidStripeWriteRequest
@@ -107,7 +108,7 @@ class StripeWriteRequestInline(
         "kind",
         "amount_display",
         "reason",
-        "state",
+        "outcome",
         "at_stripe",
         "error",
         "requested_by",
@@ -120,6 +121,10 @@ class StripeWriteRequestInline(
     @admin.display(description="Amount")
     def amount_display(self, obj: StripeWriteRequest) -> str:
         return amount_or_dash(obj.amount, obj.purchase_order.currency)
+
+    @admin.display(description="State")
+    def outcome(self, obj: StripeWriteRequest) -> str:
+        return write_request_outcome(obj)
 
     @admin.display(description="At Stripe")
     def at_stripe(self, obj: StripeWriteRequest) -> str:
