@@ -9,11 +9,14 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
 
 from invoicing import background
 from invoicing.background import Job
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeWriteRequest
 from invoicing.selectors import refundable_amount, write_request_outcome
+from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
 from invoicing.services.stripe_write_requests import record_request
 from tests.core.conftest import MakePurchaseOrder
 from tests.pipeline.conftest import wait_for, wait_for_events_settled, wait_for_status
@@ -87,3 +90,32 @@ def test_an_ach_refund_waits_for_the_bank_then_reaches_the_ledger(
         assert PurchaseOrder.objects.get(pk=po.pk).amount_received == Decimal("6350.00")
         assert refundable_amount(po) == Decimal("6350.00")  # it may be refunded again
     wait_for_events_settled(po.conference)
+
+
+def test_a_request_the_broker_refused_is_failed_and_nothing_is_sent(
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    admin_client: Client,
+    unreachable_broker: str,
+) -> None:
+    """The organizer is told, and the row can never run later behind their back."""
+    po = make_purchase_order(conference=stripe_conference, approve=False)
+    PurchaseOrder.objects.filter(pk=po.pk).update(status=Status.APPROVED)  # no signal: no task
+    create_stripe_invoice(po)
+    stripe_emulator.pay_invoice(po.stripe_invoice_id, amount=100000)
+    sync_stripe_invoice_status(po)
+    stripe_emulator.clear_requests(stripe_secret_key)
+    response = admin_client.post(
+        reverse("admin:invoicing_purchaseorder_refund", args=[po.pk]),
+        {"amount": "100.00", "reason": "Dropped out"},
+        follow=True,
+    )
+    messages = [str(message) for message in response.context["messages"]]
+    assert f"{po.reference}: could not be queued (the broker did not answer)" in messages[0]
+    row = StripeWriteRequest.objects.get()
+    assert row.state == State.FAILED
+    assert "nothing was sent to Stripe" in row.error
+    assert refundable_amount(po) == Decimal("1000.00")  # nothing is spoken for
+    assert stripe_emulator.requests(stripe_secret_key) == []
