@@ -446,4 +446,21 @@ MUTANTS: tuple[Mutant, ...] = (
             "tests/ops/test_money_actions.py::test_each_role_sees_the_money_actions_it_may_take",
         ),
     ),
+    Mutant(
+        "refund-request-unlocked",
+        2,
+        "two refunds asked at once both spend the same money (checked without the PO's row lock)",
+        (
+            Edit(
+                "invoicing/services/stripe_write_requests.py",
+                "        locked = lock_purchase_order(purchase_order)\n",
+                "        locked = PurchaseOrder.objects.select_related('conference')"
+                ".get(pk=purchase_order.pk)\n",
+            ),
+        ),
+        (
+            "tests/core/test_refund_locks.py::"
+            "test_a_second_refund_waits_for_the_first_and_finds_the_money_spoken_for",
+        ),
+    ),
 )
