@@ -11,15 +11,33 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import NewType
+from typing import Any, NewType
 
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import (
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 
 from invoicing import money
 from invoicing.logging import log_state_change
-from invoicing.models import ZERO, PurchaseOrder, PurchaseOrderPayment
+from invoicing.models import (
+    COUNTED_CREDIT_PURPOSES,
+    MONEY_DECIMAL_PLACES,
+    MONEY_MAX_DIGITS,
+    ZERO,
+    PurchaseOrder,
+    PurchaseOrderCredit,
+    PurchaseOrderLineItem,
+    PurchaseOrderPayment,
+)
 from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
 
 logger = logging.getLogger(__name__)
@@ -55,17 +73,59 @@ class LedgerTotals:
         return self.total - self.credited
 
 
+_MONEY: DecimalField[Decimal, Decimal] = DecimalField(
+    max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES
+)
+
+
+def _sum(queryset: QuerySet[Any], expression: Any) -> Subquery:
+    return Subquery(
+        queryset.filter(purchase_order=OuterRef("pk"))
+        .order_by()
+        .values("purchase_order")
+        .annotate(total=Sum(expression))
+        .values("total"),
+        output_field=_MONEY,
+    )
+
+
 def ledger_totals(purchase_order: PurchaseOrder) -> LedgerTotals:
-    """Three queries: the lines, the ledger entries (two sums), the credits that count."""
-    sums = purchase_order.payments.aggregate(
-        received=Coalesce(Sum("amount"), ZERO),
-        paid_in=Coalesce(Sum("amount", filter=Q(kind=Kind.PAYMENT)), ZERO),
+    """One query: the lines, the ledger entries (net and payments only), the credits that count.
+
+    Status derivation runs on every money write, so it reads everything at once.
+    """
+    zero = Value(ZERO, output_field=_MONEY)
+    entries = PurchaseOrderPayment.objects.all()
+    row = (
+        PurchaseOrder.objects.filter(pk=purchase_order.pk)
+        .annotate(
+            ledger_total=Coalesce(
+                _sum(
+                    PurchaseOrderLineItem.objects.all(),
+                    ExpressionWrapper(F("quantity") * F("unit_price"), output_field=_MONEY),
+                ),
+                zero,
+            ),
+            ledger_received=Coalesce(_sum(entries, F("amount")), zero),
+            ledger_paid_in=Coalesce(_sum(entries.filter(kind=Kind.PAYMENT), F("amount")), zero),
+            ledger_credited=Coalesce(
+                _sum(
+                    PurchaseOrderCredit.objects.filter(
+                        voided_at__isnull=True, purpose__in=COUNTED_CREDIT_PURPOSES
+                    ),
+                    F("amount"),
+                ),
+                zero,
+            ),
+        )
+        .values("ledger_total", "ledger_received", "ledger_paid_in", "ledger_credited")
+        .get()
     )
     return LedgerTotals(
-        total=purchase_order.total,
-        credited=purchase_order.amount_credited,
-        paid_in=sums["paid_in"],
-        received=sums["received"],
+        total=row["ledger_total"],
+        credited=row["ledger_credited"],
+        paid_in=row["ledger_paid_in"],
+        received=row["ledger_received"],
     )
 
 

@@ -58,7 +58,7 @@ def invoice_paid_by(*, conference: Conference, payment_intent: str) -> str:
     return ""
 
 
-def _payment_intent_of(*, conference: Conference, obj: Mapping[str, object]) -> str:
+def payment_intent_of(*, conference: Conference, obj: Mapping[str, object]) -> str:
     """The PaymentIntent a refund, dispute or charge belongs to (the charge's, if only that)."""
     intent = _id_of(obj.get("payment_intent"))
     if intent:
@@ -78,7 +78,7 @@ def purchase_order_of_payment(
         EventRejected: the invoice belongs to another conference's PO.
         stripe.StripeError: asking Stripe failed (retry later).
     """
-    intent = _payment_intent_of(conference=conference, obj=obj)
+    intent = payment_intent_of(conference=conference, obj=obj)
     invoice_id = invoice_paid_by(conference=conference, payment_intent=intent) if intent else ""
     if not invoice_id:
         return None, ""

@@ -306,9 +306,10 @@ def test_reconciliation_against_the_naive_sync(
     for summary in summaries:
         print(f"  {summary.conference}: {summary.event_pages} event page(s) ({summary.events} "
               f"events), {summary.invoice_pages} invoice page(s) ({summary.open_invoices} open), "
-              f"{summary.retrieved} retrieve(s); {summary.applied} applied, {summary.unchanged} "
-              f"unchanged; {summary.apply_seconds:.1f} s of {summary.seconds:.1f} s "
-              f"in the ledger")  # fmt: skip
+              f"{summary.retrieved} retrieve(s), {summary.money_pages} refund/credit note "
+              f"page(s), {summary.money_lookups} lookup(s); {summary.applied} applied, "
+              f"{summary.unchanged} unchanged; {summary.apply_seconds:.1f} s of "
+              f"{summary.seconds:.1f} s in the ledger")  # fmt: skip
     calls_ratio, speedup = ours_calls / naive_calls, naive_seconds / ours_seconds
     print(f"ratio: {calls_ratio:.2%} of the naive calls (goal <= 2%), {speedup:.0f}x faster "
           f"(goal >= 20x), found {ours_paid}/{len(paid_ids)} (goal all)")  # fmt: skip
