@@ -262,6 +262,8 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "void_purchase_order_invoice",
         "reissue_purchase_order_invoice",
         "cancel_purchase_order_task",
+        "refund_purchase_order",
+        "reduce_amount_owed",
     )
 }
 

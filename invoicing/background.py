@@ -5,8 +5,9 @@ names the work (:class:`Job`) and its arguments, and the ``workers`` app install
 starts it (``WorkersConfig.ready()``), the function that queues each job.
 
 Every job is recorded in the database before it is asked for (the approved PO, the inbox row, the
-PO whose action was requested), so a request the broker did not take is found again by a beat task
-or retried by the person who asked. :func:`request` therefore reports instead of raising.
+PO whose action was requested, the refund or reduction request), so a request the broker did not
+take is found again by a beat task or retried by the person who asked. :func:`request`
+therefore reports instead of raising.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Job(enum.StrEnum):
     VOID_INVOICE = "void_invoice"  # (purchase_order_id, requested_by_id)
     REISSUE_INVOICE = "reissue_invoice"  # (purchase_order_id, requested_by_id)
     CANCEL_PURCHASE_ORDER = "cancel_purchase_order"  # (purchase_order_id, requested_by_id, reason)
+    REFUND = "refund"  # (stripe_write_request_id,)
+    REDUCE_AMOUNT_OWED = "reduce_amount_owed"  # (stripe_write_request_id,)
     RECONCILE_CONFERENCE = "reconcile_conference"  # (conference_id,)
     PROCESS_STRIPE_EVENT = "process_stripe_event"  # (stripe_event_pk,)
     # (stripe_event_pk,): the webhook's; returns at once and is published after the answer, in

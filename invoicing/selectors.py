@@ -1,4 +1,5 @@
-"""May a PO be synced, voided, re-issued or cancelled? One answer for the admin and the services.
+"""May a PO be synced, voided, re-issued, cancelled, refunded or reduced? One answer for the admin
+and the services.
 
 Also the reads several services share: which POs still await their invoice, and a PO reloaded
 with what a Stripe call needs.
@@ -15,20 +16,34 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from typing import Final
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final
 
-from django.db.models import Q
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from invoicing import access, money
 from invoicing.errors import InvalidTransition
-from invoicing.models import CLOSED_DISPUTE_STATUSES, PurchaseOrder, PurchaseOrderDispute
+from invoicing.models import (
+    CLOSED_DISPUTE_STATUSES,
+    ZERO,
+    PurchaseOrder,
+    PurchaseOrderDispute,
+    PurchaseOrderPayment,
+    StripeWriteRequest,
+)
 from invoicing.stripe_invoice_status import (
     PAST_OPEN_STATUSES,
     VOIDED_STATUSES,
     StripeInvoiceStatus,
 )
 
+if TYPE_CHECKING:
+    from invoicing.access import Person
+
 Status = PurchaseOrder.Status
+Kind = StripeWriteRequest.Kind
 
 # POs whose invoice is still to be created or sent: approved (or paid in part by wire meanwhile),
 # without an invoice that was sent or left the open state at Stripe (``has_complete_invoice``).
@@ -175,3 +190,131 @@ def ensure_allowed(
     """
     if why := refusal(po):
         raise InvalidTransition(f"PO {po.reference}: not {verb}: {why}")
+
+
+# --- Refund and reduce the amount owed (services/refunds.py, services/amount_owed.py) ------------
+
+
+def _requested_total(po: PurchaseOrder, kind: str) -> Decimal:
+    """What the PO's requests of ``kind`` still to run speak for."""
+    total: Decimal = StripeWriteRequest.objects.filter(
+        purchase_order=po, kind=kind, state=StripeWriteRequest.State.QUEUED
+    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+    return total
+
+
+_Entry = PurchaseOrderPayment.Kind
+
+
+def stripe_received(po: PurchaseOrder) -> Decimal:
+    """The payments Stripe collected for the PO, on every invoice (refunds not deducted)."""
+    total: Decimal = PurchaseOrderPayment.objects.filter(
+        purchase_order=po, method=PurchaseOrderPayment.Method.STRIPE, kind=_Entry.PAYMENT
+    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+    return total
+
+
+def _refunds_not_in_ledger(po: PurchaseOrder) -> Decimal:
+    """Refunds our requests made that the ledger does not hold yet (ACH refunds at the bank)."""
+    waiting = StripeWriteRequest.objects.filter(
+        purchase_order=po, kind=Kind.REFUND, state=StripeWriteRequest.State.PENDING
+    ).values_list("plan", flat=True)
+    items = [item for plan in waiting for item in plan if item.get("refund")]
+    recorded = set(
+        PurchaseOrderPayment.objects.filter(
+            kind=_Entry.REFUND, stripe_object_id__in=[item["refund"] for item in items]
+        ).values_list("stripe_object_id", flat=True)
+    )
+    minor = sum(int(item["amount"]) for item in items if item["refund"] not in recorded)
+    return money.from_minor_units(minor, po.currency)
+
+
+def refundable_amount(po: PurchaseOrder) -> Decimal:
+    """What may still be refunded: Stripe's money in the ledger, net of refunds and disputes,
+    less what our refunds under way (queued, or at the bank) will take."""
+    net: Decimal = PurchaseOrderPayment.objects.filter(
+        purchase_order=po, method=PurchaseOrderPayment.Method.STRIPE
+    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+    spoken_for = _requested_total(po, Kind.REFUND) + _refunds_not_in_ledger(po)
+    return max(ZERO, net - spoken_for)
+
+
+def refund_refusal(po: PurchaseOrder, *, by: Person | None) -> str:
+    """Why ``by`` cannot refund any of the PO's Stripe payments now ("" when they can)."""
+    if by is None or not access.may_refund(by, po.conference_id):
+        return f"only a finance admin of {po.conference} refunds payments."
+    if stripe_received(po) <= 0:
+        return "it has no Stripe payment to refund."
+    if refundable_amount(po) <= 0:
+        return "its Stripe payments are refunded already (or a refund of them is under way)."
+    return ""
+
+
+def _amount_refusal(amount: object, po: PurchaseOrder, *, most: Decimal, what: str) -> str:
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        return "enter an amount."
+    if amount <= 0:
+        return "the amount must be greater than zero."
+    try:
+        money.to_minor_units(amount, po.currency)
+    except money.AmountNotRepresentable as error:
+        return str(error)
+    if amount > most:
+        return (
+            f"{money.format_amount(amount, po.currency)} is more than {what} "
+            f"({money.format_amount(most, po.currency)})."
+        )
+    return ""
+
+
+def refund_amount_refusal(po: PurchaseOrder, amount: object) -> str:
+    """Why ``amount`` cannot be refunded on the PO ("" when it can)."""
+    return _amount_refusal(
+        amount, po, most=refundable_amount(po), what="what can still be refunded"
+    )
+
+
+def reducible_amount(po: PurchaseOrder) -> Decimal:
+    """What the PO's open invoice still asks, as last seen, less reductions queued."""
+    remaining = po.stripe_amount_remaining or ZERO
+    return max(ZERO, remaining - _requested_total(po, Kind.REDUCE))
+
+
+def reduce_refusal(po: PurchaseOrder, *, by: Person | None) -> str:
+    """Why ``by`` cannot reduce what the PO owes now ("" when they can)."""
+    if by is None or not access.may_reduce(by, po.conference_id):
+        return f"only an organizer of {po.conference} reduces what a PO owes."
+    if po.status == Status.CANCELLED:
+        return "it is cancelled."
+    if not po.stripe_invoice_id:
+        return "it has no Stripe invoice yet."
+    if po.stripe_invoice_status != StripeInvoiceStatus.OPEN:
+        status = po.stripe_invoice_status or "not sent yet"
+        return f"its invoice is {status}; only an open invoice's amount can be reduced."
+    if reducible_amount(po) <= 0:
+        return "its invoice asks for nothing more (or a reduction of all of it is under way)."
+    return ""
+
+
+def reduce_amount_refusal(po: PurchaseOrder, amount: object) -> str:
+    """Why the PO's open invoice cannot be lowered by ``amount`` ("" when it can)."""
+    return _amount_refusal(
+        amount, po, most=reducible_amount(po), what="what the invoice still asks"
+    )
+
+
+def write_request_outcome(row: StripeWriteRequest) -> str:
+    """Where a request stands, for the organizer: a refund sent to the bank is settled by the
+    ``refund.*`` webhooks in the ledger, so that is where its outcome is read."""
+    if row.state != StripeWriteRequest.State.PENDING:
+        return row.get_state_display()
+    ids = row.refund_ids
+    entries = PurchaseOrderPayment.objects.filter(
+        kind__in=[_Entry.REFUND, _Entry.REFUND_REVERSAL], stripe_object_id__in=ids
+    ).values_list("kind", "stripe_object_id")
+    recorded = {object_id for kind, object_id in entries if kind == _Entry.REFUND}
+    if any(kind == _Entry.REFUND_REVERSAL for kind, _ in entries):
+        return "Failed at the bank (the money came back)"
+    if set(ids) <= recorded:
+        return "Done (the bank confirmed)"
+    return row.get_state_display()

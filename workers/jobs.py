@@ -20,6 +20,8 @@ QUEUE_FOR_JOB: dict[Job, Callable[..., bool]] = {
     Job.VOID_INVOICE: partial(enqueue, tasks.void_purchase_order_invoice),
     Job.REISSUE_INVOICE: partial(enqueue, tasks.reissue_purchase_order_invoice),
     Job.CANCEL_PURCHASE_ORDER: partial(enqueue, tasks.cancel_purchase_order_task),
+    Job.REFUND: partial(enqueue, tasks.refund_purchase_order),
+    Job.REDUCE_AMOUNT_OWED: partial(enqueue, tasks.reduce_amount_owed),
     Job.RECONCILE_CONFERENCE: partial(enqueue, tasks.sync_conference_invoices),
     Job.PROCESS_STRIPE_EVENT: partial(enqueue, tasks.process_stripe_event),
     Job.PUBLISH_RECORDED_EVENT: publish_recorded_event,

@@ -38,17 +38,20 @@ from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 
 from invoicing.errors import InvoiceAlreadyAttached
-from invoicing.models import Conference, PurchaseOrder
+from invoicing.models import Conference, PurchaseOrder, StripeWriteRequest
 from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is_transient
 from invoicing.selectors import awaits_invoice, stalled_invoice_creations, sync_refusal
 from invoicing.services import (
+    amount_owed,
     event_retention,
     invoice_creation,
     invoice_lifecycle,
     invoice_sync,
     purchase_orders,
     reconciliation,
+    refunds,
     stripe_events,
+    stripe_write_requests,
 )
 
 if TYPE_CHECKING:
@@ -370,4 +373,55 @@ def cancel_purchase_order_task(
         lambda po: invoice_lifecycle.cancel_invoiced_purchase_order(
             po, cancelled_by=user, reason=reason
         ),
+    )
+
+
+# --- Refunds and reductions (the row is the request; its state and error are the outcome) --------
+
+
+def _run_write_request(
+    task: _BoundTask,
+    request_id: int,
+    action: str,
+    call: Callable[[StripeWriteRequest], None],
+) -> None:
+    row = _loaded(task, lambda: StripeWriteRequest.objects.filter(pk=request_id).first())
+    if row is None:
+        logger.info("%s: request %s no longer exists; nothing to do", action, request_id)
+        return
+    try:
+        call(row)
+    except Exception as error:  # refusals already failed the row; the rest is classified here
+        description = describe_error(error)
+        if is_transient(error):
+            countdown = _retry_countdown(task)
+            if countdown is not None:
+                raise task.retry(exc=error, countdown=countdown) from error
+            description = f"gave up after {settings.TASK_MAX_RETRIES} retries: {description}"
+        elif not has_known_cause(error):
+            logger.error("%s of request %s: unexpected error", action, request_id, exc_info=error)
+        stripe_write_requests.finish(
+            row, state=StripeWriteRequest.State.FAILED, error=f"{action} failed: {description}"
+        )
+
+
+@shared_task(bind=True, name="workers.tasks.refund_purchase_order", max_retries=None)
+def refund_purchase_order(self: _BoundTask, stripe_write_request_id: int) -> None:
+    """Refund a PO's Stripe payments as its finance admin asked (services/refunds.py)."""
+    _run_write_request(
+        self,
+        stripe_write_request_id,
+        "Refund",
+        lambda row: refunds.process_refund_request(write_request=row),
+    )
+
+
+@shared_task(bind=True, name="workers.tasks.reduce_amount_owed", max_retries=None)
+def reduce_amount_owed(self: _BoundTask, stripe_write_request_id: int) -> None:
+    """Credit note on a PO's open invoice, as its organizer asked (services/amount_owed.py)."""
+    _run_write_request(
+        self,
+        stripe_write_request_id,
+        "Reduction",
+        lambda row: amount_owed.process_reduce_request(write_request=row),
     )

@@ -44,6 +44,7 @@ from invoicing.admin.purchase_order_forms import (
     is_locked,
 )
 from invoicing.admin.purchase_order_ledger import CreditInline, DisputeInline
+from invoicing.admin.purchase_order_money import PurchaseOrderMoneyViews, StripeWriteRequestInline
 from invoicing.models import (
     COUNTED_CREDIT_PURPOSES,
     MONEY_DECIMAL_PLACES,
@@ -139,7 +140,7 @@ class PurchaseOrderQuerySetMixin:
         )
 
 
-class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
+class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, PurchaseOrderActions):
     form = PurchaseOrderAdminForm
     list_display = (
         "reference",
@@ -173,6 +174,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         CreditInline,
         DisputeInline,
         ManualPaymentInline,
+        StripeWriteRequestInline,
     )
 
     _READONLY_ALWAYS: ClassVar = [
@@ -344,6 +346,17 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
+        po = self.get_object(request, object_id) if object_id else None
+        if po is not None:
+            # The buttons of the money actions this person may take on this PO, and only those.
+            labels = {"refund": "Refund payments…", "reduce": "Reduce amount owed…"}
+            refusals = self.money_refusals(request, po)
+            extra_context = {
+                **(extra_context or {}),
+                "money_actions": [
+                    (kind, labels[kind]) for kind, why in refusals.items() if not why
+                ],
+            }
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except ConcurrentChange as error:

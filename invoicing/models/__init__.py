@@ -10,6 +10,7 @@ Invariants the database enforces (not just the code):
   and its reinstatement are each unique per Stripe object; a credit note is recorded once.
 - One Stripe customer per (conference, email); one inbox row per Stripe event id.
 - A person holds at most one role per conference (``teams``).
+- An organizer's refund or reduction has a positive amount and a reason (``stripe_writes``).
 """
 
 from invoicing.models.adjustments import PurchaseOrderCredit, PurchaseOrderDispute
@@ -36,6 +37,7 @@ from invoicing.models.purchase_orders import (
     PurchaseOrderStatus,
 )
 from invoicing.models.stripe_records import StripeEvent, StripeSyncState
+from invoicing.models.stripe_writes import StripeWriteRequest
 from invoicing.models.teams import ConferenceRole, ConferenceSettingsChange, Role
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "StripeCustomer",
     "StripeEvent",
     "StripeSyncState",
+    "StripeWriteRequest",
     "default_payment_method_types",
     "validate_currency",
     "validate_payment_method_types",

@@ -447,4 +447,65 @@ MUTANTS: tuple[Mutant, ...] = (
             "test_a_key_change_without_the_password_is_refused_and_recorded",
         ),
     ),
+    Mutant(
+        "over-refund-accepted",
+        2,
+        "a refund (or reduction) above what can still be refunded (or the invoice still asks) is "
+        "saved and sent",
+        (Edit("invoicing/selectors.py", "    if amount > most:\n", "    if False:\n"),),
+        (
+            "tests/core/test_refunds.py::"
+            "test_over_refund_is_refused_before_anything_is_saved_or_sent",
+        ),
+    ),
+    Mutant(
+        "refund-key-kept-after-cached-5xx",
+        2,
+        "a refund whose Stripe 5xx is replayed under its key keeps that key and never goes through",
+        (
+            Edit(
+                "invoicing/services/refunds.py",
+                "            StripeWriteRequest.objects.filter(pk=row.pk, key_epoch=row.key_epoch)"
+                ".update(\n                key_epoch=row.key_epoch + 1\n            )\n",
+                "            pass\n",
+            ),
+        ),
+        (
+            "tests/core/test_refunds.py::"
+            "test_a_server_error_stripe_replays_moves_the_request_to_a_fresh_key",
+        ),
+    ),
+    Mutant(
+        "organizers-refund",
+        7,
+        "an organizer (not a finance admin) sends a conference's money back",
+        (
+            Edit(
+                "invoicing/access.py",
+                "    return may(user, conference_id, Role.FINANCE)\n",
+                "    return may(user, conference_id, Role.ORGANIZER)\n",
+            ),
+        ),
+        (
+            "tests/core/test_refunds.py::test_refunds_take_a_finance_admin",
+            "tests/ops/test_money_actions.py::test_each_role_sees_the_money_actions_it_may_take",
+        ),
+    ),
+    Mutant(
+        "refund-request-unlocked",
+        2,
+        "two refunds asked at once both spend the same money (checked without the PO's row lock)",
+        (
+            Edit(
+                "invoicing/services/stripe_write_requests.py",
+                "        locked = lock_purchase_order(purchase_order)\n",
+                "        locked = PurchaseOrder.objects.select_related('conference')"
+                ".get(pk=purchase_order.pk)\n",
+            ),
+        ),
+        (
+            "tests/core/test_refund_locks.py::"
+            "test_a_second_refund_waits_for_the_first_and_finds_the_money_spoken_for",
+        ),
+    ),
 )

@@ -166,6 +166,10 @@ def po_form(po: PurchaseOrder, **overrides: str) -> dict[str, str]:
         "payments-2-INITIAL_FORMS": "0",
         "payments-2-MIN_NUM_FORMS": "0",
         "payments-2-MAX_NUM_FORMS": "1",
+        "stripe_write_requests-TOTAL_FORMS": "0",
+        "stripe_write_requests-INITIAL_FORMS": "0",
+        "stripe_write_requests-MIN_NUM_FORMS": "0",
+        "stripe_write_requests-MAX_NUM_FORMS": "1000",
     }
     data.update(overrides)
     return data
