@@ -162,6 +162,16 @@ def render_line(item: InvoiceItemRec) -> JSON:
     }
 
 
+def _customer_tax_ids(account: Account, invoice: InvoiceRec) -> list[JSON]:
+    """Fixed at finalization; until then "the same tax IDs as customer.tax_ids" (API reference)."""
+    if invoice.status != "draft" and invoice.customer_tax_ids is not None:
+        return [dict(item) for item in invoice.customer_tax_ids]
+    customer = account.customers.get(invoice.customer)
+    if customer is None:
+        return []
+    return [{"type": t.type, "value": t.value} for t in customer.tax_ids if not t.deleted]
+
+
 def render_invoice(
     account: Account, invoice: InvoiceRec, *, expand: set[str] | None = None
 ) -> JSON:
@@ -215,7 +225,11 @@ def render_invoice(
         "confirmation_secret": None,
         "created": invoice.created,
         "currency": invoice.currency,
-        "custom_fields": None,
+        "custom_fields": (
+            [dict(item) for item in invoice.custom_fields]
+            if invoice.custom_fields is not None
+            else None
+        ),
         "customer": customer,
         "customer_account": None,
         "customer_address": copy.deepcopy(invoice.customer_address),
@@ -224,7 +238,7 @@ def render_invoice(
         "customer_phone": invoice.customer_phone,
         "customer_shipping": None,
         "customer_tax_exempt": "none",
-        "customer_tax_ids": [],
+        "customer_tax_ids": _customer_tax_ids(account, invoice),
         "default_payment_method": None,
         "default_source": None,
         "default_tax_rates": [],

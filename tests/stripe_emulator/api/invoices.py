@@ -38,7 +38,6 @@ def require_invoice(
 _INVOICE_UNSUPPORTED = (
     "account_tax_ids",
     "application_fee_amount",
-    "custom_fields",
     "customer_account",
     "default_payment_method",
     "default_source",
@@ -79,6 +78,37 @@ def _check_due(
         )
     if due_date is not None and due_date < now:
         raise invalid_request("The `due_date` must be in the future.", param="due_date")
+
+
+# Stripe's limits (API reference, invoice ``custom_fields``): "A list of up to 4 custom fields",
+# "name ... may be up to 40 characters", "value ... may be up to 140 characters".
+CUSTOM_FIELDS_MAX, CUSTOM_FIELD_NAME_MAX, CUSTOM_FIELD_VALUE_MAX = 4, 40, 140
+
+
+def _custom_fields(value: Any) -> list[JSON] | None:
+    """``custom_fields=""`` clears them; a list replaces them, each checked as Stripe does."""
+    if value is None or value is UNSET:
+        return None
+    if len(value) > CUSTOM_FIELDS_MAX:
+        raise invalid_request(
+            f"Invalid array: custom_fields must have at most {CUSTOM_FIELDS_MAX} items "
+            f"(you passed {len(value)}).",
+            param="custom_fields",
+        )
+    fields: list[JSON] = []
+    for index, item in enumerate(value):
+        for key, limit in (("name", CUSTOM_FIELD_NAME_MAX), ("value", CUSTOM_FIELD_VALUE_MAX)):
+            text = item.get(key)
+            param = f"custom_fields[{index}][{key}]"
+            if text is None:
+                raise parameter_missing(param)
+            if len(text) > limit:
+                raise invalid_request(
+                    f"Invalid string: {text[:limit]}...; must be at most {limit} characters",
+                    param=param,
+                )
+        fields.append({"name": item["name"], "value": item["value"]})
+    return fields
 
 
 def _payment_method_types(value: Any) -> list[str] | None:
@@ -138,6 +168,7 @@ def create_invoice(ctx: Ctx, params: Params) -> JSON:
         payment_method_types=_payment_method_types(payment_settings.get("payment_method_types")),
         effective_at=params.get("effective_at"),
         number=params.get("number"),
+        custom_fields=_custom_fields(params.get("custom_fields")),
         seq=ctx.account.next_seq(),
     )
     copy_customer_fields(invoice, customer)
@@ -214,6 +245,7 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
             )
         supported_currency(params["currency"], param="currency")
     _check_due(collection_method, days_until_due, due_date, ctx.now, creating=False)
+    custom_fields = _custom_fields(params["custom_fields"]) if "custom_fields" in params else None
     metadata = (
         merge_metadata(params["metadata"], invoice.metadata, param="metadata")
         if "metadata" in params
@@ -242,6 +274,8 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         if name in params:
             value = params[name]
             setattr(invoice, name, None if value is UNSET else value)
+    if "custom_fields" in params:
+        invoice.custom_fields = custom_fields
     if "auto_advance" in params:
         invoice.auto_advance = params["auto_advance"]
     invoice.metadata = metadata
