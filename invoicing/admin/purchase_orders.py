@@ -168,6 +168,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         "created_by",
         "last_edited_by",
         "invoice_link",
+        "invoice_pdf_link",
         "stripe_amounts_display",
         "stripe_invoice_id",
         "stripe_invoice_number",
@@ -222,7 +223,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
                 "Stripe invoice (read-only: Stripe and the worker keep it)",
                 {
                     "fields": [
-                        "invoice_link",
+                        ("invoice_link", "invoice_pdf_link"),
                         ("stripe_invoice_id", "stripe_invoice_number", "stripe_invoice_status"),
                         "stripe_amounts_display",
                         ("generation", "invoice_credit"),
@@ -282,8 +283,14 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
     def stripe_amounts_display(self, obj: PurchaseOrder) -> str:
         if obj.stripe_amount_due is None:
             return "-"
+        tax = (
+            f"total {amount_or_dash(obj.stripe_invoice_total, obj.currency)} incl. tax "
+            f"{amount_or_dash(obj.stripe_invoice_tax, obj.currency)}, "
+            if obj.stripe_invoice_tax
+            else ""
+        )
         return (
-            f"due {amount_or_dash(obj.stripe_amount_due, obj.currency)}, "
+            f"{tax}due {amount_or_dash(obj.stripe_amount_due, obj.currency)}, "
             f"paid {amount_or_dash(obj.stripe_amount_paid, obj.currency)}, "
             f"remaining {amount_or_dash(obj.stripe_amount_remaining, obj.currency)}"
         )
@@ -291,6 +298,10 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
     @admin.display(description="Hosted invoice")
     def invoice_link(self, obj: PurchaseOrder) -> SafeString | str:
         return _link(obj.stripe_invoice_url, "Open invoice ↗")
+
+    @admin.display(description="Invoice PDF")
+    def invoice_pdf_link(self, obj: PurchaseOrder) -> SafeString | str:
+        return _link(obj.stripe_invoice_pdf, "Download PDF ↗")
 
     # --- saving --------------------------------------------------------------------------------
 

@@ -21,9 +21,8 @@ ADDRESS = {
 
 
 def _customer(client: stripe.StripeClient, **extra: Any) -> stripe.Customer:
-    return client.v1.customers.create(
-        params={"email": "ap@globex.example", "name": "Globex GmbH", **extra}
-    )
+    params: Any = {"email": "ap@globex.example", "name": "Globex GmbH", **extra}
+    return client.v1.customers.create(params=params)
 
 
 def test_tax_ids_given_at_creation_are_listed_and_copied_to_invoices(
@@ -79,14 +78,13 @@ def test_tax_ids_are_added_and_deleted_on_their_own(client: stripe.StripeClient)
 
 
 def _invoice(client: stripe.StripeClient, customer: stripe.Customer, **extra: Any) -> Any:
-    return client.v1.invoices.create(
-        params={
-            "customer": customer.id,
-            "collection_method": "send_invoice",
-            "days_until_due": 30,
-            **extra,
-        }
-    )
+    params: Any = {
+        "customer": customer.id,
+        "collection_method": "send_invoice",
+        "days_until_due": 30,
+        **extra,
+    }
+    return client.v1.invoices.create(params=params)
 
 
 def test_custom_fields_follow_stripes_limits(client: stripe.StripeClient) -> None:
@@ -122,12 +120,13 @@ def test_the_hosted_page_and_the_pdf_show_what_accounts_payable_needs(
         assert text in page
     assert "DE123456789" in page
     assert invoice.invoice_pdf is not None
-    with urllib.request.urlopen(invoice.invoice_pdf, timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(invoice.invoice_pdf, timeout=5) as response:
         pdf = response.read()
         assert response.headers["Content-Type"] == "application/pdf"
-    assert pdf.startswith(b"%PDF-1.4") and pdf.rstrip().endswith(b"%%EOF")
-    for text in (b"PO number: 4500-77", b"Globex GmbH", b"EU_VAT DE123456789", b"10117 Berlin"):
-        assert text in pdf
+    assert pdf.startswith(b"%PDF-1.4")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    for needle in (b"PO number: 4500-77", b"Globex GmbH", b"EU_VAT DE123456789", b"10117 Berlin"):
+        assert needle in pdf
     # Finalized: a tax ID added later is not on this invoice any more.
     client.v1.customers.tax_ids.create(
         customer.id, params={"type": "eu_vat", "value": "ATU12345678"}
