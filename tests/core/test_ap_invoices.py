@@ -56,9 +56,7 @@ def test_the_invoice_carries_the_buyers_po_number_legal_name_address_and_vat_id(
         billing_address=BERLIN,
         tax_ids=VAT,
     )
-    invoice = _client(stripe_emulator, stripe_conference).v1.invoices.retrieve(
-        po.stripe_invoice_id
-    )
+    invoice = _client(stripe_emulator, stripe_conference).v1.invoices.retrieve(po.stripe_invoice_id)
     assert [(f.name, f.value) for f in invoice.custom_fields or []] == [
         ("PO number", "4500012345"),
         ("Our reference", "SPONSOR-7"),
@@ -148,7 +146,7 @@ def test_a_changed_address_updates_the_customer_before_the_next_invoice(
     assert old.customer_address.city == "Berlin"
     assert [t.value for t in old.customer_tax_ids or []] == ["DE123456789"]
     # Resuming or invoicing again with the same details writes nothing more at Stripe.
-    customer = StripeCustomer.objects.get(pk=second.stripe_customer_id)
+    customer = StripeCustomer.objects.get(purchase_orders=second)
     assert customer.address == moved
     before = len(stripe_emulator.requests(stripe_conference.stripe_secret_key))
     _invoiced(

@@ -21,7 +21,14 @@ from urllib.parse import parse_qsl
 
 from . import currencies
 from .errors import StripeError, no_such
-from .models import Account, InvoiceRec, amount_due, amount_remaining, invoice_lines
+from .models import (
+    Account,
+    InvoiceRec,
+    amount_due,
+    amount_remaining,
+    invoice_lines,
+    invoice_taxes,
+)
 
 if TYPE_CHECKING:
     from .store import Store
@@ -116,7 +123,8 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
     </tbody>
   </table>
   <dl>
-    <dt>Amount due</dt><dd id="amount-due">{_money(due, invoice.currency)}</dd>
+    {_tax_row(account, invoice)}<dt>Amount due</dt>
+    <dd id="amount-due">{_money(due, invoice.currency)}</dd>
     <dt>Amount paid</dt><dd id="amount-paid">{_money(invoice.amount_paid, invoice.currency)}</dd>
     <dt>Amount remaining</dt><dd id="amount-remaining">{_money(remaining, invoice.currency)}</dd>
   </dl>{forms}
@@ -124,6 +132,18 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
 </body>
 </html>
 """
+
+
+def _tax_row(account: Account, invoice: InvoiceRec) -> str:
+    """``#tax`` (automatic tax only): the tax the invoice adds to its lines."""
+    if not invoice.automatic_tax:
+        return ""
+    country, taxes = invoice_taxes(account, invoice)
+    rate = account.config.tax_rates.get(country or "", 0)
+    return (
+        f"<dt>Tax ({html.escape(country or '')} {rate}%)</dt>"
+        f'<dd id="tax">{_money(sum(taxes), invoice.currency)}</dd>\n    '
+    )
 
 
 def address_lines(address: dict[str, str | None] | None) -> list[str]:
@@ -184,7 +204,11 @@ def _major(amount: int, currency: str) -> str:
 def _pdf(account: Account, invoice: InvoiceRec) -> bytes:
     """A one-page PDF naming the invoice; enough for a download link to work."""
     total = currencies.format_amount(amount_due(account, invoice), invoice.currency)
-    return _pdf_document(f"Invoice {invoice.number} - {total}", *billing_text(invoice))
+    tax = sum(invoice_taxes(account, invoice)[1])
+    taxed = (
+        [f"Tax: {currencies.format_amount(tax, invoice.currency)}"] if invoice.automatic_tax else []
+    )
+    return _pdf_document(f"Invoice {invoice.number} - {total}", *billing_text(invoice), *taxed)
 
 
 def _pdf_document(text: str, *more: str) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any
 from .clock import Clock
 from .config import AccountConfig
 from .ids import new_id
-from .tax_records import TaxIdRec
+from .tax_records import TaxIdRec, line_taxes, tax_country
 
 JSON = dict[str, Any]
 
@@ -130,6 +130,7 @@ class InvoiceRec:
     customer_address: JSON | None = None
     customer_tax_ids: list[JSON] | None = None  # fixed at finalization; live on a draft
     custom_fields: list[JSON] | None = None
+    automatic_tax: bool = False
     payment_ids: list[str] = field(default_factory=list)
     paid_out_of_band: bool = False
     amount_overpaid: int = 0
@@ -407,8 +408,20 @@ def invoice_lines(account: Account, invoice: InvoiceRec) -> list[InvoiceItemRec]
     return [account.invoice_items[item_id] for item_id in invoice.item_ids]
 
 
+def invoice_taxes(account: Account, invoice: InvoiceRec) -> tuple[str | None, list[int]]:
+    """The tax country and each line's tax (all 0 without ``automatic_tax``)."""
+    items = invoice_lines(account, invoice)
+    if not invoice.automatic_tax:
+        return None, [0] * len(items)
+    country = tax_country(invoice, account.customers.get(invoice.customer))
+    rate = account.config.tax_rates.get(country or "", Decimal(0))
+    return country, line_taxes([item.amount for item in items], rate)
+
+
 def invoice_total(account: Account, invoice: InvoiceRec) -> int:
-    return sum(item.amount for item in invoice_lines(account, invoice))
+    """``total``: the lines plus the tax on them."""
+    items = invoice_lines(account, invoice)
+    return sum(item.amount for item in items) + sum(invoice_taxes(account, invoice)[1])
 
 
 def starting_balance(account: Account, invoice: InvoiceRec) -> int:

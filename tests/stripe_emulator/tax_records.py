@@ -1,8 +1,14 @@
-"""A customer's tax ID as Stripe stores it (``/v1/customers/:id/tax_ids``)."""
+"""A customer's tax ID as Stripe stores it (``/v1/customers/:id/tax_ids``), and the emulator's
+deterministic automatic tax."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import CustomerRec, InvoiceRec
 
 
 @dataclass
@@ -15,3 +21,26 @@ class TaxIdRec:
     value: str
     country: str | None
     deleted: bool = False
+
+
+def tax_country(invoice: InvoiceRec, customer: CustomerRec | None) -> str | None:
+    """Where Stripe Tax places the customer: the invoice's copy of the address once finalized,
+    the customer's own address on a draft."""
+    address = invoice.customer_address if invoice.status != "draft" else None
+    if address is None and customer is not None:
+        address = customer.address
+    country = (address or {}).get("country")
+    return country or None
+
+
+def line_taxes(amounts: list[int], rate_percent: Decimal) -> list[int]:
+    """Tax per line, exclusive of the line's amount, rounded half up to the minor unit.
+
+    The emulator's deterministic stand-in for Stripe Tax: one configured rate per country
+    (``tax_rates`` in ``POST /_emulator/config``); a country without a rate is taxed 0, as
+    Stripe does where the account is not registered to collect.
+    """
+    return [
+        int((Decimal(amount) * rate_percent / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        for amount in amounts
+    ]

@@ -133,3 +133,54 @@ def test_the_hosted_page_and_the_pdf_show_what_accounts_payable_needs(
     )
     again = client.v1.invoices.retrieve(invoice.id)
     assert [t.value for t in again.customer_tax_ids or []] == ["DE123456789"]
+
+
+def test_automatic_tax_adds_the_configured_rate_of_the_customers_country(
+    client: stripe.StripeClient, stripe_emulator: EmulatorHandle, stripe_secret_key: str
+) -> None:
+    stripe_emulator.configure(stripe_secret_key, tax_rates={"DE": "19"})
+    customer = _customer(client, address=ADDRESS)
+    invoice = _invoice(client, customer, automatic_tax={"enabled": True})
+    invoice = client.v1.invoices.add_lines(
+        invoice.id, params={"lines": [{"amount": 635000, "description": "Gold sponsorship"}]}
+    )
+    assert invoice.automatic_tax.enabled is True
+    assert (invoice.subtotal, invoice.total_excluding_tax, invoice.total) == (
+        635000,
+        635000,
+        755650,
+    )
+    assert [t.amount for t in invoice.total_taxes or []] == [120650]
+    assert [t.amount for t in invoice.lines.data[0].taxes or []] == [120650]
+    invoice = client.v1.invoices.finalize_invoice(invoice.id)
+    assert (invoice.amount_due, invoice.amount_remaining) == (755650, 755650)
+    assert "1,206.50" in stripe_emulator.hosted_page(invoice.id)
+    paid = stripe_emulator.pay_invoice(invoice.id)["invoice"]
+    assert (paid["status"], paid["amount_paid"]) == ("paid", 755650)
+    # A country without a configured rate is not taxed (not registered there).
+    elsewhere = _customer(client, address={**ADDRESS, "country": "FR", "postal_code": "75001"})
+    untaxed = _invoice(client, elsewhere, automatic_tax={"enabled": True})
+    untaxed = client.v1.invoices.add_lines(untaxed.id, params={"lines": [{"amount": 1000}]})
+    assert untaxed.total == 1000
+
+
+@pytest.mark.parametrize(
+    "address",
+    [None, {"line1": "1 Main St", "city": "Springfield", "country": "US"}],
+)
+def test_automatic_tax_is_refused_without_the_customers_location(
+    client: stripe.StripeClient, address: dict[str, str] | None
+) -> None:
+    customer = _customer(client, **({"address": address} if address else {}))
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        _invoice(client, customer, automatic_tax={"enabled": True})
+    assert refused.value.code == "customer_tax_location_invalid"
+    assert client.v1.invoices.list().data == []
+
+
+def test_automatic_tax_invoices_take_no_negative_lines(client: stripe.StripeClient) -> None:
+    customer = _customer(client, address=ADDRESS)
+    invoice = _invoice(client, customer, automatic_tax={"enabled": True})
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.invoices.add_lines(invoice.id, params={"lines": [{"amount": -500}]})
+    assert refused.value.param == "lines[0][amount]"

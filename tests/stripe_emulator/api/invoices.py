@@ -6,9 +6,11 @@ mark uncollectible) in :mod:`.invoice_lifecycle`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import (
+    StripeError,
     invalid_request,
     invoice_not_editable,
     no_such,
@@ -16,7 +18,7 @@ from ..errors import (
     parameters_exclusive,
 )
 from ..ids import new_id
-from ..models import JSON, InvoiceRec
+from ..models import JSON, CustomerRec, InvoiceRec
 from ..render import render_invoice
 from ..schema import UNSET
 from .context import Ctx, Params
@@ -111,6 +113,37 @@ def _custom_fields(value: Any) -> list[JSON] | None:
     return fields
 
 
+def _automatic_tax(value: Any, customer: CustomerRec) -> bool:
+    """Stripe Tax needs the customer's location (docs "Automatically collect tax on invoices":
+    outside the US at least a country, in the US a 5-digit postal code, in Canada a province or
+    postal code); without it Stripe refuses with ``customer_tax_location_invalid``."""
+    if not value or value is UNSET or not value.get("enabled"):
+        return False
+    if value.get("liability") not in (None, UNSET):
+        reject_unsupported({"automatic_tax[liability]": True}, ["automatic_tax[liability]"])
+    check_tax_location(customer)
+    return True
+
+
+def check_tax_location(customer: CustomerRec) -> None:
+    address = customer.address or {}
+    country = address.get("country")
+    postal_code = address.get("postal_code") or ""
+    located = bool(country) and (
+        (country == "US" and re.fullmatch(r"\d{5}(-\d{4})?", postal_code) is not None)
+        or (country == "CA" and bool(postal_code or address.get("state")))
+        or country not in ("US", "CA")
+    )
+    if not located:
+        raise StripeError(
+            400,
+            "The customer's location isn't recognized. Automatic tax calculation requires a "
+            "valid address on the customer (at least a country; a postal code in the US).",
+            code="customer_tax_location_invalid",
+            param="automatic_tax[enabled]",
+        )
+
+
 def _payment_method_types(value: Any) -> list[str] | None:
     if value is None or value is UNSET:
         return None
@@ -125,15 +158,10 @@ INVOICE_EXPANDABLE = ("customer", "payments", "amount_paid_off_stripe")
 def create_invoice(ctx: Ctx, params: Params) -> JSON:
     reject_unsupported(params, _INVOICE_UNSUPPORTED)
     expand = expansions(params, INVOICE_EXPANDABLE)
-    automatic_tax = params.get("automatic_tax")
-    if automatic_tax and automatic_tax.get("enabled"):
-        raise invalid_request(
-            "The Stripe emulator does not support `automatic_tax[enabled]=true`.",
-            param="automatic_tax[enabled]",
-        )
     if "customer" not in params:
         raise parameter_missing("customer")
     customer = require_customer(ctx, params["customer"], param="customer", status=400)
+    automatic_tax = _automatic_tax(params.get("automatic_tax"), customer)
     collection_method = params.get("collection_method", "charge_automatically")
     days_until_due = params.get("days_until_due")
     due_date = params.get("due_date")
@@ -169,6 +197,7 @@ def create_invoice(ctx: Ctx, params: Params) -> JSON:
         effective_at=params.get("effective_at"),
         number=params.get("number"),
         custom_fields=_custom_fields(params.get("custom_fields")),
+        automatic_tax=automatic_tax,
         seq=ctx.account.next_seq(),
     )
     copy_customer_fields(invoice, customer)
@@ -203,6 +232,7 @@ def retrieve_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
 
 
 _DRAFT_ONLY_FIELDS = (
+    "automatic_tax",
     "collection_method",
     "currency",
     "days_until_due",
@@ -246,6 +276,11 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         supported_currency(params["currency"], param="currency")
     _check_due(collection_method, days_until_due, due_date, ctx.now, creating=False)
     custom_fields = _custom_fields(params["custom_fields"]) if "custom_fields" in params else None
+    automatic_tax = (
+        _automatic_tax(params["automatic_tax"], ctx.account.customers[invoice.customer])
+        if "automatic_tax" in params
+        else invoice.automatic_tax
+    )
     metadata = (
         merge_metadata(params["metadata"], invoice.metadata, param="metadata")
         if "metadata" in params
@@ -276,6 +311,8 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
             setattr(invoice, name, None if value is UNSET else value)
     if "custom_fields" in params:
         invoice.custom_fields = custom_fields
+    if "automatic_tax" in params:
+        invoice.automatic_tax = automatic_tax
     if "auto_advance" in params:
         invoice.auto_advance = params["auto_advance"]
     invoice.metadata = metadata
