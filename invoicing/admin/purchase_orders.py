@@ -113,7 +113,9 @@ class PurchaseOrderQuerySetMixin:
         )
         zero = Value(ZERO, output_field=_money_field())
         return queryset.annotate(
-            admin_total=Coalesce(Subquery(line_total, output_field=_money_field()), zero),
+            # What the company owes: the lines plus any tax Stripe Tax put on the invoice.
+            admin_total=Coalesce(Subquery(line_total, output_field=_money_field()), zero)
+            + Coalesce(F("stripe_invoice_tax"), zero),
             admin_paid=Coalesce(Subquery(paid_total, output_field=_money_field()), zero),
         ).annotate(
             admin_balance=ExpressionWrapper(
@@ -260,7 +262,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         if isinstance(value, Decimal):
             return value
         if name == "total":
-            return obj.total
+            return obj.amount_owed
         return obj.amount_received if name == "paid" else obj.balance_due
 
     @admin.display(description="Total", ordering="admin_total")

@@ -239,8 +239,17 @@ class PurchaseOrder(models.Model):
         return result
 
     @property
+    def amount_owed(self) -> Decimal:
+        """What the company owes: the lines, plus the tax Stripe Tax put on the invoice (if any).
+
+        Without tax this is the PO's total; with it, the invoice's ``total`` (stored on the PO as
+        the invoice's tax, so a re-issue deducting payments keeps counting the same tax).
+        """
+        return self.total + (self.stripe_invoice_tax or ZERO)
+
+    @property
     def balance_due(self) -> Decimal:
-        return self.total - self.amount_received
+        return self.amount_owed - self.amount_received
 
     @property
     def has_complete_invoice(self) -> bool:

@@ -139,6 +139,8 @@ def _invoice_create_params(po: PurchaseOrder, customer_id: str) -> InvoiceCreate
     custom_fields = invoice_custom_fields(po)
     if custom_fields:
         params["custom_fields"] = custom_fields
+    if conference.automatic_tax:
+        params["automatic_tax"] = {"enabled": True}
     if conference.invoice_memo:
         params["description"] = conference.invoice_memo
     if conference.invoice_footer:

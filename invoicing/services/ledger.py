@@ -288,7 +288,7 @@ def derive_status(purchase_order: PurchaseOrder) -> str:
     if current in {Status.DRAFT, Status.CANCELLED}:
         return current
     return _derive_status(
-        purchase_order, total=purchase_order.total, received=purchase_order.amount_received
+        purchase_order, total=purchase_order.amount_owed, received=purchase_order.amount_received
     )
 
 
@@ -327,8 +327,10 @@ def update_po_status_locked(locked: LockedPurchaseOrder, *, stripe_event_id: str
     """:func:`update_po_status` for a caller holding the lock: the one place that stores it."""
     if locked.status in {Status.DRAFT, Status.CANCELLED}:
         return locked.status
-    # Read once: the ledger reads are most of what applying a payment costs.
-    total, received = locked.total, locked.amount_received
+    # Read once: the ledger reads are most of what applying a payment costs. ``amount_owed``: the
+    # PO's total plus the tax Stripe Tax added to its invoice, so "paid" means the invoice's
+    # total was collected (without tax it is the PO's total).
+    total, received = locked.amount_owed, locked.amount_received
     new_status = _derive_status(locked, total=total, received=received)
     if new_status != locked.status:
         previous = locked.status

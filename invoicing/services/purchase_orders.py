@@ -362,7 +362,7 @@ def prepare_reissue(
         locked.stripe_invoice_url = ""
         locked.stripe_invoice_pdf = ""
         locked.stripe_invoice_total = None
-        locked.stripe_invoice_tax = None
+        # stripe_invoice_tax stays: the tax already invoiced is still owed (see amount_owed).
         locked.stripe_invoice_number = ""
         locked.stripe_invoice_status = ""
         locked.stripe_amount_due = None

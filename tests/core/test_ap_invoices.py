@@ -188,3 +188,40 @@ def test_billing_details_are_frozen_at_approval_and_need_an_address_for_stripe_t
         purchase_orders.approve_purchase_order(po)
     po.refresh_from_db()
     assert po.status == PurchaseOrder.Status.DRAFT
+
+
+def test_with_stripe_tax_the_po_owes_and_is_paid_the_invoices_total(
+    stripe_conference: Conference,
+    stripe_emulator: EmulatorHandle,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    stripe_emulator.configure(stripe_conference.stripe_secret_key, tax_rates={"DE": "19"})
+    stripe_conference.automatic_tax = True
+    stripe_conference.save()
+    po = _invoiced(  # 5,000.00 + 3 x 450.00 = 6,350.00 net
+        make_purchase_order,
+        conference=stripe_conference,
+        organization_name="Globex GmbH",
+        buyer_po_number="4500012345",
+        billing_address=BERLIN,
+        tax_ids=VAT,
+    )
+    invoice = _client(stripe_emulator, stripe_conference).v1.invoices.retrieve(po.stripe_invoice_id)
+    assert invoice.automatic_tax.enabled is True
+    assert (invoice.subtotal, invoice.total, invoice.amount_due) == (635000, 755650, 755650)
+    assert po.total == Decimal("6350.00")
+    assert po.stripe_invoice_tax == Decimal("1206.50")
+    assert po.stripe_invoice_total == po.amount_owed == Decimal("7556.50")
+    assert "1,206.50" in stripe_emulator.hosted_page(po.stripe_invoice_id)
+
+    # Paying the net total leaves the PO partially paid; the rest makes it paid, not overpaid.
+    stripe_emulator.pay_invoice(po.stripe_invoice_id, amount=635000)
+    sync_stripe_invoice_status(po)
+    po.refresh_from_db()
+    assert po.status == PurchaseOrder.Status.PARTIALLY_PAID
+    stripe_emulator.pay_invoice(po.stripe_invoice_id)
+    sync_stripe_invoice_status(po)
+    po.refresh_from_db()
+    assert po.status == PurchaseOrder.Status.PAID
+    assert po.amount_received == po.stripe_invoice_total == Decimal("7556.50")
+    assert po.balance_due == 0
