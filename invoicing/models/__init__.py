@@ -6,7 +6,7 @@ Invariants the database enforces (not just the code):
 - A Stripe payment row is unique on ``(stripe_invoice_id, stripe_amount_paid_after)``: replaying
   the same invoice snapshot can never insert it twice (README, "The ledger equals Stripe").
 - Payments are positive; only ``stripe`` payments carry Stripe invoice data, and they always do.
-- One Stripe customer per (conference, email); one inbox row per Stripe event id.
+- One Stripe customer per (conference, organization); one inbox row per Stripe event id.
 - A person holds at most one role per conference (``teams``).
 """
 
