@@ -225,3 +225,46 @@ def test_with_stripe_tax_the_po_owes_and_is_paid_the_invoices_total(
     assert po.status == PurchaseOrder.Status.PAID
     assert po.amount_received == po.stripe_invoice_total == Decimal("7556.50")
     assert po.balance_due == 0
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"error": "500", "method": "POST", "path": r"^/v1/customers/cus_[^/]+$"},
+        {"error": "reset_after_commit", "method": "POST", "path": r"/tax_ids$"},
+    ],
+)
+def test_a_customer_update_cut_short_resumes_without_writing_twice(
+    stripe_conference: Conference,
+    stripe_emulator: EmulatorHandle,
+    make_purchase_order: MakePurchaseOrder,
+    fault: dict[str, str],
+) -> None:
+    key = stripe_conference.stripe_secret_key
+    _invoiced(make_purchase_order, conference=stripe_conference, organization_name="Globex GmbH")
+    moved = make_purchase_order(
+        conference=stripe_conference,
+        organization_name="Globex GmbH",
+        billing_address=BERLIN,
+        tax_ids=VAT,
+    )
+    stripe_emulator.configure(key, fail_next=[fault])
+    with pytest.raises(stripe.StripeError):
+        create_stripe_invoice(moved)
+    create_stripe_invoice(moved)  # the rerun (the task's retry)
+    moved.refresh_from_db()
+    client = _client(stripe_emulator, stripe_conference)
+    invoice = client.v1.invoices.retrieve(moved.stripe_invoice_id)
+    assert invoice.customer_address is not None
+    assert invoice.customer_address.city == "Berlin"
+    customer_id = str(invoice.customer)
+    assert [(t.type, t.value) for t in client.v1.customers.tax_ids.list(customer_id).data] == [
+        ("eu_vat", "DE123456789")
+    ]
+    updates = [
+        entry
+        for entry in stripe_emulator.requests(key)
+        if entry["method"] == "POST" and entry["path"] == f"/v1/customers/{customer_id}"
+    ]
+    assert len({entry["idempotency_key"] for entry in updates if entry["status"] == 200}) == 1
+    assert len(client.v1.customers.list().data) == 1
