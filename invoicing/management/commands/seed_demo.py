@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ class DemoPurchaseOrder:
     contact_email: str
     lines: tuple[LineItemInput, ...]
     state: str  # "draft", "approved" or "cancelled"
+    billing: dict[str, Any] = field(default_factory=dict)  # create_purchase_order's billing kwargs
 
 
 DEMO_PURCHASE_ORDERS = (
@@ -105,6 +106,17 @@ DEMO_PURCHASE_ORDERS = (
             LineItemInput("Conference ticket", 2, Decimal("450.00")),
         ),
         "approved",
+        {
+            "buyer_po_number": "4500012345",
+            "legal_name": "Acme Corporation GmbH",
+            "billing_address": {
+                "line1": "Friedrichstr. 10",
+                "city": "Berlin",
+                "postal_code": "10117",
+                "country": "DE",
+            },
+            "tax_ids": [{"type": "eu_vat", "value": "DE123456789"}],
+        },
     ),
     DemoPurchaseOrder(
         "DEMO-1005",
@@ -307,6 +319,7 @@ class Command(BaseCommand):
             contact_name=spec.contact_name,
             contact_email=spec.contact_email,
             lines=spec.lines,
+            **spec.billing,
         )
         if spec.state == "approved":
             # Approval queues the invoice creation (on commit): the worker takes it from there.
