@@ -202,7 +202,18 @@ def _every_object(
         params={"invoice": invoice.id, "amount": remaining + 1000, "refund_amount": 1000}
     )
     plain = client.v1.invoices.retrieve(invoice.id)
+    taxed = client.v1.invoices.create(
+        params={
+            "customer": customer.id,
+            "collection_method": "send_invoice",
+            "days_until_due": 3,
+            "automatic_tax": {"enabled": True},
+        }
+    )
+    taxed = client.v1.invoices.add_lines(taxed.id, params={"lines": [{"amount": 1000}]})
     return [
+        ("taxed invoice", stripe.Invoice, wire(taxed)),
+        ("taxed invoice line", stripe.InvoiceLineItem, wire(taxed)["lines"]["data"][0]),
         ("customer", stripe.Customer, wire(customer)),
         ("business customer", stripe.Customer, wire(business)),
         ("invoice", stripe.Invoice, wire(plain)),
