@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from stripe.params._customer_create_params import CustomerCreateParamsTaxIdDatum
+from stripe.params import CustomerCreateParamsTaxIdDatum
 
 ADDRESS_KEYS: Final = ("line1", "line2", "city", "state", "postal_code", "country")
 REQUIRED_ADDRESS_KEYS: Final = ("line1", "city", "country")

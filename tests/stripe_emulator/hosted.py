@@ -27,8 +27,8 @@ from .models import (
     amount_due,
     amount_remaining,
     invoice_lines,
-    invoice_taxes,
 )
+from .tax_records import invoice_taxes
 
 if TYPE_CHECKING:
     from .store import Store

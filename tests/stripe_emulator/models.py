@@ -18,7 +18,7 @@ from typing import Any
 from .clock import Clock
 from .config import AccountConfig
 from .ids import new_id
-from .tax_records import TaxIdRec, line_taxes, tax_country
+from .tax_records import TaxIdRec, invoice_taxes
 
 JSON = dict[str, Any]
 
@@ -406,16 +406,6 @@ class Account:
 
 def invoice_lines(account: Account, invoice: InvoiceRec) -> list[InvoiceItemRec]:
     return [account.invoice_items[item_id] for item_id in invoice.item_ids]
-
-
-def invoice_taxes(account: Account, invoice: InvoiceRec) -> tuple[str | None, list[int]]:
-    """The tax country and each line's tax (all 0 without ``automatic_tax``)."""
-    items = invoice_lines(account, invoice)
-    if not invoice.automatic_tax:
-        return None, [0] * len(items)
-    country = tax_country(invoice, account.customers.get(invoice.customer))
-    rate = account.config.tax_rates.get(country or "", Decimal(0))
-    return country, line_taxes([item.amount for item in items], rate)
 
 
 def invoice_total(account: Account, invoice: InvoiceRec) -> int:

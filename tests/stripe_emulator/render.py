@@ -26,9 +26,9 @@ from .models import (
     amount_due,
     amount_remaining,
     invoice_lines,
-    invoice_taxes,
     starting_balance,
 )
+from .tax_records import invoice_taxes
 
 API_VERSION = _ApiVersion.CURRENT
 LINES_EMBEDDED = 10

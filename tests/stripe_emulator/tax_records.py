@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .models import CustomerRec, InvoiceRec
+    from .models import Account, CustomerRec, InvoiceRec
 
 
 @dataclass
@@ -44,3 +44,13 @@ def line_taxes(amounts: list[int], rate_percent: Decimal) -> list[int]:
         int((Decimal(amount) * rate_percent / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
         for amount in amounts
     ]
+
+
+def invoice_taxes(account: Account, invoice: InvoiceRec) -> tuple[str | None, list[int]]:
+    """The tax country and each line's tax (all 0 without ``automatic_tax``)."""
+    amounts = [account.invoice_items[item_id].amount for item_id in invoice.item_ids]
+    if not invoice.automatic_tax:
+        return None, [0] * len(amounts)
+    country = tax_country(invoice, account.customers.get(invoice.customer))
+    rate = account.config.tax_rates.get(country or "", Decimal(0))
+    return country, line_taxes(amounts, rate)

@@ -15,7 +15,7 @@ import re
 import typing
 from typing import Any
 
-from stripe.params._customer_create_params import CustomerCreateParamsTaxIdDatum
+from stripe.params import CustomerCreateParamsTaxIdDatum
 
 from ..errors import StripeError, invalid_request, no_such
 from ..ids import new_id
