@@ -102,6 +102,8 @@ class ConferenceAdminForm(forms.ModelForm[Conference]):
             "payment_method_types",
             "invoice_memo",
             "invoice_footer",
+            "invoice_shows_our_reference",
+            "automatic_tax",
         )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -159,6 +159,8 @@ class ConferenceAdmin(ConferenceScopedAdmin[Conference]):
                         "payment_method_types",
                         "invoice_memo",
                         "invoice_footer",
+                        "invoice_shows_our_reference",
+                        "automatic_tax",
                     ]
                 },
             ),

@@ -18,7 +18,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from invoicing import money
+from invoicing import billing_details, money
 from invoicing.admin.common import ReadOnlyAdminMixin, amount_or_dash, staff_member
 from invoicing.admin.scoping import ConferenceScopedInline
 from invoicing.errors import InvalidPayment
@@ -35,6 +35,10 @@ EDITABLE_IN_DRAFT = (
     "contact_name",
     "contact_email",
     "currency",
+    "buyer_po_number",
+    "legal_name",
+    "billing_address",
+    "tax_ids",
     "notes",
 )
 EDITABLE_ALWAYS = ("notes",)
@@ -43,6 +47,69 @@ EDITABLE_ALWAYS = ("notes",)
 def is_locked(obj: PurchaseOrder | None) -> bool:
     """Once approved, a PO's lines and terms are what the invoice says: no more edits."""
     return obj is not None and obj.status != Status.DRAFT
+
+
+class AddressWidget(forms.MultiWidget):
+    def __init__(self) -> None:
+        labels = ("Street", "Street (2nd line)", "City", "State/region", "Postal code", "Country")
+        super().__init__(
+            [forms.TextInput(attrs={"placeholder": label, "aria-label": label}) for label in labels]
+        )
+
+    def decompress(self, value: Any) -> list[str]:
+        value = value if isinstance(value, dict) else {}
+        return [str(value.get(key, "")) for key in billing_details.ADDRESS_KEYS]
+
+
+class AddressField(forms.MultiValueField):
+    """Stripe's address keys as six inputs; all empty means no address."""
+
+    widget = AddressWidget
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.pop("encoder", None)
+        kwargs.pop("decoder", None)
+        kwargs.pop("max_length", None)
+        subfields = [forms.CharField(required=False) for _ in billing_details.ADDRESS_KEYS]
+        super().__init__(subfields, require_all_fields=False, required=False, **kwargs)
+
+    def compress(self, data_list: list[str]) -> dict[str, str]:
+        values = dict(zip(billing_details.ADDRESS_KEYS, data_list or [], strict=False))
+        if values.get("country"):
+            values["country"] = values["country"].strip().upper()
+        return billing_details.normalize_address(values)
+
+    def validate(self, value: Any) -> None:
+        problems = billing_details.address_problems(value)
+        if problems:
+            raise ValidationError(problems)
+
+
+class TaxIdsField(forms.CharField):
+    """One tax ID per line: its Stripe type, a space, its value (``eu_vat DE123456789``)."""
+
+    widget = forms.Textarea(attrs={"rows": 2, "cols": 40, "placeholder": "eu_vat DE123456789"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.pop("encoder", None)
+        kwargs.pop("decoder", None)
+        kwargs["required"] = False
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return billing_details.format_tax_ids(value)
+        return value
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return value
+        return billing_details.parse_tax_ids(super().to_python(value) or "")
+
+    def validate(self, value: Any) -> None:
+        problems = billing_details.tax_id_problems(value)
+        if problems:
+            raise ValidationError(problems)
 
 
 class PurchaseOrderAdminForm(forms.ModelForm[PurchaseOrder]):
@@ -55,6 +122,14 @@ class PurchaseOrderAdminForm(forms.ModelForm[PurchaseOrder]):
         required=False,
         max_length=3,
         help_text="Lowercase ISO code, e.g. usd. Empty: the conference's currency.",
+    )
+
+    billing_address = AddressField(
+        help_text="Printed on the invoice (the Stripe customer's address). Country: ISO code, "
+        "e.g. DE."
+    )
+    tax_ids = TaxIdsField(
+        help_text="One per line: Stripe's tax ID type and the number, e.g. “eu_vat DE123456789”."
     )
 
     class Meta:

@@ -129,7 +129,9 @@ class PurchaseOrderQuerySetMixin:
         )
         zero = Value(ZERO, output_field=_money_field())
         return queryset.annotate(
-            admin_total=Coalesce(Subquery(line_total, output_field=_money_field()), zero),
+            # What the company owes: the lines plus any tax Stripe Tax put on the invoice.
+            admin_total=Coalesce(Subquery(line_total, output_field=_money_field()), zero)
+            + Coalesce(F("stripe_invoice_tax"), zero),
             admin_paid=Coalesce(Subquery(paid_total, output_field=_money_field()), zero),
             admin_credited=Coalesce(Subquery(credited_total, output_field=_money_field()), zero),
         ).annotate(
@@ -195,6 +197,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, Pu
         "created_by",
         "last_edited_by",
         "invoice_link",
+        "invoice_pdf_link",
         "stripe_amounts_display",
         "stripe_invoice_id",
         "stripe_invoice_number",
@@ -251,7 +254,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, Pu
                 "Stripe invoice (read-only: Stripe and the worker keep it)",
                 {
                     "fields": [
-                        "invoice_link",
+                        ("invoice_link", "invoice_pdf_link"),
                         ("stripe_invoice_id", "stripe_invoice_number", "stripe_invoice_status"),
                         "stripe_amounts_display",
                         ("generation", "invoice_credit"),
@@ -288,7 +291,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, Pu
         if isinstance(value, Decimal):
             return value
         if name == "total":
-            return obj.total
+            return obj.amount_owed
         return obj.amount_received if name == "paid" else obj.balance_due
 
     @admin.display(description="Total", ordering="admin_total")
@@ -327,8 +330,14 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, Pu
     def stripe_amounts_display(self, obj: PurchaseOrder) -> str:
         if obj.stripe_amount_due is None:
             return "-"
+        tax = (
+            f"total {amount_or_dash(obj.stripe_invoice_total, obj.currency)} incl. tax "
+            f"{amount_or_dash(obj.stripe_invoice_tax, obj.currency)}, "
+            if obj.stripe_invoice_tax
+            else ""
+        )
         return (
-            f"due {amount_or_dash(obj.stripe_amount_due, obj.currency)}, "
+            f"{tax}due {amount_or_dash(obj.stripe_amount_due, obj.currency)}, "
             f"paid {amount_or_dash(obj.stripe_amount_paid, obj.currency)}, "
             f"remaining {amount_or_dash(obj.stripe_amount_remaining, obj.currency)}"
         )
@@ -336,6 +345,10 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, Pu
     @admin.display(description="Hosted invoice")
     def invoice_link(self, obj: PurchaseOrder) -> SafeString | str:
         return _link(obj.stripe_invoice_url, "Open invoice ↗")
+
+    @admin.display(description="Invoice PDF")
+    def invoice_pdf_link(self, obj: PurchaseOrder) -> SafeString | str:
+        return _link(obj.stripe_invoice_pdf, "Download PDF ↗")
 
     # --- saving --------------------------------------------------------------------------------
 

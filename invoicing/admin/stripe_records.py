@@ -22,10 +22,10 @@ from invoicing.services import stripe_events
 
 
 class StripeCustomerAdmin(ReadOnlyAdminMixin, ConferenceScopedAdmin[StripeCustomer]):
-    list_display = ("email", "name", "conference", "stripe_customer_id", "created_at")
+    list_display = ("name", "email", "conference", "stripe_customer_id", "created_at")
     list_filter = (("conference", admin.RelatedOnlyFieldListFilter),)
     list_select_related = ("conference",)
-    search_fields = ("email", "name", "stripe_customer_id")
+    search_fields = ("organization_key", "email", "name", "stripe_customer_id")
 
 
 class StripeEventAdmin(ReadOnlyAdminMixin, ConferenceScopedAdmin[StripeEvent]):

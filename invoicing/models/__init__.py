@@ -8,7 +8,7 @@ Invariants the database enforces (not just the code):
 - Ledger entries carry their kind's sign (payments in, refunds and disputes out); only Stripe
   entries carry Stripe data, and they always do. A refund, its reversal, a dispute's withdrawal
   and its reinstatement are each unique per Stripe object; a credit note is recorded once.
-- One Stripe customer per (conference, email); one inbox row per Stripe event id.
+- One Stripe customer per (conference, organization); one inbox row per Stripe event id.
 - A person holds at most one role per conference (``teams``).
 - An organizer's refund or reduction has a positive amount and a reason (``stripe_writes``).
 """

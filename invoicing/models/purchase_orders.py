@@ -13,8 +13,16 @@ from django.db import models
 from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 
+from invoicing.billing_details import BUYER_PO_NUMBER_LABEL, CUSTOM_FIELD_VALUE_MAX
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS, ZERO
-from invoicing.models.conferences import Conference, StripeCustomer, validate_currency
+from invoicing.models.conferences import (
+    Conference,
+    StripeCustomer,
+    default_tax_ids,
+    validate_billing_address,
+    validate_currency,
+    validate_tax_ids,
+)
 from invoicing.models.money_kinds import CLOSED_DISPUTE_STATUSES, COUNTED_CREDIT_PURPOSES
 from invoicing.stripe_invoice_status import PAST_OPEN_STATUSES
 
@@ -52,6 +60,27 @@ class PurchaseOrder(models.Model):
     currency = models.CharField(max_length=3, validators=[validate_currency])
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.DRAFT)
     notes = models.TextField(blank=True, default="")
+
+    # What the company's accounts payable needs on the invoice (frozen at approval, like the
+    # lines): its own PO number (an invoice custom field), and for its Stripe customer its legal
+    # name, billing address (Stripe's address keys) and tax IDs ([{"type", "value"}]).
+    buyer_po_number = models.CharField(
+        max_length=CUSTOM_FIELD_VALUE_MAX,
+        blank=True,
+        default="",
+        verbose_name="buyer's PO number",
+        help_text=f"The company's own purchase order number; printed as “{BUYER_PO_NUMBER_LABEL}”.",
+    )
+    legal_name = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="The name invoices must carry, if it differs from the organization name.",
+    )
+    billing_address = models.JSONField(
+        default=dict, blank=True, validators=[validate_billing_address]
+    )
+    tax_ids = models.JSONField(default=default_tax_ids, blank=True, validators=[validate_tax_ids])
 
     # Idempotency: keys are po-<uid>-g<generation>-<step>; generation grows on every re-issue.
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -107,6 +136,7 @@ class PurchaseOrder(models.Model):
     )
     stripe_invoice_id = models.CharField(max_length=255, blank=True, default="")
     stripe_invoice_url = models.URLField(max_length=1000, blank=True, default="")
+    stripe_invoice_pdf = models.URLField(max_length=1000, blank=True, default="")
     stripe_invoice_number = models.CharField(max_length=255, blank=True, default="")
     stripe_invoice_status = models.CharField(max_length=32, blank=True, default="")
     stripe_amount_due = models.DecimalField(
@@ -116,6 +146,14 @@ class PurchaseOrder(models.Model):
         max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
     )
     stripe_amount_remaining = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
+    # The invoice's ``total`` and the tax in it (Stripe Tax, when the conference turns it on):
+    # with tax, what the company owes is the invoice's total, not the PO's net total.
+    stripe_invoice_total = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
+    stripe_invoice_tax = models.DecimalField(
         max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
     )
 
@@ -212,8 +250,9 @@ class PurchaseOrder(models.Model):
 
     @property
     def amount_owed(self) -> Decimal:
-        """What the PO asks for in all: its total less the credits that count."""
-        return self.total - self.amount_credited
+        """What the company owes: the lines plus any tax Stripe Tax put on the invoice, less the
+        credits that count (the tax is stored on the PO, so a re-issue keeps counting it)."""
+        return self.total + (self.stripe_invoice_tax or ZERO) - self.amount_credited
 
     @property
     def balance_due(self) -> Decimal:
@@ -230,6 +269,11 @@ class PurchaseOrder(models.Model):
         return bool(self.stripe_invoice_id) and (
             self.invoice_sent_at is not None or self.stripe_invoice_status in PAST_OPEN_STATUSES
         )
+
+    @property
+    def invoice_name(self) -> str:
+        """The name the invoice and the Stripe customer carry."""
+        return self.legal_name or self.organization_name
 
     def idempotency_key(self, step: str) -> str:
         """Stripe idempotency key of one write of the current generation."""

@@ -103,6 +103,9 @@ def _mirror_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> list[s
     if snapshot.hosted_invoice_url and locked.stripe_invoice_url != snapshot.hosted_invoice_url:
         locked.stripe_invoice_url = snapshot.hosted_invoice_url
         changed.append("stripe_invoice_url")
+    if snapshot.invoice_pdf and locked.stripe_invoice_pdf != snapshot.invoice_pdf:
+        locked.stripe_invoice_pdf = snapshot.invoice_pdf
+        changed.append("stripe_invoice_pdf")
     current_rank = mirrored_rank(
         stripe_invoice_status=locked.stripe_invoice_status,
         stripe_amount_paid=locked.stripe_amount_paid,
@@ -118,6 +121,10 @@ def _mirror_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> list[s
     locked.stripe_amount_remaining = money.from_minor_units(
         snapshot.amount_remaining, locked.currency
     )
+    if snapshot.total is not None:
+        locked.stripe_invoice_total = money.from_minor_units(snapshot.total, locked.currency)
+        locked.stripe_invoice_tax = money.from_minor_units(snapshot.total_tax, locked.currency)
+        changed += ["stripe_invoice_total", "stripe_invoice_tax"]
     if snapshot.status != StripeInvoiceStatus.DRAFT and locked.invoice_finalized_at is None:
         locked.invoice_finalized_at = timezone.now()
         changed.append("invoice_finalized_at")

@@ -54,6 +54,20 @@ def _optional_str(data: Mapping[str, object], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _total_tax(data: Mapping[str, object], invoice_id: str) -> int:
+    """The sum of ``total_taxes[].amount`` (Stripe Tax's amounts on the invoice)."""
+    taxes = data.get("total_taxes")
+    if not isinstance(taxes, list):
+        return 0
+    total = 0
+    for tax in taxes:
+        amount = tax.get("amount") if isinstance(tax, Mapping) else None
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+            raise EventRejected(f"Invoice payload {invoice_id}: a tax amount is not a count.")
+        total += amount
+    return total
+
+
 @dataclass(frozen=True)
 class InvoiceSnapshot:
     """What we read from one view of a Stripe invoice (amounts in minor units, as Stripe sends)."""
@@ -68,6 +82,11 @@ class InvoiceSnapshot:
     amount_paid_off_stripe: int = 0
     number: str = ""
     hosted_invoice_url: str = ""
+    invoice_pdf: str = ""
+    # ``total`` (lines, minus discounts, plus tax) and the tax in it (``total_taxes``); None when
+    # the view carries no total (a deleted draft).
+    total: int | None = None
+    total_tax: int = 0
     metadata: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -127,6 +146,9 @@ class InvoiceSnapshot:
             amount_paid_off_stripe=_optional_int(data, "amount_paid_off_stripe"),
             number=_optional_str(data, "number"),
             hosted_invoice_url=_optional_str(data, "hosted_invoice_url"),
+            invoice_pdf=_optional_str(data, "invoice_pdf"),
+            total=_require_int(data, "total") if "total" in data else None,
+            total_tax=_total_tax(data, invoice_id),
             metadata=metadata,
         )
 

@@ -64,13 +64,15 @@ class LedgerTotals:
     """A PO's money, read once: what it owes and what it holds."""
 
     total: Decimal  # the lines
+    tax: Decimal  # what Stripe Tax added to the invoice (0 without it)
     credited: Decimal  # credit notes that lower what is owed
     paid_in: Decimal  # payments only (all methods), before anything went back
     received: Decimal  # net: payments less refunds less disputes lost or pending
 
     @property
     def owed(self) -> Decimal:
-        return self.total - self.credited
+        # With Stripe Tax, "paid" means the invoice's total (lines plus tax) was collected.
+        return self.total + self.tax - self.credited
 
 
 _MONEY: DecimalField[Decimal, Decimal] = DecimalField(
@@ -118,11 +120,18 @@ def ledger_totals(purchase_order: PurchaseOrder) -> LedgerTotals:
                 zero,
             ),
         )
-        .values("ledger_total", "ledger_received", "ledger_paid_in", "ledger_credited")
+        .values(
+            "ledger_total",
+            "ledger_received",
+            "ledger_paid_in",
+            "ledger_credited",
+            "stripe_invoice_tax",
+        )
         .get()
     )
     return LedgerTotals(
         total=row["ledger_total"],
+        tax=row["stripe_invoice_tax"] or ZERO,
         credited=row["ledger_credited"],
         paid_in=row["ledger_paid_in"],
         received=row["ledger_received"],

@@ -9,7 +9,7 @@ status derived from them) belongs to :mod:`invoicing.services.ledger`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -19,7 +19,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from invoicing import access, money
+from invoicing import access, billing_details, money
 from invoicing.errors import InvalidPurchaseOrder, InvalidTransition
 from invoicing.logging import log_state_change
 from invoicing.models import (
@@ -98,6 +98,28 @@ def _line_problems(lines: Sequence[LineItemInput], currency: str) -> list[str]:
     return problems
 
 
+def billing_problems(
+    *,
+    buyer_po_number: str,
+    legal_name: str,
+    billing_address: object,
+    tax_ids: object,
+) -> list[str]:
+    """What Stripe or an accounts-payable department would refuse in a PO's billing details."""
+    problems = [
+        *billing_details.address_problems(billing_address),
+        *billing_details.tax_id_problems(tax_ids),
+    ]
+    if len(buyer_po_number) > billing_details.CUSTOM_FIELD_VALUE_MAX:
+        problems.append(
+            f"The buyer's PO number has {len(buyer_po_number)} characters; an invoice field "
+            f"holds at most {billing_details.CUSTOM_FIELD_VALUE_MAX}."
+        )
+    if len(legal_name) > 200:
+        problems.append("The legal name is longer than 200 characters.")
+    return problems
+
+
 def create_purchase_order(
     *,
     conference: Conference,
@@ -109,11 +131,16 @@ def create_purchase_order(
     currency: str | None = None,
     notes: str = "",
     created_by: User | None = None,
+    buyer_po_number: str = "",
+    legal_name: str = "",
+    billing_address: Mapping[str, str] | None = None,
+    tax_ids: Sequence[Mapping[str, str]] = (),
 ) -> PurchaseOrder:
     """Create a draft PO with its lines, or raise :class:`InvalidPurchaseOrder` saving nothing.
 
     Every unit price must be exactly chargeable in the PO's currency (README: Money), so a PO that
-    could never be invoiced is refused now rather than after approval.
+    could never be invoiced is refused now rather than after approval; likewise the billing
+    details Stripe would refuse (``invoicing.billing_details``).
     """
     problems: list[str] = []
     reference = reference.strip()
@@ -136,6 +163,15 @@ def create_purchase_order(
     except ValueError as exc:
         raise InvalidPurchaseOrder(str(exc)) from None
     problems.extend(_line_problems(lines, code))
+    buyer_po_number, legal_name = buyer_po_number.strip(), legal_name.strip()
+    problems.extend(
+        billing_problems(
+            buyer_po_number=buyer_po_number,
+            legal_name=legal_name,
+            billing_address=billing_address,
+            tax_ids=list(tax_ids),
+        )
+    )
     if problems:
         raise InvalidPurchaseOrder(" ".join(problems))
 
@@ -151,6 +187,10 @@ def create_purchase_order(
                 notes=notes,
                 created_by=created_by,
                 last_edited_by=created_by,
+                buyer_po_number=buyer_po_number,
+                legal_name=legal_name,
+                billing_address=billing_details.normalize_address(billing_address),
+                tax_ids=billing_details.normalize_tax_ids(list(tax_ids)),
             )
             PurchaseOrderLineItem.objects.bulk_create(
                 PurchaseOrderLineItem(
@@ -209,6 +249,18 @@ def approve_purchase_order(
             ],
             locked.currency,
         )
+        problems += billing_problems(
+            buyer_po_number=locked.buyer_po_number,
+            legal_name=locked.legal_name,
+            billing_address=locked.billing_address,
+            tax_ids=locked.tax_ids,
+        )
+        if locked.conference.automatic_tax and not locked.billing_address:
+            # Stripe refuses automatic tax for a customer without an address.
+            problems.append(
+                "The conference charges tax through Stripe Tax, which needs the company's "
+                "billing address: add it before approving."
+            )
         if problems:
             raise InvalidPurchaseOrder(" ".join(problems))
         locked.status = Status.APPROVED
@@ -320,6 +372,9 @@ def prepare_reissue(
         locked.invoice_credit = received
         locked.stripe_invoice_id = ""
         locked.stripe_invoice_url = ""
+        locked.stripe_invoice_pdf = ""
+        locked.stripe_invoice_total = None
+        # stripe_invoice_tax stays: the tax already invoiced is still owed (see amount_owed).
         locked.stripe_invoice_number = ""
         locked.stripe_invoice_status = ""
         locked.stripe_amount_due = None

@@ -14,6 +14,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from invoicing import billing_details
 from invoicing.models import (
     Conference,
     PurchaseOrder,
@@ -154,6 +155,13 @@ def po_form(po: PurchaseOrder, **overrides: str) -> dict[str, str]:
         "contact_email": po.contact_email,
         "currency": po.currency,
         "notes": po.notes,
+        "buyer_po_number": po.buyer_po_number,
+        "legal_name": po.legal_name,
+        **{
+            f"billing_address_{index}": po.billing_address.get(key, "")
+            for index, key in enumerate(billing_details.ADDRESS_KEYS)
+        },
+        "tax_ids": billing_details.format_tax_ids(po.tax_ids),
         "line_items-TOTAL_FORMS": "0",
         "line_items-INITIAL_FORMS": "0",
         "line_items-MIN_NUM_FORMS": "0",

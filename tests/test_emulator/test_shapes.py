@@ -56,6 +56,7 @@ OMITTED_NOT_NULL: dict[type, set[str]] = {
     stripe.CreditNote: set(),
     stripe.CreditNoteLineItem: {"invoice_line_item"},
     stripe.PaymentRecord: set(),
+    stripe.TaxId: set(),
     stripe.Account: {"capabilities", "country", "created", "default_currency", "metadata"},
 }
 
@@ -101,6 +102,7 @@ NOT_SENT: dict[str, set[str]] = {
     "credit note": set(),
     "payment record": set(),
     "account": {"company", "deleted", "groups", "individual"},
+    "tax id": {"deleted"},
 }
 
 
@@ -120,13 +122,27 @@ def _every_object(
     client: stripe.StripeClient, emulator: EmulatorHandle
 ) -> list[tuple[str, type, dict[str, Any]]]:
     """One of each object, in the states that change its fields: (label, class, wire JSON)."""
-    customer = client.v1.customers.create(params={"email": "shape@example.com"})
+    customer = client.v1.customers.create(
+        params={
+            "email": "shape@example.com",
+            "address": {"line1": "Hauptstr. 1", "postal_code": "10115", "country": "DE"},
+            "tax_id_data": [{"type": "eu_vat", "value": "DE123456789"}],
+        }
+    )
+    tax_id = client.v1.customers.tax_ids.retrieve(
+        customer.id, client.v1.customers.tax_ids.list(customer.id).data[0].id
+    )
     business = client.v1.customers.create(params={"business_name": "Acme GmbH"})
     endpoint = client.v1.webhook_endpoints.create(
         params={"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]}
     )
     invoice = client.v1.invoices.create(
-        params={"customer": customer.id, "collection_method": "send_invoice", "days_until_due": 3}
+        params={
+            "customer": customer.id,
+            "collection_method": "send_invoice",
+            "days_until_due": 3,
+            "custom_fields": [{"name": "PO number", "value": "4500012345"}],
+        }
     )
     item = client.v1.invoice_items.create(
         params={"customer": customer.id, "invoice": invoice.id, "amount": 100000}
@@ -186,7 +202,18 @@ def _every_object(
         params={"invoice": invoice.id, "amount": remaining + 1000, "refund_amount": 1000}
     )
     plain = client.v1.invoices.retrieve(invoice.id)
+    taxed = client.v1.invoices.create(
+        params={
+            "customer": customer.id,
+            "collection_method": "send_invoice",
+            "days_until_due": 3,
+            "automatic_tax": {"enabled": True},
+        }
+    )
+    taxed = client.v1.invoices.add_lines(taxed.id, params={"lines": [{"amount": 1000}]})
     return [
+        ("taxed invoice", stripe.Invoice, wire(taxed)),
+        ("taxed invoice line", stripe.InvoiceLineItem, wire(taxed)["lines"]["data"][0]),
         ("customer", stripe.Customer, wire(customer)),
         ("business customer", stripe.Customer, wire(business)),
         ("invoice", stripe.Invoice, wire(plain)),
@@ -240,6 +267,7 @@ def _every_object(
         ),
         ("payment record", stripe.PaymentRecord, wire(record)),
         ("account", stripe.Account, wire(client.v1.accounts.retrieve_current())),
+        ("tax id", stripe.TaxId, wire(tax_id)),
     ]
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ class DemoPurchaseOrder:
     contact_email: str
     lines: tuple[LineItemInput, ...]
     state: str  # "draft", "approved", "cancelled", "refunded" or "reduced"
+    billing: dict[str, Any] = field(default_factory=dict)  # create_purchase_order's billing kwargs
 
 
 DEMO_PURCHASE_ORDERS = (
@@ -110,6 +111,17 @@ DEMO_PURCHASE_ORDERS = (
             LineItemInput("Conference ticket", 2, Decimal("450.00")),
         ),
         "approved",
+        {
+            "buyer_po_number": "4500012345",
+            "legal_name": "Acme Corporation GmbH",
+            "billing_address": {
+                "line1": "Friedrichstr. 10",
+                "city": "Berlin",
+                "postal_code": "10117",
+                "country": "DE",
+            },
+            "tax_ids": [{"type": "eu_vat", "value": "DE123456789"}],
+        },
     ),
     DemoPurchaseOrder(
         "DEMO-1005",
@@ -334,6 +346,7 @@ class Command(BaseCommand):
             contact_name=spec.contact_name,
             contact_email=spec.contact_email,
             lines=spec.lines,
+            **spec.billing,
         )
         if spec.state == "approved":
             # Approval queues the invoice creation (on commit): the worker takes it from there.

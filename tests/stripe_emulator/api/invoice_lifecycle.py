@@ -33,7 +33,7 @@ from .invoice_payments import (
     create_default_payment,
     sync_default_payment,
 )
-from .invoices import INVOICE_EXPANDABLE, require_invoice
+from .invoices import INVOICE_EXPANDABLE, check_tax_location, require_invoice
 from .params import expansions, reject_unsupported
 
 
@@ -106,6 +106,9 @@ def finalize_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
             "This invoice is already finalized, you can't re-finalize a non-draft invoice."
         )
     expand = expansions(params, INVOICE_EXPANDABLE)
+    if invoice.automatic_tax:
+        # Tax is computed at finalization, from the customer's location as it is then.
+        check_tax_location(ctx.account.customers[invoice.customer])
     _finalize(ctx, invoice, params.get("auto_advance"))
     return render_invoice(ctx.account, invoice, expand=expand)
 
