@@ -20,6 +20,11 @@ from invoicing.models.conferences import (
     validate_currency,
     validate_payment_method_types,
 )
+from invoicing.models.notifications import (
+    Notification,
+    NotificationKind,
+    NotificationSubscription,
+)
 from invoicing.models.payments import PurchaseOrderPayment
 from invoicing.models.purchase_orders import (
     PURCHASE_ORDER_STATUSES,
@@ -41,6 +46,9 @@ __all__ = [
     "Conference",
     "ConferenceRole",
     "ConferenceSettingsChange",
+    "Notification",
+    "NotificationKind",
+    "NotificationSubscription",
     "PurchaseOrder",
     "PurchaseOrderLineItem",
     "PurchaseOrderPayment",

@@ -68,6 +68,8 @@ class InvoiceSnapshot:
     amount_paid_off_stripe: int = 0
     number: str = ""
     hosted_invoice_url: str = ""
+    # Unix time; set at finalization for ``send_invoice`` invoices, absent or null before.
+    due_date: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -127,6 +129,7 @@ class InvoiceSnapshot:
             amount_paid_off_stripe=_optional_int(data, "amount_paid_off_stripe"),
             number=_optional_str(data, "number"),
             hosted_invoice_url=_optional_str(data, "hosted_invoice_url"),
+            due_date=_optional_int(data, "due_date") or None,
             metadata=metadata,
         )
 
