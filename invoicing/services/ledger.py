@@ -31,6 +31,7 @@ from invoicing import money
 from invoicing.errors import InvalidPayment
 from invoicing.logging import log_state_change
 from invoicing.models import ZERO, PurchaseOrder, PurchaseOrderPayment
+from invoicing.services import notifications
 from invoicing.services.invoice_mirror import check_snapshot, save_mirror
 from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
 from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
@@ -263,6 +264,7 @@ def _add_payment(
             ) from None
         raise
     on_cancelled = locked.status == Status.CANCELLED
+    notifications.payment_received(locked, payment)  # sent after commit, once per entry
     log_state_change(
         logger,
         event="payment_recorded",
@@ -334,6 +336,8 @@ def update_po_status_locked(locked: LockedPurchaseOrder, *, stripe_event_id: str
         previous = locked.status
         locked.status = new_status
         locked.save(update_fields=["status", "updated_at"])
+        if new_status == Status.PAID:
+            notifications.purchase_order_paid(locked, received=received)
         log_state_change(
             logger,
             event="po_status_changed",
