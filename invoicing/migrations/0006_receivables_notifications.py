@@ -108,6 +108,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 "ordering": ("-created_at", "-pk"),
+                "verbose_name": "e-mail notification",
                 "indexes": [
                     models.Index(
                         fields=["status", "created_at"], name="notification_status_created"

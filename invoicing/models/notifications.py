@@ -94,6 +94,7 @@ class Notification(models.Model):
 
     class Meta:
         ordering = ("-created_at", "-pk")
+        verbose_name = "e-mail notification"
         constraints: ClassVar = [
             models.UniqueConstraint(
                 fields=("kind", "key", "recipient"), name="notification_unique_per_recipient"

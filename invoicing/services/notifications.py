@@ -192,8 +192,13 @@ def creation_blocked(purchase_order: PurchaseOrder, *, message: str) -> None:
     )
 
 
+# Invoices further past due than this are not mailed: they fell due before anyone asked (or the
+# beat was away that long); the receivables overview lists them, a flood of e-mails would not help.
+OVERDUE_NOTICE_WINDOW = datetime.timedelta(days=31)
+
+
 def notify_overdue_invoices(*, now: datetime.datetime | None = None) -> int:
-    """Tell subscribers once per invoice that it is past due with a balance; the count told."""
+    """Tell subscribers once per invoice that it fell past due with a balance; the count told."""
     now = now or timezone.now()
     conference_ids = {
         conference_id
@@ -211,7 +216,7 @@ def notify_overdue_invoices(*, now: datetime.datetime | None = None) -> int:
                 "conference"
             )
         )
-        .filter(overdue(None, now=now))
+        .filter(overdue(None, now=now), invoice_due_at__gt=now - OVERDUE_NOTICE_WINDOW)
         .exclude(Q(stripe_invoice_id="") | Q(stripe_invoice_id__in=already))
         .order_by("invoice_due_at")
     )

@@ -163,9 +163,16 @@ def test_overdue_invoices_are_told_once_by_the_beat_task(
     conference = make_conference()
     organizer = person(conference, "cy", Role.ORGANIZER, [Kind.INVOICE_OVERDUE])
     po = make_purchase_order(conference=conference, approve=False)
-    due = timezone.now() - datetime.timedelta(days=40)
+    due = timezone.now() - datetime.timedelta(days=2)
     PurchaseOrder.objects.filter(pk=po.pk).update(  # an invoiced PO, as Stripe left it
         status=Status.INVOICED, stripe_invoice_id="in_overdue_1", invoice_due_at=due
+    )
+    # Long overdue before anyone asked: the overview shows it, no e-mail flood.
+    stale = make_purchase_order(conference=conference, approve=False, reference="STALE")
+    PurchaseOrder.objects.filter(pk=stale.pk).update(
+        status=Status.PARTIALLY_PAID,
+        stripe_invoice_id="in_stale_1",
+        invoice_due_at=timezone.now() - datetime.timedelta(days=45),
     )
     not_due = make_purchase_order(conference=conference, approve=False, reference="LATER")
     PurchaseOrder.objects.filter(pk=not_due.pk).update(
