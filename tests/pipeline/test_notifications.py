@@ -77,7 +77,7 @@ def drain(po: PurchaseOrder, recipient: User) -> None:
             body="marker",
         )
         tasks.send_notification.delay(marker.pk)
-        wait_for(lambda pk=marker.pk: Notification.objects.get(pk=pk).status == "sent")
+        wait_for(Notification.objects.filter(pk=marker.pk, status="sent").exists)
         Notification.objects.filter(pk=marker.pk).delete()
     mail.outbox[:] = [m for m in mail.outbox if m.subject != "marker"]
 
