@@ -87,7 +87,6 @@ def test_overview_page_costs_the_same_for_ten_and_for_a_thousand_purchase_orders
     generate(small, count=10, now=now, seed=5)
     generate(large, count=1000, now=now, seed=5)
     client = _person(small, Role.VIEWER, "viewer")
-    User.objects.get(username="viewer")
     grant_conference_role(
         conference=large, user=User.objects.get(username="viewer"), role=Role.VIEWER
     )
