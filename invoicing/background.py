@@ -33,6 +33,7 @@ class Job(enum.StrEnum):
     # (stripe_event_pk,): the webhook's; returns at once and is published after the answer, in
     # one message with the rows other requests recorded meanwhile.
     PUBLISH_RECORDED_EVENT = "publish_recorded_event"
+    SEND_NOTIFICATION = "send_notification"  # (notification_pk,)
 
 
 JobQueue = Callable[[Job, tuple[object, ...]], bool]

@@ -102,6 +102,18 @@ def format_amount(amount: Decimal, currency: str) -> str:
     return f"{format(amount.normalize(), 'f')} {code}"
 
 
+def plain_amount(amount: Decimal, currency: str) -> str:
+    """An amount as a bare number in the currency's own decimals, for files an accountant reads.
+
+    ``5000.000`` USD is ``5000.00``, JPY ``5000``, KWD ``5.120``; never rounded: an amount with more
+    decimals than the currency has keeps them all, so the figure always parses back exactly.
+    """
+    step = Decimal(1).scaleb(-currency_exponent(currency))
+    if amount == amount.quantize(step):
+        return format(amount.quantize(step), "f")
+    return format(amount.normalize(), "f")
+
+
 def _require_decimal(amount: object) -> Decimal:
     # bool is an int subclass; neither floats nor bools are amounts.
     if isinstance(amount, bool) or not isinstance(amount, Decimal | int):

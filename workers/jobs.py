@@ -25,6 +25,7 @@ QUEUE_FOR_JOB: dict[Job, Callable[..., bool]] = {
     Job.RECONCILE_CONFERENCE: partial(enqueue, tasks.sync_conference_invoices),
     Job.PROCESS_STRIPE_EVENT: partial(enqueue, tasks.process_stripe_event),
     Job.PUBLISH_RECORDED_EVENT: publish_recorded_event,
+    Job.SEND_NOTIFICATION: partial(enqueue, tasks.send_notification),
 }
 
 

@@ -28,6 +28,7 @@ queue, the beat's bookkeeping (fan-out, re-enqueue, resume) on ``default``.
 from __future__ import annotations
 
 import logging
+import smtplib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -47,6 +48,7 @@ from invoicing.services import (
     invoice_creation,
     invoice_lifecycle,
     invoice_sync,
+    notifications,
     purchase_orders,
     reconciliation,
     refunds,
@@ -425,3 +427,38 @@ def reduce_amount_owed(self: _BoundTask, stripe_write_request_id: int) -> None:
         "Reduction",
         lambda row: amount_owed.process_reduce_request(write_request=row),
     )
+
+
+# --- E-mail notifications ------------------------------------------------------------------------
+
+
+@shared_task(bind=True, name="workers.tasks.send_notification", max_retries=None)
+def send_notification(self: _BoundTask, notification_id: int) -> None:
+    """Send one recorded notification (queued when its transaction committed); idempotent."""
+    try:
+        notifications.send_notification(notification_id=notification_id)
+    except Exception as error:  # the mail server's refusal or absence, or the database's
+        transient = is_transient(error) or isinstance(error, smtplib.SMTPException | OSError)
+        countdown = _retry_countdown(self) if transient else None
+        notifications.record_send_failure(
+            notification_id=notification_id, error=describe_error(error), final=countdown is None
+        )
+        if countdown is None:
+            logger.error("notification %s not sent: %s", notification_id, describe_error(error))
+            return
+        raise self.retry(exc=error, countdown=countdown) from error
+
+
+@shared_task(name="workers.tasks.notify_overdue_invoices")
+def notify_overdue_invoices() -> int:
+    """Beat: record (and queue) an e-mail for each invoice newly past due with a balance."""
+    return notifications.notify_overdue_invoices()
+
+
+@shared_task(name="workers.tasks.resend_pending_notifications")
+def resend_pending_notifications() -> int:
+    """Beat: queue notifications whose send request the broker never took."""
+    pending = notifications.pending_notification_ids(older_than=timedelta(minutes=5))
+    for notification_id in pending:
+        send_notification.delay(notification_id)
+    return len(pending)

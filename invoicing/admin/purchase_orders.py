@@ -13,17 +13,9 @@ from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.db.models import (
-    DecimalField,
-    ExpressionWrapper,
-    F,
     ForeignKey,
-    OuterRef,
     QuerySet,
-    Subquery,
-    Sum,
-    Value,
 )
-from django.db.models.functions import Coalesce
 from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
@@ -31,6 +23,7 @@ from django.utils.safestring import SafeString
 
 from invoicing import access
 from invoicing.admin.common import amount_or_dash, staff_member
+from invoicing.admin.exports import PurchaseOrderExports
 from invoicing.admin.purchase_order_actions import PurchaseOrderActions
 from invoicing.admin.purchase_order_forms import (
     EDITABLE_ALWAYS,
@@ -45,18 +38,14 @@ from invoicing.admin.purchase_order_forms import (
 )
 from invoicing.admin.purchase_order_ledger import CreditInline, DisputeInline
 from invoicing.admin.purchase_order_money import PurchaseOrderMoneyViews, StripeWriteRequestInline
+from invoicing.admin.receivables import ReceivablesFilter
 from invoicing.models import (
-    COUNTED_CREDIT_PURPOSES,
-    MONEY_DECIMAL_PLACES,
-    MONEY_MAX_DIGITS,
-    ZERO,
     PurchaseOrder,
-    PurchaseOrderCredit,
     PurchaseOrderLineItem,
-    PurchaseOrderPayment,
     Role,
 )
 from invoicing.selectors import open_disputes
+from invoicing.selectors_overview import with_money_totals
 from invoicing.services import ledger
 
 Status = PurchaseOrder.Status
@@ -83,10 +72,6 @@ class ConcurrentChange(Exception):
     """The PO changed state between loading the form and saving it; nothing was saved."""
 
 
-def _money_field() -> DecimalField[Any, Any]:
-    return DecimalField(max_digits=MONEY_MAX_DIGITS + 6, decimal_places=MONEY_DECIMAL_PLACES)
-
-
 def _link(url: str, label: str) -> SafeString | str:
     if not url.startswith(("https://", "http://")):
         return "-"
@@ -98,51 +83,12 @@ class PurchaseOrderQuerySetMixin:
 
     @staticmethod
     def annotate_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrder]:
-        line_total = (
-            PurchaseOrderLineItem.objects.filter(purchase_order=OuterRef("pk"))
-            .order_by()
-            .values("purchase_order")
-            .annotate(
-                total=Sum(
-                    ExpressionWrapper(F("quantity") * F("unit_price"), output_field=_money_field())
-                )
-            )
-            .values("total")
-        )
-        paid_total = (
-            PurchaseOrderPayment.objects.filter(purchase_order=OuterRef("pk"))
-            .order_by()
-            .values("purchase_order")
-            .annotate(total=Sum("amount"))
-            .values("total")
-        )
-        credited_total = (
-            PurchaseOrderCredit.objects.filter(
-                purchase_order=OuterRef("pk"),
-                voided_at__isnull=True,
-                purpose__in=COUNTED_CREDIT_PURPOSES,
-            )
-            .order_by()
-            .values("purchase_order")
-            .annotate(total=Sum("amount"))
-            .values("total")
-        )
-        zero = Value(ZERO, output_field=_money_field())
-        return queryset.annotate(
-            # What the company owes: the lines plus any tax Stripe Tax put on the invoice.
-            admin_total=Coalesce(Subquery(line_total, output_field=_money_field()), zero)
-            + Coalesce(F("stripe_invoice_tax"), zero),
-            admin_paid=Coalesce(Subquery(paid_total, output_field=_money_field()), zero),
-            admin_credited=Coalesce(Subquery(credited_total, output_field=_money_field()), zero),
-        ).annotate(
-            admin_balance=ExpressionWrapper(
-                F("admin_total") - F("admin_credited") - F("admin_paid"),
-                output_field=_money_field(),
-            )
-        )
+        return with_money_totals(queryset)
 
 
-class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, PurchaseOrderActions):
+class PurchaseOrderAdmin(
+    PurchaseOrderExports, PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, PurchaseOrderActions
+):
     form = PurchaseOrderAdminForm
     list_display = (
         "reference",
@@ -159,7 +105,9 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, Pu
     list_select_related = ("conference",)
     list_filter = (
         "status",
+        ReceivablesFilter,
         ("conference", admin.RelatedOnlyFieldListFilter),
+        "currency",
         ("approved_at", admin.DateFieldListFilter),
     )
     search_fields = (

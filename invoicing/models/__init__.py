@@ -29,6 +29,11 @@ from invoicing.models.money_kinds import (
     COUNTED_CREDIT_PURPOSES,
     CreditPurpose,
 )
+from invoicing.models.notifications import (
+    Notification,
+    NotificationKind,
+    NotificationSubscription,
+)
 from invoicing.models.payments import PurchaseOrderPayment
 from invoicing.models.purchase_orders import (
     PURCHASE_ORDER_STATUSES,
@@ -54,6 +59,9 @@ __all__ = [
     "ConferenceRole",
     "ConferenceSettingsChange",
     "CreditPurpose",
+    "Notification",
+    "NotificationKind",
+    "NotificationSubscription",
     "PurchaseOrder",
     "PurchaseOrderCredit",
     "PurchaseOrderDispute",

@@ -156,6 +156,8 @@ class PurchaseOrder(models.Model):
     stripe_invoice_tax = models.DecimalField(
         max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
     )
+    # The invoice's due_date as Stripe set it at finalization (the receivables' overdue ages).
+    invoice_due_at = models.DateTimeField(null=True, blank=True)
 
     # Creation steps, each stamped in its own transaction as soon as Stripe confirms it.
     invoice_create_started_at = models.DateTimeField(null=True, blank=True)

@@ -9,6 +9,7 @@ inside the ledger's operations, under the PO's row lock.
 
 from __future__ import annotations
 
+import datetime
 import logging
 
 from django.utils import timezone
@@ -94,6 +95,15 @@ def save_mirror(
         )
 
 
+def _due_at(snapshot: InvoiceSnapshot) -> datetime.datetime | None:
+    if snapshot.due_date is None:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(snapshot.due_date, tz=datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None  # no real invoice is due in another millennium: keep what we had
+
+
 def _mirror_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> list[str]:
     """Copy the current invoice's status and amounts onto the PO, never moving backwards."""
     changed: list[str] = []
@@ -106,6 +116,10 @@ def _mirror_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> list[s
     if snapshot.invoice_pdf and locked.stripe_invoice_pdf != snapshot.invoice_pdf:
         locked.stripe_invoice_pdf = snapshot.invoice_pdf
         changed.append("stripe_invoice_pdf")
+    due_at = _due_at(snapshot)
+    if due_at is not None and locked.invoice_due_at != due_at:
+        locked.invoice_due_at = due_at
+        changed.append("invoice_due_at")
     current_rank = mirrored_rank(
         stripe_invoice_status=locked.stripe_invoice_status,
         stripe_amount_paid=locked.stripe_amount_paid,

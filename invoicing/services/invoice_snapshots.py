@@ -87,6 +87,8 @@ class InvoiceSnapshot:
     # the view carries no total (a deleted draft).
     total: int | None = None
     total_tax: int = 0
+    # Unix time; set at finalization for ``send_invoice`` invoices, absent or null before.
+    due_date: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -149,6 +151,7 @@ class InvoiceSnapshot:
             invoice_pdf=_optional_str(data, "invoice_pdf"),
             total=_require_int(data, "total") if "total" in data else None,
             total_tax=_total_tax(data, invoice_id),
+            due_date=_optional_int(data, "due_date") or None,
             metadata=metadata,
         )
 

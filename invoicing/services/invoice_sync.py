@@ -23,6 +23,7 @@ from django.utils import timezone
 from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.selectors import ensure_allowed, reload_purchase_order, sync_refusal
+from invoicing.services import notifications
 from invoicing.services.event_types import (
     HANDLED_EVENT_TYPES,
     INVOICE_EVENTS,
@@ -302,6 +303,8 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
             payment_date=payment_date,
             extra_fields=extra,
         )
+        if event_type == "invoice.payment_failed":
+            notifications.payment_failed(locked, event_id=event_id, invoice_id=snapshot.id)
     return EventOutcome.HANDLED
 
 

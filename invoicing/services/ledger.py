@@ -31,6 +31,7 @@ from invoicing import money
 from invoicing.errors import InvalidPayment
 from invoicing.logging import log_state_change
 from invoicing.models import ZERO, PurchaseOrder, PurchaseOrderPayment
+from invoicing.services import notifications
 from invoicing.services.invoice_mirror import check_snapshot, save_mirror
 from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
 from invoicing.services.ledger_adjustments import apply_dispute, apply_refund
@@ -276,6 +277,7 @@ def _add_payment(
             ) from None
         raise
     on_cancelled = locked.status == Status.CANCELLED
+    notifications.payment_received(locked, payment)  # sent after commit, once per entry
     log_state_change(
         logger,
         event="payment_recorded",

@@ -40,6 +40,7 @@ from invoicing.models import (
     PurchaseOrderDispute,
     PurchaseOrderPayment,
 )
+from invoicing.services import notifications
 from invoicing.services.ledger_core import (
     LockedPurchaseOrder,
     lock_purchase_order,
@@ -147,6 +148,15 @@ def _ensure_entry(
                 stripe_object=object_id,
                 amount=money.format_amount(amount, locked.currency),
                 via=source or None,
+            )
+            # Sent after commit, once per entry (the key is the Stripe object and the entry kind).
+            notifications.refund_or_dispute(
+                locked,
+                key=f"{object_id}-{kind}",
+                description=(
+                    f"{entry.get_kind_display().lower()} of "
+                    f"{money.format_amount(abs(amount), locked.currency)} ({object_id})"
+                ),
             )
             return amount
     if existing.purchase_order_id != locked.pk:

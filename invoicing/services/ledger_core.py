@@ -38,6 +38,7 @@ from invoicing.models import (
     PurchaseOrderLineItem,
     PurchaseOrderPayment,
 )
+from invoicing.services import notifications
 from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
 
 logger = logging.getLogger(__name__)
@@ -199,6 +200,8 @@ def update_po_status_locked(locked: LockedPurchaseOrder, *, stripe_event_id: str
         previous = locked.status
         locked.status = new_status
         locked.save(update_fields=["status", "updated_at"])
+        if new_status == Status.PAID:
+            notifications.purchase_order_paid(locked, received=totals.received)
         log_state_change(
             logger,
             event="po_status_changed",

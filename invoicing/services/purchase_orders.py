@@ -30,6 +30,7 @@ from invoicing.models import (
     PurchaseOrderLineItem,
 )
 from invoicing.selectors import cancel_refusal, ensure_allowed, reissue_refusal
+from invoicing.services import notifications
 from invoicing.services.ledger import (
     LockedPurchaseOrder,
     lock_purchase_order,
@@ -410,12 +411,15 @@ def record_invoice_error(
     status, which other transactions own under the row lock.
     """
     now = timezone.now()
-    PurchaseOrder.objects.filter(pk=purchase_order.pk).update(
-        invoice_error=message,
-        invoice_error_at=now,
-        invoice_creation_blocked=blocks_creation,
-        updated_at=now,
-    )
+    with transaction.atomic():
+        PurchaseOrder.objects.filter(pk=purchase_order.pk).update(
+            invoice_error=message,
+            invoice_error_at=now,
+            invoice_creation_blocked=blocks_creation,
+            updated_at=now,
+        )
+        if blocks_creation:
+            notifications.creation_blocked(purchase_order, message=message)
     purchase_order.invoice_error = message
     purchase_order.invoice_error_at = now
     purchase_order.invoice_creation_blocked = blocks_creation
