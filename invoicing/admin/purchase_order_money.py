@@ -72,7 +72,7 @@ _ACTIONS: dict[str, dict[str, Any]] = {
 
 
 class MoneyRequestForm(forms.Form):
-    amount = forms.DecimalField(max_digits=14, decimal_places=3, min_value=Decimal("0.001"))
+    amount = forms.DecimalField(max_digits=14, decimal_places=3)  # zero: the rules say why
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="Kept with the request and sent to Stripe (the credit note's memo).",

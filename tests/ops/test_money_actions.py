@@ -120,6 +120,8 @@ def test_a_finance_admin_refunds_from_the_po_page(
     assert "2500.00 USD is more than what can still be refunded (2000.00 USD)." in (
         refused.content.decode()
     )
+    zero = finance.post(page(part_paid, "refund"), {"amount": "0", "reason": "Dropped out"})
+    assert "The amount must be greater than zero." in zero.content.decode()
     assert not StripeWriteRequest.objects.exists()
 
     response = finance.post(
