@@ -84,16 +84,27 @@ class LineItemFormSet(
         currency = self.instance.currency
         if not currency:
             return
+        total, complete = Decimal(0), True
         for form in self.forms:
-            if not form.has_changed() or form.cleaned_data.get("DELETE"):
+            if not hasattr(form, "cleaned_data") or form.cleaned_data.get("DELETE"):
                 continue
             price = form.cleaned_data.get("unit_price")
+            quantity = form.cleaned_data.get("quantity")
+            if isinstance(price, Decimal) and isinstance(quantity, int):
+                total += price * quantity
+            elif form.has_changed():
+                complete = False
+            if not form.has_changed():
+                continue
             if isinstance(price, Decimal) and not money.is_representable(price, currency):
                 form.add_error(
                     "unit_price",
                     f"{price} cannot be charged in {currency.upper()}: it has more decimals "
                     "than the currency.",
                 )
+        if complete and total > 0 and (problem := money.charge_limit_problem(total, currency)):
+            # Stripe's limits, checked before approval rather than refused by Stripe after it.
+            raise ValidationError(problem)
 
 
 class LineItemInline(

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from invoicing import money
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 from invoicing.models.purchase_orders import PurchaseOrder
 
@@ -81,4 +82,5 @@ class PurchaseOrderPayment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.amount} by {self.method} on {self.payment_date}"
+        amount = money.format_display(self.amount, self.purchase_order.currency)
+        return f"{amount} by {self.get_method_display()} on {self.payment_date}"

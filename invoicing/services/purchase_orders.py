@@ -91,6 +91,9 @@ def _line_problems(lines: Sequence[LineItemInput], currency: str) -> list[str]:
             problems.append("The purchase order's total must be greater than zero.")
         elif total >= MONEY_LIMIT:
             problems.append(f"The total {money.format_amount(total, currency)} is too large.")
+        elif limit := money.charge_limit_problem(total, currency):
+            # Stripe would refuse the invoice (or its payment) later, on the PO's page.
+            problems.append(limit)
     return problems
 
 

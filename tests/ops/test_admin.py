@@ -78,9 +78,9 @@ def test_the_list_shows_status_money_and_the_invoice(
     html = page_text(response)
     assert invoiced_po.reference in html
     assert "Partially paid" in html
-    assert "6350.00 USD" in html  # total
-    assert "1000.00 USD" in html  # paid
-    assert "5350.00 USD" in html  # balance
+    assert "6,350.00 USD" in html  # total
+    assert "1,000.00 USD" in html  # paid
+    assert "5,350.00 USD" in html  # balance
     assert invoiced_po.stripe_invoice_number in html
     assert f'href="{invoiced_po.stripe_invoice_url}"' in html
 
@@ -106,7 +106,7 @@ def test_the_list_costs_the_same_queries_for_2_or_12_purchase_orders(
         make_purchase_order(conference=make_conference())
     many = count_queries()
     assert many == few, f"{few} queries for 2 POs, {many} for 12: a query per row"
-    assert page_text(admin_client.get(reverse(CHANGELIST))).count("6250.00 USD") == 2
+    assert page_text(admin_client.get(reverse(CHANGELIST))).count("6,250.00 USD") == 2
 
 
 def test_filters_and_search(
@@ -162,14 +162,14 @@ def test_an_invoiced_po_shows_the_ledger_read_only_and_offers_a_manual_payment(
 ) -> None:
     html = page_text(admin_client.get(change_url(invoiced_po)))
     assert "Payment ledger (read-only)" in html
-    assert "1000.00 USD" in html
+    assert "1,000.00 USD" in html
     assert invoiced_po.stripe_invoice_id in html
     # Stripe rows and every Stripe field are text, never inputs.
     assert 'name="payments-0-amount"' not in html
     assert 'name="stripe_invoice_id"' not in html
     assert 'name="line_items-0-unit_price"' not in html
     # Read-only prices carry the currency's decimals, not the database's three.
-    assert "5000.00 USD" in html
+    assert "5,000.00 USD" in html
     assert "450.00 USD" in html
     assert "5000.000" not in html
     assert 'name="currency"' not in html
@@ -192,7 +192,7 @@ def test_a_wire_payment_goes_through_record_payment(
     )
     assert response.status_code == 200
     assert any(
-        "recorded a wire transfer payment of 5350.00 USD" in m for m in messages_of(response)
+        "recorded a wire transfer payment of 5,350.00 USD" in m for m in messages_of(response)
     )
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == PurchaseOrder.Status.PAID
@@ -321,6 +321,17 @@ def test_a_draft_is_created_and_edited_with_its_lines(
     assert "cannot be charged in EUR" in page_text(response)
     assert not PurchaseOrder.objects.filter(reference="PO-BAD").exists()
 
+    # Beyond what Stripe charges on one invoice: refused in the form, before any approval.
+    absurd = dict(
+        data, reference="PO-ABSURD", approve="on", **{"line_items-0-unit_price": "99999999999.99"}
+    )
+    response = admin_client.post(add, absurd)
+    assert response.status_code == 200
+    assert "is more than Stripe can charge on one invoice (999,999.99 EUR at most)" in page_text(
+        response
+    )
+    assert not PurchaseOrder.objects.filter(reference="PO-ABSURD").exists()
+
     duplicate = dict(data, **{"line_items-0-unit_price": "1.00"})
     response = admin_client.post(add, duplicate)
     assert response.status_code == 200
@@ -363,7 +374,7 @@ def test_approve_action_approves_drafts_and_explains_refusals(
     confirm = run_action(admin_client, "approve_selected", draft, already, keyless)
     assert "Approve these purchase orders?" in page_text(confirm)
     assert "PO-A1: Acme Corp" in page_text(confirm)
-    assert "invoice for 6350.00 USD to billing@acme.example" in page_text(confirm)
+    assert "invoice for 6,350.00 USD to billing@acme.example" in page_text(confirm)
     draft.refresh_from_db()
     assert draft.status == "draft"  # nothing happens before the confirmation
     response = run_action(admin_client, "approve_selected", draft, already, keyless, confirm="yes")

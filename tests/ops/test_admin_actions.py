@@ -122,7 +122,7 @@ def test_void_asks_first_then_voids_at_stripe_and_re_issue_asks_only_for_the_bal
 
     confirm = act(admin_client, "reissue_selected", invoiced)
     assert "Re-issue these invoices?" in confirm.content.decode()
-    assert "new invoice for the balance 5350.00 USD" in confirm.content.decode()
+    assert "new invoice for the balance 5,350.00 USD" in confirm.content.decode()
     act(admin_client, "reissue_selected", invoiced, confirm="yes")
 
     def reissued() -> bool:
