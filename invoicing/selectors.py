@@ -20,6 +20,7 @@ from typing import Final
 from django.db.models import Q
 from django.utils import timezone
 
+from invoicing import money
 from invoicing.errors import InvalidTransition
 from invoicing.models import PurchaseOrder
 from invoicing.stripe_invoice_status import (
@@ -112,6 +113,31 @@ def cancel_refusal(po: PurchaseOrder) -> str:
     if po.status in {Status.PAID, Status.OVERPAID}:
         return f"it is {po.get_status_display().lower()}; refund the payments at Stripe first."
     return ""
+
+
+def retry_creation_refusal(po: PurchaseOrder) -> str:
+    """Why the PO's blocked invoice creation cannot be retried now ("" when it can).
+
+    What we can check without Stripe: the PO still awaits its invoice, the conference has a key,
+    and the amount is one Stripe charges. Whether a fixed key now works, only the retry tells.
+    """
+    if not po.invoice_creation_blocked:
+        return "its invoice creation is not blocked; nothing to retry."
+    if not awaits_invoice(po):
+        return f"it is “{po.get_status_display()}”; only a PO awaiting its invoice is retried."
+    if not po.conference.has_stripe_key:
+        return (
+            f"conference {po.conference} has no Stripe secret key; a finance admin adds it on the "
+            "conference's page, then retry."
+        )
+    if problem := money.charge_limit_problem(po.total - po.invoice_credit, po.currency):
+        return f"{problem} Cancel this PO and create new ones."
+    return ""
+
+
+def needs_attention(po: PurchaseOrder) -> bool:
+    """A failure someone must look at: a blocked creation or the last background action failed."""
+    return po.invoice_creation_blocked or bool(po.invoice_error)
 
 
 def ensure_allowed(

@@ -43,6 +43,7 @@ from invoicing.admin.purchase_order_forms import (
     PurchaseOrderAdminForm,
     is_locked,
 )
+from invoicing.admin.purchase_order_story import NeedsAttentionFilter, PurchaseOrderStory
 from invoicing.models import (
     MONEY_DECIMAL_PLACES,
     MONEY_MAX_DIGITS,
@@ -122,22 +123,22 @@ class PurchaseOrderQuerySetMixin:
         )
 
 
-class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
+class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderStory, PurchaseOrderActions):
     form = PurchaseOrderAdminForm
+    # Seven columns, the conference under the organization: the list fits 1366 px.
     list_display = (
         "reference",
-        "organization_name",
-        "conference",
-        "status",
+        "organization_display",
+        "status_badge",
         "total_display",
         "paid_display",
         "balance_display",
-        "invoice_link",
-        "stripe_invoice_number",
+        "invoice_display",
     )
     list_display_links = ("reference",)
     list_select_related = ("conference",)
     list_filter = (
+        NeedsAttentionFilter,
         "status",
         ("conference", admin.RelatedOnlyFieldListFilter),
         ("approved_at", admin.DateFieldListFilter),
@@ -154,6 +155,10 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
 
     _READONLY_ALWAYS: ClassVar = [
         "status",
+        "page_actions",
+        "problem_display",
+        "generations_display",
+        "timeline_display",
         "invoice_error",
         "invoice_error_at",
         "invoice_creation_blocked",
@@ -203,6 +208,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         if obj is None:
             return [terms]
         status_fields: list[Any] = [
+            "page_actions",
             "status",
             ("total_display", "received_display", "balance_display"),
             ("created_by", "last_edited_by"),
@@ -210,11 +216,10 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
             ("cancelled_at", "cancelled_by"),
             "cancellation_reason",
         ]
-        if obj.invoice_error:
-            # Why the last background action (creation, sync, void, re-issue, cancel) failed.
-            status_fields.insert(
-                1, ("invoice_error", "invoice_error_at", "invoice_creation_blocked")
-            )
+        if obj.invoice_error or obj.invoice_creation_blocked:
+            # Why the last background action (creation, sync, void, re-issue, cancel) failed,
+            # in plain words and what to do, above everything else.
+            status_fields.insert(0, "problem_display")
         return [
             terms,
             ("Status and money", {"fields": status_fields}),
@@ -231,6 +236,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
                     ]
                 },
             ),
+            ("Invoices and history", {"fields": ["generations_display", "timeline_display"]}),
             (
                 "Invoice creation steps",
                 {
@@ -276,7 +282,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
 
     @admin.display(description="Balance", ordering="admin_balance")
     def balance_display(self, obj: PurchaseOrder) -> str:
-        return amount_or_dash(self._amount(obj, "balance"), obj.currency)
+        return self.owed_display(obj, self._amount(obj, "balance"))
 
     @admin.display(description="At Stripe")
     def stripe_amounts_display(self, obj: PurchaseOrder) -> str:

@@ -10,6 +10,7 @@ Invariants the database enforces (not just the code):
 - A person holds at most one role per conference (``teams``).
 """
 
+from invoicing.models.activity import PurchaseOrderActivity
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_LIMIT, MONEY_MAX_DIGITS, ZERO
 from invoicing.models.conferences import (
     DEFAULT_PAYMENT_METHOD_TYPES,
@@ -42,6 +43,7 @@ __all__ = [
     "ConferenceRole",
     "ConferenceSettingsChange",
     "PurchaseOrder",
+    "PurchaseOrderActivity",
     "PurchaseOrderLineItem",
     "PurchaseOrderPayment",
     "PurchaseOrderStatus",
