@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import re
 from decimal import Decimal
+from html import unescape
 
 import pytest
 from django.contrib.auth.models import User
@@ -493,7 +494,7 @@ def test_a_new_conference_can_be_added_with_its_key(admin_client: Client) -> Non
         "stripe_secret_key": "sk_test_newconference0001",
         "stripe_webhook_secret": "",
         "invoice_days_until_due": "30",
-        "payment_method_types": '["card", "us_bank_account"]',
+        "payment_method_types": ["card", "us_bank_account"],
         "invoice_memo": "",
         "invoice_footer": "",
         "current_password": PASSWORD,
@@ -523,7 +524,7 @@ def make_event(conference: Conference, **fields: object) -> StripeEvent:
 
 
 def test_stripe_events_list_filter_search_and_read_only_detail(
-    admin_client: Client, make_conference: MakeConference
+    admin_client: Client, make_conference: MakeConference, make_purchase_order: MakePurchaseOrder
 ) -> None:
     conference = make_conference()
     failed = make_event(conference)
@@ -550,6 +551,14 @@ def test_stripe_events_list_filter_search_and_read_only_detail(
     assert listed(type__exact="invoice.updated") == {"evt_admin_2"}
     assert listed(q="in_payload42") == {"evt_admin_1"}
     assert listed(q="evt_admin_2") == {"evt_admin_2"}
+
+    # Newest first, each with the PO of the invoice it is about (a link), in one query.
+    po = make_purchase_order(conference=conference, approve=False, reference="PO-EVT")
+    PurchaseOrder.objects.filter(pk=po.pk).update(stripe_invoice_id="in_other")
+    response = admin_client.get(changelist)
+    rows = [event.stripe_event_id for event in response.context["cl"].result_list]
+    assert rows == ["evt_admin_2", "evt_admin_1"]
+    assert f'href="{change_url(po)}">PO-EVT</a>' in response.content.decode()
 
     detail = page_text(
         admin_client.get(reverse("admin:invoicing_stripeevent_change", args=[failed.pk]))
@@ -629,3 +638,43 @@ def test_a_line_price_too_precise_for_the_currency_is_refused(
     assert "cannot be charged in JPY" in page_text(response)
     line.refresh_from_db()
     assert line.unit_price == Decimal("5000")
+
+
+def test_the_site_has_an_icon(client: Client) -> None:
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/svg+xml"
+    assert response.content.startswith(b"<svg")
+
+
+def test_a_blocked_creation_reads_as_a_problem_with_what_to_do(
+    admin_client: Client, make_purchase_order: MakePurchaseOrder
+) -> None:
+    fine = make_purchase_order(approve=False, reference="PO-FINE")
+    blocked = make_purchase_order(approve=False, reference="PO-BLOCKED")
+    raw = (
+        "Invoice creation failed: Stripe AuthenticationError 401: Invalid API Key provided: "
+        "sk_test_…-key"
+    )
+    PurchaseOrder.objects.filter(pk=blocked.pk).update(
+        status=PurchaseOrder.Status.APPROVED,
+        invoice_error=raw,
+        invoice_error_at=timezone.now(),
+        invoice_creation_blocked=True,
+    )
+    listing = page_text(admin_client.get(reverse(CHANGELIST)))
+    assert "Invoice creation blocked" in listing
+    assert "needs attention" in listing
+    attention = page_text(admin_client.get(reverse(CHANGELIST), {"attention": "needed"}))
+    assert "PO-BLOCKED" in attention
+    assert "PO-FINE" not in attention
+
+    page = unescape(page_text(admin_client.get(change_url(blocked))))
+    assert "Stripe did not accept the conference's secret key" in page
+    assert "A finance admin enters the right key on the conference's page" in page
+    assert "Retry invoice creation" in page
+    assert raw in page  # the technical detail stays, below the plain words
+    # A PO without a problem shows no retry button and no problem box.
+    fine_page = admin_client.get(change_url(fine)).content.decode()
+    assert 'value="retry_creation_selected"' not in fine_page
+    assert "po-problem" not in fine_page
