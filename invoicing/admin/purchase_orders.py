@@ -183,6 +183,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderStory, Purchas
         "stripe_customer",
         "generation",
         "invoice_credit",
+        "invoice_credit_display",
         "last_synced_at",
         *_CREATION_STEPS,
         "created_at",
@@ -230,7 +231,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderStory, Purchas
                         "invoice_link",
                         ("stripe_invoice_id", "stripe_invoice_number", "stripe_invoice_status"),
                         "stripe_amounts_display",
-                        ("generation", "invoice_credit"),
+                        ("generation", "invoice_credit_display"),
                         "stripe_customer",
                         "last_synced_at",
                     ]
@@ -283,6 +284,10 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderStory, Purchas
     @admin.display(description="Balance", ordering="admin_balance")
     def balance_display(self, obj: PurchaseOrder) -> str:
         return self.owed_display(obj, self._amount(obj, "balance"))
+
+    @admin.display(description="Credited on this invoice")
+    def invoice_credit_display(self, obj: PurchaseOrder) -> str:
+        return amount_or_dash(obj.invoice_credit, obj.currency)
 
     @admin.display(description="At Stripe")
     def stripe_amounts_display(self, obj: PurchaseOrder) -> str:
