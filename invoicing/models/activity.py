@@ -47,7 +47,11 @@ class PurchaseOrderActivity(models.Model):
     class Meta:
         ordering = ("at", "pk")
         verbose_name_plural = "purchase order activities"
-        indexes = (models.Index(fields=("purchase_order", "at"), name="po_activity_po_at"),)
+        indexes = (
+            models.Index(fields=("purchase_order", "at"), name="po_activity_po_at"),
+            # The events list finds the PO of an invoice replaced by a re-issue through it.
+            models.Index(fields=("stripe_invoice_id",), name="po_activity_invoice"),
+        )
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.at:%Y-%m-%d %H:%M})"
