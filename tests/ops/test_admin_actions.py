@@ -294,5 +294,13 @@ def test_reconcile_now_runs_the_conference_reconciliation(
     )
     assert any(m.startswith(f"{conference.slug}: reconciliation queued") for m in notes(response))
     reaches(invoiced, Status.PAID)
+    # The PO is paid mid-run; the run records its end just after.
+    wait_until(
+        lambda: StripeSyncState.objects.filter(
+            conference=conference, last_finished_at__isnull=False
+        ).exists(),
+        timeout=20,
+        message="the reconciliation never finished",
+    )
     state = StripeSyncState.objects.get(conference=conference)
     assert state.last_finished_at is not None
