@@ -200,7 +200,12 @@ class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
     class Meta:
         model = PurchaseOrderPayment
         fields = ("amount", "method", "payment_date", "reference", "note")
-        widgets: ClassVar = {"note": forms.Textarea(attrs={"rows": 2, "cols": 30})}
+        # Narrow inputs: the row fits the PO's page at 1366 px.
+        widgets: ClassVar = {
+            "note": forms.Textarea(attrs={"rows": 1, "cols": 16}),
+            "reference": forms.TextInput(attrs={"size": 14}),
+            "amount": forms.NumberInput(attrs={"style": "width: 8em"}),
+        }
 
     def clean_amount(self) -> Decimal:
         amount: Decimal = self.cleaned_data["amount"]

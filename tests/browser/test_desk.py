@@ -136,6 +136,7 @@ def test_a_bad_key_fixed_then_retry_and_an_absurd_amount_refused(
     expect(problem).to_contain_text("A finance admin enters the right key")
     expect(page.get_by_role("button", name="Retry invoice creation")).to_be_visible()
     shot(page, "02-po-blocked")
+    assert_no_sideways_scroll(page)
 
     # 3. The finance admin fixes the key on the conference's page.
     page.goto(f"{base}/admin/invoicing/conference/{po.conference_id}/change/")
