@@ -256,6 +256,7 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
     f"workers.tasks.{name}": {"queue": "stripe"}
     for name in (
         "create_invoice_for_purchase_order",
+        "retry_invoice_creation_task",
         "process_stripe_event",
         "sync_purchase_order",
         "sync_conference_invoices",

@@ -22,6 +22,7 @@ class Job(enum.StrEnum):
     """Work that runs outside the request or transaction that asks for it."""
 
     CREATE_INVOICE = "create_invoice"  # (purchase_order_id,)
+    RETRY_INVOICE_CREATION = "retry_invoice_creation"  # (purchase_order_id, requested_by_id)
     SYNC_PURCHASE_ORDER = "sync_purchase_order"  # (purchase_order_id,)
     VOID_INVOICE = "void_invoice"  # (purchase_order_id, requested_by_id)
     REISSUE_INVOICE = "reissue_invoice"  # (purchase_order_id, requested_by_id)

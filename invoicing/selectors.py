@@ -181,6 +181,31 @@ def cancel_refusal(po: PurchaseOrder) -> str:
     return ""
 
 
+def retry_creation_refusal(po: PurchaseOrder) -> str:
+    """Why the PO's blocked invoice creation cannot be retried now ("" when it can).
+
+    What we can check without Stripe: the PO still awaits its invoice, the conference has a key,
+    and the amount is one Stripe charges. Whether a fixed key now works, only the retry tells.
+    """
+    if not po.invoice_creation_blocked:
+        return "its invoice creation is not blocked; nothing to retry."
+    if not awaits_invoice(po):
+        return f"it is “{po.get_status_display()}”; only a PO awaiting its invoice is retried."
+    if not po.conference.has_stripe_key:
+        return (
+            f"conference {po.conference} has no Stripe secret key; a finance admin adds it on the "
+            "conference's page, then retry."
+        )
+    if problem := money.charge_limit_problem(po.total - po.invoice_credit, po.currency):
+        return f"{problem} Cancel this PO and create new ones."
+    return ""
+
+
+def needs_attention(po: PurchaseOrder) -> bool:
+    """A failure someone must look at: a blocked creation or the last background action failed."""
+    return po.invoice_creation_blocked or bool(po.invoice_error)
+
+
 def ensure_allowed(
     refusal: Callable[[PurchaseOrder], str], po: PurchaseOrder, *, verb: str
 ) -> None:

@@ -16,6 +16,7 @@ from workers.webhook_publisher import publish_recorded_event
 
 QUEUE_FOR_JOB: dict[Job, Callable[..., bool]] = {
     Job.CREATE_INVOICE: partial(enqueue, tasks.create_invoice_for_purchase_order),
+    Job.RETRY_INVOICE_CREATION: partial(enqueue, tasks.retry_invoice_creation_task),
     Job.SYNC_PURCHASE_ORDER: partial(enqueue, tasks.sync_purchase_order),
     Job.VOID_INVOICE: partial(enqueue, tasks.void_purchase_order_invoice),
     Job.REISSUE_INVOICE: partial(enqueue, tasks.reissue_purchase_order_invoice),

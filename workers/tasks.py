@@ -44,6 +44,7 @@ from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is
 from invoicing.selectors import awaits_invoice, stalled_invoice_creations, sync_refusal
 from invoicing.services import (
     amount_owed,
+    creation_retry,
     event_retention,
     invoice_creation,
     invoice_lifecycle,
@@ -195,6 +196,24 @@ def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) 
             logger.info("invoice creation for po %s: a concurrent run finished it", po.reference)
 
     _run_for_purchase_order(self, po, "Invoice creation", create, creates=True)
+
+
+@shared_task(bind=True, name="workers.tasks.retry_invoice_creation_task", max_retries=None)
+def retry_invoice_creation_task(
+    self: _BoundTask, purchase_order_id: int, requested_by_id: int | None = None
+) -> None:
+    """Lift a blocked creation and resume it (the organizer fixed the cause)."""
+    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "invoice creation retry"))
+    if po is None:
+        return
+    user = _loaded(self, lambda: _load_user(requested_by_id))
+    _run_for_purchase_order(
+        self,
+        po,
+        "Invoice creation",
+        lambda po: creation_retry.retry_invoice_creation(purchase_order=po, requested_by=user),
+        creates=True,
+    )
 
 
 @shared_task(name="workers.tasks.resume_stalled_invoice_creation")

@@ -27,7 +27,13 @@ from invoicing.admin.scoping import ConferenceScopedAdmin
 from invoicing.background import Job
 from invoicing.logging import log_state_change
 from invoicing.models import PurchaseOrder, Role
-from invoicing.selectors import cancel_refusal, reissue_refusal, sync_refusal, void_refusal
+from invoicing.selectors import (
+    cancel_refusal,
+    reissue_refusal,
+    retry_creation_refusal,
+    sync_refusal,
+    void_refusal,
+)
 from invoicing.services import purchase_orders
 
 logger = logging.getLogger(__name__)
@@ -51,6 +57,7 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
 
     actions = (
         "approve_selected",
+        "retry_creation_selected",
         "sync_selected",
         "void_selected",
         "reissue_selected",
@@ -142,6 +149,30 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
 
     def _refuse(self, request: HttpRequest, po: PurchaseOrder, verb: str, why: str) -> None:
         self.message_user(request, f"{po.reference}: not {verb}: {why}", messages.WARNING)
+
+    @admin.action(
+        description="Retry invoice creation (after fixing what blocked it)", permissions=["change"]
+    )
+    def retry_creation_selected(
+        self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
+    ) -> None:
+        for po in self._operable(request, queryset, "retried").order_by("reference"):
+            why = retry_creation_refusal(po)
+            if why:
+                self._refuse(request, po, "retried", why)
+                continue
+            self._queue(
+                request,
+                po,
+                event="invoice_creation_retry",
+                what="retry of the invoice creation",
+                next_step=(
+                    "the worker resumes where the last attempt stopped (a draft already at Stripe "
+                    "is reused); reload the page in a moment."
+                ),
+                job=Job.RETRY_INVOICE_CREATION,
+                args=(getattr(staff_member(request), "pk", None),),
+            )
 
     @admin.action(description="Sync with Stripe now", permissions=["change"])
     def sync_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
@@ -322,7 +353,12 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
         the person is sent back to the list with the reasons.
         """
         if request.POST.get("confirm") == "yes":
-            return None
+            if not ask_reason or str(request.POST.get("reason", "")).strip():
+                return None
+            # Asked again, with the reason required: the PO keeps it for whoever reads it later.
+            self.message_user(
+                request, "Give a reason: nothing was cancelled without one.", messages.ERROR
+            )
         selected = list(queryset.select_related("conference").order_by("reference"))
         if refusal is not None:
             for po in selected:

@@ -159,16 +159,27 @@ class LineItemFormSet(
         currency = self.instance.currency
         if not currency:
             return
+        total, complete = Decimal(0), True
         for form in self.forms:
-            if not form.has_changed() or form.cleaned_data.get("DELETE"):
+            if not hasattr(form, "cleaned_data") or form.cleaned_data.get("DELETE"):
                 continue
             price = form.cleaned_data.get("unit_price")
+            quantity = form.cleaned_data.get("quantity")
+            if isinstance(price, Decimal) and isinstance(quantity, int):
+                total += price * quantity
+            elif form.has_changed():
+                complete = False
+            if not form.has_changed():
+                continue
             if isinstance(price, Decimal) and not money.is_representable(price, currency):
                 form.add_error(
                     "unit_price",
                     f"{price} cannot be charged in {currency.upper()}: it has more decimals "
                     "than the currency.",
                 )
+        if complete and total > 0 and (problem := money.charge_limit_problem(total, currency)):
+            # Stripe's limits, checked before approval rather than refused by Stripe after it.
+            raise ValidationError(problem)
 
 
 class LineItemInline(
@@ -265,7 +276,12 @@ class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
     class Meta:
         model = PurchaseOrderPayment
         fields = ("amount", "method", "payment_date", "reference", "note")
-        widgets: ClassVar = {"note": forms.Textarea(attrs={"rows": 2, "cols": 30})}
+        # Narrow inputs: the row fits the PO's page at 1366 px.
+        widgets: ClassVar = {
+            "note": forms.Textarea(attrs={"rows": 1, "cols": 16}),
+            "reference": forms.TextInput(attrs={"size": 14}),
+            "amount": forms.NumberInput(attrs={"style": "width: 8em"}),
+        }
 
     def clean_amount(self) -> Decimal:
         amount: Decimal = self.cleaned_data["amount"]

@@ -38,6 +38,7 @@ from invoicing.admin.purchase_order_forms import (
 )
 from invoicing.admin.purchase_order_ledger import CreditInline, DisputeInline
 from invoicing.admin.purchase_order_money import PurchaseOrderMoneyViews, StripeWriteRequestInline
+from invoicing.admin.purchase_order_story import NeedsAttentionFilter, PurchaseOrderStory
 from invoicing.admin.receivables import ReceivablesFilter
 from invoicing.models import (
     PurchaseOrder,
@@ -87,23 +88,27 @@ class PurchaseOrderQuerySetMixin:
 
 
 class PurchaseOrderAdmin(
-    PurchaseOrderExports, PurchaseOrderQuerySetMixin, PurchaseOrderMoneyViews, PurchaseOrderActions
+    PurchaseOrderExports,
+    PurchaseOrderQuerySetMixin,
+    PurchaseOrderMoneyViews,
+    PurchaseOrderStory,
+    PurchaseOrderActions,
 ):
     form = PurchaseOrderAdminForm
+    # Seven columns, the conference under the organization: the list fits 1366 px.
     list_display = (
         "reference",
-        "organization_name",
-        "conference",
-        "status",
+        "organization_display",
+        "status_badge",
         "total_display",
         "paid_display",
         "balance_display",
-        "invoice_link",
-        "stripe_invoice_number",
+        "invoice_display",
     )
     list_display_links = ("reference",)
     list_select_related = ("conference",)
     list_filter = (
+        NeedsAttentionFilter,
         "status",
         ReceivablesFilter,
         ("conference", admin.RelatedOnlyFieldListFilter),
@@ -129,6 +134,10 @@ class PurchaseOrderAdmin(
 
     _READONLY_ALWAYS: ClassVar = [
         "status",
+        "page_actions",
+        "problem_display",
+        "generations_display",
+        "timeline_display",
         "invoice_error",
         "invoice_error_at",
         "invoice_creation_blocked",
@@ -156,6 +165,7 @@ class PurchaseOrderAdmin(
         "stripe_customer",
         "generation",
         "invoice_credit",
+        "invoice_credit_display",
         "last_synced_at",
         *_CREATION_STEPS,
         "created_at",
@@ -181,6 +191,7 @@ class PurchaseOrderAdmin(
         if obj is None:
             return [terms]
         status_fields: list[Any] = [
+            "page_actions",
             "status",
             ("total_display", "credited_display", "received_display", "balance_display"),
             ("created_by", "last_edited_by"),
@@ -188,13 +199,12 @@ class PurchaseOrderAdmin(
             ("cancelled_at", "cancelled_by"),
             "cancellation_reason",
         ]
+        if obj.invoice_error or obj.invoice_creation_blocked:
+            # Why the last background action (creation, sync, void, re-issue, cancel) failed,
+            # in plain words and what to do, above everything else.
+            status_fields.insert(0, "problem_display")
         if obj.disputes.exists():
-            status_fields.insert(2, "dispute_display")
-        if obj.invoice_error:
-            # Why the last background action (creation, sync, void, re-issue, cancel) failed.
-            status_fields.insert(
-                1, ("invoice_error", "invoice_error_at", "invoice_creation_blocked")
-            )
+            status_fields.insert(status_fields.index("status") + 1, "dispute_display")
         return [
             terms,
             ("Status and money", {"fields": status_fields}),
@@ -205,12 +215,13 @@ class PurchaseOrderAdmin(
                         ("invoice_link", "invoice_pdf_link"),
                         ("stripe_invoice_id", "stripe_invoice_number", "stripe_invoice_status"),
                         "stripe_amounts_display",
-                        ("generation", "invoice_credit"),
+                        ("generation", "invoice_credit_display"),
                         "stripe_customer",
                         "last_synced_at",
                     ]
                 },
             ),
+            ("Invoices and history", {"fields": ["generations_display", "timeline_display"]}),
             (
                 "Invoice creation steps",
                 {
@@ -272,7 +283,11 @@ class PurchaseOrderAdmin(
 
     @admin.display(description="Balance", ordering="admin_balance")
     def balance_display(self, obj: PurchaseOrder) -> str:
-        return amount_or_dash(self._amount(obj, "balance"), obj.currency)
+        return self.owed_display(obj, self._amount(obj, "balance"))
+
+    @admin.display(description="Credited on this invoice")
+    def invoice_credit_display(self, obj: PurchaseOrder) -> str:
+        return amount_or_dash(obj.invoice_credit, obj.currency)
 
     @admin.display(description="At Stripe")
     def stripe_amounts_display(self, obj: PurchaseOrder) -> str:

@@ -13,6 +13,7 @@ Invariants the database enforces (not just the code):
 - An organizer's refund or reduction has a positive amount and a reason (``stripe_writes``).
 """
 
+from invoicing.models.activity import PurchaseOrderActivity
 from invoicing.models.adjustments import PurchaseOrderCredit, PurchaseOrderDispute
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_LIMIT, MONEY_MAX_DIGITS, ZERO
 from invoicing.models.conferences import (
@@ -63,6 +64,7 @@ __all__ = [
     "NotificationKind",
     "NotificationSubscription",
     "PurchaseOrder",
+    "PurchaseOrderActivity",
     "PurchaseOrderCredit",
     "PurchaseOrderDispute",
     "PurchaseOrderLineItem",

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from invoicing import money
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 from invoicing.models.purchase_orders import PurchaseOrder
 
@@ -125,6 +126,7 @@ class PurchaseOrderPayment(models.Model):
         ]
 
     def __str__(self) -> str:
+        amount = money.format_display(self.amount, self.purchase_order.currency)
         if self.kind == self.Kind.PAYMENT:
-            return f"{self.amount} by {self.method} on {self.payment_date}"
-        return f"{self.get_kind_display()} {self.stripe_object_id}: {self.amount}"
+            return f"{amount} by {self.get_method_display()} on {self.payment_date}"
+        return f"{self.get_kind_display()} {self.stripe_object_id}: {amount}"

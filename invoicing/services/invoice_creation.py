@@ -30,8 +30,13 @@ from django.utils import timezone
 from invoicing import billing_details, money
 from invoicing.errors import InvoiceAlreadyAttached, InvoiceMismatch, PurchaseOrderNotInvoiceable
 from invoicing.logging import log_state_change
-from invoicing.models import PurchaseOrder, validate_payment_method_types
+from invoicing.models import (
+    PurchaseOrder,
+    PurchaseOrderActivity,
+    validate_payment_method_types,
+)
 from invoicing.selectors import reload_purchase_order
+from invoicing.services.activity import record_activity
 from invoicing.services.invoice_snapshots import InvoiceSnapshot
 from invoicing.services.keyed_writes import keyed_write, retrieve_if
 from invoicing.services.ledger import (
@@ -399,6 +404,13 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
             ),
         )
         po = _persist_step(po, invoice, stamp="invoice_sent_at")
+        record_activity(
+            purchase_order=po,
+            kind=PurchaseOrderActivity.Kind.INVOICE_SENT,
+            detail=money.format_display(
+                money.from_minor_units(invoice.amount_due, po.currency), po.currency
+            ),
+        )
         log_state_change(
             logger, event="invoice_sent", po_reference=po.reference, invoice_id=invoice_id
         )

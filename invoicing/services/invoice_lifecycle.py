@@ -28,7 +28,7 @@ from django.db import transaction
 
 from invoicing.errors import InvalidTransition
 from invoicing.logging import log_state_change
-from invoicing.models import PurchaseOrder
+from invoicing.models import PurchaseOrder, PurchaseOrderActivity
 from invoicing.selectors import (
     cancel_refusal,
     ensure_allowed,
@@ -36,6 +36,7 @@ from invoicing.selectors import (
     reload_purchase_order,
     void_refusal,
 )
+from invoicing.services.activity import record_activity
 from invoicing.services.invoice_creation import create_stripe_invoice
 from invoicing.services.invoice_snapshots import InvoiceSnapshot
 from invoicing.services.keyed_writes import keyed_write, retrieve_if
@@ -283,6 +284,7 @@ def void_stripe_invoice(purchase_order: PurchaseOrder, *, voided_by: User | None
         raise InvalidTransition(
             f"PO {po.reference}: invoice {invoice.id} is still being created; void it once sent."
         )
+    record_activity(purchase_order=po, kind=PurchaseOrderActivity.Kind.VOIDED, actor=voided_by)
     log_state_change(
         logger,
         event="invoice_void_done",

@@ -27,10 +27,12 @@ from invoicing.models import (
     ZERO,
     Conference,
     PurchaseOrder,
+    PurchaseOrderActivity,
     PurchaseOrderLineItem,
 )
 from invoicing.selectors import cancel_refusal, ensure_allowed, reissue_refusal
 from invoicing.services import notifications
+from invoicing.services.activity import record_activity
 from invoicing.services.ledger import (
     LockedPurchaseOrder,
     lock_purchase_order,
@@ -96,6 +98,9 @@ def _line_problems(lines: Sequence[LineItemInput], currency: str) -> list[str]:
             problems.append("The purchase order's total must be greater than zero.")
         elif total >= MONEY_LIMIT:
             problems.append(f"The total {money.format_amount(total, currency)} is too large.")
+        elif limit := money.charge_limit_problem(total, currency):
+            # Stripe would refuse the invoice (or its payment) later, on the PO's page.
+            problems.append(limit)
     return problems
 
 
@@ -268,6 +273,9 @@ def approve_purchase_order(
         locked.approved_at = timezone.now()
         locked.approved_by = approved_by
         locked.save(update_fields=["status", "approved_at", "approved_by", "updated_at"])
+        record_activity(
+            purchase_order=locked, kind=PurchaseOrderActivity.Kind.APPROVED, actor=approved_by
+        )
     log_state_change(
         logger,
         event="po_approved",
@@ -332,6 +340,12 @@ def mark_cancelled(
             "updated_at",
         ]
     )
+    record_activity(
+        purchase_order=locked,
+        kind=PurchaseOrderActivity.Kind.CANCELLED,
+        actor=cancelled_by,
+        detail=reason,
+    )
     log_state_change(
         logger,
         event="po_cancelled",
@@ -368,6 +382,13 @@ def prepare_reissue(
             )
         received = locked.amount_received + locked.amount_credited
         previous_invoice = locked.stripe_invoice_id
+        # Before the invoice's fields are cleared: its number and link stay in the PO's story.
+        record_activity(
+            purchase_order=locked,
+            kind=PurchaseOrderActivity.Kind.REISSUED,
+            actor=reissued_by,
+            detail=f"credit on the new invoice: {money.format_display(received, locked.currency)}",
+        )
         locked.generation += 1
         locked.key_epoch = 0
         locked.invoice_credit = received
@@ -423,6 +444,9 @@ def record_invoice_error(
     purchase_order.invoice_error = message
     purchase_order.invoice_error_at = now
     purchase_order.invoice_creation_blocked = blocks_creation
+    record_activity(
+        purchase_order=purchase_order, kind=PurchaseOrderActivity.Kind.ERROR, detail=message
+    )
     log_state_change(
         logger,
         event="invoice_error_recorded",

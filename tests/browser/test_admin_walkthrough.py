@@ -173,7 +173,7 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     page.click("button[name=index]")
     expect(page.locator("h1")).to_have_text("Approve these purchase orders?")
     expect(page.locator("#confirm-objects")).to_contain_text(
-        "BRW-0001: Initech (BrowserCon 2026), Draft: invoice for 6350.00 USD to ap@initech.example"
+        "BRW-0001: Initech (BrowserCon 2026), Draft: invoice for 6,350.00 USD to ap@initech.example"
     )
     shot(page, "03-confirm-approval")
     page.get_by_role("button", name="Yes, go ahead").click()
@@ -187,7 +187,7 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     page.reload()
     row = page.locator("#result_list tbody tr", has_text="BRW-0001")
     expect(row).to_contain_text("Invoiced")
-    expect(row).to_contain_text("6350.00 USD")
+    expect(row).to_contain_text("6,350.00 USD")
     shot(page, "05-invoiced")
 
     # 4. The customer opens the hosted invoice page from the PO's link...
@@ -223,9 +223,9 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     )
     page.reload()
     expect(page.locator(".form-row.field-status")).to_contain_text("Partially paid")
-    expect(page.locator(".fieldBox.field-balance_display")).to_contain_text("5350.00 USD")
+    expect(page.locator(".fieldBox.field-balance_display")).to_contain_text("5,350.00 USD")
     ledger = page.locator("#payments-group")
-    expect(ledger).to_contain_text("1000.00 USD")
+    expect(ledger).to_contain_text("1,000.00 USD")
     expect(ledger).to_contain_text("Stripe")
     shot(page, "08-partially-paid")
 

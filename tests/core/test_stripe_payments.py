@@ -254,7 +254,7 @@ def test_unrepresentable_amount_is_refused_before_any_stripe_call(
     po = make_purchase_order(
         conference=stripe_conference,
         currency=currency,
-        lines=[LineItemInput("Booth", 1, Decimal("10"))],
+        lines=[LineItemInput("Booth", 1, Decimal("100"))],  # within Stripe's limits, also in JPY
     )
     # The PO was valid; its price was then changed behind the services' back (admin, SQL...).
     PurchaseOrderLineItem.objects.filter(purchase_order=po).update(unit_price=unit_price)

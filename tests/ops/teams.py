@@ -145,7 +145,7 @@ def manual_payment(**fields: str) -> dict[str, str]:
     return data
 
 
-def po_form(po: PurchaseOrder, **overrides: str) -> dict[str, str]:
+def po_form(po: PurchaseOrder, **overrides: Any) -> dict[str, Any]:
     """A PO's change form as the browser posts it (inline management forms included)."""
     data = {
         "conference": str(po.conference_id),
@@ -223,7 +223,7 @@ def new_po_form(conference: Conference, reference: str) -> dict[str, str]:
     }
 
 
-def conference_form(conference: Conference, **overrides: str) -> dict[str, str]:
+def conference_form(conference: Conference, **overrides: Any) -> dict[str, Any]:
     """A conference's change form as its finance admin's browser posts it."""
     data = {
         "name": conference.name,
@@ -232,8 +232,7 @@ def conference_form(conference: Conference, **overrides: str) -> dict[str, str]:
         "stripe_secret_key": "",
         "stripe_webhook_secret": "",
         "invoice_days_until_due": str(conference.invoice_days_until_due),
-        "payment_method_types": '["card", "us_bank_account"]',
-        "initial-payment_method_types": '["card", "us_bank_account"]',
+        "payment_method_types": ["card", "us_bank_account"],
         "invoice_memo": conference.invoice_memo,
         "invoice_footer": conference.invoice_footer,
         "current_password": "",

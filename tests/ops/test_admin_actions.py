@@ -132,7 +132,7 @@ def test_void_of_a_part_paid_invoice_is_refused_and_re_issue_asks_only_for_the_b
 
     confirm = act(admin_client, "reissue_selected", invoiced)
     assert "Re-issue these invoices?" in confirm.content.decode()
-    assert "new invoice for the balance 5350.00 USD" in confirm.content.decode()
+    assert "new invoice for the balance 5,350.00 USD" in confirm.content.decode()
     act(admin_client, "reissue_selected", invoiced, confirm="yes")
 
     def reissued() -> bool:
@@ -154,6 +154,29 @@ def test_void_of_a_part_paid_invoice_is_refused_and_re_issue_asks_only_for_the_b
         535000,
     )
 
+    # The PO's page tells the story: both invoices with their numbers, and what happened.
+    first_number = client.v1.invoices.retrieve(first_invoice).number
+    page = admin_client.get(reverse("admin:invoicing_purchaseorder_change", args=[invoiced.pk]))
+    html = page.content.decode()
+    generations = html[html.index('class="po-generations"') :]
+    generations = generations[: generations.index("</table>")]
+    assert first_number
+    assert first_number in generations
+    assert first_invoice in generations
+    assert "replaced" in generations
+    assert invoiced.stripe_invoice_number in generations
+    timeline = html[html.index('class="po-timeline"') :]
+    timeline = timeline[: timeline.index("</table>")]
+    # (The fixture approves with a plain UPDATE: no "Approved" line.)
+    for step in ("Invoice created and sent", "Payment received", "Invoice voided"):
+        assert step in timeline, step
+    assert "Re-issue started" in timeline
+    assert "1,000.00 USD by Stripe" in timeline
+    assert "admin" in timeline  # who voided and re-issued
+    # Only what the status allows is offered as a button: sync, void, cancel; no re-issue.
+    assert 'value="void_selected"' in html
+    assert 'value="reissue_selected"' not in html
+
 
 def test_cancel_asks_for_a_reason_and_voids_first(
     admin_client: Client,
@@ -170,6 +193,16 @@ def test_cancel_asks_for_a_reason_and_voids_first(
     page = confirm.content.decode()
     assert "Cancel these purchase orders?" in page
     assert 'name="reason"' in page
+
+    assert " required" in page  # the browser asks for it; the server insists too
+    for blank in ("", "   "):
+        again = act(admin_client, "cancel_selected", invoiced, draft, confirm="yes", reason=blank)
+        assert "Cancel these purchase orders?" in again.content.decode()
+        assert "Give a reason: nothing was cancelled without one." in notes(again)
+    draft.refresh_from_db()
+    assert draft.status == Status.DRAFT
+    invoiced.refresh_from_db()
+    assert invoiced.status == Status.INVOICED
 
     done = act(
         admin_client,
@@ -196,6 +229,11 @@ def test_cancel_asks_for_a_reason_and_voids_first(
     assert client.v1.invoices.retrieve(invoiced.stripe_invoice_id).status == "void"
     paid.refresh_from_db()
     assert paid.status == Status.PAID
+    # A cancelled PO shows what was received and that nothing is owed.
+    page = admin_client.get(reverse("admin:invoicing_purchaseorder_change", args=[invoiced.pk]))
+    html = page.content.decode()
+    assert "nothing (cancelled)" in html
+    assert "Sponsor withdrew." in html
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ CAPABILITIES = [
     Capability(
         "read a PO and its ledger",
         Role.VIEWER,
-        lambda c, t, p: _shows(c, reverse(f"{PO}_change", args=[t.invoiced.pk]), "1000.00 USD"),
+        lambda c, t, p: _shows(c, reverse(f"{PO}_change", args=[t.invoiced.pk]), "1,000.00 USD"),
     ),
     Capability(
         "read an event's payload",
