@@ -75,19 +75,34 @@ def purchase_order_timeline(po: PurchaseOrder) -> list[TimelineEntry]:
             )
         )
     for payment in po.payments.select_related("created_by"):
-        how = payment.get_method_display()
+        is_payment = payment.kind == PurchaseOrderPayment.Kind.PAYMENT
+        how = payment.get_method_display() if is_payment else payment.stripe_object_id
         detail = f"{money.format_display(payment.amount, po.currency)} by {how}"
-        if payment.reference:
+        if payment.reference and payment.reference != payment.stripe_object_id:
             detail += f", reference {payment.reference}"
         entries.append(
             TimelineEntry(
                 at=payment.recorded_at,
-                what="Payment received",
+                what="Payment received" if is_payment else payment.get_kind_display(),
                 who=_who(payment.created_by)
                 if payment.method != PurchaseOrderPayment.Method.STRIPE
                 else "Stripe",
                 detail=detail,
                 invoice_number=payment.stripe_invoice_id,
+            )
+        )
+    for credit in po.credits.all():
+        entries.append(
+            TimelineEntry(
+                at=credit.recorded_at,
+                what=f"Credit note ({credit.get_purpose_display().lower()})",
+                who="Stripe",
+                detail=(
+                    f"{money.format_display(credit.amount, po.currency)}, "
+                    f"{credit.number or credit.stripe_credit_note_id}"
+                    f"{' (voided since)' if credit.voided_at else ''}"
+                ),
+                invoice_number=credit.stripe_invoice_id,
             )
         )
     entries.sort(key=lambda entry: entry.at, reverse=True)
