@@ -44,7 +44,7 @@ def _person(conference: Conference, role: Role, name: str) -> Client:
 def test_overview_figures_equal_the_ledger_summed_in_python() -> None:
     conference, other = _conference("sums"), _conference("noise")
     now = timezone.now()
-    generate(conference, count=600, now=now, seed=11)
+    generate(conference, count=1200, now=now, seed=11)
     generate(other, count=50, now=now, seed=12)  # another conference's money never counts
 
     overview = receivables_overview(conference, now=now)
