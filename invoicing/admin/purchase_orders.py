@@ -43,7 +43,7 @@ from invoicing.admin.purchase_order_forms import (
     PurchaseOrderAdminForm,
     is_locked,
 )
-from invoicing.admin.purchase_order_ledger import CreditInline, DisputeInline
+from invoicing.admin.purchase_order_ledger import credit_notes_table, disputes_table
 from invoicing.models import (
     COUNTED_CREDIT_PURPOSES,
     MONEY_DECIMAL_PLACES,
@@ -170,8 +170,6 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
     inlines = (
         LineItemInline,
         PaymentLedgerInline,
-        CreditInline,
-        DisputeInline,
         ManualPaymentInline,
     )
 
@@ -185,6 +183,8 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         "received_display",
         "balance_display",
         "dispute_display",
+        "credit_notes_display",
+        "disputes_display",
         "approved_at",
         "approved_by",
         "cancelled_at",
@@ -237,6 +237,9 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         ]
         if obj.disputes.exists():
             status_fields.insert(2, "dispute_display")
+            status_fields.append("disputes_display")
+        if obj.credits.exists():
+            status_fields.append("credit_notes_display")
         if obj.invoice_error:
             # Why the last background action (creation, sync, void, re-issue, cancel) failed.
             status_fields.insert(
@@ -304,6 +307,14 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
     @admin.display(description="Credited (credit notes)")
     def credited_display(self, obj: PurchaseOrder) -> str:
         return amount_or_dash(obj.amount_credited, obj.currency)
+
+    @admin.display(description="Credit notes (read-only)")
+    def credit_notes_display(self, obj: PurchaseOrder) -> SafeString | str:
+        return credit_notes_table(obj)
+
+    @admin.display(description="Disputes (read-only)")
+    def disputes_display(self, obj: PurchaseOrder) -> SafeString | str:
+        return disputes_table(obj)
 
     @admin.display(description="Dispute")
     def dispute_display(self, obj: PurchaseOrder) -> str:
