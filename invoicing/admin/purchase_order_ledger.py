@@ -1,92 +1,85 @@
 """The PO page's read-only views of money that changed besides payments: credit notes, disputes.
 
 The rows are written only by the ledger (from Stripe's events and reconciliation, or the actions
-that ask Stripe for a refund or a credit note); here they are shown, never edited.
+that ask Stripe for a refund or a credit note); here they are shown as tables, never as forms:
+no formset, so nothing about them is posted with the PO's form.
 """
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from collections.abc import Sequence
 
-from invoicing.admin.common import ReadOnlyAdminMixin, amount_or_dash
-from invoicing.admin.scoping import ConferenceScopedInline
-from invoicing.models import PurchaseOrder, PurchaseOrderCredit, PurchaseOrderDispute
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from invoicing.admin.common import amount_or_dash
+from invoicing.models import PurchaseOrder
 
 
-class CreditInline(
-    ReadOnlyAdminMixin,
-    ConferenceScopedInline[PurchaseOrderCredit, PurchaseOrder],
-    admin.TabularInline[PurchaseOrderCredit, PurchaseOrder],
-):
-    """Credit notes: what they took off the amount owed (a voided one no longer counts)."""
-
-    model = PurchaseOrderCredit
-    extra = 0
-    can_delete = False
-    verbose_name = "credit note"
-    verbose_name_plural = "Credit notes: reductions of what is owed (read-only)"
-    fields = (
-        "number",
-        "amount_display",
-        "purpose",
-        "counted_display",
-        "reason",
-        "memo",
-        "stripe_invoice_id",
-        "issued_at",
-        "voided_at",
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> SafeString | str:
+    if not rows:
+        return "None"
+    head = format_html_join("", "<th>{}</th>", ((header,) for header in headers))
+    body = format_html_join(
+        "",
+        "<tr>{}</tr>",
+        ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows),
     )
-    readonly_fields = fields
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[PurchaseOrderCredit]:
-        return super().get_queryset(request).select_related("purchase_order")
-
-    @admin.display(description="Amount")
-    def amount_display(self, obj: PurchaseOrderCredit) -> str:
-        return amount_or_dash(obj.amount, obj.purchase_order.currency)
-
-    @admin.display(description="Lowers what is owed")
-    def counted_display(self, obj: PurchaseOrderCredit) -> str:
-        if obj.voided_at is not None:
-            return "no: voided"
-        if not obj.counted:
-            return "no: asked again by the replacement invoice"
-        return "yes"
+    return format_html('<table class="ledger-table"><tr>{}</tr>{}</table>', head, body)
 
 
-class DisputeInline(
-    ReadOnlyAdminMixin,
-    ConferenceScopedInline[PurchaseOrderDispute, PurchaseOrder],
-    admin.TabularInline[PurchaseOrderDispute, PurchaseOrder],
-):
-    """Chargebacks on the PO's payments; their money is in the payment ledger above."""
+def _when(value: object) -> str:
+    return "-" if value is None else str(value)[:16]
 
-    model = PurchaseOrderDispute
-    extra = 0
-    can_delete = False
-    verbose_name = "dispute"
-    verbose_name_plural = "Disputes (read-only)"
-    fields = (
-        "stripe_dispute_id",
-        "status",
-        "open_display",
-        "amount_display",
-        "reason",
-        "stripe_charge_id",
-        "opened_at",
-        "updated_at",
+
+def credit_notes_table(po: PurchaseOrder) -> SafeString | str:
+    """Each credit note: what it took off the amount owed, and whether it still does."""
+    rows = []
+    for credit in po.credits.all():
+        if credit.voided_at is not None:
+            counted = "no: voided"
+        elif not credit.counted:
+            counted = "no: asked again by the replacement invoice"
+        else:
+            counted = "yes"
+        rows.append(
+            (
+                credit.number or credit.stripe_credit_note_id,
+                amount_or_dash(credit.amount, po.currency),
+                credit.get_purpose_display(),
+                counted,
+                credit.reason or credit.memo or "-",
+                credit.stripe_invoice_id,
+                _when(credit.issued_at),
+                _when(credit.voided_at),
+            )
+        )
+    return _table(
+        (
+            "Credit note",
+            "Amount",
+            "Purpose",
+            "Lowers what is owed",
+            "Reason / memo",
+            "Invoice",
+            "Issued",
+            "Voided",
+        ),
+        rows,
     )
-    readonly_fields = fields
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[PurchaseOrderDispute]:
-        return super().get_queryset(request).select_related("purchase_order")
 
-    @admin.display(description="Amount")
-    def amount_display(self, obj: PurchaseOrderDispute) -> str:
-        return amount_or_dash(obj.amount, obj.purchase_order.currency)
-
-    @admin.display(description="Open", boolean=True)
-    def open_display(self, obj: PurchaseOrderDispute) -> bool:
-        return obj.is_open
+def disputes_table(po: PurchaseOrder) -> SafeString | str:
+    """Each chargeback and where it stands; its money is in the ledger above."""
+    rows = [
+        (
+            dispute.stripe_dispute_id,
+            dispute.status.replace("_", " ") + (" (open)" if dispute.is_open else ""),
+            amount_or_dash(dispute.amount, po.currency),
+            dispute.reason or "-",
+            dispute.stripe_charge_id or "-",
+            _when(dispute.opened_at),
+        )
+        for dispute in po.disputes.all()
+    ]
+    return _table(("Dispute", "Status", "Amount", "Reason", "Charge", "Opened"), rows)

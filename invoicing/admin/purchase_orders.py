@@ -36,7 +36,7 @@ from invoicing.admin.purchase_order_forms import (
     PurchaseOrderAdminForm,
     is_locked,
 )
-from invoicing.admin.purchase_order_ledger import CreditInline, DisputeInline
+from invoicing.admin.purchase_order_ledger import credit_notes_table, disputes_table
 from invoicing.admin.purchase_order_money import PurchaseOrderMoneyViews, StripeWriteRequestInline
 from invoicing.admin.purchase_order_story import NeedsAttentionFilter, PurchaseOrderStory
 from invoicing.admin.receivables import ReceivablesFilter
@@ -126,8 +126,6 @@ class PurchaseOrderAdmin(
     inlines = (
         LineItemInline,
         PaymentLedgerInline,
-        CreditInline,
-        DisputeInline,
         ManualPaymentInline,
         StripeWriteRequestInline,
     )
@@ -146,6 +144,8 @@ class PurchaseOrderAdmin(
         "received_display",
         "balance_display",
         "dispute_display",
+        "credit_notes_display",
+        "disputes_display",
         "approved_at",
         "approved_by",
         "cancelled_at",
@@ -205,6 +205,9 @@ class PurchaseOrderAdmin(
             status_fields.insert(0, "problem_display")
         if obj.disputes.exists():
             status_fields.insert(status_fields.index("status") + 1, "dispute_display")
+            status_fields.append("disputes_display")
+        if obj.credits.exists():
+            status_fields.append("credit_notes_display")
         return [
             terms,
             ("Status and money", {"fields": status_fields}),
@@ -268,6 +271,14 @@ class PurchaseOrderAdmin(
     @admin.display(description="Credited (credit notes)")
     def credited_display(self, obj: PurchaseOrder) -> str:
         return amount_or_dash(obj.amount_credited, obj.currency)
+
+    @admin.display(description="Credit notes (read-only)")
+    def credit_notes_display(self, obj: PurchaseOrder) -> SafeString | str:
+        return credit_notes_table(obj)
+
+    @admin.display(description="Disputes (read-only)")
+    def disputes_display(self, obj: PurchaseOrder) -> SafeString | str:
+        return disputes_table(obj)
 
     @admin.display(description="Dispute")
     def dispute_display(self, obj: PurchaseOrder) -> str:

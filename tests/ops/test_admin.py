@@ -162,7 +162,7 @@ def test_an_invoiced_po_shows_the_ledger_read_only_and_offers_a_manual_payment(
     admin_client: Client, invoiced_po: PurchaseOrder
 ) -> None:
     html = page_text(admin_client.get(change_url(invoiced_po)))
-    assert "Payment ledger (read-only)" in html
+    assert "Ledger: payments, refunds, disputes (read-only)" in html
     assert "1,000.00 USD" in html
     assert invoiced_po.stripe_invoice_id in html
     # Stripe rows and every Stripe field are text, never inputs.
