@@ -262,6 +262,7 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "void_purchase_order_invoice",
         "reissue_purchase_order_invoice",
         "cancel_purchase_order_task",
+        "report_off_stripe_payment",
     )
 }
 
@@ -336,6 +337,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     "resume-stalled-invoice-creation": {
         "task": "workers.tasks.resume_stalled_invoice_creation",
+        "schedule": float(INVOICE_RESUME_INTERVAL_SECONDS),
+        "options": {"expire_seconds": INVOICE_RESUME_INTERVAL_SECONDS},
+    },
+    "report-pending-off-stripe-payments": {
+        "task": "workers.tasks.report_pending_off_stripe_payments",
         "schedule": float(INVOICE_RESUME_INTERVAL_SECONDS),
         "options": {"expire_seconds": INVOICE_RESUME_INTERVAL_SECONDS},
     },

@@ -26,6 +26,8 @@ class Job(enum.StrEnum):
     REISSUE_INVOICE = "reissue_invoice"  # (purchase_order_id, requested_by_id)
     CANCEL_PURCHASE_ORDER = "cancel_purchase_order"  # (purchase_order_id, requested_by_id, reason)
     RECONCILE_CONFERENCE = "reconcile_conference"  # (conference_id,)
+    # (payment_id,): a wire/check/other payment reported to Stripe and attached to its invoice.
+    REPORT_OFF_STRIPE_PAYMENT = "report_off_stripe_payment"
     PROCESS_STRIPE_EVENT = "process_stripe_event"  # (stripe_event_pk,)
     # (stripe_event_pk,): the webhook's; returns at once and is published after the answer, in
     # one message with the rows other requests recorded meanwhile.

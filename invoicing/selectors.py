@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from invoicing.errors import InvalidTransition
-from invoicing.models import PurchaseOrder
+from invoicing.models import PurchaseOrder, PurchaseOrderPayment
 from invoicing.stripe_invoice_status import (
     PAST_OPEN_STATUSES,
     VOIDED_STATUSES,
@@ -67,6 +67,23 @@ def stalled_invoice_creations(*, idle_for: datetime.timedelta, limit: int = 500)
         .filter(updated_at__lte=cutoff, invoice_creation_blocked=False)
         .filter(Q(approved_at__isnull=True) | Q(approved_at__lte=cutoff))
         .order_by("updated_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def stalled_off_stripe_reports(*, idle_for: datetime.timedelta, limit: int = 500) -> list[int]:
+    """Primary keys of staff payments to report to Stripe and not attached yet.
+
+    Recorded more than ``idle_for`` ago: their report message was lost, or its retries ran out.
+    """
+    return list(
+        PurchaseOrderPayment.objects.filter(
+            report_to_stripe=True,
+            stripe_attached_at__isnull=True,
+            stripe_report_error="",
+            recorded_at__lte=timezone.now() - idle_for,
+        )
+        .order_by("recorded_at")
         .values_list("pk", flat=True)[:limit]
     )
 

@@ -21,6 +21,7 @@ QUEUE_FOR_JOB: dict[Job, Callable[..., bool]] = {
     Job.REISSUE_INVOICE: partial(enqueue, tasks.reissue_purchase_order_invoice),
     Job.CANCEL_PURCHASE_ORDER: partial(enqueue, tasks.cancel_purchase_order_task),
     Job.RECONCILE_CONFERENCE: partial(enqueue, tasks.sync_conference_invoices),
+    Job.REPORT_OFF_STRIPE_PAYMENT: partial(enqueue, tasks.report_off_stripe_payment),
     Job.PROCESS_STRIPE_EVENT: partial(enqueue, tasks.process_stripe_event),
     Job.PUBLISH_RECORDED_EVENT: publish_recorded_event,
 }

@@ -38,6 +38,7 @@ from invoicing.services.ledger import (
     apply_invoice_snapshot_locked,
     lock_purchase_order,
 )
+from invoicing.services.off_stripe_reports import request_waiting_reports
 from invoicing.services.stripe_client import build_stripe_client
 from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
 
@@ -426,5 +427,7 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
             invoice_id,
             invoice.status,
         )
+    if po.invoice_sent_at is not None:
+        request_waiting_reports(po)  # payments recorded while the invoice was being created
     purchase_order.refresh_from_db()
     return po.stripe_invoice_url

@@ -30,6 +30,7 @@ from invoicing.services.ledger import (
     apply_invoice_snapshot_locked,
     lock_purchase_order,
 )
+from invoicing.services.ledger_off_stripe import ledger_holds_all_paid
 from invoicing.services.stripe_client import StripeKeyMissing, build_stripe_client
 from invoicing.stripe_invoice_status import StripeInvoiceStatus
 
@@ -53,6 +54,19 @@ INVOICE_PAYMENT_EVENTS: Final = frozenset({"invoice_payment.paid"})
 HANDLED_EVENT_TYPES: Final = INVOICE_SNAPSHOT_EVENTS | INVOICE_PAYMENT_EVENTS
 
 
+# Stripe returns amount_paid_off_stripe only when asked for ("includable"), never in events.
+WITH_OFF_STRIPE: Final = ["amount_paid_off_stripe"]
+
+
+def lacks_the_split(purchase_order: PurchaseOrder, snapshot: InvoiceSnapshot) -> bool:
+    """A view (an event payload) that shows money the ledger lacks without saying how much of it
+    was paid off Stripe: only a retrieve with ``amount_paid_off_stripe`` can say how to record it.
+    """
+    return snapshot.amount_paid_off_stripe is None and not ledger_holds_all_paid(
+        purchase_order, snapshot
+    )
+
+
 class EventOutcome(enum.StrEnum):
     """What an event handler did with an event."""
 
@@ -72,7 +86,8 @@ def sync_invoice(
     """
     po = reload_purchase_order(purchase_order)
     client = build_stripe_client(po.conference)
-    invoice = client.v1.invoices.retrieve(invoice_id)
+    # Only a view with amount_paid_off_stripe tells Stripe's payments from the rest.
+    invoice = client.v1.invoices.retrieve(invoice_id, params={"expand": WITH_OFF_STRIPE})
     with transaction.atomic():
         locked = lock_purchase_order(po)
         locked.last_synced_at = timezone.now()
@@ -181,6 +196,9 @@ def reconcile_invoice(
     )
     if po is None:
         return EventOutcome.IGNORED
+    if lacks_the_split(po, snapshot):
+        sync_invoice(purchase_order=po, invoice_id=snapshot.id, source=source)
+        return EventOutcome.HANDLED
     apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source=source)
     return EventOutcome.HANDLED
 
@@ -268,6 +286,10 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
         logger.warning(
             "po %s: a payment on invoice %s failed (event %s)", po.reference, snapshot.id, event_id
         )
+    if event_type != "invoice.sent" and lacks_the_split(po, snapshot):
+        # Applied as retrieved instead, so the mirror never runs ahead of the ledger.
+        sync_invoice(purchase_order=po, invoice_id=snapshot.id, source=f"{event_type} {event_id}")
+        return EventOutcome.HANDLED
     with transaction.atomic():
         locked = lock_purchase_order(po)
         extra: tuple[str, ...] = ()

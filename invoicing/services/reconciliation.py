@@ -250,7 +250,12 @@ class _Reconciler:
 
     def _reconcile(self, snapshot: InvoiceSnapshot, purchase_order_id: int | None) -> None:
         try:
-            if purchase_order_id is not None:
+            if purchase_order_id is not None and snapshot.amount_paid_off_stripe is None:
+                # An event's copy, which never says what was paid off Stripe: retrieve it.
+                outcome = reconcile_invoice(
+                    conference=self.conference, invoice=snapshot, source="reconcile"
+                )
+            elif purchase_order_id is not None:
                 # The page's query found the PO (this conference, current invoice): apply.
                 apply_invoice_snapshot(
                     purchase_order=PurchaseOrder(pk=purchase_order_id),
@@ -337,6 +342,7 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
             "status": "open",
             "collection_method": "send_invoice",
             "limit": PAGE_SIZE,
+            "expand": ["data.amount_paid_off_stripe"],  # includable: only when asked for
         }
         for invoices in _prefetched(_pages(client, "/v1/invoices", invoice_params)):
             summary.invoice_pages += 1

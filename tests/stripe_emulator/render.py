@@ -191,7 +191,6 @@ def render_invoice(
         "amount_due": due,
         "amount_overpaid": invoice.amount_overpaid,
         "amount_paid": invoice.amount_paid,
-        "amount_paid_off_stripe": invoice.amount_paid_off_stripe,
         "amount_remaining": remaining,
         "amount_shipping": 0,
         "application": None,
@@ -294,6 +293,11 @@ def render_invoice(
         "total_taxes": [],
         "webhooks_delivered_at": invoice.webhooks_delivered_at,
     }
+    if "amount_paid_off_stripe" in expand:
+        # An includable property: "You can include this property in API requests (for example,
+        # retrieving an invoice). The property isn't available in event payloads" (changelog
+        # 2026-05-27.dahlia); without ``expand[]=amount_paid_off_stripe`` it is absent.
+        rendered["amount_paid_off_stripe"] = invoice.amount_paid_off_stripe
     if "payments" in expand:
         payments = [account.invoice_payments[pid] for pid in reversed(invoice.payment_ids)]
         rendered["payments"] = {

@@ -73,7 +73,7 @@ NOT_SENT: dict[str, set[str]] = {
         "tax",
         "tax_ids",
     },
-    "invoice": {"deleted", "payments", "threshold_reason"},
+    "invoice": {"amount_paid_off_stripe", "deleted", "payments", "threshold_reason"},
     "invoice item": {"deleted"},
     "invoice line": set(),
     "invoice payment": set(),
@@ -179,7 +179,11 @@ def _every_object(
         }
     )
     attached = client.v1.invoices.attach_payment(
-        invoice.id, params={"payment_record": record.id, "expand": ["payments", "customer"]}
+        invoice.id,
+        params={
+            "payment_record": record.id,
+            "expand": ["payments", "customer", "amount_paid_off_stripe"],
+        },
     )
     remaining = client.v1.invoices.retrieve(invoice.id).amount_remaining
     closing = client.v1.credit_notes.create(  # mixed: the remainder, and a refund beyond it
