@@ -215,7 +215,7 @@ class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
         help_text="Only to record more than is still due, on purpose: why.",
     )
     # The payment's own key, posted back: the same form submitted twice records one payment.
-    payment_uid = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
+    payment_uid = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4, required=False)
 
     class Meta:
         model = PurchaseOrderPayment
@@ -272,7 +272,7 @@ class ManualPaymentFormSet(
                     payment_date=data["payment_date"],
                     note=data.get("note") or "",
                     created_by=staff_member(request),
-                    uid=data["payment_uid"],
+                    uid=data.get("payment_uid"),
                     overpayment_reason=data.get("overpayment_reason") or "",
                 )
             except InvalidPayment as error:
