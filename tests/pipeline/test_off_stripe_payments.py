@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 Status = PurchaseOrder.Status
 Method = PurchaseOrderPayment.Method
 TODAY = datetime.date(2026, 12, 1)
-WITH_OFF_STRIPE = {"expand": ["amount_paid_off_stripe"]}
+WITH_OFF_STRIPE: stripe.params.InvoiceRetrieveParams = {"expand": ["amount_paid_off_stripe"]}
 
 
 def invoiced(make_purchase_order: MakePurchaseOrder, conference: Conference) -> PurchaseOrder:
