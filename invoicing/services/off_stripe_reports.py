@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from functools import partial
 
 import stripe
 from django.db import transaction
@@ -118,8 +119,10 @@ def request_waiting_reports(purchase_order: PurchaseOrder) -> int:
             stripe_report_error="",
         ).values_list("pk", flat=True)
     )
-    for pk in waiting:
-        background.request(Job.REPORT_OFF_STRIPE_PAYMENT, pk)
+    for pk in waiting:  # after commit: the worker must see what this transaction wrote
+        transaction.on_commit(
+            partial(background.request, Job.REPORT_OFF_STRIPE_PAYMENT, pk), robust=True
+        )
     return len(waiting)
 
 
