@@ -31,7 +31,7 @@ from invoicing.errors import InvoiceAlreadyAttached, InvoiceMismatch, PurchaseOr
 from invoicing.logging import log_state_change
 from invoicing.models import PurchaseOrder, StripeCustomer, validate_payment_method_types
 from invoicing.selectors import reload_purchase_order
-from invoicing.services.invoice_snapshots import InvoiceSnapshot
+from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE, InvoiceSnapshot
 from invoicing.services.keyed_writes import keyed_write, poisons_key, retrieve_if
 from invoicing.services.ledger import (
     apply_invoice_snapshot,
@@ -315,7 +315,7 @@ def _stop_if_cancelled(client: stripe.StripeClient, po: PurchaseOrder) -> None:
 
 def _retrieve_for_resume(client: stripe.StripeClient, po: PurchaseOrder) -> stripe.Invoice:
     try:
-        return client.v1.invoices.retrieve(po.stripe_invoice_id)
+        return client.v1.invoices.retrieve(po.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE})
     except stripe.InvalidRequestError as exc:
         if exc.code != "resource_missing":
             raise

@@ -27,7 +27,7 @@ from invoicing.selectors import (
     void_refusal,
 )
 from invoicing.services.invoice_creation import create_stripe_invoice
-from invoicing.services.invoice_snapshots import InvoiceSnapshot
+from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE, InvoiceSnapshot
 from invoicing.services.keyed_writes import keyed_write, retrieve_if
 from invoicing.services.ledger import apply_invoice_snapshot, lock_purchase_order
 from invoicing.services.purchase_orders import (
@@ -50,7 +50,9 @@ def _void(client: stripe.StripeClient, po: PurchaseOrder, invoice_id: str) -> st
     invoice = keyed_write(
         po,
         "void",
-        lambda key: client.v1.invoices.void_invoice(invoice_id, options={"idempotency_key": key}),
+        lambda key: client.v1.invoices.void_invoice(
+            invoice_id, params={"expand": WITH_OFF_STRIPE}, options={"idempotency_key": key}
+        ),
         verify=retrieve_if(
             client, invoice_id, lambda found: found.status == StripeInvoiceStatus.VOID
         ),
@@ -83,7 +85,7 @@ def cancel_invoiced_purchase_order(
         purchase_order.refresh_from_db()
         return
     client = build_stripe_client(po.conference)
-    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE})
     if invoice.status == StripeInvoiceStatus.DRAFT:
         invoice = client.v1.invoices.delete(invoice.id)
     elif invoice.status in PAYABLE_STATUSES:
@@ -120,7 +122,7 @@ def void_stripe_invoice(purchase_order: PurchaseOrder, *, voided_by: User | None
         return  # voided already: a repeated request
     ensure_allowed(void_refusal, po, verb="voided")
     client = build_stripe_client(po.conference)
-    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE})
     if invoice.status in PAYABLE_STATUSES:
         invoice = _void(client, po, invoice.id)
     apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="void")
@@ -166,7 +168,9 @@ def reissue_stripe_invoice(
         ensure_allowed(reissue_refusal, po, verb="re-issued")
         if po.status == Status.INVOICE_UNCOLLECTIBLE:
             client = build_stripe_client(po.conference)
-            invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+            invoice = client.v1.invoices.retrieve(
+                po.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE}
+            )
             apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reissue")
             if invoice.status in PAYABLE_STATUSES:
                 invoice = _void(client, po, invoice.id)

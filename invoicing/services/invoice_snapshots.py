@@ -19,6 +19,10 @@ from invoicing import money
 from invoicing.errors import EventRejected
 from invoicing.stripe_invoice_status import STRIPE_REPORTED_STATUSES, StripeInvoiceStatus
 
+# Stripe returns amount_paid_off_stripe only when asked for ("includable": expand[]=...), never in
+# event payloads (changelog 2026-05-27.dahlia); every retrieve whose answer the ledger applies asks.
+WITH_OFF_STRIPE: Final = ["amount_paid_off_stripe"]
+
 # Order in which an invoice's status can move; a snapshot never moves the mirror backwards.
 _STATUS_RANK: Final[Mapping[str, int]] = {
     StripeInvoiceStatus.DRAFT: 0,
@@ -82,6 +86,7 @@ class InvoiceSnapshot:
     starting_balance: int = 0
     ending_balance: int | None = None
     number: str = ""
+    created: int = 0
     hosted_invoice_url: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
 
@@ -149,6 +154,7 @@ class InvoiceSnapshot:
             starting_balance=_optional_int(data, "starting_balance"),
             ending_balance=_included_int(data, "ending_balance"),
             number=_optional_str(data, "number"),
+            created=_optional_int(data, "created"),
             hosted_invoice_url=_optional_str(data, "hosted_invoice_url"),
             metadata=metadata,
         )

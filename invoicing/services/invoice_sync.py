@@ -24,7 +24,12 @@ from django.utils import timezone
 from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.selectors import ensure_allowed, reload_purchase_order, sync_refusal
-from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
+from invoicing.services.invoice_snapshots import (
+    WITH_OFF_STRIPE,
+    InvoiceLike,
+    InvoiceSnapshot,
+    as_snapshot,
+)
 from invoicing.services.ledger import (
     apply_invoice_snapshot,
     apply_invoice_snapshot_locked,
@@ -54,10 +59,6 @@ INVOICE_PAYMENT_EVENTS: Final = frozenset({"invoice_payment.paid"})
 HANDLED_EVENT_TYPES: Final = INVOICE_SNAPSHOT_EVENTS | INVOICE_PAYMENT_EVENTS
 
 
-# Stripe returns amount_paid_off_stripe only when asked for ("includable"), never in events.
-WITH_OFF_STRIPE: Final = ["amount_paid_off_stripe"]
-
-
 def lacks_the_split(purchase_order: PurchaseOrder, snapshot: InvoiceSnapshot) -> bool:
     """A view (an event payload) that shows money the ledger lacks without saying how much of it
     was paid off Stripe: only a retrieve with ``amount_paid_off_stripe`` can say how to record it.
@@ -78,7 +79,12 @@ class EventOutcome(enum.StrEnum):
 
 
 def sync_invoice(
-    *, purchase_order: PurchaseOrder, invoice_id: str, source: str = "sync"
+    *,
+    purchase_order: PurchaseOrder,
+    invoice_id: str,
+    source: str = "sync",
+    event_id: str = "",
+    payment_date: datetime.date | None = None,
 ) -> Decimal:
     """Retrieve one of the PO's invoices with its conference's key and apply it (internal).
 
@@ -95,6 +101,8 @@ def sync_invoice(
             locked,
             InvoiceSnapshot.from_invoice(invoice),
             source=source,
+            event_id=event_id,
+            payment_date=payment_date,
             extra_fields=("last_synced_at",),
         )
     purchase_order.refresh_from_db()
@@ -288,7 +296,13 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
         )
     if event_type != "invoice.sent" and lacks_the_split(po, snapshot):
         # Applied as retrieved instead, so the mirror never runs ahead of the ledger.
-        sync_invoice(purchase_order=po, invoice_id=snapshot.id, source=f"{event_type} {event_id}")
+        sync_invoice(
+            purchase_order=po,
+            invoice_id=snapshot.id,
+            source=event_type,
+            event_id=event_id,
+            payment_date=payment_date,
+        )
         return EventOutcome.HANDLED
     with transaction.atomic():
         locked = lock_purchase_order(po)

@@ -247,6 +247,38 @@ def mark_attached(payment: PurchaseOrderPayment) -> None:
     payment.stripe_attached_at = now
 
 
+def settle_unattached(
+    locked: PurchaseOrder,
+    payment: PurchaseOrderPayment,
+    invoice: InvoiceSnapshot,
+    *,
+    record_id: str,
+) -> None:
+    """The invoice stopped taking payments before the attach (PO lock held).
+
+    Usually (paid by card, voided) Stripe's ``amount_paid_off_stripe`` does not include the
+    payment, so it stops counting against the invoice. If the invoice was instead marked paid
+    outside Stripe meanwhile, the entry recorded for that was reduced by this payment while it
+    counted (it was pending): Stripe's figure covers it, and it stays counted.
+    """
+    stripe_off = money.from_minor_units(invoice.amount_paid_off_stripe or 0, locked.currency)
+    others = off_stripe_total(locked, invoice_id=invoice.id) - payment.amount
+    if stripe_off > others:
+        why = (
+            f"Not attached at Stripe: invoice {invoice.id} was marked paid outside Stripe "
+            "meanwhile, and Stripe counts this payment in that amount."
+        )
+        PurchaseOrderPayment.objects.filter(pk=payment.pk).update(stripe_report_error=why)
+        payment.stripe_report_error = why
+        return
+    mark_not_attachable(
+        locked,
+        payment,
+        f"Not attached at Stripe: invoice {invoice.id} is {invoice.status} and takes no more "
+        f"payments (payment record {record_id}). The payment stays in the ledger.",
+    )
+
+
 def mark_not_attachable(locked: PurchaseOrder, payment: PurchaseOrderPayment, why: str) -> None:
     """The invoice no longer takes payments: the entry stops counting against it (PO lock held).
 

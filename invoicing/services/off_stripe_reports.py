@@ -24,14 +24,11 @@ from invoicing.background import Job
 from invoicing.logging import log_state_change
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment
 from invoicing.services import ledger_off_stripe
-from invoicing.services.invoice_snapshots import InvoiceSnapshot
+from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE, InvoiceSnapshot
 from invoicing.services.ledger import apply_invoice_snapshot_locked, lock_purchase_order
 from invoicing.services.stripe_client import build_stripe_client
 
 logger = logging.getLogger(__name__)
-
-# The one view of an invoice that says how much of amount_paid was paid off Stripe.
-WITH_OFF_STRIPE = ["amount_paid_off_stripe"]
 
 
 def _midnight_utc(day: datetime.date) -> int:
@@ -163,11 +160,9 @@ def report_off_stripe_payment(payment: PurchaseOrderPayment) -> bool:
         if attached:
             ledger_off_stripe.mark_attached(payment)
         else:
-            why = (
-                f"Not attached at Stripe: invoice {invoice.id} is {invoice.status} and takes no "
-                f"more payments (payment record {record_id}). The payment stays in the ledger."
+            ledger_off_stripe.settle_unattached(
+                locked, payment, InvoiceSnapshot.from_invoice(invoice), record_id=record_id
             )
-            ledger_off_stripe.mark_not_attachable(locked, payment, why)
         apply_invoice_snapshot_locked(
             locked, InvoiceSnapshot.from_invoice(invoice), source="attach_payment"
         )
