@@ -24,6 +24,7 @@ from django.utils import timezone
 from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.selectors import ensure_allowed, reload_purchase_order, sync_refusal
+from invoicing.services.invoice_mirror import check_snapshot
 from invoicing.services.invoice_snapshots import (
     WITH_OFF_STRIPE,
     InvoiceLike,
@@ -62,10 +63,14 @@ HANDLED_EVENT_TYPES: Final = INVOICE_SNAPSHOT_EVENTS | INVOICE_PAYMENT_EVENTS
 def lacks_the_split(purchase_order: PurchaseOrder, snapshot: InvoiceSnapshot) -> bool:
     """A view (an event payload) that shows money the ledger lacks without saying how much of it
     was paid off Stripe: only a retrieve with ``amount_paid_off_stripe`` can say how to record it.
+
+    The view is checked first, as the ledger would (another PO's invoice, currency, mode, an
+    impossible amount: :class:`EventRejected`), so a bad payload is refused, never retrieved.
     """
-    return snapshot.amount_paid_off_stripe is None and not ledger_holds_all_paid(
-        purchase_order, snapshot
-    )
+    if snapshot.amount_paid_off_stripe is not None:
+        return False
+    check_snapshot(purchase_order, snapshot)
+    return not ledger_holds_all_paid(purchase_order, snapshot)
 
 
 class EventOutcome(enum.StrEnum):
