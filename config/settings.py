@@ -265,6 +265,7 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "cancel_purchase_order_task",
         "refund_purchase_order",
         "reduce_amount_owed",
+        "report_off_stripe_payment",
     )
 }
 
@@ -369,6 +370,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     "resume-stalled-invoice-creation": {
         "task": "workers.tasks.resume_stalled_invoice_creation",
+        "schedule": float(INVOICE_RESUME_INTERVAL_SECONDS),
+        "options": {"expire_seconds": INVOICE_RESUME_INTERVAL_SECONDS},
+    },
+    "report-pending-off-stripe-payments": {
+        "task": "workers.tasks.report_pending_off_stripe_payments",
         "schedule": float(INVOICE_RESUME_INTERVAL_SECONDS),
         "options": {"expire_seconds": INVOICE_RESUME_INTERVAL_SECONDS},
     },

@@ -30,6 +30,8 @@ class Job(enum.StrEnum):
     REFUND = "refund"  # (stripe_write_request_id,)
     REDUCE_AMOUNT_OWED = "reduce_amount_owed"  # (stripe_write_request_id,)
     RECONCILE_CONFERENCE = "reconcile_conference"  # (conference_id,)
+    # (payment_id,): a wire/check/other payment reported to Stripe and attached to its invoice.
+    REPORT_OFF_STRIPE_PAYMENT = "report_off_stripe_payment"
     PROCESS_STRIPE_EVENT = "process_stripe_event"  # (stripe_event_pk,)
     # (stripe_event_pk,): the webhook's; returns at once and is published after the answer, in
     # one message with the rows other requests recorded meanwhile.

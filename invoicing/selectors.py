@@ -91,6 +91,23 @@ def stalled_invoice_creations(*, idle_for: datetime.timedelta, limit: int = 500)
     )
 
 
+def stalled_off_stripe_reports(*, idle_for: datetime.timedelta, limit: int = 500) -> list[int]:
+    """Primary keys of staff payments to report to Stripe and not attached yet.
+
+    Recorded more than ``idle_for`` ago: their report message was lost, or its retries ran out.
+    """
+    return list(
+        PurchaseOrderPayment.objects.filter(
+            report_to_stripe=True,
+            stripe_attached_at__isnull=True,
+            stripe_report_error="",
+            recorded_at__lte=timezone.now() - idle_for,
+        )
+        .order_by("recorded_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
 def sync_refusal(po: PurchaseOrder) -> str:
     """Why the PO's invoice cannot be synced from Stripe now ("" when it can)."""
     if not po.stripe_invoice_id:

@@ -24,6 +24,7 @@ QUEUE_FOR_JOB: dict[Job, Callable[..., bool]] = {
     Job.REFUND: partial(enqueue, tasks.refund_purchase_order),
     Job.REDUCE_AMOUNT_OWED: partial(enqueue, tasks.reduce_amount_owed),
     Job.RECONCILE_CONFERENCE: partial(enqueue, tasks.sync_conference_invoices),
+    Job.REPORT_OFF_STRIPE_PAYMENT: partial(enqueue, tasks.report_off_stripe_payment),
     Job.PROCESS_STRIPE_EVENT: partial(enqueue, tasks.process_stripe_event),
     Job.PUBLISH_RECORDED_EVENT: publish_recorded_event,
     Job.SEND_NOTIFICATION: partial(enqueue, tasks.send_notification),

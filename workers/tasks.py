@@ -39,9 +39,14 @@ from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 
 from invoicing.errors import InvoiceAlreadyAttached
-from invoicing.models import Conference, PurchaseOrder, StripeWriteRequest
+from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeWriteRequest
 from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is_transient
-from invoicing.selectors import awaits_invoice, stalled_invoice_creations, sync_refusal
+from invoicing.selectors import (
+    awaits_invoice,
+    stalled_invoice_creations,
+    stalled_off_stripe_reports,
+    sync_refusal,
+)
 from invoicing.services import (
     amount_owed,
     creation_retry,
@@ -50,6 +55,7 @@ from invoicing.services import (
     invoice_lifecycle,
     invoice_sync,
     notifications,
+    off_stripe_reports,
     purchase_orders,
     reconciliation,
     refunds,
@@ -480,4 +486,43 @@ def resend_pending_notifications() -> int:
     pending = notifications.pending_notification_ids(older_than=timedelta(minutes=5))
     for notification_id in pending:
         send_notification.delay(notification_id)
+    return len(pending)
+
+
+# --- Payments made outside Stripe ----------------------------------------------------------------
+
+
+@shared_task(bind=True, name="workers.tasks.report_off_stripe_payment", max_retries=None)
+def report_off_stripe_payment(self: _BoundTask, payment_id: int) -> None:
+    """Report a wire/check/other payment to Stripe and attach it to its invoice (idempotent)."""
+    payment = _loaded(
+        self,
+        lambda: (
+            PurchaseOrderPayment.objects.select_related("purchase_order__conference")
+            .filter(pk=payment_id)
+            .first()
+        ),
+    )
+    if payment is None:
+        logger.info("report payment: payment %s no longer exists; nothing to do", payment_id)
+        return
+    _run_for_purchase_order(
+        self,
+        payment.purchase_order,
+        "Reporting a payment to Stripe",
+        lambda po: off_stripe_reports.report_off_stripe_payment(payment),
+        clears="Reporting a payment to Stripe",
+    )
+
+
+@shared_task(name="workers.tasks.report_pending_off_stripe_payments")
+def report_pending_off_stripe_payments() -> int:
+    """Beat: queue again the reports of payments recorded but not attached at Stripe yet."""
+    pending = stalled_off_stripe_reports(
+        idle_for=timedelta(seconds=settings.INVOICE_CREATION_GRACE_SECONDS)
+    )
+    for pk in pending:
+        report_off_stripe_payment.delay(pk)
+    if pending:
+        logger.warning("re-queued the Stripe report of %s off-Stripe payment(s)", len(pending))
     return len(pending)

@@ -6,6 +6,7 @@ and a new wire, check or other payment goes through ``record_payment``, never ``
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -24,6 +25,7 @@ from invoicing.admin.scoping import ConferenceScopedInline
 from invoicing.errors import InvalidPayment
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderLineItem, PurchaseOrderPayment
 from invoicing.services import purchase_orders
+from invoicing.services.ledger_off_stripe import report_outlook
 
 Status = PurchaseOrder.Status
 Method = PurchaseOrderPayment.Method
@@ -253,11 +255,33 @@ class PaymentLedgerInline(
         "amount_display",
         "reference",
         "stripe_invoice_id",
+        "stripe_report_display",
         "note",
         "created_by",
         "recorded_at",
     )
     readonly_fields = fields
+
+    @admin.display(description="At Stripe")
+    def stripe_report_display(self, obj: PurchaseOrderPayment) -> str:
+        """Where a payment made outside Stripe stands at Stripe, and why if it went nowhere."""
+        parts = []
+        if obj.method == Method.CREDIT_BALANCE:
+            parts.append(f"credit balance applied to invoice {obj.applied_invoice_id}")
+        elif obj.stripe_attached_at is not None:
+            parts.append(
+                f"reported ({obj.stripe_payment_record_id}) and attached to invoice "
+                f"{obj.applied_invoice_id}"
+            )
+        elif obj.off_stripe_paid_after is not None:
+            parts.append(f"marked paid outside Stripe on invoice {obj.applied_invoice_id}")
+        elif obj.report_to_stripe and not obj.stripe_report_error:
+            parts.append("being reported to Stripe")
+        if obj.stripe_report_error:
+            parts.append(obj.stripe_report_error)
+        if obj.overpayment_reason:
+            parts.append(f"overpayment on purpose: {obj.overpayment_reason}")
+        return "; ".join(parts) or "-"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PurchaseOrderPayment]:
         return super().get_queryset(request).select_related("purchase_order", "created_by")
@@ -272,6 +296,13 @@ class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
         choices=[(choice.value, choice.label) for choice in Method if choice != Method.STRIPE]
     )
     payment_date = forms.DateField(initial=timezone.localdate, widget=AdminDateWidget)
+    overpayment_reason = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="Only to record more than is still due, on purpose: why.",
+    )
+    # The payment's own key, posted back: the same form submitted twice records one payment.
+    payment_uid = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4, required=False)
 
     class Meta:
         model = PurchaseOrderPayment
@@ -282,6 +313,10 @@ class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
             "reference": forms.TextInput(attrs={"size": 14}),
             "amount": forms.NumberInput(attrs={"style": "width: 8em"}),
         }
+
+    def has_changed(self) -> bool:
+        # The hidden key is new on every page: only what the organizer typed counts.
+        return bool(set(self.changed_data) - {"payment_uid"})
 
     def clean_amount(self) -> Decimal:
         amount: Decimal = self.cleaned_data["amount"]
@@ -329,6 +364,8 @@ class ManualPaymentFormSet(
                     payment_date=data["payment_date"],
                     note=data.get("note") or "",
                     created_by=staff_member(request),
+                    uid=data.get("payment_uid"),
+                    overpayment_reason=data.get("overpayment_reason") or "",
                 )
             except InvalidPayment as error:
                 messages.error(
@@ -342,7 +379,7 @@ class ManualPaymentFormSet(
                 request,
                 f"{purchase_order.reference}: recorded a {payment.get_method_display().lower()} "
                 f"payment of {amount}; the PO is now "
-                f"{purchase_order.get_status_display().lower()}.",
+                f"{purchase_order.get_status_display().lower()}; {report_outlook(payment)}.",
             )
 
 

@@ -37,13 +37,14 @@ from invoicing.models import (
 )
 from invoicing.selectors import reload_purchase_order
 from invoicing.services.activity import record_activity
-from invoicing.services.invoice_snapshots import InvoiceSnapshot
+from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE, InvoiceSnapshot
 from invoicing.services.keyed_writes import keyed_write, retrieve_if
 from invoicing.services.ledger import (
     apply_invoice_snapshot,
     apply_invoice_snapshot_locked,
     lock_purchase_order,
 )
+from invoicing.services.off_stripe_reports import request_waiting_reports
 from invoicing.services.stripe_client import build_stripe_client
 from invoicing.services.stripe_customers import ensure_stripe_customer
 from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
@@ -301,7 +302,7 @@ def _stop_if_cancelled(client: stripe.StripeClient, po: PurchaseOrder) -> None:
 
 def _retrieve_for_resume(client: stripe.StripeClient, po: PurchaseOrder) -> stripe.Invoice:
     try:
-        return client.v1.invoices.retrieve(po.stripe_invoice_id)
+        return client.v1.invoices.retrieve(po.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE})
     except stripe.InvalidRequestError as exc:
         if exc.code != "resource_missing":
             raise
@@ -421,5 +422,7 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
             invoice_id,
             invoice.status,
         )
+    if po.invoice_sent_at is not None:
+        request_waiting_reports(po)  # payments recorded while the invoice was being created
     purchase_order.refresh_from_db()
     return po.stripe_invoice_url

@@ -38,7 +38,7 @@ from invoicing.selectors import (
 )
 from invoicing.services.activity import record_activity
 from invoicing.services.invoice_creation import create_stripe_invoice
-from invoicing.services.invoice_snapshots import InvoiceSnapshot
+from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE, InvoiceSnapshot
 from invoicing.services.keyed_writes import keyed_write, retrieve_if
 from invoicing.services.ledger import (
     apply_credit_note,
@@ -69,7 +69,9 @@ def _void(client: stripe.StripeClient, po: PurchaseOrder, invoice_id: str) -> st
     invoice = keyed_write(
         po,
         "void",
-        lambda key: client.v1.invoices.void_invoice(invoice_id, options={"idempotency_key": key}),
+        lambda key: client.v1.invoices.void_invoice(
+            invoice_id, params={"expand": WITH_OFF_STRIPE}, options={"idempotency_key": key}
+        ),
         verify=retrieve_if(
             client, invoice_id, lambda found: found.status == StripeInvoiceStatus.VOID
         ),
@@ -203,7 +205,7 @@ def cancel_invoiced_purchase_order(
         purchase_order.refresh_from_db()
         return
     client = build_stripe_client(po.conference)
-    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE})
     credited = (
         invoice.status == StripeInvoiceStatus.PAID
         and _our_credit_note(client, po, invoice.id, purpose=CANCEL) is not None
@@ -260,14 +262,16 @@ def void_stripe_invoice(purchase_order: PurchaseOrder, *, voided_by: User | None
         return  # voided already: a repeated request
     ensure_allowed(void_refusal, po, verb="voided")
     client = build_stripe_client(po.conference)
-    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE})
     if invoice.status in PAYABLE_STATUSES and invoice.amount_paid == 0:
         try:
             invoice = _void(client, po, invoice.id)
         except stripe.InvalidRequestError as exc:
             if exc.code != "invoice_not_editable":
                 raise
-            invoice = client.v1.invoices.retrieve(invoice.id)  # a payment is under way
+            invoice = client.v1.invoices.retrieve(  # a payment is under way
+                invoice.id, params={"expand": WITH_OFF_STRIPE}
+            )
     apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="void")
     if invoice.status in PAYABLE_STATUSES:
         # Stripe: "When an invoice has open or paid payments, you can't void or edit the invoice".
@@ -321,7 +325,9 @@ def reissue_stripe_invoice(
         ensure_allowed(reissue_refusal, po, verb="re-issued")
         if po.stripe_invoice_status not in VOIDED_STATUSES:
             client = build_stripe_client(po.conference)
-            invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+            invoice = client.v1.invoices.retrieve(
+                po.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE}
+            )
             apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reissue")
             if invoice.status in PAYABLE_STATUSES:
                 invoice = _end_invoice(client, po, invoice, purpose=REISSUE)

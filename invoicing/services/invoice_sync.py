@@ -30,12 +30,19 @@ from invoicing.services.event_types import (
     INVOICE_PAYMENT_EVENTS,
     INVOICE_SNAPSHOT_EVENTS,
 )
-from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
+from invoicing.services.invoice_mirror import check_snapshot
+from invoicing.services.invoice_snapshots import (
+    WITH_OFF_STRIPE,
+    InvoiceLike,
+    InvoiceSnapshot,
+    as_snapshot,
+)
 from invoicing.services.ledger import (
     apply_invoice_snapshot,
     apply_invoice_snapshot_locked,
     lock_purchase_order,
 )
+from invoicing.services.ledger_off_stripe import ledger_holds_all_paid
 from invoicing.services.stripe_client import StripeKeyMissing, build_stripe_client
 from invoicing.stripe_invoice_status import StripeInvoiceStatus
 
@@ -56,6 +63,19 @@ __all__ = [
 ]
 
 
+def lacks_the_split(purchase_order: PurchaseOrder, snapshot: InvoiceSnapshot) -> bool:
+    """A view (an event payload) that shows money the ledger lacks without saying how much of it
+    was paid off Stripe: only a retrieve with ``amount_paid_off_stripe`` can say how to record it.
+
+    The view is checked first, as the ledger would (another PO's invoice, currency, mode, an
+    impossible amount: :class:`EventRejected`), so a bad payload is refused, never retrieved.
+    """
+    if snapshot.amount_paid_off_stripe is not None:
+        return False
+    check_snapshot(purchase_order, snapshot)
+    return not ledger_holds_all_paid(purchase_order, snapshot)
+
+
 class EventOutcome(enum.StrEnum):
     """What an event handler did with an event."""
 
@@ -67,7 +87,12 @@ class EventOutcome(enum.StrEnum):
 
 
 def sync_invoice(
-    *, purchase_order: PurchaseOrder, invoice_id: str, source: str = "sync"
+    *,
+    purchase_order: PurchaseOrder,
+    invoice_id: str,
+    source: str = "sync",
+    event_id: str = "",
+    payment_date: datetime.date | None = None,
 ) -> Decimal:
     """Retrieve one of the PO's invoices with its conference's key and apply it (internal).
 
@@ -75,8 +100,8 @@ def sync_invoice(
     """
     po = reload_purchase_order(purchase_order)
     client = build_stripe_client(po.conference)
-    # amount_paid_off_stripe is includable: Stripe sends it only when asked (never in events).
-    invoice = client.v1.invoices.retrieve(invoice_id, params={"expand": ["amount_paid_off_stripe"]})
+    # Only a view with amount_paid_off_stripe tells Stripe's payments from the rest.
+    invoice = client.v1.invoices.retrieve(invoice_id, params={"expand": WITH_OFF_STRIPE})
     with transaction.atomic():
         locked = lock_purchase_order(po)
         locked.last_synced_at = timezone.now()
@@ -84,6 +109,8 @@ def sync_invoice(
             locked,
             InvoiceSnapshot.from_invoice(invoice),
             source=source,
+            event_id=event_id,
+            payment_date=payment_date,
             extra_fields=("last_synced_at",),
         )
     purchase_order.refresh_from_db()
@@ -185,6 +212,9 @@ def reconcile_invoice(
     )
     if po is None:
         return EventOutcome.IGNORED
+    if lacks_the_split(po, snapshot):
+        sync_invoice(purchase_order=po, invoice_id=snapshot.id, source=source)
+        return EventOutcome.HANDLED
     apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source=source)
     return EventOutcome.HANDLED
 
@@ -285,6 +315,16 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
         logger.warning(
             "po %s: a payment on invoice %s failed (event %s)", po.reference, snapshot.id, event_id
         )
+    if event_type != "invoice.sent" and lacks_the_split(po, snapshot):
+        # Applied as retrieved instead, so the mirror never runs ahead of the ledger.
+        sync_invoice(
+            purchase_order=po,
+            invoice_id=snapshot.id,
+            source=event_type,
+            event_id=event_id,
+            payment_date=payment_date,
+        )
+        return EventOutcome.HANDLED
     with transaction.atomic():
         locked = lock_purchase_order(po)
         extra: tuple[str, ...] = ()

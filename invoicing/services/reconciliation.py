@@ -10,12 +10,14 @@ Instead, per conference:
     life (``invoice.paid``, ``invoice.voided``, ``invoice.marked_uncollectible``) and to the
     refund, dispute and credit note events, created since the stored cursor minus
     ``RECONCILE_EVENTS_OVERLAP_SECONDS`` (events may become listable a little after their
-    timestamp), 100 a page. Each carries the object as it was then. This is what catches an
-    invoice that left ``open`` while its webhook was lost: it is in no list of open invoices any
-    more. The cursor then moves to the newest event's ``created`` (Stripe's clock, never ours).
-    Without a cursor (the first run) it reads what Stripe keeps (30 days).
+    timestamp), 100 a page. Each carries the object as it was then; an invoice comes without
+    ``amount_paid_off_stripe`` (never in events), so one that shows money the ledger lacks is
+    retrieved with it, and only invoices closed while their webhooks were lost cost a call. This
+    is what catches an invoice that left ``open`` while its webhook was lost: it is in no list of
+    open invoices any more. The cursor then moves to the newest event's ``created`` (Stripe's
+    clock, never ours). Without a cursor (the first run) it reads what Stripe keeps (30 days).
 (b) **Open invoices.** ``GET /v1/invoices?status=open&collection_method=send_invoice``, 100 a
-    page: partial payments on invoices still open.
+    page, with ``expand[]=data.amount_paid_off_stripe``: partial payments on invoices still open.
 (c) **The rest, one by one.** Only POs we consider open (mirrored invoice status ``open`` or
     ``uncollectible``) whose invoice appeared in neither (a) nor (b) are retrieved individually
     (an uncollectible invoice, one that left ``open`` before the cursor's window...).
@@ -30,10 +32,10 @@ the PO: it cannot change anything (``invoice_snapshots.mirrored_rank``). Only th
 ``ledger.apply_invoice_snapshot``, the single entry point, under the PO's row lock (through
 ``reconcile_invoice`` for an invoice no PO has as its current one: an earlier generation's). So a
 run costs about ``(open invoices + events) / 100 + stragglers + 2`` Stripe calls (plus one per
-refunded or disputed payment the ledger does not hold yet) and one transaction per object that
-actually changed: for 10,000 open invoices of which 5% were paid with their webhooks dropped,
-5 event pages + 95 invoice pages + 2 money lists = 102 calls (about 1% of the naive 10,000) and
-500 ledger transactions (measured: ``tests/benchmarks/reconciliation.py``).
+refunded or disputed payment the ledger does not hold yet, and one retrieve per invoice whose
+closing event shows money the ledger lacks: an event cannot say how much was paid off Stripe)
+and one transaction per object that actually changed (measured:
+``tests/benchmarks/reconciliation.py``; figures in the benchmarks README).
 
 Pages are read as plain JSON (``raw_request`` through the same rate-limited client), not as
 ``StripeObject`` trees, which cost more CPU than the HTTP call for 100 invoices; the next page is
@@ -65,7 +67,12 @@ from invoicing.models import Conference, PurchaseOrder, StripeSyncState
 from invoicing.retry import describe_error
 from invoicing.services.event_types import CHARGE_REFUNDED_EVENTS, MONEY_EVENTS
 from invoicing.services.invoice_snapshots import InvoiceSnapshot, mirrored_rank
-from invoicing.services.invoice_sync import EventOutcome, reconcile_invoice, sync_invoice
+from invoicing.services.invoice_sync import (
+    EventOutcome,
+    lacks_the_split,
+    reconcile_invoice,
+    sync_invoice,
+)
 from invoicing.services.ledger import apply_invoice_snapshot
 from invoicing.services.reconciliation_money import MoneyViews, reconcile_money
 from invoicing.services.stripe_client import build_stripe_client
@@ -142,6 +149,9 @@ class _Reconciler:
         self.conference = conference
         self.summary = summary
         self.seen: set[str] = set()
+        # Closing events' invoices that showed money the ledger lacks, without saying how much
+        # was paid off Stripe: applied from the paid list below, or retrieved in (c).
+        self.split_pending: dict[str, InvoiceSnapshot] = {}
 
     def _note_error(self, message: str) -> None:
         self.summary.errors += 1
@@ -193,7 +203,17 @@ class _Reconciler:
 
     def _reconcile(self, snapshot: InvoiceSnapshot, purchase_order_id: int | None) -> None:
         try:
-            if purchase_order_id is not None:
+            if purchase_order_id is not None and snapshot.amount_paid_off_stripe is None:
+                # An event's copy never says what was paid off Stripe: when it shows money the
+                # ledger lacks, it waits for a view that does (the paid list, or a retrieve).
+                po = PurchaseOrder.objects.select_related("conference").get(pk=purchase_order_id)
+                if lacks_the_split(po, snapshot):
+                    self.split_pending[snapshot.id] = snapshot
+                    self.seen.discard(snapshot.id)
+                    return
+                apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source="reconcile")
+                outcome = EventOutcome.HANDLED
+            elif purchase_order_id is not None:
                 # The page's query found the PO (this conference, current invoice): apply.
                 apply_invoice_snapshot(
                     purchase_order=PurchaseOrder(pk=purchase_order_id),
@@ -286,12 +306,33 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
             "status": "open",
             "collection_method": "send_invoice",
             "limit": PAGE_SIZE,
+            "expand": ["data.amount_paid_off_stripe"],  # includable: only when asked for
         }
         for invoices in _prefetched(_pages(client, "/v1/invoices", invoice_params)):
             summary.invoice_pages += 1
             summary.open_invoices += len(invoices)
             page = [reconciler.snapshot(invoice) for invoice in invoices]
             reconciler.apply_page(snapshot for snapshot in page if snapshot is not None)
+
+        # (a') invoices paid while their webhooks were lost, as listed with the off-Stripe split
+        wanted = {i for i, s in reconciler.split_pending.items() if s.status == "paid"}
+        wanted -= reconciler.seen
+        if wanted:
+            since = min(reconciler.split_pending[i].created for i in wanted)
+            paid_params: InvoiceListParams = {
+                "status": "paid",
+                "created": {"gte": since},
+                "limit": PAGE_SIZE,
+                "expand": ["data.amount_paid_off_stripe"],
+            }
+            for invoices in _pages(client, "/v1/invoices", paid_params):
+                summary.invoice_pages += 1
+                page = [reconciler.snapshot(invoice) for invoice in invoices]
+                found = [s for s in page if s is not None and s.id in wanted]
+                reconciler.apply_page(found)
+                wanted -= {s.id for s in found}
+                if not wanted:
+                    break
 
         # (c) POs we consider open that neither list mentioned
         stragglers = (

@@ -30,7 +30,8 @@ def test_a_payment_missing_from_the_ledger_is_reported_until_synced(
     stripe_emulator.pay_invoice(po.stripe_invoice_id, amount=1000)
     report = compare_with_stripe(emulator=stripe_emulator, conference=stripe_conference)
     assert report.problems == [
-        f"invoice {po.stripe_invoice_id}: Stripe amount_paid 10.00, ledger 0"
+        f"invoice {po.stripe_invoice_id}: Stripe amount_paid - amount_paid_off_stripe 10.00, "
+        "ledger 0"
     ]
 
     sync_stripe_invoice_status(po)

@@ -161,7 +161,17 @@ def test_wire_payments_drive_the_status(make_purchase_order: MakePurchaseOrder) 
     assert po.status == Status.PARTIALLY_PAID
     purchase_orders.record_payment(po, amount=Decimal("6000"), method="check", payment_date=TODAY)
     assert po.status == Status.PAID
-    purchase_orders.record_payment(po, amount=Decimal("0.01"), method="other", payment_date=TODAY)
+    with pytest.raises(InvalidPayment, match=r"0\.01 USD is more than the 0\.00 USD still due"):
+        purchase_orders.record_payment(
+            po, amount=Decimal("0.01"), method="other", payment_date=TODAY
+        )
+    purchase_orders.record_payment(
+        po,
+        amount=Decimal("0.01"),
+        method="other",
+        payment_date=TODAY,
+        overpayment_reason="Bank fee refunded twice",
+    )
     po.refresh_from_db()
     assert po.status == Status.OVERPAID
     assert po.amount_received == Decimal("6350.01")

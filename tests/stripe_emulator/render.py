@@ -333,8 +333,9 @@ def render_invoice(
         "webhooks_delivered_at": invoice.webhooks_delivered_at,
     }
     if "amount_paid_off_stripe" in expand:
-        # Includable, not sent by default: "You can include this property in API requests ...
-        # The property isn't available in event payloads" (changelog 2026-05-27.dahlia).
+        # An includable property: "You can include this property in API requests (for example,
+        # retrieving an invoice). The property isn't available in event payloads" (changelog
+        # 2026-05-27.dahlia); without ``expand[]=amount_paid_off_stripe`` it is absent.
         rendered["amount_paid_off_stripe"] = invoice.amount_paid_off_stripe
     if "payments" in expand:
         payments = [account.invoice_payments[pid] for pid in reversed(invoice.payment_ids)]

@@ -57,13 +57,19 @@ def compare_with_stripe(
     # (the emulator keeps Stripe's 25 requests/s sandbox limit on).
     client = build_stripe_client(conference)
     del emulator  # Stripe's side is read through the app's client (see above)
-    invoices = list(client.v1.invoices.list({"limit": 100}).auto_paging_iter())
+    invoices = list(
+        client.v1.invoices.list(
+            {"limit": 100, "expand": ["data.amount_paid_off_stripe"]}
+        ).auto_paging_iter()
+    )
     report.invoices = len(invoices)
 
     by_generation: dict[tuple[str, str], list[str]] = defaultdict(list)
     voided: set[str] = set()
-    amount_paid: dict[str, Decimal] = {}
+    amount_paid: dict[str, Decimal] = {}  # on Stripe: amount_paid - amount_paid_off_stripe
     currencies: dict[str, str] = {}
+    off_stripe: dict[str, Decimal] = {}
+    credit_applied: dict[str, Decimal] = {}
     for invoice in invoices:
         metadata = invoice.metadata.to_dict() if invoice.metadata is not None else {}
         uid = metadata.get("po_uid")
@@ -79,8 +85,15 @@ def compare_with_stripe(
             by_generation[(uid, metadata.get("generation", "?"))].append(invoice.id)
         elif invoice.status == "void":
             voided.add(invoice.id)
-        amount_paid[invoice.id] = money.from_minor_units(invoice.amount_paid, invoice.currency)
+        on_stripe = invoice.amount_paid - (invoice.amount_paid_off_stripe or 0)
+        amount_paid[invoice.id] = money.from_minor_units(on_stripe, invoice.currency)
         currencies[invoice.id] = invoice.currency
+        off_stripe[invoice.id] = money.from_minor_units(
+            invoice.amount_paid_off_stripe or 0, invoice.currency
+        )
+        if invoice.status != "draft" and invoice.starting_balance < 0:
+            applied = min(invoice.ending_balance or 0, 0) - invoice.starting_balance
+            credit_applied[invoice.id] = money.from_minor_units(applied, invoice.currency)
 
     for key, ids in by_generation.items():
         if len(ids) != 1:
@@ -128,9 +141,11 @@ def compare_with_stripe(
         ours = recorded_by_invoice.get(invoice_id, Decimal(0))
         if ours != stripe_paid:
             report.problems.append(
-                f"invoice {invoice_id}: Stripe amount_paid {stripe_paid}, ledger {ours}"
+                f"invoice {invoice_id}: Stripe amount_paid - amount_paid_off_stripe "
+                f"{stripe_paid}, ledger {ours}"
             )
     _compare_money_going_back(client, conference, currencies, report)
+    _compare_off_stripe(report, conference, off_stripe=off_stripe, credit_applied=credit_applied)
     return report
 
 
@@ -201,4 +216,36 @@ def _compare_money_going_back(
             if theirs != mine:
                 report.problems.append(
                     f"invoice {invoice_id or '(none)'}: Stripe {bucket} {theirs}, ledger {mine}"
+                )
+
+
+def _compare_off_stripe(
+    report: ConsistencyReport,
+    conference: Conference,
+    *,
+    off_stripe: dict[str, Decimal],
+    credit_applied: dict[str, Decimal],
+) -> None:
+    """Our off-Stripe entries per invoice equal its amount_paid_off_stripe; our credit-balance
+    entries the customer balance Stripe applied to it."""
+    Method = PurchaseOrderPayment.Method
+    for methods, stripe_side, label in (
+        ((Method.WIRE, Method.CHECK, Method.OTHER), off_stripe, "amount_paid_off_stripe"),
+        ((Method.CREDIT_BALANCE,), credit_applied, "credit balance applied"),
+    ):
+        rows = (
+            PurchaseOrderPayment.objects.filter(
+                purchase_order__conference=conference, method__in=methods
+            )
+            .exclude(applied_invoice_id="")
+            .values("applied_invoice_id")
+            .annotate(total=Sum("amount"))
+        )
+        ours_by_invoice = {row["applied_invoice_id"]: row["total"] for row in rows}
+        for invoice_id in sorted(set(ours_by_invoice) | {k for k, v in stripe_side.items() if v}):
+            stripe_says = stripe_side.get(invoice_id, Decimal(0))
+            ours = ours_by_invoice.get(invoice_id, Decimal(0))
+            if ours != stripe_says:
+                report.problems.append(
+                    f"invoice {invoice_id}: Stripe {label} {stripe_says}, ledger {ours}"
                 )

@@ -194,7 +194,8 @@ def test_idempotency_keys_attach_once(
         open_invoice.id, params={"payment_record": record.id}, options=attach
     )
     assert first.amount_paid == replay.amount_paid == 2000
-    expanded = client.v1.invoices.retrieve(
+    included = client.v1.invoices.retrieve(
         open_invoice.id, params={"expand": ["amount_paid_off_stripe"]}
     )
-    assert expanded.amount_paid_off_stripe == 2000
+    assert included.amount_paid_off_stripe == 2000
+    assert "amount_paid_off_stripe" not in client.v1.invoices.retrieve(open_invoice.id)

@@ -195,7 +195,11 @@ def _every_object(
         }
     )
     attached = client.v1.invoices.attach_payment(
-        invoice.id, params={"payment_record": record.id, "expand": ["payments", "customer"]}
+        invoice.id,
+        params={
+            "payment_record": record.id,
+            "expand": ["payments", "customer", "amount_paid_off_stripe"],
+        },
     )
     remaining = client.v1.invoices.retrieve(invoice.id).amount_remaining
     closing = client.v1.credit_notes.create(  # mixed: the remainder, and a refund beyond it
