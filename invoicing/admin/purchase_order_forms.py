@@ -292,13 +292,20 @@ class PaymentLedgerInline(
 
 
 class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
+    # Stripe's own entries (its payments, a customer's credit balance) come only from Stripe.
     method = forms.ChoiceField(
-        choices=[(choice.value, choice.label) for choice in Method if choice != Method.STRIPE]
+        choices=[
+            (choice.value, choice.label)
+            for choice in Method
+            if choice not in {Method.STRIPE, Method.CREDIT_BALANCE}
+        ],
+        widget=forms.Select(attrs={"style": "width: 9em"}),
     )
     payment_date = forms.DateField(initial=timezone.localdate, widget=AdminDateWidget)
     overpayment_reason = forms.CharField(
         required=False,
         max_length=500,
+        widget=forms.TextInput(attrs={"size": 12}),
         help_text="Only to record more than is still due, on purpose: why.",
     )
     # The payment's own key, posted back: the same form submitted twice records one payment.
@@ -309,8 +316,8 @@ class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
         fields = ("amount", "method", "payment_date", "reference", "note")
         # Narrow inputs: the row fits the PO's page at 1366 px.
         widgets: ClassVar = {
-            "note": forms.Textarea(attrs={"rows": 1, "cols": 16}),
-            "reference": forms.TextInput(attrs={"size": 14}),
+            "note": forms.Textarea(attrs={"rows": 1, "cols": 12}),
+            "reference": forms.TextInput(attrs={"size": 10}),
             "amount": forms.NumberInput(attrs={"style": "width: 8em"}),
         }
 

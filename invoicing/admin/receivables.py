@@ -51,7 +51,7 @@ class ReceivablesFilter(admin.SimpleListFilter):
             (OUTSTANDING, "Outstanding"),
             (OVERDUE, "Overdue"),
             *[(age.slug, f"Overdue {age.label}") for age in AGE_RANGES],
-            (ATTENTION, "Needs attention"),
+            (ATTENTION, "Needs attention (also void, uncollectible, overpaid)"),
         ]
 
     def queryset(

@@ -126,7 +126,7 @@ def _credit_remainder(
         purpose=purpose,
         amount_minor=remaining,
     )
-    return client.v1.invoices.retrieve(invoice_id)
+    return client.v1.invoices.retrieve(invoice_id, params={"expand": WITH_OFF_STRIPE})
 
 
 def _our_credit_note(
@@ -162,7 +162,7 @@ def _end_invoice(
         except stripe.InvalidRequestError as exc:
             if exc.code != "invoice_not_editable":
                 raise
-            invoice = client.v1.invoices.retrieve(invoice.id)
+            invoice = client.v1.invoices.retrieve(invoice.id, params={"expand": WITH_OFF_STRIPE})
             if invoice.amount_paid == 0:
                 raise InvalidTransition(
                     f"PO {po.reference}: Stripe refuses to void invoice {invoice.id}: a payment "
@@ -224,7 +224,7 @@ def cancel_invoiced_purchase_order(
             # The remainder moved under us (paid in full meanwhile): record what Stripe shows.
             apply_invoice_snapshot(
                 purchase_order=po,
-                invoice=client.v1.invoices.retrieve(invoice.id),
+                invoice=client.v1.invoices.retrieve(invoice.id, params={"expand": WITH_OFF_STRIPE}),
                 source="cancel",
             )
             raise

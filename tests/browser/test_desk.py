@@ -126,7 +126,7 @@ def test_a_bad_key_fixed_then_retry_and_an_absurd_amount_refused(
     expect(row).to_contain_text("5,000.00 USD")
     assert_no_sideways_scroll(page)
     shot(page, "01-list-needs-attention")
-    page.get_by_role("link", name="Needs attention").click()
+    page.get_by_role("link", name="Needs attention", exact=True).click()
     expect(page.locator("#result_list")).to_contain_text("DESK-0001")
 
     # 2. The PO's page says what went wrong and what to do, in plain words.

@@ -168,14 +168,22 @@ def test_void_of_a_part_paid_invoice_is_refused_and_re_issue_asks_only_for_the_b
     timeline = html[html.index('class="po-timeline"') :]
     timeline = timeline[: timeline.index("</table>")]
     # (The fixture approves with a plain UPDATE: no "Approved" line.)
-    for step in ("Invoice created and sent", "Payment received", "Invoice voided"):
+    # Stripe refuses to void a part-paid invoice: the re-issue credits its unpaid rest instead.
+    for step in (
+        "Invoice created and sent",
+        "Payment received",
+        "Credit note (unpaid remainder moved",
+    ):
         assert step in timeline, step
+    assert "Invoice voided" not in timeline
     assert "Re-issue started" in timeline
     assert "1,000.00 USD by Stripe" in timeline
     assert "admin" in timeline  # who voided and re-issued
-    # Only what the status allows is offered as a button: sync, void, cancel; no re-issue.
+    # Only what the status allows is offered as a button: the new invoice takes no payment yet,
+    # so void; the PO is part-paid, so re-issue and cancel; never approve or retry creation.
     assert 'value="void_selected"' in html
-    assert 'value="reissue_selected"' not in html
+    assert 'value="reissue_selected"' in html
+    assert 'value="approve_selected"' not in html
 
 
 def test_cancel_asks_for_a_reason_and_voids_first(

@@ -115,7 +115,7 @@ def test_a_finance_admin_refunds_from_the_po_page(
 ) -> None:
     finance = signed_in(part_paid.conference, Role.FINANCE)
     form = finance.get(page(part_paid, "refund"))
-    assert "Can still be refunded: <strong>2000.00 USD</strong>" in form.content.decode()
+    assert "Can still be refunded: <strong>2,000.00 USD</strong>" in form.content.decode()
     refused = finance.post(page(part_paid, "refund"), {"amount": "2500", "reason": "Dropped out"})
     assert "2500.00 USD is more than what can still be refunded (2000.00 USD)." in (
         refused.content.decode()

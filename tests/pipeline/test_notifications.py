@@ -35,7 +35,7 @@ from tests.core.conftest import MakeConference, MakePurchaseOrder
 from tests.core.test_stripe_invoicing import stripe_events as emulator_events
 from tests.pipeline.conftest import wait_for, wait_for_status
 from tests.stripe_emulator.handle import EmulatorHandle
-from workers import tasks
+from workers import money_tasks, tasks
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
 
@@ -76,7 +76,7 @@ def drain(po: PurchaseOrder, recipient: User) -> None:
             subject="marker",
             body="marker",
         )
-        tasks.send_notification.delay(marker.pk)
+        money_tasks.send_notification.delay(marker.pk)
         wait_for(Notification.objects.filter(pk=marker.pk, status="sent").exists)
         Notification.objects.filter(pk=marker.pk).delete()
     mail.outbox[:] = [m for m in mail.outbox if m.subject != "marker"]
@@ -109,7 +109,7 @@ def test_payment_and_paid_are_told_once_under_replays(
     settled(record(stripe_conference, paid_event))
     tasks.sync_purchase_order.delay(po.pk)
     for notification in Notification.objects.all():
-        tasks.send_notification.delay(notification.pk)
+        money_tasks.send_notification.delay(notification.pk)
     drain(po, organizer)
 
     assert sorted(m.subject for m in mailoutbox) == sorted(
@@ -183,8 +183,8 @@ def test_overdue_invoices_are_told_once_by_the_beat_task(
         invoice_due_at=timezone.now() + datetime.timedelta(days=3),
     )
 
-    tasks.notify_overdue_invoices.delay()
-    tasks.notify_overdue_invoices.delay()  # the beat runs it again an hour later
+    money_tasks.notify_overdue_invoices.delay()
+    money_tasks.notify_overdue_invoices.delay()  # the beat runs it again an hour later
     drain(po, organizer)
 
     assert [m.subject for m in mailoutbox] == [
