@@ -256,12 +256,16 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
     f"workers.tasks.{name}": {"queue": "stripe"}
     for name in (
         "create_invoice_for_purchase_order",
+        "retry_invoice_creation_task",
         "process_stripe_event",
         "sync_purchase_order",
         "sync_conference_invoices",
         "void_purchase_order_invoice",
         "reissue_purchase_order_invoice",
         "cancel_purchase_order_task",
+        "refund_purchase_order",
+        "reduce_amount_owed",
+        "report_off_stripe_payment",
     )
 }
 
@@ -316,6 +320,26 @@ INVOICE_RESUME_INTERVAL_SECONDS = env_int("INVOICE_RESUME_INTERVAL_SECONDS", 300
 # then the beat empties it, keeping id, type, status and times. Failed events keep theirs.
 STRIPE_EVENT_RETENTION_DAYS = env_int("STRIPE_EVENT_RETENTION_DAYS", 90, minimum=1)
 
+# --- E-mail (Django's mail backend; invoicing/services/notifications.py) --------------------------
+# The demo (DJANGO_DEBUG=1) prints e-mails on the console; production sends them over SMTP.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "invoicing@localhost")
+# Where the links in the e-mails point: the site's base URL (the admin's paths are appended).
+NOTIFICATION_BASE_URL = env_str("NOTIFICATION_BASE_URL", "http://localhost:8000")
+# How often the beat looks for invoices newly past due (each is told once).
+NOTIFY_OVERDUE_INTERVAL_SECONDS = env_int("NOTIFY_OVERDUE_INTERVAL_SECONDS", 3600, minimum=60)
+
 # django-celery-beat writes these into PeriodicTask rows when beat starts (an interval changed here
 # updates its row then). Each run expires after one interval, so a backlog never replays them all.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
@@ -334,8 +358,23 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 3600.0,
         "options": {"expire_seconds": 3600},
     },
+    "notify-overdue-invoices": {
+        "task": "workers.tasks.notify_overdue_invoices",
+        "schedule": float(NOTIFY_OVERDUE_INTERVAL_SECONDS),
+        "options": {"expire_seconds": NOTIFY_OVERDUE_INTERVAL_SECONDS},
+    },
+    "resend-pending-notifications": {
+        "task": "workers.tasks.resend_pending_notifications",
+        "schedule": 300.0,
+        "options": {"expire_seconds": 300},
+    },
     "resume-stalled-invoice-creation": {
         "task": "workers.tasks.resume_stalled_invoice_creation",
+        "schedule": float(INVOICE_RESUME_INTERVAL_SECONDS),
+        "options": {"expire_seconds": INVOICE_RESUME_INTERVAL_SECONDS},
+    },
+    "report-pending-off-stripe-payments": {
+        "task": "workers.tasks.report_pending_off_stripe_payments",
         "schedule": float(INVOICE_RESUME_INTERVAL_SECONDS),
         "options": {"expire_seconds": INVOICE_RESUME_INTERVAL_SECONDS},
     },

@@ -2,10 +2,11 @@
 
 A person holds at most one role in a conference (:class:`~invoicing.models.teams.Role`): a
 **viewer** reads its POs, ledger, events and customers; an **organizer** also creates and edits
-drafts, approves, syncs, voids, re-issues, cancels, records payments and replays events; a **finance
-admin** also changes the conference's settings, where its money goes included. Superusers hold
-every role everywhere. Nothing else opens a conference: Django's model permissions and groups
-do not (they still govern users, groups and the beat's schedule).
+drafts, approves, syncs, voids, re-issues, cancels, reduces what a PO owes, records payments and
+replays events; a **finance admin** also changes the conference's settings, where its money goes
+included, and refunds payments (money leaving the conference's account, like its settings).
+Superusers hold every role everywhere. Nothing else opens a conference: Django's model permissions
+and groups do not (they still govern users, groups and the beat's schedule).
 
 Selectors only: the admin filters every queryset and checks every object through them, and the
 services ask :func:`second_approver_refusal` before approving.
@@ -116,3 +117,18 @@ def second_approver_refusal(purchase_order: PurchaseOrder, approver: Person | No
             "a purchase order cannot approve it; ask another organizer."
         )
     return ""
+
+
+def may_refund(user: Person, conference_id: int | None) -> bool:
+    """Whether the user may give a PO's money back: finance admins only.
+
+    A refund sends money out of the conference's Stripe account, the same decision as where that
+    money goes (the conference's Stripe settings), so it takes the same role.
+    """
+    return may(user, conference_id, Role.FINANCE)
+
+
+def may_reduce(user: Person, conference_id: int | None) -> bool:
+    """Whether the user may lower what a PO's open invoice asks (organizers, as void and cancel,
+    which already stop the invoice asking anything; no money leaves the account)."""
+    return may(user, conference_id, Role.ORGANIZER)

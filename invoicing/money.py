@@ -53,6 +53,40 @@ _MINOR_UNIT_STEP: Final[dict[str, int]] = {
 }
 _CURRENCY_CODE = re.compile(r"[a-z]{3}")
 
+# Stripe's limits on one charge, which is what paying an invoice makes. The maximum: "The amount
+# value supports up to eight digits (e.g., a value of 99999999 for a USD charge of $999,999.99)"
+# (API reference, PaymentIntent ``amount``; https://docs.stripe.com/currencies
+# #minimum-and-maximum-charge-amounts). The minimums per currency are that page's table; for other
+# currencies Stripe asks for "$0.50 US or equivalent", which we cannot convert offline, so only the
+# maximum is checked for them.
+MAX_CHARGE_MINOR_UNITS: Final = 99_999_999
+MIN_CHARGE_MINOR_UNITS: Final[dict[str, int]] = {
+    "usd": 50,
+    "aed": 200,
+    "aud": 50,
+    "bgn": 100,
+    "brl": 50,
+    "cad": 50,
+    "chf": 50,
+    "czk": 1500,
+    "dkk": 250,
+    "eur": 50,
+    "gbp": 30,
+    "hkd": 400,
+    "huf": 17500,
+    "inr": 50,
+    "jpy": 50,
+    "mxn": 1000,
+    "myr": 200,
+    "nok": 300,
+    "nzd": 50,
+    "pln": 200,
+    "ron": 200,
+    "sek": 300,
+    "sgd": 50,
+    "thb": 1000,
+}
+
 
 class AmountNotRepresentable(InvoicingError):
     """The amount cannot be charged exactly in this currency at Stripe."""
@@ -100,6 +134,59 @@ def format_amount(amount: Decimal, currency: str) -> str:
         return f"{amount.quantize(step)} {code}"
     # More decimals than the currency has: show them all, without trailing zeros (1.500 -> 1.5).
     return f"{format(amount.normalize(), 'f')} {code}"
+
+
+def plain_amount(amount: Decimal, currency: str) -> str:
+    """An amount as a bare number in the currency's own decimals, for files an accountant reads.
+
+    ``5000.000`` USD is ``5000.00``, JPY ``5000``, KWD ``5.120``; never rounded: an amount with more
+    decimals than the currency has keeps them all, so the figure always parses back exactly.
+    """
+    step = Decimal(1).scaleb(-currency_exponent(currency))
+    if amount == amount.quantize(step):
+        return format(amount.quantize(step), "f")
+    return format(amount.normalize(), "f")
+
+
+def format_display(amount: Decimal, currency: str) -> str:
+    """Render an amount for people: the currency's decimals, thousands grouped (``5,000.00 USD``,
+    ``5,000 JPY``, ``5.000 KWD``); an amount with more decimals than the currency shows them all."""
+    code = currency.strip().upper()
+    try:
+        exponent = currency_exponent(currency)
+    except ValueError:
+        return f"{amount} {code}"
+    if not amount.is_finite():
+        return f"{amount} {code}"
+    step = Decimal(1).scaleb(-exponent)
+    shown = amount.quantize(step) if amount == amount.quantize(step) else amount.normalize()
+    if shown.as_tuple().exponent > 0:  # type: ignore[operator]  # 1E+3 -> 1000
+        shown = shown.quantize(Decimal(1))
+    return f"{shown:,f} {code}"
+
+
+def charge_limits(currency: str) -> tuple[Decimal, Decimal]:
+    """The smallest and largest amount Stripe charges in ``currency`` (see the table above)."""
+    code = normalize_currency(currency)
+    smallest = MIN_CHARGE_MINOR_UNITS.get(code, minor_unit_step(code))
+    return from_minor_units(smallest, code), from_minor_units(MAX_CHARGE_MINOR_UNITS, code)
+
+
+def charge_limit_problem(total: Decimal, currency: str) -> str:
+    """Why Stripe would refuse an invoice for ``total``, in an organizer's words ("" if not)."""
+    smallest, largest = charge_limits(currency)
+    if total > largest:
+        return (
+            f"The total, {format_display(total, currency)}, is more than Stripe can charge on one "
+            f"invoice ({format_display(largest, currency)} at most). Split it into several "
+            "purchase orders."
+        )
+    if total < smallest:
+        return (
+            f"The total, {format_display(total, currency)}, is less than the smallest amount "
+            f"Stripe charges in {currency.upper()} ({format_display(smallest, currency)})."
+        )
+    return ""
 
 
 def _require_decimal(amount: object) -> Decimal:

@@ -1,4 +1,5 @@
-"""May a PO be synced, voided, re-issued or cancelled? One answer for the admin and the services.
+"""May a PO be synced, voided, re-issued, cancelled, refunded or reduced? One answer for the admin
+and the services.
 
 Also the reads several services share: which POs still await their invoice, and a PO reloaded
 with what a Stripe call needs.
@@ -15,20 +16,34 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from typing import Final
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final
 
-from django.db.models import Q
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from invoicing import access, money
 from invoicing.errors import InvalidTransition
-from invoicing.models import PurchaseOrder
+from invoicing.models import (
+    CLOSED_DISPUTE_STATUSES,
+    ZERO,
+    PurchaseOrder,
+    PurchaseOrderDispute,
+    PurchaseOrderPayment,
+    StripeWriteRequest,
+)
 from invoicing.stripe_invoice_status import (
     PAST_OPEN_STATUSES,
     VOIDED_STATUSES,
     StripeInvoiceStatus,
 )
 
+if TYPE_CHECKING:
+    from invoicing.access import Person
+
 Status = PurchaseOrder.Status
+Kind = StripeWriteRequest.Kind
 
 # POs whose invoice is still to be created or sent: approved (or paid in part by wire meanwhile),
 # without an invoice that was sent or left the open state at Stripe (``has_complete_invoice``).
@@ -43,6 +58,11 @@ def reload_purchase_order(purchase_order: PurchaseOrder) -> PurchaseOrder:
     return PurchaseOrder.objects.select_related("conference", "stripe_customer").get(
         pk=purchase_order.pk
     )
+
+
+def open_disputes(purchase_order: PurchaseOrder) -> list[PurchaseOrderDispute]:
+    """The PO's chargebacks not decided yet (oldest first)."""
+    return list(purchase_order.disputes.exclude(status__in=CLOSED_DISPUTE_STATUSES))
 
 
 def awaits_invoice(purchase_order: PurchaseOrder) -> bool:
@@ -71,6 +91,23 @@ def stalled_invoice_creations(*, idle_for: datetime.timedelta, limit: int = 500)
     )
 
 
+def stalled_off_stripe_reports(*, idle_for: datetime.timedelta, limit: int = 500) -> list[int]:
+    """Primary keys of staff payments to report to Stripe and not attached yet.
+
+    Recorded more than ``idle_for`` ago: their report message was lost, or its retries ran out.
+    """
+    return list(
+        PurchaseOrderPayment.objects.filter(
+            report_to_stripe=True,
+            stripe_attached_at__isnull=True,
+            stripe_report_error="",
+            recorded_at__lte=timezone.now() - idle_for,
+        )
+        .order_by("recorded_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
 def sync_refusal(po: PurchaseOrder) -> str:
     """Why the PO's invoice cannot be synced from Stripe now ("" when it can)."""
     if not po.stripe_invoice_id:
@@ -90,16 +127,57 @@ def void_refusal(po: PurchaseOrder) -> str:
         return "its invoice is paid: nothing to void (refund it at Stripe instead)."
     if not po.has_complete_invoice:
         return "its invoice is not sent yet (still being created)."
+    if _part_paid_at_stripe(po):
+        return (
+            "its invoice has payments, and Stripe never voids an invoice with payments: "
+            "re-issue it or cancel the PO instead (either closes the unpaid rest with a credit "
+            "note; the payments stay)."
+        )
     return ""
+
+
+def _part_paid_at_stripe(po: PurchaseOrder) -> bool:
+    """The current invoice took some money at Stripe (as last mirrored)."""
+    return (po.stripe_amount_paid or 0) > 0
+
+
+def _uncollectible_with_payments(po: PurchaseOrder) -> bool:
+    return po.stripe_invoice_status == StripeInvoiceStatus.UNCOLLECTIBLE and _part_paid_at_stripe(
+        po
+    )
+
+
+_UNCOLLECTIBLE_WITH_PAYMENTS: Final = (
+    "its invoice is uncollectible and has payments: Stripe neither voids nor credits such an "
+    "invoice. The customer can still pay the rest on it."
+)
+
+
+def reissues_part_paid_invoice(po: PurchaseOrder) -> bool:
+    """A part-paid PO whose sent invoice is re-issued directly (closed by a credit note first).
+
+    Its invoice is open with payments (Stripe refuses to void it), or already closed by the
+    re-issue's credit note (``paid`` at Stripe while something is still owed).
+    """
+    return (
+        po.status == Status.PARTIALLY_PAID
+        and po.has_complete_invoice
+        and po.stripe_invoice_status in {StripeInvoiceStatus.OPEN, StripeInvoiceStatus.PAID}
+    )
 
 
 def reissue_refusal(po: PurchaseOrder) -> str:
     """Why the PO cannot get a new invoice now ("" when it can)."""
-    if po.status not in {Status.INVOICE_VOIDED, Status.INVOICE_UNCOLLECTIBLE}:
+    if po.status not in {
+        Status.INVOICE_VOIDED,
+        Status.INVOICE_UNCOLLECTIBLE,
+    } and not reissues_part_paid_invoice(po):
         return (
-            f"it is “{po.get_status_display()}”; only a PO whose invoice is void or "
-            "uncollectible is re-issued (void the invoice first)."
+            f"it is “{po.get_status_display()}”; only a part-paid PO or one whose invoice is "
+            "void or uncollectible is re-issued (void an unpaid invoice first)."
         )
+    if _uncollectible_with_payments(po):
+        return _UNCOLLECTIBLE_WITH_PAYMENTS
     if po.balance_due <= 0:
         return "everything is paid; there is nothing left to invoice."
     return ""
@@ -110,8 +188,39 @@ def cancel_refusal(po: PurchaseOrder) -> str:
     if po.status == Status.CANCELLED:
         return "it is already cancelled."
     if po.status in {Status.PAID, Status.OVERPAID}:
-        return f"it is {po.get_status_display().lower()}; refund the payments at Stripe first."
+        return (
+            f"it is {po.get_status_display().lower()}: refund the payments first, then cancel "
+            "(a part-paid PO is cancelled directly: the unpaid rest is credited at Stripe and "
+            "the payments stay)."
+        )
+    if _uncollectible_with_payments(po):
+        return _UNCOLLECTIBLE_WITH_PAYMENTS
     return ""
+
+
+def retry_creation_refusal(po: PurchaseOrder) -> str:
+    """Why the PO's blocked invoice creation cannot be retried now ("" when it can).
+
+    What we can check without Stripe: the PO still awaits its invoice, the conference has a key,
+    and the amount is one Stripe charges. Whether a fixed key now works, only the retry tells.
+    """
+    if not po.invoice_creation_blocked:
+        return "its invoice creation is not blocked; nothing to retry."
+    if not awaits_invoice(po):
+        return f"it is “{po.get_status_display()}”; only a PO awaiting its invoice is retried."
+    if not po.conference.has_stripe_key:
+        return (
+            f"conference {po.conference} has no Stripe secret key; a finance admin adds it on the "
+            "conference's page, then retry."
+        )
+    if problem := money.charge_limit_problem(po.total - po.invoice_credit, po.currency):
+        return f"{problem} Cancel this PO and create new ones."
+    return ""
+
+
+def needs_attention(po: PurchaseOrder) -> bool:
+    """A failure someone must look at: a blocked creation or the last background action failed."""
+    return po.invoice_creation_blocked or bool(po.invoice_error)
 
 
 def ensure_allowed(
@@ -123,3 +232,131 @@ def ensure_allowed(
     """
     if why := refusal(po):
         raise InvalidTransition(f"PO {po.reference}: not {verb}: {why}")
+
+
+# --- Refund and reduce the amount owed (services/refunds.py, services/amount_owed.py) ------------
+
+
+def _requested_total(po: PurchaseOrder, kind: str) -> Decimal:
+    """What the PO's requests of ``kind`` still to run speak for."""
+    total: Decimal = StripeWriteRequest.objects.filter(
+        purchase_order=po, kind=kind, state=StripeWriteRequest.State.QUEUED
+    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+    return total
+
+
+_Entry = PurchaseOrderPayment.Kind
+
+
+def stripe_received(po: PurchaseOrder) -> Decimal:
+    """The payments Stripe collected for the PO, on every invoice (refunds not deducted)."""
+    total: Decimal = PurchaseOrderPayment.objects.filter(
+        purchase_order=po, method=PurchaseOrderPayment.Method.STRIPE, kind=_Entry.PAYMENT
+    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+    return total
+
+
+def _refunds_not_in_ledger(po: PurchaseOrder) -> Decimal:
+    """Refunds our requests made that the ledger does not hold yet (ACH refunds at the bank)."""
+    waiting = StripeWriteRequest.objects.filter(
+        purchase_order=po, kind=Kind.REFUND, state=StripeWriteRequest.State.PENDING
+    ).values_list("plan", flat=True)
+    items = [item for plan in waiting for item in plan if item.get("refund")]
+    recorded = set(
+        PurchaseOrderPayment.objects.filter(
+            kind=_Entry.REFUND, stripe_object_id__in=[item["refund"] for item in items]
+        ).values_list("stripe_object_id", flat=True)
+    )
+    minor = sum(int(item["amount"]) for item in items if item["refund"] not in recorded)
+    return money.from_minor_units(minor, po.currency)
+
+
+def refundable_amount(po: PurchaseOrder) -> Decimal:
+    """What may still be refunded: Stripe's money in the ledger, net of refunds and disputes,
+    less what our refunds under way (queued, or at the bank) will take."""
+    net: Decimal = PurchaseOrderPayment.objects.filter(
+        purchase_order=po, method=PurchaseOrderPayment.Method.STRIPE
+    ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+    spoken_for = _requested_total(po, Kind.REFUND) + _refunds_not_in_ledger(po)
+    return max(ZERO, net - spoken_for)
+
+
+def refund_refusal(po: PurchaseOrder, *, by: Person | None) -> str:
+    """Why ``by`` cannot refund any of the PO's Stripe payments now ("" when they can)."""
+    if by is None or not access.may_refund(by, po.conference_id):
+        return f"only a finance admin of {po.conference} refunds payments."
+    if stripe_received(po) <= 0:
+        return "it has no Stripe payment to refund."
+    if refundable_amount(po) <= 0:
+        return "its Stripe payments are refunded already (or a refund of them is under way)."
+    return ""
+
+
+def _amount_refusal(amount: object, po: PurchaseOrder, *, most: Decimal, what: str) -> str:
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        return "enter an amount."
+    if amount <= 0:
+        return "the amount must be greater than zero."
+    try:
+        money.to_minor_units(amount, po.currency)
+    except money.AmountNotRepresentable as error:
+        return str(error)
+    if amount > most:
+        return (
+            f"{money.format_amount(amount, po.currency)} is more than {what} "
+            f"({money.format_amount(most, po.currency)})."
+        )
+    return ""
+
+
+def refund_amount_refusal(po: PurchaseOrder, amount: object) -> str:
+    """Why ``amount`` cannot be refunded on the PO ("" when it can)."""
+    return _amount_refusal(
+        amount, po, most=refundable_amount(po), what="what can still be refunded"
+    )
+
+
+def reducible_amount(po: PurchaseOrder) -> Decimal:
+    """What the PO's open invoice still asks, as last seen, less reductions queued."""
+    remaining = po.stripe_amount_remaining or ZERO
+    return max(ZERO, remaining - _requested_total(po, Kind.REDUCE))
+
+
+def reduce_refusal(po: PurchaseOrder, *, by: Person | None) -> str:
+    """Why ``by`` cannot reduce what the PO owes now ("" when they can)."""
+    if by is None or not access.may_reduce(by, po.conference_id):
+        return f"only an organizer of {po.conference} reduces what a PO owes."
+    if po.status == Status.CANCELLED:
+        return "it is cancelled."
+    if not po.stripe_invoice_id:
+        return "it has no Stripe invoice yet."
+    if po.stripe_invoice_status != StripeInvoiceStatus.OPEN:
+        status = po.stripe_invoice_status or "not sent yet"
+        return f"its invoice is {status}; only an open invoice's amount can be reduced."
+    if reducible_amount(po) <= 0:
+        return "its invoice asks for nothing more (or a reduction of all of it is under way)."
+    return ""
+
+
+def reduce_amount_refusal(po: PurchaseOrder, amount: object) -> str:
+    """Why the PO's open invoice cannot be lowered by ``amount`` ("" when it can)."""
+    return _amount_refusal(
+        amount, po, most=reducible_amount(po), what="what the invoice still asks"
+    )
+
+
+def write_request_outcome(row: StripeWriteRequest) -> str:
+    """Where a request stands, for the organizer: a refund sent to the bank is settled by the
+    ``refund.*`` webhooks in the ledger, so that is where its outcome is read."""
+    if row.state != StripeWriteRequest.State.PENDING:
+        return row.get_state_display()
+    ids = row.refund_ids
+    entries = PurchaseOrderPayment.objects.filter(
+        kind__in=[_Entry.REFUND, _Entry.REFUND_REVERSAL], stripe_object_id__in=ids
+    ).values_list("kind", "stripe_object_id")
+    recorded = {object_id for kind, object_id in entries if kind == _Entry.REFUND}
+    if any(kind == _Entry.REFUND_REVERSAL for kind, _ in entries):
+        return "Failed at the bank (the money came back)"
+    if set(ids) <= recorded:
+        return "Done (the bank confirmed)"
+    return row.get_state_display()

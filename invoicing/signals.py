@@ -29,7 +29,8 @@ from django.dispatch import receiver
 from invoicing import background
 from invoicing.background import Job
 from invoicing.logging import log_state_change
-from invoicing.models import Conference, PurchaseOrder
+from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
+from invoicing.services.ledger_off_stripe import awaits_report
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,38 @@ def queue_invoice_on_approval(
         return
     transaction.on_commit(
         partial(_queue_invoice_creation, instance.pk, instance.reference), robust=True
+    )
+
+
+def _queue_off_stripe_report(payment_id: int, reference: str) -> None:
+    queued = background.request(Job.REPORT_OFF_STRIPE_PAYMENT, payment_id)
+    log_state_change(
+        logger,
+        event="off_stripe_report_queued" if queued else "off_stripe_report_not_queued",
+        po_reference=reference,
+        level=logging.INFO if queued else logging.WARNING,
+        payment_id=payment_id,
+    )
+
+
+@receiver(post_save, sender=PurchaseOrderPayment, dispatch_uid="invoicing.queue_off_stripe_report")
+def queue_off_stripe_report(
+    sender: type[PurchaseOrderPayment],
+    instance: PurchaseOrderPayment,
+    created: bool,
+    raw: bool = False,
+    **_: Any,
+) -> None:
+    """A new wire/check/other payment counted against an invoice: report it after commit.
+
+    The row is the record of the request: if the broker loses the message, the beat's
+    ``report_pending_off_stripe_payments`` queues it again.
+    """
+    if raw or not created or not awaits_report(instance):
+        return
+    transaction.on_commit(
+        partial(_queue_off_stripe_report, instance.pk, instance.purchase_order.reference),
+        robust=True,
     )
 
 

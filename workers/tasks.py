@@ -1,7 +1,7 @@
 """Celery tasks. Each loads its row by primary key and calls one service.
 
-Failure policy (one place, :func:`_run_for_purchase_order`; the rule itself is
-:mod:`invoicing.retry`):
+Failure policy (one place, :func:`workers.task_policy.run_for_purchase_order`; the rule itself
+is :mod:`invoicing.retry`):
 
 - **Transient** (Stripe connection/5xx/409/429 incl. ``lock_timeout`` and the rate limiter's wait,
   database ``OperationalError``/``InterfaceError``, the soft time limit): retried with exponential
@@ -11,7 +11,7 @@ Failure policy (one place, :func:`_run_for_purchase_order`; the rule itself is
   ``PermissionError``, ``IdempotencyError``, anything unexpected): recorded on the PO and the task
   stops. A failed creation also sets ``invoice_creation_blocked``, so the resume task leaves the PO
   for a person.
-- Loading the task's rows comes first and is under the same rule (:func:`_loaded`): a database
+- Loading the task's rows comes first and is under the same rule (:func:`loaded`): a database
   that is away when the task starts is a transient failure, retried.
 - Success clears the recorded error. Work found already done (the invoice exists, the PO is gone,
   cancelled or already void) is a quiet no-op: every task may run twice (late acks, redeliveries,
@@ -28,20 +28,23 @@ queue, the beat's bookkeeping (fan-out, re-enqueue, resume) on ``default``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-from celery import Task, shared_task
+from celery import shared_task
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 
 from invoicing.errors import InvoiceAlreadyAttached
 from invoicing.models import Conference, PurchaseOrder
-from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is_transient
-from invoicing.selectors import awaits_invoice, stalled_invoice_creations, sync_refusal
+from invoicing.retry import describe_error, is_transient
+from invoicing.selectors import (
+    awaits_invoice,
+    stalled_invoice_creations,
+    sync_refusal,
+)
 from invoicing.services import (
+    creation_retry,
     event_retention,
     invoice_creation,
     invoice_lifecycle,
@@ -52,122 +55,30 @@ from invoicing.services import (
 )
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import User
+    pass
+
+# Autodiscovery imports this module only: importing money_tasks registers its tasks (their
+# names stay workers.tasks.*, so routes and the beat schedule are unchanged).
+from workers import money_tasks  # noqa: F401
+from workers.task_policy import (
+    BoundTask,
+    load_purchase_order,
+    load_user,
+    loaded,
+    retry_countdown,
+    run_for_purchase_order,
+)
 
 logger = logging.getLogger(__name__)
-
-_BoundTask = Task[Any, Any]
-_T = TypeVar("_T")
-
-
-# --- The failure policy --------------------------------------------------------------------------
-
-
-def _retry_countdown(task: _BoundTask) -> float | None:
-    """Seconds until the next retry, or None when the retry budget is spent."""
-    retries = int(task.request.retries or 0)
-    if retries >= settings.TASK_MAX_RETRIES:
-        return None
-    return backoff_seconds(retries + 1)
-
-
-def _record(po: PurchaseOrder, message: str, *, blocks_creation: bool) -> None:
-    try:
-        purchase_orders.record_invoice_error(po, message=message, blocks_creation=blocks_creation)
-    except DatabaseError as error:  # the database is the problem; the log keeps the reason
-        logger.error("po %s: could not record %r (%s)", po.reference, message, error)
-
-
-def _fail(
-    task: _BoundTask, po: PurchaseOrder, action: str, error: Exception, *, creates: bool
-) -> None:
-    """Retry a transient failure, or record a permanent one and stop (see the module doc)."""
-    description = describe_error(error)
-    if is_transient(error):
-        countdown = _retry_countdown(task)
-        if countdown is not None:
-            attempt = int(task.request.retries or 0) + 1
-            _record(
-                po,
-                f"{action} failed, retry {attempt} of {settings.TASK_MAX_RETRIES} in "
-                f"{countdown:.0f} s: {description}",
-                blocks_creation=False,
-            )
-            raise task.retry(exc=error, countdown=countdown)
-        # Out of retries; a later run (the resume task, a person) may still succeed.
-        _record(
-            po,
-            f"{action} failed after {settings.TASK_MAX_RETRIES} retries: {description}",
-            blocks_creation=False,
-        )
-        return None
-    _record(po, f"{action} failed: {description}", blocks_creation=creates)
-    if not has_known_cause(error):
-        logger.error("%s for po %s: unexpected error", action, po.reference, exc_info=error)
-    return None
-
-
-def _loaded(task: _BoundTask, load: Callable[[], _T]) -> _T:
-    """Run a read that comes before the failure policy (loading the task's rows).
-
-    The database may be away at that moment (a restart, a failover): a transient error is retried
-    with backoff like any other, instead of failing the task for good, which would leave the work
-    to the beat's recovery minutes later.
-    """
-    try:
-        return load()
-    except DatabaseError as error:
-        countdown = _retry_countdown(task) if is_transient(error) else None
-        if countdown is None:
-            raise
-        raise task.retry(exc=error, countdown=countdown) from error
-
-
-def _load_purchase_order(purchase_order_id: int, action: str) -> PurchaseOrder | None:
-    po = PurchaseOrder.objects.select_related("conference").filter(pk=purchase_order_id).first()
-    if po is None:
-        logger.info(
-            "%s: purchase order %s no longer exists; nothing to do", action, purchase_order_id
-        )
-    return po
-
-
-def _load_user(user_id: int | None) -> User | None:
-    if user_id is None:
-        return None
-    user: User | None = get_user_model().objects.filter(pk=user_id).first()
-    return user
-
-
-def _run_for_purchase_order(
-    task: _BoundTask,
-    po: PurchaseOrder,
-    action: str,
-    call: Callable[[PurchaseOrder], object],
-    *,
-    creates: bool = False,
-    clears: str | None = None,
-) -> bool:
-    """Call one service for the PO under the failure policy; True when it succeeded."""
-    try:
-        call(po)
-    except Exception as error:  # classified by _fail: retried, or recorded and stopped
-        _fail(task, po, action, error, creates=creates)
-        return False
-    try:
-        purchase_orders.clear_invoice_error(po, action=clears)
-    except DatabaseError as error:  # the work is done; the next success clears the message
-        logger.error("po %s: could not clear the last error (%s)", po.reference, error)
-    return True
 
 
 # --- Invoice creation ----------------------------------------------------------------------------
 
 
 @shared_task(bind=True, name="workers.tasks.create_invoice_for_purchase_order", max_retries=None)
-def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) -> None:
+def create_invoice_for_purchase_order(self: BoundTask, purchase_order_id: int) -> None:
     """Create, finalize and send the PO's invoice (queued on approval; resumable)."""
-    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "invoice creation"))
+    po = loaded(self, lambda: load_purchase_order(purchase_order_id, "invoice creation"))
     if po is None:
         return
     if not awaits_invoice(po):
@@ -189,7 +100,25 @@ def create_invoice_for_purchase_order(self: _BoundTask, purchase_order_id: int) 
         except InvoiceAlreadyAttached:
             logger.info("invoice creation for po %s: a concurrent run finished it", po.reference)
 
-    _run_for_purchase_order(self, po, "Invoice creation", create, creates=True)
+    run_for_purchase_order(self, po, "Invoice creation", create, creates=True)
+
+
+@shared_task(bind=True, name="workers.tasks.retry_invoice_creation_task", max_retries=None)
+def retry_invoice_creation_task(
+    self: BoundTask, purchase_order_id: int, requested_by_id: int | None = None
+) -> None:
+    """Lift a blocked creation and resume it (the organizer fixed the cause)."""
+    po = loaded(self, lambda: load_purchase_order(purchase_order_id, "invoice creation retry"))
+    if po is None:
+        return
+    user = loaded(self, lambda: load_user(requested_by_id))
+    run_for_purchase_order(
+        self,
+        po,
+        "Invoice creation",
+        lambda po: creation_retry.retry_invoice_creation(purchase_order=po, requested_by=user),
+        creates=True,
+    )
 
 
 @shared_task(name="workers.tasks.resume_stalled_invoice_creation")
@@ -210,7 +139,7 @@ def resume_stalled_invoice_creation() -> int:
 
 @shared_task(bind=True, name="workers.tasks.process_stripe_event", max_retries=None)
 def process_stripe_event(
-    self: _BoundTask, stripe_event_id: int, resume_claim: int | None = None
+    self: BoundTask, stripe_event_id: int, resume_claim: int | None = None
 ) -> None:
     """Process one inbox row (its primary key); its retries are counted on the row.
 
@@ -223,7 +152,7 @@ def process_stripe_event(
         )
     except stripe_events.ClaimNotSettled as error:
         cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
-        countdown = _retry_countdown(self) if is_transient(cause) else None
+        countdown = retry_countdown(self) if is_transient(cause) else None
         if countdown is None:
             logger.error(
                 "stripe event row %s: claimed but not settled, giving up for now (%s); "
@@ -239,7 +168,7 @@ def process_stripe_event(
             kwargs={"resume_claim": error.attempt},
         ) from error
     except DatabaseError as error:  # claiming failed; nothing of ours is held
-        countdown = _retry_countdown(self) if is_transient(error) else None
+        countdown = retry_countdown(self) if is_transient(error) else None
         if countdown is None:
             logger.error(
                 "stripe event row %s: giving up for now (%s); the beat re-enqueues it",
@@ -274,17 +203,15 @@ def purge_stripe_event_payloads() -> int:
 
 
 @shared_task(bind=True, name="workers.tasks.sync_purchase_order", max_retries=None)
-def sync_purchase_order(self: _BoundTask, purchase_order_id: int) -> None:
+def sync_purchase_order(self: BoundTask, purchase_order_id: int) -> None:
     """Fetch the PO's invoice from Stripe and bring it in (status, new payments)."""
-    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "sync"))
+    po = loaded(self, lambda: load_purchase_order(purchase_order_id, "sync"))
     if po is None:
         return
     if why := sync_refusal(po):
         logger.info("sync of po %s: %s nothing to do", po.reference, why)
         return
-    _run_for_purchase_order(
-        self, po, "Sync", invoice_sync.sync_stripe_invoice_status, clears="Sync"
-    )
+    run_for_purchase_order(self, po, "Sync", invoice_sync.sync_stripe_invoice_status, clears="Sync")
 
 
 @shared_task(name="workers.tasks.sync_open_invoices")
@@ -297,9 +224,9 @@ def sync_open_invoices() -> int:
 
 
 @shared_task(bind=True, name="workers.tasks.sync_conference_invoices", max_retries=None)
-def sync_conference_invoices(self: _BoundTask, conference_id: int) -> None:
+def sync_conference_invoices(self: BoundTask, conference_id: int) -> None:
     """Reconcile one conference's open invoices with Stripe (services/reconciliation.py)."""
-    conference = _loaded(
+    conference = loaded(
         self, lambda: Conference.objects.filter(pk=conference_id, is_active=True).first()
     )
     if conference is None or not conference.has_stripe_key:
@@ -308,7 +235,7 @@ def sync_conference_invoices(self: _BoundTask, conference_id: int) -> None:
     try:
         reconciliation.reconcile_conference(conference=conference)
     except Exception as error:  # the run's state row keeps last_error
-        countdown = _retry_countdown(self) if is_transient(error) else None
+        countdown = retry_countdown(self) if is_transient(error) else None
         if countdown is not None:
             raise self.retry(exc=error, countdown=countdown) from error
         logger.error(
@@ -321,28 +248,28 @@ def sync_conference_invoices(self: _BoundTask, conference_id: int) -> None:
 
 @shared_task(bind=True, name="workers.tasks.void_purchase_order_invoice", max_retries=None)
 def void_purchase_order_invoice(
-    self: _BoundTask, purchase_order_id: int, requested_by_id: int | None = None
+    self: BoundTask, purchase_order_id: int, requested_by_id: int | None = None
 ) -> None:
     """Void the PO's invoice without cancelling the PO (it can then be re-issued)."""
-    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "void"))
+    po = loaded(self, lambda: load_purchase_order(purchase_order_id, "void"))
     if po is None:
         return
-    user = _loaded(self, lambda: _load_user(requested_by_id))
-    _run_for_purchase_order(
+    user = loaded(self, lambda: load_user(requested_by_id))
+    run_for_purchase_order(
         self, po, "Void", lambda po: invoice_lifecycle.void_stripe_invoice(po, voided_by=user)
     )
 
 
 @shared_task(bind=True, name="workers.tasks.reissue_purchase_order_invoice", max_retries=None)
 def reissue_purchase_order_invoice(
-    self: _BoundTask, purchase_order_id: int, requested_by_id: int | None = None
+    self: BoundTask, purchase_order_id: int, requested_by_id: int | None = None
 ) -> None:
     """Replace a void or uncollectible invoice with a new one for the balance."""
-    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "re-issue"))
+    po = loaded(self, lambda: load_purchase_order(purchase_order_id, "re-issue"))
     if po is None:
         return
-    user = _loaded(self, lambda: _load_user(requested_by_id))
-    _run_for_purchase_order(
+    user = loaded(self, lambda: load_user(requested_by_id))
+    run_for_purchase_order(
         self,
         po,
         "Re-issue",
@@ -353,17 +280,17 @@ def reissue_purchase_order_invoice(
 
 @shared_task(bind=True, name="workers.tasks.cancel_purchase_order_task", max_retries=None)
 def cancel_purchase_order_task(
-    self: _BoundTask,
+    self: BoundTask,
     purchase_order_id: int,
     requested_by_id: int | None = None,
     reason: str = "",
 ) -> None:
     """Cancel the PO, voiding (or deleting) its Stripe invoice first."""
-    po = _loaded(self, lambda: _load_purchase_order(purchase_order_id, "cancel"))
+    po = loaded(self, lambda: load_purchase_order(purchase_order_id, "cancel"))
     if po is None:
         return
-    user = _loaded(self, lambda: _load_user(requested_by_id))
-    _run_for_purchase_order(
+    user = loaded(self, lambda: load_user(requested_by_id))
+    run_for_purchase_order(
         self,
         po,
         "Cancel",

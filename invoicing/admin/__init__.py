@@ -15,10 +15,19 @@ Rules the admin keeps, whatever a staff member clicks:
 from django.contrib import admin
 
 from invoicing.admin.conferences import ConferenceAdmin
+from invoicing.admin.notifications import NotificationAdmin, NotificationSubscriptionAdmin
 from invoicing.admin.purchase_orders import PurchaseOrderAdmin
 from invoicing.admin.stripe_records import StripeCustomerAdmin, StripeEventAdmin
 from invoicing.admin.teams import ConferenceRoleAdmin
-from invoicing.models import Conference, ConferenceRole, PurchaseOrder, StripeCustomer, StripeEvent
+from invoicing.models import (
+    Conference,
+    ConferenceRole,
+    Notification,
+    NotificationSubscription,
+    PurchaseOrder,
+    StripeCustomer,
+    StripeEvent,
+)
 
 admin.site.site_header = "PO invoicing"
 admin.site.site_title = "PO invoicing"
@@ -29,3 +38,5 @@ admin.site.register(ConferenceRole, ConferenceRoleAdmin)
 admin.site.register(PurchaseOrder, PurchaseOrderAdmin)
 admin.site.register(StripeCustomer, StripeCustomerAdmin)
 admin.site.register(StripeEvent, StripeEventAdmin)
+admin.site.register(NotificationSubscription, NotificationSubscriptionAdmin)
+admin.site.register(Notification, NotificationAdmin)

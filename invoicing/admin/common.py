@@ -20,7 +20,7 @@ def staff_member(request: HttpRequest) -> User | None:
 
 
 def amount_or_dash(amount: Decimal | None, currency: str) -> str:
-    return "-" if amount is None else money.format_amount(amount, currency)
+    return "-" if amount is None else money.format_display(amount, currency)
 
 
 class ReadOnlyAdminMixin:

@@ -17,7 +17,12 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from invoicing.admin.common import staff_member
-from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
+from invoicing.models import (
+    INVOICE_PAYMENT_METHOD_TYPES,
+    Conference,
+    PurchaseOrder,
+    PurchaseOrderPayment,
+)
 from invoicing.services import conference_settings
 from invoicing.services.conference_settings import (
     MONEY_ROUTING_FIELDS,
@@ -79,6 +84,19 @@ class ConferenceAdminForm(forms.ModelForm[Conference]):
             "or the footer: they decide where the money goes and what the customer reads."
         ),
     )
+    payment_method_types = forms.MultipleChoiceField(
+        label="Payment methods",
+        choices=[
+            (name, "ACH direct debit" if name == "us_bank_account" else name.replace("_", " "))
+            for name in sorted(INVOICE_PAYMENT_METHOD_TYPES)
+        ],
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={
+            "required": "Tick at least one payment method.",
+            "invalid_choice": "Unknown payment method type for invoices: %(value)s.",
+        },
+        help_text="How customers may pay on the hosted invoice page (Stripe's names).",
+    )
     switch_stripe_account = forms.BooleanField(
         required=False,
         label="Switch Stripe account",
@@ -102,6 +120,8 @@ class ConferenceAdminForm(forms.ModelForm[Conference]):
             "payment_method_types",
             "invoice_memo",
             "invoice_footer",
+            "invoice_shows_our_reference",
+            "automatic_tax",
         )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

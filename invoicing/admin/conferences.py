@@ -25,6 +25,7 @@ from invoicing.admin.conference_forms import (
     ConferenceAdminForm,
     key_mode,
 )
+from invoicing.admin.receivables import ReceivablesViews
 from invoicing.admin.scoping import ConferenceScopedAdmin
 from invoicing.background import Job
 from invoicing.logging import mask_secret
@@ -36,7 +37,7 @@ from invoicing.services.webhook_endpoints import webhook_path
 _HISTORY_ROWS = 50
 
 
-class ConferenceAdmin(ConferenceScopedAdmin[Conference]):
+class ConferenceAdmin(ReceivablesViews, ConferenceScopedAdmin[Conference]):
     form = ConferenceAdminForm
     conference_lookup = "pk"
     change_role = Role.FINANCE
@@ -49,6 +50,7 @@ class ConferenceAdmin(ConferenceScopedAdmin[Conference]):
         "stripe_key_display",
         "webhook_secret_display",
         "webhook_path_display",
+        "receivables_link",
     )
     list_filter = ("is_active", "currency")
     search_fields = ("name", "slug")
@@ -159,6 +161,8 @@ class ConferenceAdmin(ConferenceScopedAdmin[Conference]):
                         "payment_method_types",
                         "invoice_memo",
                         "invoice_footer",
+                        "invoice_shows_our_reference",
+                        "automatic_tax",
                     ]
                 },
             ),

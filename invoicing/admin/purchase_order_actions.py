@@ -27,7 +27,13 @@ from invoicing.admin.scoping import ConferenceScopedAdmin
 from invoicing.background import Job
 from invoicing.logging import log_state_change
 from invoicing.models import PurchaseOrder, Role
-from invoicing.selectors import cancel_refusal, reissue_refusal, sync_refusal, void_refusal
+from invoicing.selectors import (
+    cancel_refusal,
+    reissue_refusal,
+    retry_creation_refusal,
+    sync_refusal,
+    void_refusal,
+)
 from invoicing.services import purchase_orders
 
 logger = logging.getLogger(__name__)
@@ -51,6 +57,7 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
 
     actions = (
         "approve_selected",
+        "retry_creation_selected",
         "sync_selected",
         "void_selected",
         "reissue_selected",
@@ -143,6 +150,30 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
     def _refuse(self, request: HttpRequest, po: PurchaseOrder, verb: str, why: str) -> None:
         self.message_user(request, f"{po.reference}: not {verb}: {why}", messages.WARNING)
 
+    @admin.action(
+        description="Retry invoice creation (after fixing what blocked it)", permissions=["change"]
+    )
+    def retry_creation_selected(
+        self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
+    ) -> None:
+        for po in self._operable(request, queryset, "retried").order_by("reference"):
+            why = retry_creation_refusal(po)
+            if why:
+                self._refuse(request, po, "retried", why)
+                continue
+            self._queue(
+                request,
+                po,
+                event="invoice_creation_retry",
+                what="retry of the invoice creation",
+                next_step=(
+                    "the worker resumes where the last attempt stopped (a draft already at Stripe "
+                    "is reused); reload the page in a moment."
+                ),
+                job=Job.RETRY_INVOICE_CREATION,
+                args=(getattr(staff_member(request), "pk", None),),
+            )
+
     @admin.action(description="Sync with Stripe now", permissions=["change"])
     def sync_selected(self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]) -> None:
         for po in self._operable(request, queryset, "synced").order_by("reference"):
@@ -173,9 +204,10 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
             action="void_selected",
             title="Void these invoices?",
             explanation=(
-                "Each open or uncollectible invoice is voided at Stripe: the customer can no "
-                "longer pay it. Payments already received stay in the ledger. The PO then shows "
-                "“Invoice voided”, and you re-issue or cancel it."
+                "Each unpaid open or uncollectible invoice is voided at Stripe: the customer can "
+                "no longer pay it. The PO then shows “Invoice voided”, and you re-issue or cancel "
+                "it. Stripe never voids an invoice with payments: re-issue or cancel a part-paid "
+                "PO directly instead."
             ),
             describe=lambda po: (
                 f"invoice {po.stripe_invoice_id or '(none yet)'}, balance {_balance(po)}"
@@ -212,9 +244,11 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
             action="reissue_selected",
             title="Re-issue these invoices?",
             explanation=(
-                "For each PO whose invoice was voided or marked uncollectible, the worker creates "
-                "and emails a new Stripe invoice for the balance; payments received so far are "
-                "credited on it."
+                "For each PO whose invoice was voided or marked uncollectible, or is part-paid, "
+                "the worker creates and emails a new Stripe invoice for the balance; payments "
+                "received so far are credited on it. A part-paid invoice is first closed with a "
+                "credit note for its unpaid rest (it ends paid at Stripe and can take no more "
+                "money); its payments stay in the ledger."
             ),
             describe=lambda po: f"new invoice for the balance {_balance(po)} to {po.contact_email}",
             refusal=reissue_refusal,
@@ -241,7 +275,10 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
             )
         return None
 
-    @admin.action(description="Cancel (voids the Stripe invoice first)", permissions=["change"])
+    @admin.action(
+        description="Cancel (voids the Stripe invoice, or credits its unpaid rest, first)",
+        permissions=["change"],
+    )
     def cancel_selected(
         self, request: HttpRequest, queryset: QuerySet[PurchaseOrder]
     ) -> HttpResponse | None:
@@ -252,10 +289,12 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
             action="cancel_selected",
             title="Cancel these purchase orders?",
             explanation=(
-                "A PO with a Stripe invoice is cancelled by the worker once the invoice is voided "
-                "(or its draft deleted) at Stripe, so it can never be paid afterwards; one without "
-                "an invoice is cancelled now. Payments already received stay in the ledger. A paid "
-                "PO must be refunded first."
+                "A PO with a Stripe invoice is cancelled by the worker once the invoice can take "
+                "no more money: an unpaid invoice is voided (a draft deleted); a part-paid one "
+                "gets a credit note for its unpaid rest and ends paid at Stripe. One without an "
+                "invoice "
+                "is cancelled now. Payments already received stay in the ledger (refund them "
+                "separately if needed). A fully paid PO must be refunded first."
             ),
             describe=lambda po: f"total {_total(po)}, balance {_balance(po)}",
             refusal=cancel_refusal,
@@ -284,8 +323,11 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
                 request,
                 po,
                 event="cancel",
-                what=f"cancellation (voiding invoice {po.stripe_invoice_id} first)",
-                next_step="the PO shows “Cancelled” once Stripe confirmed the void.",
+                what=(
+                    f"cancellation (closing invoice {po.stripe_invoice_id} first: void if unpaid, "
+                    "a credit note for the unpaid rest if part-paid)"
+                ),
+                next_step="the PO shows “Cancelled” once Stripe confirmed it.",
                 job=Job.CANCEL_PURCHASE_ORDER,
                 args=(getattr(staff_member(request), "pk", None), reason),
             )
@@ -311,7 +353,12 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
         the person is sent back to the list with the reasons.
         """
         if request.POST.get("confirm") == "yes":
-            return None
+            if not ask_reason or str(request.POST.get("reason", "")).strip():
+                return None
+            # Asked again, with the reason required: the PO keeps it for whoever reads it later.
+            self.message_user(
+                request, "Give a reason: nothing was cancelled without one.", messages.ERROR
+            )
         selected = list(queryset.select_related("conference").order_by("reference"))
         if refusal is not None:
             for po in selected:

@@ -13,17 +13,9 @@ from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.db.models import (
-    DecimalField,
-    ExpressionWrapper,
-    F,
     ForeignKey,
-    OuterRef,
     QuerySet,
-    Subquery,
-    Sum,
-    Value,
 )
-from django.db.models.functions import Coalesce
 from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
@@ -31,6 +23,7 @@ from django.utils.safestring import SafeString
 
 from invoicing import access
 from invoicing.admin.common import amount_or_dash, staff_member
+from invoicing.admin.exports import PurchaseOrderExports
 from invoicing.admin.purchase_order_actions import PurchaseOrderActions
 from invoicing.admin.purchase_order_forms import (
     EDITABLE_ALWAYS,
@@ -43,15 +36,17 @@ from invoicing.admin.purchase_order_forms import (
     PurchaseOrderAdminForm,
     is_locked,
 )
+from invoicing.admin.purchase_order_ledger import credit_notes_table, disputes_table
+from invoicing.admin.purchase_order_money import PurchaseOrderMoneyViews, StripeWriteRequestInline
+from invoicing.admin.purchase_order_story import NeedsAttentionFilter, PurchaseOrderStory
+from invoicing.admin.receivables import ReceivablesFilter
 from invoicing.models import (
-    MONEY_DECIMAL_PLACES,
-    MONEY_MAX_DIGITS,
-    ZERO,
     PurchaseOrder,
     PurchaseOrderLineItem,
-    PurchaseOrderPayment,
     Role,
 )
+from invoicing.selectors import open_disputes
+from invoicing.selectors_overview import with_money_totals
 from invoicing.services import ledger
 
 Status = PurchaseOrder.Status
@@ -78,10 +73,6 @@ class ConcurrentChange(Exception):
     """The PO changed state between loading the form and saving it; nothing was saved."""
 
 
-def _money_field() -> DecimalField[Any, Any]:
-    return DecimalField(max_digits=MONEY_MAX_DIGITS + 6, decimal_places=MONEY_DECIMAL_PLACES)
-
-
 def _link(url: str, label: str) -> SafeString | str:
     if not url.startswith(("https://", "http://")):
         return "-"
@@ -93,53 +84,35 @@ class PurchaseOrderQuerySetMixin:
 
     @staticmethod
     def annotate_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrder]:
-        line_total = (
-            PurchaseOrderLineItem.objects.filter(purchase_order=OuterRef("pk"))
-            .order_by()
-            .values("purchase_order")
-            .annotate(
-                total=Sum(
-                    ExpressionWrapper(F("quantity") * F("unit_price"), output_field=_money_field())
-                )
-            )
-            .values("total")
-        )
-        paid_total = (
-            PurchaseOrderPayment.objects.filter(purchase_order=OuterRef("pk"))
-            .order_by()
-            .values("purchase_order")
-            .annotate(total=Sum("amount"))
-            .values("total")
-        )
-        zero = Value(ZERO, output_field=_money_field())
-        return queryset.annotate(
-            admin_total=Coalesce(Subquery(line_total, output_field=_money_field()), zero),
-            admin_paid=Coalesce(Subquery(paid_total, output_field=_money_field()), zero),
-        ).annotate(
-            admin_balance=ExpressionWrapper(
-                F("admin_total") - F("admin_paid"), output_field=_money_field()
-            )
-        )
+        return with_money_totals(queryset)
 
 
-class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
+class PurchaseOrderAdmin(
+    PurchaseOrderExports,
+    PurchaseOrderQuerySetMixin,
+    PurchaseOrderMoneyViews,
+    PurchaseOrderStory,
+    PurchaseOrderActions,
+):
     form = PurchaseOrderAdminForm
+    # Seven columns, the conference under the organization: the list fits 1366 px.
     list_display = (
         "reference",
-        "organization_name",
-        "conference",
-        "status",
+        "organization_display",
+        "status_badge",
         "total_display",
         "paid_display",
         "balance_display",
-        "invoice_link",
-        "stripe_invoice_number",
+        "invoice_display",
     )
     list_display_links = ("reference",)
     list_select_related = ("conference",)
     list_filter = (
+        NeedsAttentionFilter,
         "status",
+        ReceivablesFilter,
         ("conference", admin.RelatedOnlyFieldListFilter),
+        "currency",
         ("approved_at", admin.DateFieldListFilter),
     )
     search_fields = (
@@ -150,16 +123,29 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         "stripe_invoice_number",
     )
     ordering = ("-created_at",)
-    inlines = (LineItemInline, PaymentLedgerInline, ManualPaymentInline)
+    inlines = (
+        LineItemInline,
+        PaymentLedgerInline,
+        ManualPaymentInline,
+        StripeWriteRequestInline,
+    )
 
     _READONLY_ALWAYS: ClassVar = [
         "status",
+        "page_actions",
+        "problem_display",
+        "generations_display",
+        "timeline_display",
         "invoice_error",
         "invoice_error_at",
         "invoice_creation_blocked",
         "total_display",
+        "credited_display",
         "received_display",
         "balance_display",
+        "dispute_display",
+        "credit_notes_display",
+        "disputes_display",
         "approved_at",
         "approved_by",
         "cancelled_at",
@@ -168,6 +154,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         "created_by",
         "last_edited_by",
         "invoice_link",
+        "invoice_pdf_link",
         "stripe_amounts_display",
         "stripe_invoice_id",
         "stripe_invoice_number",
@@ -178,6 +165,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         "stripe_customer",
         "generation",
         "invoice_credit",
+        "invoice_credit_display",
         "last_synced_at",
         *_CREATION_STEPS,
         "created_at",
@@ -203,18 +191,23 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         if obj is None:
             return [terms]
         status_fields: list[Any] = [
+            "page_actions",
             "status",
-            ("total_display", "received_display", "balance_display"),
+            ("total_display", "credited_display", "received_display", "balance_display"),
             ("created_by", "last_edited_by"),
             ("approved_at", "approved_by"),
             ("cancelled_at", "cancelled_by"),
             "cancellation_reason",
         ]
-        if obj.invoice_error:
-            # Why the last background action (creation, sync, void, re-issue, cancel) failed.
-            status_fields.insert(
-                1, ("invoice_error", "invoice_error_at", "invoice_creation_blocked")
-            )
+        if obj.invoice_error or obj.invoice_creation_blocked:
+            # Why the last background action (creation, sync, void, re-issue, cancel) failed,
+            # in plain words and what to do, above everything else.
+            status_fields.insert(0, "problem_display")
+        if obj.disputes.exists():
+            status_fields.insert(status_fields.index("status") + 1, "dispute_display")
+            status_fields.append("disputes_display")
+        if obj.credits.exists():
+            status_fields.append("credit_notes_display")
         return [
             terms,
             ("Status and money", {"fields": status_fields}),
@@ -222,15 +215,16 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
                 "Stripe invoice (read-only: Stripe and the worker keep it)",
                 {
                     "fields": [
-                        "invoice_link",
+                        ("invoice_link", "invoice_pdf_link"),
                         ("stripe_invoice_id", "stripe_invoice_number", "stripe_invoice_status"),
                         "stripe_amounts_display",
-                        ("generation", "invoice_credit"),
+                        ("generation", "invoice_credit_display"),
                         "stripe_customer",
                         "last_synced_at",
                     ]
                 },
             ),
+            ("Invoices and history", {"fields": ["generations_display", "timeline_display"]}),
             (
                 "Invoice creation steps",
                 {
@@ -259,7 +253,7 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         if isinstance(value, Decimal):
             return value
         if name == "total":
-            return obj.total
+            return obj.amount_owed
         return obj.amount_received if name == "paid" else obj.balance_due
 
     @admin.display(description="Total", ordering="admin_total")
@@ -270,20 +264,54 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
     def paid_display(self, obj: PurchaseOrder) -> str:
         return amount_or_dash(self._amount(obj, "paid"), obj.currency)
 
-    @admin.display(description="Received (all methods)")
+    @admin.display(description="Received, net (all methods, less refunds and disputes)")
     def received_display(self, obj: PurchaseOrder) -> str:
         return self.paid_display(obj)
 
+    @admin.display(description="Credited (credit notes)")
+    def credited_display(self, obj: PurchaseOrder) -> str:
+        return amount_or_dash(obj.amount_credited, obj.currency)
+
+    @admin.display(description="Credit notes (read-only)")
+    def credit_notes_display(self, obj: PurchaseOrder) -> SafeString | str:
+        return credit_notes_table(obj)
+
+    @admin.display(description="Disputes (read-only)")
+    def disputes_display(self, obj: PurchaseOrder) -> SafeString | str:
+        return disputes_table(obj)
+
+    @admin.display(description="Dispute")
+    def dispute_display(self, obj: PurchaseOrder) -> str:
+        disputes = open_disputes(obj)
+        if not disputes:
+            return "None open"
+        return "; ".join(
+            f"OPEN: {dispute.stripe_dispute_id} ({dispute.status.replace('_', ' ')}, "
+            f"{dispute.reason or 'no reason given'}) for "
+            f"{amount_or_dash(dispute.amount, obj.currency)}"
+            for dispute in disputes
+        )
+
     @admin.display(description="Balance", ordering="admin_balance")
     def balance_display(self, obj: PurchaseOrder) -> str:
-        return amount_or_dash(self._amount(obj, "balance"), obj.currency)
+        return self.owed_display(obj, self._amount(obj, "balance"))
+
+    @admin.display(description="Credited on this invoice")
+    def invoice_credit_display(self, obj: PurchaseOrder) -> str:
+        return amount_or_dash(obj.invoice_credit, obj.currency)
 
     @admin.display(description="At Stripe")
     def stripe_amounts_display(self, obj: PurchaseOrder) -> str:
         if obj.stripe_amount_due is None:
             return "-"
+        tax = (
+            f"total {amount_or_dash(obj.stripe_invoice_total, obj.currency)} incl. tax "
+            f"{amount_or_dash(obj.stripe_invoice_tax, obj.currency)}, "
+            if obj.stripe_invoice_tax
+            else ""
+        )
         return (
-            f"due {amount_or_dash(obj.stripe_amount_due, obj.currency)}, "
+            f"{tax}due {amount_or_dash(obj.stripe_amount_due, obj.currency)}, "
             f"paid {amount_or_dash(obj.stripe_amount_paid, obj.currency)}, "
             f"remaining {amount_or_dash(obj.stripe_amount_remaining, obj.currency)}"
         )
@@ -291,6 +319,10 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
     @admin.display(description="Hosted invoice")
     def invoice_link(self, obj: PurchaseOrder) -> SafeString | str:
         return _link(obj.stripe_invoice_url, "Open invoice ↗")
+
+    @admin.display(description="Invoice PDF")
+    def invoice_pdf_link(self, obj: PurchaseOrder) -> SafeString | str:
+        return _link(obj.stripe_invoice_pdf, "Download PDF ↗")
 
     # --- saving --------------------------------------------------------------------------------
 
@@ -301,6 +333,17 @@ class PurchaseOrderAdmin(PurchaseOrderQuerySetMixin, PurchaseOrderActions):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
+        po = self.get_object(request, object_id) if object_id else None
+        if po is not None:
+            # The buttons of the money actions this person may take on this PO, and only those.
+            labels = {"refund": "Refund payments…", "reduce": "Reduce amount owed…"}
+            refusals = self.money_refusals(request, po)
+            extra_context = {
+                **(extra_context or {}),
+                "money_actions": [
+                    (kind, labels[kind]) for kind, why in refusals.items() if not why
+                ],
+            }
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except ConcurrentChange as error:

@@ -9,36 +9,46 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import BigIntegerField, CharField, OuterRef, QuerySet, Subquery
+from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from invoicing import access
 from invoicing.admin.common import ReadOnlyAdminMixin
 from invoicing.admin.scoping import ConferenceScopedAdmin
-from invoicing.models import Role, StripeCustomer, StripeEvent
+from invoicing.models import (
+    PurchaseOrder,
+    PurchaseOrderActivity,
+    Role,
+    StripeCustomer,
+    StripeEvent,
+)
 from invoicing.services import stripe_events
 
 
 class StripeCustomerAdmin(ReadOnlyAdminMixin, ConferenceScopedAdmin[StripeCustomer]):
-    list_display = ("email", "name", "conference", "stripe_customer_id", "created_at")
+    list_display = ("name", "email", "conference", "stripe_customer_id", "created_at")
     list_filter = (("conference", admin.RelatedOnlyFieldListFilter),)
     list_select_related = ("conference",)
-    search_fields = ("email", "name", "stripe_customer_id")
+    search_fields = ("organization_key", "email", "name", "stripe_customer_id")
 
 
 class StripeEventAdmin(ReadOnlyAdminMixin, ConferenceScopedAdmin[StripeEvent]):
+    # Newest first; the event id under its type and the PO it is about: fits 1366 px.
     list_display = (
-        "stripe_event_id",
-        "type",
+        "event_display",
+        "purchase_order_display",
         "conference",
         "status",
         "attempts",
         "last_error_short",
         "received_at",
-        "processed_at",
     )
+    ordering = ("-received_at", "-pk")
     list_filter = (
         "status",
         "type",
@@ -116,6 +126,51 @@ class StripeEventAdmin(ReadOnlyAdminMixin, ConferenceScopedAdmin[StripeEvent]):
             self.message_user(
                 request, f"{len(result.replayed)} event(s) queued again.", messages.SUCCESS
             )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[StripeEvent]:
+        # The PO of the invoice the event is about, in the same query as the rows: its current
+        # invoice, or one it had before a re-issue (kept in its activity).
+        invoice = Coalesce(KT("payload__data__object__invoice"), KT("payload__data__object__id"))
+        current = PurchaseOrder.objects.filter(
+            conference=OuterRef("conference"), stripe_invoice_id=OuterRef("about_invoice")
+        )
+        earlier = PurchaseOrderActivity.objects.filter(
+            purchase_order__conference=OuterRef("conference"),
+            stripe_invoice_id=OuterRef("about_invoice"),
+        ).exclude(stripe_invoice_id="")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(about_invoice=invoice)
+            .annotate(
+                po_pk=Coalesce(
+                    Subquery(current.values("pk")[:1]),
+                    Subquery(earlier.values("purchase_order_id")[:1]),
+                    output_field=BigIntegerField(),
+                ),
+                po_reference=Coalesce(
+                    Subquery(current.values("reference")[:1]),
+                    Subquery(earlier.values("purchase_order__reference")[:1]),
+                    output_field=CharField(),
+                ),
+            )
+        )
+
+    @admin.display(description="Event", ordering="type")
+    def event_display(self, obj: StripeEvent) -> SafeString:
+        return format_html(
+            '{}<br><span style="color:#666;font-size:11px">{}</span>',
+            obj.type,
+            obj.stripe_event_id,
+        )
+
+    @admin.display(description="PO")
+    def purchase_order_display(self, obj: StripeEvent) -> SafeString | str:
+        pk, reference = getattr(obj, "po_pk", None), getattr(obj, "po_reference", None)
+        if pk is None or not reference:
+            return "-"
+        url = reverse("admin:invoicing_purchaseorder_change", args=[pk])
+        return format_html('<a href="{}">{}</a>', url, reference)
 
     @admin.display(description="Last error")
     def last_error_short(self, obj: StripeEvent) -> str:

@@ -10,7 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from invoicing import money
+from invoicing import billing_details, money
 from invoicing.fields import EncryptedSecretField
 
 # Payment method types an invoice may offer (stripe-python's InvoiceCreateParams literal list).
@@ -98,6 +98,22 @@ def validate_currency(value: str) -> None:
         raise ValidationError(f"Write the currency in lowercase, as Stripe does: {code!r}.")
 
 
+def validate_billing_address(value: object) -> None:
+    problems = billing_details.address_problems(value)
+    if problems:
+        raise ValidationError(problems)
+
+
+def validate_tax_ids(value: object) -> None:
+    problems = billing_details.tax_id_problems(value)
+    if problems:
+        raise ValidationError(problems)
+
+
+def default_tax_ids() -> list[dict[str, str]]:
+    return []
+
+
 class Conference(models.Model):
     """A conference with its own Stripe account; nothing crosses from one conference to another."""
 
@@ -133,6 +149,17 @@ class Conference(models.Model):
         blank=True, default="", help_text="Shown on every invoice (Stripe 'description')."
     )
     invoice_footer = models.TextField(blank=True, default="")
+    invoice_shows_our_reference = models.BooleanField(
+        default=False,
+        help_text="Print our PO reference on invoices (“Our reference”), next to the buyer's.",
+    )
+    automatic_tax = models.BooleanField(
+        default=False,
+        help_text=(
+            "Stripe Tax computes the tax on each invoice (needs Stripe Tax set up in the account, "
+            "and a billing address on every PO); the company then owes the invoice's total."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -168,17 +195,27 @@ class Conference(models.Model):
 
 
 class StripeCustomer(models.Model):
-    """Our record of a conference's Stripe customer for one billing email.
+    """Our record of a conference's Stripe customer for one organization.
 
-    Created (or claimed) *before* the Stripe call, so the idempotency key ``customer-<uid>`` exists
-    before the customer does; later POs from the same email reuse it.
+    Keyed by the organization (``billing_details.organization_key``), not the e-mail: two
+    companies sharing an accounts-payable mailbox are two customers. Created (or claimed)
+    *before* the Stripe call, so the idempotency key ``customer-<uid>`` exists before the
+    customer does. ``name``, ``email``, ``address`` and ``tax_ids`` are what the customer says
+    at Stripe as last confirmed; ``details_digest`` fingerprints them, and an update to new
+    details runs under ``customer-<uid>-u<details_version>`` (services/stripe_customers.py).
     """
 
     conference = models.ForeignKey(
         Conference, on_delete=models.PROTECT, related_name="stripe_customers"
     )
+    organization_key = models.CharField(max_length=200)
     email = models.EmailField(help_text="Normalized: trimmed, lowercase.")
     name = models.CharField(max_length=200, blank=True, default="")
+    address = models.JSONField(default=dict, blank=True)
+    tax_ids = models.JSONField(default=default_tax_ids, blank=True)
+    details_digest = models.CharField(max_length=64, blank=True, default="")
+    pending_digest = models.CharField(max_length=64, blank=True, default="")
+    details_version = models.PositiveIntegerField(default=0)
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
     key_epoch = models.PositiveIntegerField(default=0)  # see PurchaseOrder.key_epoch
@@ -187,7 +224,8 @@ class StripeCustomer(models.Model):
     class Meta:
         constraints: ClassVar = [
             models.UniqueConstraint(
-                fields=("conference", "email"), name="stripe_customer_unique_email"
+                fields=("conference", "organization_key"),
+                name="stripe_customer_unique_organization",
             ),
             models.UniqueConstraint(
                 fields=("conference", "stripe_customer_id"),
@@ -197,7 +235,7 @@ class StripeCustomer(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.email} ({self.stripe_customer_id or 'not created yet'})"
+        return f"{self.name or self.email} ({self.stripe_customer_id or 'not created yet'})"
 
     @staticmethod
     def normalize_email(email: str) -> str:

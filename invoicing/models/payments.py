@@ -2,29 +2,55 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from invoicing import money
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 from invoicing.models.purchase_orders import PurchaseOrder
 
+_KINDS = ["payment", "refund", "refund_reversal", "dispute", "dispute_reinstatement"]
+_MONEY_IN = ["payment", "refund_reversal", "dispute_reinstatement"]
+_MONEY_OUT = ["refund", "dispute"]
+
 
 class PurchaseOrderPayment(models.Model):
-    """One entry of a PO's ledger.
+    """One entry of a PO's ledger: money in (payments) or out (refunds, disputes) at Stripe.
 
-    ``stripe`` rows are written only by the invoice-snapshot code: each one is the growth of a
-    Stripe invoice's ``amount_paid`` up to ``stripe_amount_paid_after`` (minor units, as Stripe
-    reports it), so the pair ``(stripe_invoice_id, stripe_amount_paid_after)`` identifies it.
+    ``payment`` rows of method ``stripe`` are written only by the invoice-snapshot code: each one
+    is the growth of what a Stripe invoice collected *on Stripe* (``amount_paid -
+    amount_paid_off_stripe``) up to ``stripe_amount_paid_after`` (minor units), so the pair
+    ``(stripe_invoice_id, stripe_amount_paid_after)`` identifies it. Money going back is keyed by
+    the Stripe object that moved it (``stripe_object_id``: a refund ``re_``/``pyr_`` or a dispute
+    ``dp_``), one row per kind, so the ledger is append-only: a failed refund or a won dispute
+    adds the opposite entry instead of deleting the first. The sum of a PO's rows is what it has
+    received, net.
+
+    Wire, check and other rows are money received outside Stripe. ``applied_invoice_id`` names the
+    Stripe invoice whose ``amount_paid_off_stripe`` counts them: staff payments reported there as a
+    PaymentRecord (``stripe_payment_record_id``, then ``stripe_attached_at``), and amounts marked
+    paid outside Stripe at Stripe itself (``off_stripe_paid_after``, Stripe's figure after them).
+    ``credit_balance`` rows are the customer's Stripe credit balance an invoice started from
+    (``starting_balance``), one per invoice.
     """
+
+    class Kind(models.TextChoices):
+        PAYMENT = "payment", "Payment"
+        REFUND = "refund", "Refund"
+        REFUND_REVERSAL = "refund_reversal", "Refund failed (money back)"
+        DISPUTE = "dispute", "Dispute: funds withdrawn"
+        DISPUTE_REINSTATEMENT = "dispute_reinstatement", "Dispute won: funds reinstated"
 
     class Method(models.TextChoices):
         STRIPE = "stripe", "Stripe"
         WIRE = "wire", "Wire transfer"
         CHECK = "check", "Check"
         OTHER = "other", "Other"
+        CREDIT_BALANCE = "credit_balance", "Customer credit balance (Stripe)"
 
     purchase_order = models.ForeignKey(
         PurchaseOrder, on_delete=models.PROTECT, related_name="payments"
@@ -33,6 +59,7 @@ class PurchaseOrderPayment(models.Model):
         max_digits=MONEY_MAX_DIGITS,
         decimal_places=MONEY_DECIMAL_PLACES,
     )
+    kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.PAYMENT)
     method = models.CharField(max_length=16, choices=Method.choices)
     reference = models.CharField(max_length=255, blank=True, default="")
     payment_date = models.DateField()
@@ -43,6 +70,33 @@ class PurchaseOrderPayment(models.Model):
         blank=True,
         help_text="The invoice's amount_paid (minor units) after this payment.",
     )
+    stripe_object_id = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="The Stripe refund or dispute behind a refund or dispute entry.",
+    )
+    # Idempotency keys of the Stripe writes reporting this payment: pay-<uid>-<step>. Also what a
+    # form posts back, so submitting it twice records one payment.
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    applied_invoice_id = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Off-Stripe and credit-balance entries: the Stripe invoice they count toward.",
+    )
+    off_stripe_paid_after = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Marked paid outside Stripe at Stripe: the invoice's amount_paid_off_stripe "
+        "(minor units) after this entry.",
+    )
+    # A staff payment to report to the PO's invoice at Stripe (now, or once the invoice is sent).
+    report_to_stripe = models.BooleanField(default=False)
+    stripe_payment_record_id = models.CharField(max_length=255, blank=True, default="")
+    stripe_attached_at = models.DateTimeField(null=True, blank=True)
+    stripe_report_error = models.TextField(blank=True, default="")
+    overpayment_reason = models.TextField(blank=True, default="")
     recorded_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -57,23 +111,69 @@ class PurchaseOrderPayment(models.Model):
         constraints: ClassVar = [
             models.UniqueConstraint(
                 fields=("stripe_invoice_id", "stripe_amount_paid_after"),
-                condition=Q(method="stripe"),
+                condition=Q(kind="payment", method="stripe"),
                 name="payment_unique_stripe_snapshot",
             ),
-            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            # One refund / reversal / withdrawal / reinstatement per Stripe object: replays of
+            # its events, in any order, can never record it twice.
+            models.UniqueConstraint(
+                fields=("kind", "stripe_object_id"),
+                condition=~Q(kind="payment"),
+                name="payment_unique_stripe_object_per_kind",
+            ),
+            models.CheckConstraint(condition=Q(kind__in=_KINDS), name="payment_kind_valid"),
+            # Money in is positive, money out negative; no entry is zero.
             models.CheckConstraint(
-                condition=Q(method__in=["stripe", "wire", "check", "other"]),
+                condition=(Q(kind__in=_MONEY_IN) & Q(amount__gt=0))
+                | (Q(kind__in=_MONEY_OUT) & Q(amount__lt=0)),
+                name="payment_amount_sign_per_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(method__in=["stripe", "wire", "check", "other", "credit_balance"]),
                 name="payment_method_valid",
+            ),
+            models.UniqueConstraint(
+                fields=("applied_invoice_id", "off_stripe_paid_after"),
+                condition=Q(off_stripe_paid_after__isnull=False),
+                name="payment_unique_off_stripe_snapshot",
+            ),
+            models.UniqueConstraint(
+                fields=("applied_invoice_id",),
+                condition=Q(method="credit_balance"),
+                name="payment_unique_credit_balance_per_invoice",
+            ),
+            models.CheckConstraint(
+                condition=Q(off_stripe_paid_after__isnull=True)
+                | (Q(method="other", off_stripe_paid_after__gt=0) & ~Q(applied_invoice_id="")),
+                name="payment_off_stripe_snapshot_fields",
+            ),
+            models.CheckConstraint(
+                condition=~Q(method="credit_balance") | ~Q(applied_invoice_id=""),
+                name="payment_credit_balance_names_invoice",
+            ),
+            models.CheckConstraint(
+                condition=~Q(method="stripe")
+                | Q(applied_invoice_id="", stripe_payment_record_id="", off_stripe_paid_after=None),
+                name="payment_stripe_has_no_off_stripe_fields",
             ),
             models.CheckConstraint(
                 condition=(
-                    Q(method="stripe", stripe_amount_paid_after__gt=0) & ~Q(stripe_invoice_id="")
+                    Q(kind="payment", method="stripe", stripe_amount_paid_after__gt=0)
+                    & ~Q(stripe_invoice_id="")
+                    & Q(stripe_object_id="")
                 )
                 | (
-                    ~Q(method="stripe")
+                    Q(kind="payment")
+                    & ~Q(method="stripe")
                     & Q(stripe_invoice_id="", stripe_amount_paid_after__isnull=True)
+                    & Q(stripe_object_id="")
+                )
+                | (
+                    ~Q(kind="payment")
+                    & Q(method="stripe", stripe_amount_paid_after__isnull=True)
+                    & ~Q(stripe_object_id="")
                 ),
-                name="payment_stripe_fields_iff_stripe",
+                name="payment_stripe_fields_per_kind",
             ),
         ]
         indexes: ClassVar = [
@@ -81,4 +181,7 @@ class PurchaseOrderPayment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.amount} by {self.method} on {self.payment_date}"
+        amount = money.format_display(self.amount, self.purchase_order.currency)
+        if self.kind == self.Kind.PAYMENT:
+            return f"{amount} by {self.get_method_display()} on {self.payment_date}"
+        return f"{self.get_kind_display()} {self.stripe_object_id}: {amount}"

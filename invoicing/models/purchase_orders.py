@@ -13,8 +13,17 @@ from django.db import models
 from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 
+from invoicing.billing_details import BUYER_PO_NUMBER_LABEL, CUSTOM_FIELD_VALUE_MAX
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS, ZERO
-from invoicing.models.conferences import Conference, StripeCustomer, validate_currency
+from invoicing.models.conferences import (
+    Conference,
+    StripeCustomer,
+    default_tax_ids,
+    validate_billing_address,
+    validate_currency,
+    validate_tax_ids,
+)
+from invoicing.models.money_kinds import CLOSED_DISPUTE_STATUSES, COUNTED_CREDIT_PURPOSES
 from invoicing.stripe_invoice_status import PAST_OPEN_STATUSES
 
 
@@ -27,6 +36,7 @@ class PurchaseOrderStatus(models.TextChoices):
     PARTIALLY_PAID = "partially_paid", "Partially paid"
     PAID = "paid", "Paid"
     OVERPAID = "overpaid", "Overpaid"
+    REFUNDED = "refunded", "Refunded"
     INVOICE_VOIDED = "invoice_voided", "Invoice voided: re-issue or cancel"
     INVOICE_UNCOLLECTIBLE = "invoice_uncollectible", "Invoice uncollectible: re-issue or cancel"
     CANCELLED = "cancelled", "Cancelled"
@@ -50,6 +60,27 @@ class PurchaseOrder(models.Model):
     currency = models.CharField(max_length=3, validators=[validate_currency])
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.DRAFT)
     notes = models.TextField(blank=True, default="")
+
+    # What the company's accounts payable needs on the invoice (frozen at approval, like the
+    # lines): its own PO number (an invoice custom field), and for its Stripe customer its legal
+    # name, billing address (Stripe's address keys) and tax IDs ([{"type", "value"}]).
+    buyer_po_number = models.CharField(
+        max_length=CUSTOM_FIELD_VALUE_MAX,
+        blank=True,
+        default="",
+        verbose_name="buyer's PO number",
+        help_text=f"The company's own purchase order number; printed as “{BUYER_PO_NUMBER_LABEL}”.",
+    )
+    legal_name = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="The name invoices must carry, if it differs from the organization name.",
+    )
+    billing_address = models.JSONField(
+        default=dict, blank=True, validators=[validate_billing_address]
+    )
+    tax_ids = models.JSONField(default=default_tax_ids, blank=True, validators=[validate_tax_ids])
 
     # Idempotency: keys are po-<uid>-g<generation>-<step>; generation grows on every re-issue.
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -105,6 +136,7 @@ class PurchaseOrder(models.Model):
     )
     stripe_invoice_id = models.CharField(max_length=255, blank=True, default="")
     stripe_invoice_url = models.URLField(max_length=1000, blank=True, default="")
+    stripe_invoice_pdf = models.URLField(max_length=1000, blank=True, default="")
     stripe_invoice_number = models.CharField(max_length=255, blank=True, default="")
     stripe_invoice_status = models.CharField(max_length=32, blank=True, default="")
     stripe_amount_due = models.DecimalField(
@@ -116,6 +148,16 @@ class PurchaseOrder(models.Model):
     stripe_amount_remaining = models.DecimalField(
         max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
     )
+    # The invoice's ``total`` and the tax in it (Stripe Tax, when the conference turns it on):
+    # with tax, what the company owes is the invoice's total, not the PO's net total.
+    stripe_invoice_total = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
+    stripe_invoice_tax = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
+    # The invoice's due_date as Stripe set it at finalization (the receivables' overdue ages).
+    invoice_due_at = models.DateTimeField(null=True, blank=True)
 
     # Creation steps, each stamped in its own transaction as soon as Stripe confirms it.
     invoice_create_started_at = models.DateTimeField(null=True, blank=True)
@@ -196,13 +238,32 @@ class PurchaseOrder(models.Model):
 
     @property
     def amount_received(self) -> Decimal:
-        """Everything received, all methods and all invoice generations."""
+        """Net received: every payment (all methods, all invoices) less refunds and disputes."""
         result: Decimal = self.payments.aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
         return result
 
     @property
+    def amount_credited(self) -> Decimal:
+        """Credit notes that lower what is owed: issued, and not a re-issue's moved remainder."""
+        result: Decimal = self.credits.filter(
+            voided_at__isnull=True, purpose__in=COUNTED_CREDIT_PURPOSES
+        ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
+        return result
+
+    @property
+    def amount_owed(self) -> Decimal:
+        """What the company owes: the lines plus any tax Stripe Tax put on the invoice, less the
+        credits that count (the tax is stored on the PO, so a re-issue keeps counting it)."""
+        return self.total + (self.stripe_invoice_tax or ZERO) - self.amount_credited
+
+    @property
     def balance_due(self) -> Decimal:
-        return self.total - self.amount_received
+        return self.amount_owed - self.amount_received
+
+    @property
+    def has_open_dispute(self) -> bool:
+        """A chargeback on one of its payments is not decided yet."""
+        return self.disputes.exclude(status__in=CLOSED_DISPUTE_STATUSES).exists()
 
     @property
     def has_complete_invoice(self) -> bool:
@@ -210,6 +271,11 @@ class PurchaseOrder(models.Model):
         return bool(self.stripe_invoice_id) and (
             self.invoice_sent_at is not None or self.stripe_invoice_status in PAST_OPEN_STATUSES
         )
+
+    @property
+    def invoice_name(self) -> str:
+        """The name the invoice and the Stripe customer carry."""
+        return self.legal_name or self.organization_name
 
     def idempotency_key(self, step: str) -> str:
         """Stripe idempotency key of one write of the current generation."""

@@ -40,6 +40,7 @@ MONEY_ROUTING_FIELDS = (
     "payment_method_types",
     "invoice_memo",
     "invoice_footer",
+    "automatic_tax",  # changes what companies are charged
 )
 
 # Invoices a customer may still pay: the account holding them must stay reachable.

@@ -12,7 +12,8 @@ and lines are only added after a retrieve shows the invoice has none. Stripe als
 under its key and replays it for 24 h: after one, the step is checked at Stripe and, if it did not
 happen, the PO's ``key_epoch`` moves so the next run uses a fresh key (:mod:`.keyed_writes`).
 The fresh path costs five calls (customer, invoice, one ``add_lines`` with every line, finalize,
-send); a known customer saves one. Every snapshot Stripe returns goes through the ledger.
+send); a known customer saves one (or, when the PO's billing details changed, updates it first:
+:mod:`.stripe_customers`). Every snapshot Stripe returns goes through the ledger.
 """
 
 from __future__ import annotations
@@ -26,23 +27,34 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from invoicing import money
+from invoicing import billing_details, money
 from invoicing.errors import InvoiceAlreadyAttached, InvoiceMismatch, PurchaseOrderNotInvoiceable
 from invoicing.logging import log_state_change
-from invoicing.models import PurchaseOrder, StripeCustomer, validate_payment_method_types
+from invoicing.models import (
+    PurchaseOrder,
+    PurchaseOrderActivity,
+    validate_payment_method_types,
+)
 from invoicing.selectors import reload_purchase_order
-from invoicing.services.invoice_snapshots import InvoiceSnapshot
-from invoicing.services.keyed_writes import keyed_write, poisons_key, retrieve_if
+from invoicing.services.activity import record_activity
+from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE, InvoiceSnapshot
+from invoicing.services.keyed_writes import keyed_write, retrieve_if
 from invoicing.services.ledger import (
     apply_invoice_snapshot,
     apply_invoice_snapshot_locked,
     lock_purchase_order,
 )
+from invoicing.services.off_stripe_reports import request_waiting_reports
 from invoicing.services.stripe_client import build_stripe_client
+from invoicing.services.stripe_customers import ensure_stripe_customer
 from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
 
 if TYPE_CHECKING:
-    from stripe.params import InvoiceAddLinesParamsLine, InvoiceCreateParams
+    from stripe.params import (
+        InvoiceAddLinesParamsLine,
+        InvoiceCreateParams,
+        InvoiceCreateParamsCustomField,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +115,21 @@ def build_invoice_lines(po: PurchaseOrder) -> tuple[list[InvoiceAddLinesParamsLi
     return lines, subtotal
 
 
+def invoice_custom_fields(po: PurchaseOrder) -> list[InvoiceCreateParamsCustomField]:
+    """The fields printed on the invoice for accounts payable: their PO number, and ours if the
+    conference asks. Raises ``PurchaseOrderNotInvoiceable`` beyond Stripe's limits (before any
+    Stripe call; the PO's own validation keeps it from happening)."""
+    fields: list[InvoiceCreateParamsCustomField] = []
+    if po.buyer_po_number:
+        fields.append({"name": billing_details.BUYER_PO_NUMBER_LABEL, "value": po.buyer_po_number})
+    if po.conference.invoice_shows_our_reference:
+        fields.append({"name": billing_details.OUR_REFERENCE_LABEL, "value": po.reference})
+    problems = billing_details.custom_field_problems(fields)
+    if problems:
+        raise PurchaseOrderNotInvoiceable(f"PO {po.reference}: {' '.join(problems)}")
+    return fields
+
+
 def _invoice_create_params(po: PurchaseOrder, customer_id: str) -> InvoiceCreateParams:
     conference = po.conference
     params: InvoiceCreateParams = {
@@ -115,6 +142,11 @@ def _invoice_create_params(po: PurchaseOrder, customer_id: str) -> InvoiceCreate
         "payment_settings": {"payment_method_types": list(conference.payment_method_types)},
         "metadata": _invoice_metadata(po),
     }
+    custom_fields = invoice_custom_fields(po)
+    if custom_fields:
+        params["custom_fields"] = custom_fields
+    if conference.automatic_tax:
+        params["automatic_tax"] = {"enabled": True}
     if conference.invoice_memo:
         params["description"] = conference.invoice_memo
     if conference.invoice_footer:
@@ -140,50 +172,6 @@ def _check_invoiceable(po: PurchaseOrder) -> None:
         raise PurchaseOrderNotInvoiceable(
             f"PO {po.reference} is {po.status}; only an approved PO is invoiced."
         )
-
-
-def _ensure_customer(client: stripe.StripeClient, po: PurchaseOrder) -> str:
-    """Claim our customer row (before Stripe), then create it at Stripe under its own key."""
-    customer = po.stripe_customer
-    if customer is None:
-        customer, _ = StripeCustomer.objects.get_or_create(
-            conference=po.conference,
-            email=StripeCustomer.normalize_email(po.contact_email),
-            defaults={"name": po.organization_name},
-        )
-        PurchaseOrder.objects.filter(pk=po.pk, stripe_customer__isnull=True).update(
-            stripe_customer=customer
-        )
-        po.stripe_customer = customer
-    if customer.stripe_customer_id:
-        return customer.stripe_customer_id
-    try:
-        created = client.v1.customers.create(
-            {
-                "email": customer.email,
-                "name": customer.name or customer.email,
-                "metadata": {"conference": po.conference.slug, "customer_uid": str(customer.uid)},
-            },
-            options={"idempotency_key": customer.idempotency_key},
-        )
-    except stripe.StripeError as exc:
-        if poisons_key(exc):
-            StripeCustomer.objects.filter(pk=customer.pk, key_epoch=customer.key_epoch).update(
-                key_epoch=customer.key_epoch + 1
-            )
-        raise
-    StripeCustomer.objects.filter(pk=customer.pk, stripe_customer_id="").update(
-        stripe_customer_id=created.id
-    )
-    customer.refresh_from_db(fields=["stripe_customer_id"])
-    log_state_change(
-        logger,
-        event="stripe_customer_created",
-        po_reference=po.reference,
-        customer_id=customer.stripe_customer_id,
-        conference=po.conference.slug,
-    )
-    return customer.stripe_customer_id
 
 
 def _find_invoice_by_metadata(
@@ -314,7 +302,7 @@ def _stop_if_cancelled(client: stripe.StripeClient, po: PurchaseOrder) -> None:
 
 def _retrieve_for_resume(client: stripe.StripeClient, po: PurchaseOrder) -> stripe.Invoice:
     try:
-        return client.v1.invoices.retrieve(po.stripe_invoice_id)
+        return client.v1.invoices.retrieve(po.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE})
     except stripe.InvalidRequestError as exc:
         if exc.code != "resource_missing":
             raise
@@ -352,8 +340,9 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
     _check_invoiceable(po)
     client = build_stripe_client(po.conference)
     lines, expected_subtotal = build_invoice_lines(po)
+    invoice_custom_fields(po)  # refuses, before any Stripe call, what Stripe would refuse
 
-    customer_id = _ensure_customer(client, po)
+    customer_id = ensure_stripe_customer(client, po)
     if not po.stripe_invoice_id:
         invoice = _create_or_recover_invoice(client, po, customer_id)
         po, stored_here = _persist_invoice_created(po, invoice)
@@ -416,6 +405,13 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
             ),
         )
         po = _persist_step(po, invoice, stamp="invoice_sent_at")
+        record_activity(
+            purchase_order=po,
+            kind=PurchaseOrderActivity.Kind.INVOICE_SENT,
+            detail=money.format_display(
+                money.from_minor_units(invoice.amount_due, po.currency), po.currency
+            ),
+        )
         log_state_change(
             logger, event="invoice_sent", po_reference=po.reference, invoice_id=invoice_id
         )
@@ -426,5 +422,7 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
             invoice_id,
             invoice.status,
         )
+    if po.invoice_sent_at is not None:
+        request_waiting_reports(po)  # payments recorded while the invoice was being created
     purchase_order.refresh_from_db()
     return po.stripe_invoice_url

@@ -9,6 +9,7 @@ inside the ledger's operations, under the PO's row lock.
 
 from __future__ import annotations
 
+import datetime
 import logging
 
 from django.utils import timezone
@@ -94,6 +95,15 @@ def save_mirror(
         )
 
 
+def _due_at(snapshot: InvoiceSnapshot) -> datetime.datetime | None:
+    if snapshot.due_date is None:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(snapshot.due_date, tz=datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None  # no real invoice is due in another millennium: keep what we had
+
+
 def _mirror_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> list[str]:
     """Copy the current invoice's status and amounts onto the PO, never moving backwards."""
     changed: list[str] = []
@@ -103,6 +113,13 @@ def _mirror_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> list[s
     if snapshot.hosted_invoice_url and locked.stripe_invoice_url != snapshot.hosted_invoice_url:
         locked.stripe_invoice_url = snapshot.hosted_invoice_url
         changed.append("stripe_invoice_url")
+    if snapshot.invoice_pdf and locked.stripe_invoice_pdf != snapshot.invoice_pdf:
+        locked.stripe_invoice_pdf = snapshot.invoice_pdf
+        changed.append("stripe_invoice_pdf")
+    due_at = _due_at(snapshot)
+    if due_at is not None and locked.invoice_due_at != due_at:
+        locked.invoice_due_at = due_at
+        changed.append("invoice_due_at")
     current_rank = mirrored_rank(
         stripe_invoice_status=locked.stripe_invoice_status,
         stripe_amount_paid=locked.stripe_amount_paid,
@@ -118,6 +135,10 @@ def _mirror_snapshot(locked: PurchaseOrder, snapshot: InvoiceSnapshot) -> list[s
     locked.stripe_amount_remaining = money.from_minor_units(
         snapshot.amount_remaining, locked.currency
     )
+    if snapshot.total is not None:
+        locked.stripe_invoice_total = money.from_minor_units(snapshot.total, locked.currency)
+        locked.stripe_invoice_tax = money.from_minor_units(snapshot.total_tax, locked.currency)
+        changed += ["stripe_invoice_total", "stripe_invoice_tax"]
     if snapshot.status != StripeInvoiceStatus.DRAFT and locked.invoice_finalized_at is None:
         locked.invoice_finalized_at = timezone.now()
         changed.append("invoice_finalized_at")

@@ -19,6 +19,10 @@ from invoicing import money
 from invoicing.errors import EventRejected
 from invoicing.stripe_invoice_status import STRIPE_REPORTED_STATUSES, StripeInvoiceStatus
 
+# Stripe returns amount_paid_off_stripe only when asked for ("includable": expand[]=...), never in
+# event payloads (changelog 2026-05-27.dahlia); every retrieve whose answer the ledger applies asks.
+WITH_OFF_STRIPE: Final = ["amount_paid_off_stripe"]
+
 # Order in which an invoice's status can move; a snapshot never moves the mirror backwards.
 _STATUS_RANK: Final[Mapping[str, int]] = {
     StripeInvoiceStatus.DRAFT: 0,
@@ -49,9 +53,32 @@ def _optional_int(data: Mapping[str, object], key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _included_int(data: Mapping[str, object], key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EventRejected(f"Invoice payload: {key!r} is not an integer.")
+    return value
+
+
 def _optional_str(data: Mapping[str, object], key: str) -> str:
     value = data.get(key)
     return value if isinstance(value, str) else ""
+
+
+def _total_tax(data: Mapping[str, object], invoice_id: str) -> int:
+    """The sum of ``total_taxes[].amount`` (Stripe Tax's amounts on the invoice)."""
+    taxes = data.get("total_taxes")
+    if not isinstance(taxes, list):
+        return 0
+    total = 0
+    for tax in taxes:
+        amount = tax.get("amount") if isinstance(tax, Mapping) else None
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+            raise EventRejected(f"Invoice payload {invoice_id}: a tax amount is not a count.")
+        total += amount
+    return total
 
 
 @dataclass(frozen=True)
@@ -65,9 +92,23 @@ class InvoiceSnapshot:
     amount_due: int
     amount_paid: int
     amount_remaining: int
-    amount_paid_off_stripe: int = 0
+    # None: this view does not say. Stripe sends it only when asked for
+    # (``expand=["amount_paid_off_stripe"]``), never in event payloads.
+    amount_paid_off_stripe: int | None = None
+    # The customer's balance the invoice started from (negative: a credit) and what was left of it
+    # once finalized (None before).
+    starting_balance: int = 0
+    ending_balance: int | None = None
     number: str = ""
+    created: int = 0
     hosted_invoice_url: str = ""
+    invoice_pdf: str = ""
+    # ``total`` (lines, minus discounts, plus tax) and the tax in it (``total_taxes``); None when
+    # the view carries no total (a deleted draft).
+    total: int | None = None
+    total_tax: int = 0
+    # Unix time; set at finalization for ``send_invoice`` invoices, absent or null before.
+    due_date: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -116,6 +157,12 @@ class InvoiceSnapshot:
                 f"Invoice payload {invoice_id}: amount_paid {amount_paid} / amount_remaining "
                 f"{amount_remaining} do not fit amount_due {amount_due}."
             )
+        off_stripe = _included_int(data, "amount_paid_off_stripe")
+        if off_stripe is not None and not 0 <= off_stripe <= amount_paid:
+            raise EventRejected(
+                f"Invoice payload {invoice_id}: amount_paid_off_stripe {off_stripe} does not fit "
+                f"amount_paid {amount_paid}."
+            )
         return cls(
             id=invoice_id,
             status=StripeInvoiceStatus(status),
@@ -124,9 +171,16 @@ class InvoiceSnapshot:
             amount_due=amount_due,
             amount_paid=amount_paid,
             amount_remaining=amount_remaining,
-            amount_paid_off_stripe=_optional_int(data, "amount_paid_off_stripe"),
+            amount_paid_off_stripe=off_stripe,
+            starting_balance=_optional_int(data, "starting_balance"),
+            ending_balance=_included_int(data, "ending_balance"),
             number=_optional_str(data, "number"),
+            created=_optional_int(data, "created"),
             hosted_invoice_url=_optional_str(data, "hosted_invoice_url"),
+            invoice_pdf=_optional_str(data, "invoice_pdf"),
+            total=_require_int(data, "total") if "total" in data else None,
+            total_tax=_total_tax(data, invoice_id),
+            due_date=_optional_int(data, "due_date") or None,
             metadata=metadata,
         )
 
@@ -134,6 +188,24 @@ class InvoiceSnapshot:
     def from_invoice(cls, invoice: stripe.Invoice) -> InvoiceSnapshot:
         """Parse an invoice stripe-python returned."""
         return cls.from_payload(invoice.to_dict())
+
+    @property
+    def paid_on_stripe(self) -> int | None:
+        """What Stripe itself collected (minor units); None when the view does not say."""
+        if self.amount_paid_off_stripe is None:
+            return None
+        return self.amount_paid - self.amount_paid_off_stripe
+
+    @property
+    def credit_balance_applied(self) -> int:
+        """The customer's credit balance finalization applied to this invoice (minor units).
+
+        Stripe fixes ``starting_balance`` at finalization and leaves what the invoice did not use
+        in ``ending_balance``; a positive balance is a debt the invoice adds, not a credit.
+        """
+        if self.ending_balance is None or self.starting_balance >= 0:
+            return 0
+        return min(self.ending_balance, 0) - self.starting_balance
 
     @property
     def rank(self) -> tuple[int, int]:

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
-from typing import Final
 
 from django.db import transaction
 from django.utils import timezone
@@ -24,33 +23,57 @@ from django.utils import timezone
 from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeEvent
 from invoicing.selectors import ensure_allowed, reload_purchase_order, sync_refusal
-from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
+from invoicing.services import notifications
+from invoicing.services.event_types import (
+    HANDLED_EVENT_TYPES,
+    INVOICE_EVENTS,
+    INVOICE_PAYMENT_EVENTS,
+    INVOICE_SNAPSHOT_EVENTS,
+)
+from invoicing.services.invoice_mirror import check_snapshot
+from invoicing.services.invoice_snapshots import (
+    WITH_OFF_STRIPE,
+    InvoiceLike,
+    InvoiceSnapshot,
+    as_snapshot,
+)
 from invoicing.services.ledger import (
     apply_invoice_snapshot,
     apply_invoice_snapshot_locked,
     lock_purchase_order,
 )
+from invoicing.services.ledger_off_stripe import ledger_holds_all_paid
 from invoicing.services.stripe_client import StripeKeyMissing, build_stripe_client
 from invoicing.stripe_invoice_status import StripeInvoiceStatus
 
 logger = logging.getLogger(__name__)
 
-# Invoice events whose ``data.object`` is the invoice itself.
-INVOICE_SNAPSHOT_EVENTS: Final = frozenset(
-    {
-        "invoice.paid",
-        "invoice.payment_succeeded",
-        "invoice.payment_failed",
-        "invoice.voided",
-        "invoice.marked_uncollectible",
-        "invoice.finalized",
-        "invoice.sent",
-        "invoice.updated",
-        "invoice.deleted",
-    }
-)
-INVOICE_PAYMENT_EVENTS: Final = frozenset({"invoice_payment.paid"})
-HANDLED_EVENT_TYPES: Final = INVOICE_SNAPSHOT_EVENTS | INVOICE_PAYMENT_EVENTS
+__all__ = [
+    "HANDLED_EVENT_TYPES",
+    "INVOICE_PAYMENT_EVENTS",
+    "INVOICE_SNAPSHOT_EVENTS",
+    "EventOutcome",
+    "checked_event_object",
+    "find_purchase_order_for_invoice",
+    "handle_invoice_event",
+    "handle_invoice_paid_webhook",
+    "reconcile_invoice",
+    "sync_invoice",
+    "sync_stripe_invoice_status",
+]
+
+
+def lacks_the_split(purchase_order: PurchaseOrder, snapshot: InvoiceSnapshot) -> bool:
+    """A view (an event payload) that shows money the ledger lacks without saying how much of it
+    was paid off Stripe: only a retrieve with ``amount_paid_off_stripe`` can say how to record it.
+
+    The view is checked first, as the ledger would (another PO's invoice, currency, mode, an
+    impossible amount: :class:`EventRejected`), so a bad payload is refused, never retrieved.
+    """
+    if snapshot.amount_paid_off_stripe is not None:
+        return False
+    check_snapshot(purchase_order, snapshot)
+    return not ledger_holds_all_paid(purchase_order, snapshot)
 
 
 class EventOutcome(enum.StrEnum):
@@ -64,7 +87,12 @@ class EventOutcome(enum.StrEnum):
 
 
 def sync_invoice(
-    *, purchase_order: PurchaseOrder, invoice_id: str, source: str = "sync"
+    *,
+    purchase_order: PurchaseOrder,
+    invoice_id: str,
+    source: str = "sync",
+    event_id: str = "",
+    payment_date: datetime.date | None = None,
 ) -> Decimal:
     """Retrieve one of the PO's invoices with its conference's key and apply it (internal).
 
@@ -72,7 +100,8 @@ def sync_invoice(
     """
     po = reload_purchase_order(purchase_order)
     client = build_stripe_client(po.conference)
-    invoice = client.v1.invoices.retrieve(invoice_id)
+    # Only a view with amount_paid_off_stripe tells Stripe's payments from the rest.
+    invoice = client.v1.invoices.retrieve(invoice_id, params={"expand": WITH_OFF_STRIPE})
     with transaction.atomic():
         locked = lock_purchase_order(po)
         locked.last_synced_at = timezone.now()
@@ -80,6 +109,8 @@ def sync_invoice(
             locked,
             InvoiceSnapshot.from_invoice(invoice),
             source=source,
+            event_id=event_id,
+            payment_date=payment_date,
             extra_fields=("last_synced_at",),
         )
     purchase_order.refresh_from_db()
@@ -181,6 +212,9 @@ def reconcile_invoice(
     )
     if po is None:
         return EventOutcome.IGNORED
+    if lacks_the_split(po, snapshot):
+        sync_invoice(purchase_order=po, invoice_id=snapshot.id, source=source)
+        return EventOutcome.HANDLED
     apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source=source)
     return EventOutcome.HANDLED
 
@@ -195,23 +229,17 @@ def _event_payment_date(event: Mapping[str, object]) -> datetime.date | None:
     return None
 
 
-def handle_invoice_event(*, conference: Conference, event: Mapping[str, object]) -> EventOutcome:
-    """Apply one Stripe event that arrived at ``conference``'s endpoint (the dispatcher's entry).
-
-    Handles the invoice events in :data:`HANDLED_EVENT_TYPES`; others are ``IGNORED``, as are
-    invoices that are not ours. ``invoice_payment.paid`` carries an InvoicePayment, not the
-    invoice's ``amount_paid``, so the invoice is retrieved (with this conference's key) and applied.
+def checked_event_object(
+    *, conference: Conference, event: Mapping[str, object]
+) -> tuple[Mapping[str, object], str]:
+    """The event's ``data.object`` and id, once its livemode is the conference's.
 
     Raises:
-        EventRejected: wrong livemode or currency, another conference's invoice, malformed.
+        EventRejected: wrong livemode, or no ``data.object``.
         StripeKeyMissing: the conference has no key (its livemode is unknown).
-        stripe.StripeError: retrieving the invoice failed (retry later).
     """
-    event_type = event.get("type")
     raw_event_id = event.get("id")
     event_id = raw_event_id if isinstance(raw_event_id, str) else ""
-    if not isinstance(event_type, str) or event_type not in HANDLED_EVENT_TYPES:
-        return EventOutcome.IGNORED
     expected_livemode = conference.stripe_livemode
     if expected_livemode is None:
         raise StripeKeyMissing(
@@ -225,6 +253,25 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
             f"Event {event_id} has livemode={livemode!r}; conference "
             f"{conference.slug!r} is in {'live' if expected_livemode else 'test'} mode."
         )
+    return obj, event_id
+
+
+def handle_invoice_event(*, conference: Conference, event: Mapping[str, object]) -> EventOutcome:
+    """Apply one Stripe event that arrived at ``conference``'s endpoint (the dispatcher's entry).
+
+    Handles the invoice events (``event_types.INVOICE_EVENTS``); others are ``IGNORED``, as are
+    invoices that are not ours. ``invoice_payment.paid`` carries an InvoicePayment, not the
+    invoice's ``amount_paid``, so the invoice is retrieved (with this conference's key) and applied.
+
+    Raises:
+        EventRejected: wrong livemode or currency, another conference's invoice, malformed.
+        StripeKeyMissing: the conference has no key (its livemode is unknown).
+        stripe.StripeError: retrieving the invoice failed (retry later).
+    """
+    event_type = event.get("type")
+    if not isinstance(event_type, str) or event_type not in INVOICE_EVENTS:
+        return EventOutcome.IGNORED
+    obj, event_id = checked_event_object(conference=conference, event=event)
     payment_date = _event_payment_date(event)
 
     if event_type in INVOICE_PAYMENT_EVENTS:
@@ -268,6 +315,16 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
         logger.warning(
             "po %s: a payment on invoice %s failed (event %s)", po.reference, snapshot.id, event_id
         )
+    if event_type != "invoice.sent" and lacks_the_split(po, snapshot):
+        # Applied as retrieved instead, so the mirror never runs ahead of the ledger.
+        sync_invoice(
+            purchase_order=po,
+            invoice_id=snapshot.id,
+            source=event_type,
+            event_id=event_id,
+            payment_date=payment_date,
+        )
+        return EventOutcome.HANDLED
     with transaction.atomic():
         locked = lock_purchase_order(po)
         extra: tuple[str, ...] = ()
@@ -286,6 +343,8 @@ def handle_invoice_event(*, conference: Conference, event: Mapping[str, object])
             payment_date=payment_date,
             extra_fields=extra,
         )
+        if event_type == "invoice.payment_failed":
+            notifications.payment_failed(locked, event_id=event_id, invoice_id=snapshot.id)
     return EventOutcome.HANDLED
 
 

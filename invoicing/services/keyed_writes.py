@@ -15,6 +15,7 @@ from typing import TypeVar
 import stripe
 
 from invoicing.models import PurchaseOrder
+from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def retrieve_if(
     """A ``verify`` for :func:`keyed_write`: the invoice, if Stripe shows the step happened."""
 
     def verify() -> stripe.Invoice | None:
-        invoice = client.v1.invoices.retrieve(invoice_id)
+        # With the off-Stripe split: what is returned may be applied to the ledger.
+        invoice = client.v1.invoices.retrieve(invoice_id, params={"expand": WITH_OFF_STRIPE})
         return invoice if done(invoice) else None
 
     return verify

@@ -11,16 +11,20 @@ An operation ends by deriving the status once, from everything it wrote. Applyin
 snapshot checks that the invoice is the PO's and mirrors it (:mod:`.invoice_mirror`), records what
 Stripe collected that the ledger does not hold yet, then derives. Stale, duplicated, reordered or
 concurrent snapshots can never record a payment twice or hide one behind a wire transfer: what is
-recorded is ``amount_paid`` minus the Stripe payments already recorded *for that invoice*, and the
-database's unique ``(stripe_invoice_id, stripe_amount_paid_after)`` backs that up.
+recorded is what the invoice collected *on Stripe* (``amount_paid - amount_paid_off_stripe``) minus
+the Stripe payments already recorded *for that invoice*, and the database's unique
+``(stripe_invoice_id, stripe_amount_paid_after)`` backs that up. Money that reached the invoice
+without Stripe collecting it (staff payments reported as PaymentRecords, amounts marked paid
+outside Stripe, a customer credit balance) is the business of :mod:`.ledger_off_stripe`.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import uuid
 from decimal import Decimal
-from typing import TYPE_CHECKING, NewType
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
@@ -31,9 +35,19 @@ from invoicing import money
 from invoicing.errors import InvalidPayment
 from invoicing.logging import log_state_change
 from invoicing.models import ZERO, PurchaseOrder, PurchaseOrderPayment
+from invoicing.services import ledger_off_stripe, notifications
 from invoicing.services.invoice_mirror import check_snapshot, save_mirror
 from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
-from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
+from invoicing.services.ledger_adjustments import apply_dispute, apply_refund
+from invoicing.services.ledger_core import (
+    LockedPurchaseOrder,
+    derive_status,
+    lock_purchase_order,
+    update_po_status,
+    update_po_status_locked,
+)
+from invoicing.services.ledger_credits import apply_credit_note
+from invoicing.stripe_invoice_status import StripeInvoiceStatus
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -42,19 +56,22 @@ logger = logging.getLogger(__name__)
 
 Status = PurchaseOrder.Status
 Method = PurchaseOrderPayment.Method
+Kind = PurchaseOrderPayment.Kind
 
-# A PO reloaded under its row lock, held until the surrounding transaction ends.
-LockedPurchaseOrder = NewType("LockedPurchaseOrder", PurchaseOrder)
-
-
-def lock_purchase_order(purchase_order: PurchaseOrder) -> LockedPurchaseOrder:
-    """Reload the PO with its row lock held until the surrounding transaction ends."""
-    # The conference comes along (every snapshot check reads it); only the PO row is locked.
-    return LockedPurchaseOrder(
-        PurchaseOrder.objects.select_for_update(of=("self",))
-        .select_related("conference")
-        .get(pk=purchase_order.pk)
-    )
+__all__ = [
+    "LockedPurchaseOrder",
+    "apply_credit_note",
+    "apply_dispute",
+    "apply_invoice_snapshot",
+    "apply_invoice_snapshot_locked",
+    "apply_refund",
+    "derive_status",
+    "lock_purchase_order",
+    "record_payment",
+    "stripe_paid_total",
+    "update_po_status",
+    "update_po_status_locked",
+]
 
 
 def stripe_paid_total(purchase_order: PurchaseOrder, *, stripe_invoice_id: str) -> Decimal:
@@ -63,6 +80,7 @@ def stripe_paid_total(purchase_order: PurchaseOrder, *, stripe_invoice_id: str) 
         purchase_order=purchase_order,
         method=Method.STRIPE,
         stripe_invoice_id=stripe_invoice_id,
+        kind=Kind.PAYMENT,
     ).aggregate(total=Coalesce(Sum("amount"), ZERO))["total"]
     return result
 
@@ -119,6 +137,9 @@ def apply_invoice_snapshot_locked(
         recorded = _record_stripe_collected(
             locked, snapshot, source=source, event_id=event_id, payment_date=payment_date
         )
+        recorded += _record_off_stripe_collected(
+            locked, snapshot, source=source, event_id=event_id, payment_date=payment_date
+        )
     update_po_status_locked(locked, stripe_event_id=event_id)
     return recorded
 
@@ -131,8 +152,17 @@ def _record_stripe_collected(
     event_id: str,
     payment_date: datetime.date | None,
 ) -> Decimal:
-    """Record what the invoice collected beyond the ledger's Stripe rows for it; the amount."""
-    paid = money.from_minor_units(snapshot.amount_paid, locked.currency)
+    """Record what the invoice collected on Stripe beyond the ledger's Stripe rows for it.
+
+    Only ``amount_paid - amount_paid_off_stripe``: a PaymentRecord attached to the invoice or an
+    amount marked paid outside Stripe is never a Stripe payment. A view that does not say how
+    much was paid off Stripe (an event payload) records nothing; the event handlers retrieve the
+    invoice with it instead (``invoice_sync``).
+    """
+    on_stripe = snapshot.paid_on_stripe
+    if on_stripe is None:
+        return ZERO
+    paid = money.from_minor_units(on_stripe, locked.currency)
     already = stripe_paid_total(locked, stripe_invoice_id=snapshot.id)
     delta = paid - already
     if delta < 0:
@@ -148,30 +178,50 @@ def _record_stripe_collected(
     if delta <= 0:
         return ZERO
     seen_via = f"{source}, event {event_id}" if event_id else source
-    off_stripe = (
-        " Includes "
-        + money.format_amount(
-            money.from_minor_units(snapshot.amount_paid_off_stripe, locked.currency),
-            locked.currency,
-        )
-        + " marked paid outside Stripe."
-        if snapshot.amount_paid_off_stripe
-        else ""
-    )
     payment = PurchaseOrderPayment(
         amount=delta,
         method=Method.STRIPE,
         reference=snapshot.number or snapshot.id,
         payment_date=payment_date or timezone.localdate(),
         note=(
-            f"Stripe invoice {snapshot.id}: amount paid {already} -> {paid} "
-            f"(seen via {seen_via}).{off_stripe}"
+            f"Stripe invoice {snapshot.id}: amount paid on Stripe {already} -> {paid} "
+            f"(seen via {seen_via})."
         ),
         stripe_invoice_id=snapshot.id,
-        stripe_amount_paid_after=snapshot.amount_paid,
+        stripe_amount_paid_after=on_stripe,
     )
     _add_payment(locked, payment, source=source, stripe_event_id=event_id)
     return delta
+
+
+def _record_off_stripe_collected(
+    locked: LockedPurchaseOrder,
+    snapshot: InvoiceSnapshot,
+    *,
+    source: str,
+    event_id: str,
+    payment_date: datetime.date | None,
+) -> Decimal:
+    """Record what reached the invoice without Stripe collecting it and the ledger lacks.
+
+    Amounts marked paid outside Stripe at Stripe, and the customer credit balance Stripe applied
+    at finalization (:mod:`.ledger_off_stripe` builds the entries; kept apart from the Stripe
+    half above so each rule reads on its own).
+    """
+    seen_via = f"{source}, event {event_id}" if event_id else source
+    recorded = ZERO
+    for entry in (
+        ledger_off_stripe.missing_off_stripe_entry(
+            locked, snapshot, seen_via=seen_via, payment_date=payment_date
+        ),
+        ledger_off_stripe.missing_credit_balance_entry(
+            locked, snapshot, seen_via=seen_via, payment_date=payment_date
+        ),
+    ):
+        if entry is not None:
+            _add_payment(locked, entry, source=source, stripe_event_id=event_id)
+            recorded += entry.amount
+    return recorded
 
 
 # --- Payments ------------------------------------------------------------------------------------
@@ -190,8 +240,19 @@ def record_payment(
     stripe_amount_paid_after: int | None = None,
     source: str = "",
     stripe_event_id: str = "",
+    uid: uuid.UUID | None = None,
+    overpayment_reason: str = "",
 ) -> PurchaseOrderPayment:
     """Add one payment to the ledger and re-derive the PO's status, under the PO's row lock.
+
+    A wire, check or other payment on a PO whose invoice takes payments counts against that
+    invoice at once and is then reported to Stripe (a PaymentRecord attached to the invoice,
+    queued when this commits: ``invoicing/signals.py``), so Stripe asks only for the balance.
+    More than is still due needs ``overpayment_reason``
+    (:func:`.ledger_off_stripe.manual_payment_problem`); one recorded while the invoice is being
+    created is reported once it is sent. ``uid``: the form's
+    own key for this payment; the same ``uid`` again returns the payment already recorded
+    (a double submit records, and reports, once).
 
     Manual payments (wire, check, other) need an approved, not cancelled PO. A ``stripe`` payment is
     recorded whatever the PO's state: the money really moved at Stripe, and a ledger that forgot it
@@ -215,6 +276,10 @@ def record_payment(
         )
     if method != Method.STRIPE and (stripe_invoice_id or stripe_amount_paid_after is not None):
         raise InvalidPayment("Only a Stripe payment carries Stripe invoice data.")
+    if method == Method.CREDIT_BALANCE:
+        raise InvalidPayment("A customer credit balance is recorded from Stripe's invoice only.")
+    if overpayment_reason and method == Method.STRIPE:
+        raise InvalidPayment("Only a payment made outside Stripe takes an overpayment reason.")
 
     payment = PurchaseOrderPayment(
         amount=amount,
@@ -225,13 +290,49 @@ def record_payment(
         created_by=created_by,
         stripe_invoice_id=stripe_invoice_id,
         stripe_amount_paid_after=stripe_amount_paid_after,
+        overpayment_reason=overpayment_reason.strip(),
+        **({"uid": uid} if uid is not None else {}),
     )
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
+        if method != Method.STRIPE:
+            recorded = _recorded_before(locked, payment)
+            if recorded is not None:
+                purchase_order.status = locked.status
+                return recorded
+            _check_manual_payment(locked, payment)
         _add_payment(locked, payment, source=source, stripe_event_id=stripe_event_id)
         update_po_status_locked(locked, stripe_event_id=stripe_event_id)
     purchase_order.status = locked.status
     return payment
+
+
+def _recorded_before(
+    locked: LockedPurchaseOrder, payment: PurchaseOrderPayment
+) -> PurchaseOrderPayment | None:
+    """The payment already recorded under this one's ``uid`` (a form submitted twice), if any."""
+    earlier = PurchaseOrderPayment.objects.filter(uid=payment.uid).first()
+    if earlier is None:
+        return None
+    if (earlier.purchase_order_id, earlier.method, earlier.amount) != (
+        locked.pk,
+        payment.method,
+        payment.amount,
+    ):
+        raise InvalidPayment("This form was already used for another payment; reload the page.")
+    return earlier
+
+
+def _check_manual_payment(locked: LockedPurchaseOrder, payment: PurchaseOrderPayment) -> None:
+    """Refuse what cannot be recorded now, and choose the invoice the payment is reported to."""
+    if locked.status in {Status.DRAFT, Status.CANCELLED}:
+        return  # _add_payment says why
+    problem = ledger_off_stripe.manual_payment_problem(
+        locked, amount=payment.amount, overpayment_reason=payment.overpayment_reason
+    )
+    if problem:
+        raise InvalidPayment(problem)
+    ledger_off_stripe.plan_report(locked, payment)
 
 
 def _add_payment(
@@ -242,7 +343,11 @@ def _add_payment(
     stripe_event_id: str,
 ) -> None:
     """Insert one ledger row (its fields already checked); the caller derives the status after."""
-    is_stripe = payment.method == Method.STRIPE
+    # Entries read from Stripe's invoice are recorded whatever the PO's state: the money moved.
+    is_stripe = (
+        payment.method in (Method.STRIPE, Method.CREDIT_BALANCE)
+        or payment.off_stripe_paid_after is not None
+    )
     try:
         money.to_minor_units(payment.amount, locked.currency)
     except money.AmountNotRepresentable as exc:
@@ -258,11 +363,12 @@ def _add_payment(
     except IntegrityError:
         if is_stripe:
             raise InvalidPayment(
-                f"Stripe payment up to {payment.stripe_amount_paid_after} on invoice "
-                f"{payment.stripe_invoice_id} is already recorded."
+                f"{payment.get_method_display()} entry on invoice "
+                f"{payment.stripe_invoice_id or payment.applied_invoice_id} is already recorded."
             ) from None
         raise
     on_cancelled = locked.status == Status.CANCELLED
+    notifications.payment_received(locked, payment)  # sent after commit, once per entry
     log_state_change(
         logger,
         event="payment_recorded",
@@ -277,72 +383,3 @@ def _add_payment(
         **({"recorded_by": payment.created_by.pk} if payment.created_by is not None else {}),
         **({"attention": "on a CANCELLED purchase order: refund needed"} if on_cancelled else {}),
     )
-
-
-# --- Status --------------------------------------------------------------------------------------
-
-
-def derive_status(purchase_order: PurchaseOrder) -> str:
-    """The status the ledger and the mirrored invoice imply (pure read, no lock)."""
-    current = purchase_order.status
-    if current in {Status.DRAFT, Status.CANCELLED}:
-        return current
-    return _derive_status(
-        purchase_order, total=purchase_order.total, received=purchase_order.amount_received
-    )
-
-
-def _derive_status(purchase_order: PurchaseOrder, *, total: Decimal, received: Decimal) -> str:
-    invoice_status = purchase_order.stripe_invoice_status
-    if received > 0 and received == total:
-        return Status.PAID
-    if received > total:
-        return Status.OVERPAID
-    if purchase_order.stripe_invoice_id and invoice_status in VOIDED_STATUSES:
-        return Status.INVOICE_VOIDED
-    if purchase_order.stripe_invoice_id and invoice_status == StripeInvoiceStatus.UNCOLLECTIBLE:
-        return Status.INVOICE_UNCOLLECTIBLE
-    if received > 0:
-        return Status.PARTIALLY_PAID
-    if purchase_order.has_complete_invoice:
-        return Status.INVOICED
-    return Status.APPROVED
-
-
-def update_po_status(purchase_order: PurchaseOrder, *, stripe_event_id: str = "") -> str:
-    """Derive paid / partially_paid / overpaid / ... from the ledger and store it.
-
-    Returns the status now stored. ``stripe_event_id``: the event that caused this update, for
-    the log line.
-    """
-    with transaction.atomic():
-        new_status = update_po_status_locked(
-            lock_purchase_order(purchase_order), stripe_event_id=stripe_event_id
-        )
-    purchase_order.status = new_status
-    return new_status
-
-
-def update_po_status_locked(locked: LockedPurchaseOrder, *, stripe_event_id: str = "") -> str:
-    """:func:`update_po_status` for a caller holding the lock: the one place that stores it."""
-    if locked.status in {Status.DRAFT, Status.CANCELLED}:
-        return locked.status
-    # Read once: the ledger reads are most of what applying a payment costs.
-    total, received = locked.total, locked.amount_received
-    new_status = _derive_status(locked, total=total, received=received)
-    if new_status != locked.status:
-        previous = locked.status
-        locked.status = new_status
-        locked.save(update_fields=["status", "updated_at"])
-        log_state_change(
-            logger,
-            event="po_status_changed",
-            po_reference=locked.reference,
-            invoice_id=locked.stripe_invoice_id or None,
-            stripe_event_id=stripe_event_id or None,
-            from_status=previous,
-            to_status=new_status,
-            received=money.format_amount(received, locked.currency),
-            total=money.format_amount(total, locked.currency),
-        )
-    return new_status

@@ -9,7 +9,7 @@ status derived from them) belongs to :mod:`invoicing.services.ledger`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -19,7 +19,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from invoicing import access, money
+from invoicing import access, billing_details, money
 from invoicing.errors import InvalidPurchaseOrder, InvalidTransition
 from invoicing.logging import log_state_change
 from invoicing.models import (
@@ -27,9 +27,12 @@ from invoicing.models import (
     ZERO,
     Conference,
     PurchaseOrder,
+    PurchaseOrderActivity,
     PurchaseOrderLineItem,
 )
 from invoicing.selectors import cancel_refusal, ensure_allowed, reissue_refusal
+from invoicing.services import notifications
+from invoicing.services.activity import record_activity
 from invoicing.services.ledger import (
     LockedPurchaseOrder,
     lock_purchase_order,
@@ -39,7 +42,11 @@ from invoicing.services.ledger import (
 # The public interface (DESIGN.md) names these here; the ledger owns them.
 from invoicing.services.ledger import record_payment as record_payment
 from invoicing.services.ledger import update_po_status as update_po_status
-from invoicing.stripe_invoice_status import VOIDED_STATUSES
+from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
+
+# A re-issued PO's old invoice can take no more money: void, or paid (a part-paid one is closed
+# with a credit note for its unpaid rest, since Stripe never voids an invoice with payments).
+CLOSED_STATUSES = VOIDED_STATUSES | {StripeInvoiceStatus.PAID}
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -91,6 +98,31 @@ def _line_problems(lines: Sequence[LineItemInput], currency: str) -> list[str]:
             problems.append("The purchase order's total must be greater than zero.")
         elif total >= MONEY_LIMIT:
             problems.append(f"The total {money.format_amount(total, currency)} is too large.")
+        elif limit := money.charge_limit_problem(total, currency):
+            # Stripe would refuse the invoice (or its payment) later, on the PO's page.
+            problems.append(limit)
+    return problems
+
+
+def billing_problems(
+    *,
+    buyer_po_number: str,
+    legal_name: str,
+    billing_address: object,
+    tax_ids: object,
+) -> list[str]:
+    """What Stripe or an accounts-payable department would refuse in a PO's billing details."""
+    problems = [
+        *billing_details.address_problems(billing_address),
+        *billing_details.tax_id_problems(tax_ids),
+    ]
+    if len(buyer_po_number) > billing_details.CUSTOM_FIELD_VALUE_MAX:
+        problems.append(
+            f"The buyer's PO number has {len(buyer_po_number)} characters; an invoice field "
+            f"holds at most {billing_details.CUSTOM_FIELD_VALUE_MAX}."
+        )
+    if len(legal_name) > 200:
+        problems.append("The legal name is longer than 200 characters.")
     return problems
 
 
@@ -105,11 +137,16 @@ def create_purchase_order(
     currency: str | None = None,
     notes: str = "",
     created_by: User | None = None,
+    buyer_po_number: str = "",
+    legal_name: str = "",
+    billing_address: Mapping[str, str] | None = None,
+    tax_ids: Sequence[Mapping[str, str]] = (),
 ) -> PurchaseOrder:
     """Create a draft PO with its lines, or raise :class:`InvalidPurchaseOrder` saving nothing.
 
     Every unit price must be exactly chargeable in the PO's currency (README: Money), so a PO that
-    could never be invoiced is refused now rather than after approval.
+    could never be invoiced is refused now rather than after approval; likewise the billing
+    details Stripe would refuse (``invoicing.billing_details``).
     """
     problems: list[str] = []
     reference = reference.strip()
@@ -132,6 +169,15 @@ def create_purchase_order(
     except ValueError as exc:
         raise InvalidPurchaseOrder(str(exc)) from None
     problems.extend(_line_problems(lines, code))
+    buyer_po_number, legal_name = buyer_po_number.strip(), legal_name.strip()
+    problems.extend(
+        billing_problems(
+            buyer_po_number=buyer_po_number,
+            legal_name=legal_name,
+            billing_address=billing_address,
+            tax_ids=list(tax_ids),
+        )
+    )
     if problems:
         raise InvalidPurchaseOrder(" ".join(problems))
 
@@ -147,6 +193,10 @@ def create_purchase_order(
                 notes=notes,
                 created_by=created_by,
                 last_edited_by=created_by,
+                buyer_po_number=buyer_po_number,
+                legal_name=legal_name,
+                billing_address=billing_details.normalize_address(billing_address),
+                tax_ids=billing_details.normalize_tax_ids(list(tax_ids)),
             )
             PurchaseOrderLineItem.objects.bulk_create(
                 PurchaseOrderLineItem(
@@ -205,12 +255,27 @@ def approve_purchase_order(
             ],
             locked.currency,
         )
+        problems += billing_problems(
+            buyer_po_number=locked.buyer_po_number,
+            legal_name=locked.legal_name,
+            billing_address=locked.billing_address,
+            tax_ids=locked.tax_ids,
+        )
+        if locked.conference.automatic_tax and not locked.billing_address:
+            # Stripe refuses automatic tax for a customer without an address.
+            problems.append(
+                "The conference charges tax through Stripe Tax, which needs the company's "
+                "billing address: add it before approving."
+            )
         if problems:
             raise InvalidPurchaseOrder(" ".join(problems))
         locked.status = Status.APPROVED
         locked.approved_at = timezone.now()
         locked.approved_by = approved_by
         locked.save(update_fields=["status", "approved_at", "approved_by", "updated_at"])
+        record_activity(
+            purchase_order=locked, kind=PurchaseOrderActivity.Kind.APPROVED, actor=approved_by
+        )
     log_state_change(
         logger,
         event="po_approved",
@@ -253,9 +318,15 @@ def mark_cancelled(
     *,
     cancelled_by: User | None = None,
     reason: str = "",
+    remainder_credited: bool = False,
 ) -> None:
-    """Set the cancelled state on a PO whose row lock the caller holds (internal)."""
-    ensure_allowed(cancel_refusal, locked, verb="cancelled")
+    """Set the cancelled state on a PO whose row lock the caller holds (internal).
+
+    ``remainder_credited``: our ``cancel`` credit note closed the unpaid rest, so the PO may now
+    show paid by that credit; that is the cancellation itself, not a reason to refuse it.
+    """
+    if not remainder_credited:
+        ensure_allowed(cancel_refusal, locked, verb="cancelled")
     locked.status = Status.CANCELLED
     locked.cancelled_at = timezone.now()
     locked.cancelled_by = cancelled_by
@@ -268,6 +339,12 @@ def mark_cancelled(
             "cancellation_reason",
             "updated_at",
         ]
+    )
+    record_activity(
+        purchase_order=locked,
+        kind=PurchaseOrderActivity.Kind.CANCELLED,
+        actor=cancelled_by,
+        detail=reason,
     )
     log_state_change(
         logger,
@@ -282,32 +359,44 @@ def mark_cancelled(
 def prepare_reissue(
     purchase_order: PurchaseOrder, *, reissued_by: User | None = None
 ) -> PurchaseOrder:
-    """Start a new invoice generation for a PO whose invoice was voided (internal).
+    """Start a new invoice generation for a PO whose invoice can take no more money (internal).
 
     The old invoice's payments stay in the ledger under its id. The new invoice asks only for what
     is still owed: it carries the PO's lines plus one credit line for everything already received
-    (all methods, all earlier invoices), frozen here in ``invoice_credit`` so the creation
-    parameters stay deterministic under their idempotency keys. Call
-    :func:`invoicing.services.invoice_lifecycle.reissue_stripe_invoice`, which voids an
-    uncollectible invoice at Stripe first and then creates the new one.
+    (net, all methods, all earlier invoices) and any credit note that lowered what is owed, frozen
+    here in ``invoice_credit`` so the creation parameters stay deterministic under their
+    idempotency keys. Call :func:`invoicing.services.invoice_lifecycle.reissue_stripe_invoice`,
+    which closes the old invoice at Stripe first (void, or a credit note for a part-paid one's
+    unpaid rest) and then creates the new one.
     """
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
         ensure_allowed(reissue_refusal, locked, verb="re-issued")
-        if locked.stripe_invoice_status not in VOIDED_STATUSES:
-            # Never two payable invoices: the one being replaced must be void first.
+        if locked.stripe_invoice_status not in CLOSED_STATUSES:
+            # Never two payable invoices: the one being replaced must be void first, or paid
+            # (a part-paid one is closed by a credit note for its unpaid rest).
             raise InvalidTransition(
                 f"PO {locked.reference}: not re-issued: its invoice "
                 f"{locked.stripe_invoice_id or '(none)'} is "
-                f"{locked.stripe_invoice_status or 'of unknown status'}, not void."
+                f"{locked.stripe_invoice_status or 'of unknown status'}, neither void nor paid."
             )
-        received = locked.amount_received
+        received = locked.amount_received + locked.amount_credited
         previous_invoice = locked.stripe_invoice_id
+        # Before the invoice's fields are cleared: its number and link stay in the PO's story.
+        record_activity(
+            purchase_order=locked,
+            kind=PurchaseOrderActivity.Kind.REISSUED,
+            actor=reissued_by,
+            detail=f"credit on the new invoice: {money.format_display(received, locked.currency)}",
+        )
         locked.generation += 1
         locked.key_epoch = 0
         locked.invoice_credit = received
         locked.stripe_invoice_id = ""
         locked.stripe_invoice_url = ""
+        locked.stripe_invoice_pdf = ""
+        locked.stripe_invoice_total = None
+        # stripe_invoice_tax stays: the tax already invoiced is still owed (see amount_owed).
         locked.stripe_invoice_number = ""
         locked.stripe_invoice_status = ""
         locked.stripe_amount_due = None
@@ -343,15 +432,21 @@ def record_invoice_error(
     status, which other transactions own under the row lock.
     """
     now = timezone.now()
-    PurchaseOrder.objects.filter(pk=purchase_order.pk).update(
-        invoice_error=message,
-        invoice_error_at=now,
-        invoice_creation_blocked=blocks_creation,
-        updated_at=now,
-    )
+    with transaction.atomic():
+        PurchaseOrder.objects.filter(pk=purchase_order.pk).update(
+            invoice_error=message,
+            invoice_error_at=now,
+            invoice_creation_blocked=blocks_creation,
+            updated_at=now,
+        )
+        if blocks_creation:
+            notifications.creation_blocked(purchase_order, message=message)
     purchase_order.invoice_error = message
     purchase_order.invoice_error_at = now
     purchase_order.invoice_creation_blocked = blocks_creation
+    record_activity(
+        purchase_order=purchase_order, kind=PurchaseOrderActivity.Kind.ERROR, detail=message
+    )
     log_state_change(
         logger,
         event="invoice_error_recorded",

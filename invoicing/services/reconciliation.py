@@ -7,27 +7,35 @@ per run: 10,000 open invoices would take 10,000 calls (400 s at the sandbox's 25
 Instead, per conference:
 
 (a) **Events since the cursor.** ``GET /v1/events`` filtered to the types that end an invoice's open
-    life (``invoice.paid``, ``invoice.voided``, ``invoice.marked_uncollectible``), created since
-    the stored cursor minus ``RECONCILE_EVENTS_OVERLAP_SECONDS`` (events may become listable a
-    little after their timestamp), 100 a page. Each carries the invoice as it was then. This is
-    what catches an invoice that left ``open`` while its webhook was lost: it is in no list of
+    life (``invoice.paid``, ``invoice.voided``, ``invoice.marked_uncollectible``) and to the
+    refund, dispute and credit note events, created since the stored cursor minus
+    ``RECONCILE_EVENTS_OVERLAP_SECONDS`` (events may become listable a little after their
+    timestamp), 100 a page. Each carries the object as it was then; an invoice comes without
+    ``amount_paid_off_stripe`` (never in events), so one that shows money the ledger lacks is
+    retrieved with it, and only invoices closed while their webhooks were lost cost a call. This
+    is what catches an invoice that left ``open`` while its webhook was lost: it is in no list of
     open invoices any more. The cursor then moves to the newest event's ``created`` (Stripe's
     clock, never ours). Without a cursor (the first run) it reads what Stripe keeps (30 days).
 (b) **Open invoices.** ``GET /v1/invoices?status=open&collection_method=send_invoice``, 100 a
-    page: partial payments on invoices still open.
+    page, with ``expand[]=data.amount_paid_off_stripe``: partial payments on invoices still open.
 (c) **The rest, one by one.** Only POs we consider open (mirrored invoice status ``open`` or
     ``uncollectible``) whose invoice appeared in neither (a) nor (b) are retrieved individually
     (an uncollectible invoice, one that left ``open`` before the cursor's window...).
+(d) **Money going back** (:mod:`.reconciliation_money`): the refunds and credit notes created
+    since the cursor (one list call each), with the refund, dispute and credit note events of
+    (a); those the ledger does not hold yet find their PO (one ``invoice_payments`` call per
+    PaymentIntent) and go through the ledger's row-locked functions, as webhooks do.
 
 For every page of (a) and (b) the POs of the page's invoices are read in ONE query, and a snapshot
 whose rank (status, ``amount_paid``) is not above what the PO mirrors is skipped without touching
 the PO: it cannot change anything (``invoice_snapshots.mirrored_rank``). Only the rest reach
 ``ledger.apply_invoice_snapshot``, the single entry point, under the PO's row lock (through
 ``reconcile_invoice`` for an invoice no PO has as its current one: an earlier generation's). So a
-run costs about ``(open invoices + closing events) / 100 + stragglers`` Stripe calls and one
-transaction per invoice that actually changed: for 10,000 open invoices of which 5% were paid with
-their webhooks dropped, 5 event pages + 95 invoice pages = 100 calls (1% of the naive 10,000) and
-500 ledger transactions (measured: ``tests/benchmarks/reconciliation.py``).
+run costs about ``(open invoices + events) / 100 + stragglers + 2`` Stripe calls (plus one per
+refunded or disputed payment the ledger does not hold yet, and one retrieve per invoice whose
+closing event shows money the ledger lacks: an event cannot say how much was paid off Stripe)
+and one transaction per object that actually changed (measured:
+``tests/benchmarks/reconciliation.py``; figures in the benchmarks README).
 
 Pages are read as plain JSON (``raw_request`` through the same rate-limited client), not as
 ``StripeObject`` trees, which cost more CPU than the HTTP call for 100 invoices; the next page is
@@ -43,10 +51,8 @@ and the run goes on.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -59,10 +65,19 @@ from django.utils import timezone
 from invoicing.errors import EventRejected
 from invoicing.models import Conference, PurchaseOrder, StripeSyncState
 from invoicing.retry import describe_error
+from invoicing.services.event_types import CHARGE_REFUNDED_EVENTS, MONEY_EVENTS
 from invoicing.services.invoice_snapshots import InvoiceSnapshot, mirrored_rank
-from invoicing.services.invoice_sync import EventOutcome, reconcile_invoice, sync_invoice
+from invoicing.services.invoice_sync import (
+    EventOutcome,
+    lacks_the_split,
+    reconcile_invoice,
+    sync_invoice,
+)
 from invoicing.services.ledger import apply_invoice_snapshot
+from invoicing.services.reconciliation_money import MoneyViews, reconcile_money
 from invoicing.services.stripe_client import build_stripe_client
+from invoicing.services.stripe_pages import pages as _pages
+from invoicing.services.stripe_pages import prefetched as _prefetched
 from invoicing.stripe_invoice_status import PAYABLE_STATUSES
 
 if TYPE_CHECKING:
@@ -73,6 +88,9 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE: Final = 100
 # Events that end an invoice's open life; each carries the invoice (data.object).
 CLOSING_EVENT_TYPES: Final = ("invoice.paid", "invoice.voided", "invoice.marked_uncollectible")
+# Money going back and amounts owed changing (``charge.refunded`` aside: its refunds have their
+# own events and are listed anyway). Stripe takes up to 20 ``types[]``.
+MONEY_EVENT_TYPES: Final = tuple(sorted(MONEY_EVENTS - CHARGE_REFUNDED_EVENTS))
 
 
 @dataclass
@@ -85,6 +103,10 @@ class ReconcileSummary:
     invoice_pages: int = 0
     open_invoices: int = 0
     retrieved: int = 0
+    money_pages: int = 0  # refunds and credit notes created since the cursor
+    money_lookups: int = 0  # the invoice behind a refund's or dispute's PaymentIntent
+    money_seen: int = 0
+    money_applied: int = 0
     applied: int = 0
     unchanged: int = 0
     not_ours: int = 0
@@ -97,7 +119,13 @@ class ReconcileSummary:
 
     @property
     def stripe_calls(self) -> int:
-        return self.event_pages + self.invoice_pages + self.retrieved
+        return (
+            self.event_pages
+            + self.invoice_pages
+            + self.retrieved
+            + self.money_pages
+            + self.money_lookups
+        )
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -116,89 +144,14 @@ def _acquire_lease(conference: Conference) -> bool:
     )
 
 
-def _pages(
-    client: stripe.StripeClient, path: str, params: Mapping[str, Any]
-) -> Iterator[list[Any]]:
-    """Walk a Stripe list one page (one API call) at a time, as plain JSON.
-
-    ``raw_request`` goes through the same client (key, API version, rate limit, retries, error
-    classes) but skips building a ``StripeObject`` tree for every invoice of every page, which
-    costs more than the HTTP call itself for 100 invoices with their lines. The parameters are
-    still checked by mypy against stripe-python's ``*ListParams`` at the call sites.
-    """
-    cursor: str | None = None
-    while True:
-        query = dict(params) if cursor is None else {**params, "starting_after": cursor}
-        response = client.raw_request("get", path, **query)
-        page = response.data if isinstance(response.data, Mapping) else {}
-        data = page.get("data")
-        items = list(data) if isinstance(data, list) else []
-        yield items
-        if not page.get("has_more") or not items:
-            return
-        last = items[-1].get("id") if isinstance(items[-1], Mapping) else None
-        if not isinstance(last, str):
-            return
-        cursor = last
-
-
-_DONE = object()
-
-
-def _prefetched(pages: Iterator[list[Any]], *, depth: int = 2) -> Iterator[list[Any]]:
-    """Fetch the next pages in a background thread while the caller applies the current one.
-
-    The fetch is network and JSON work (no database), so it overlaps with the row-locking
-    transactions of the page being applied. Errors surface in the caller, in order; a caller that
-    stops early (an exception) stops the fetcher too.
-    """
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-            except queue.Full:
-                continue
-            return True
-        return False
-
-    def fetch() -> None:
-        try:
-            for page in pages:
-                if not put(page):
-                    return
-        except BaseException as error:  # handed to the caller, raised there
-            put(_Failure(error))
-            return
-        put(_DONE)
-
-    fetcher = threading.Thread(target=fetch, name="reconcile-fetch", daemon=True)
-    fetcher.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        fetcher.join(timeout=30)
-
-
-@dataclass(frozen=True)
-class _Failure:
-    error: BaseException
-
-
 class _Reconciler:
     def __init__(self, conference: Conference, summary: ReconcileSummary) -> None:
         self.conference = conference
         self.summary = summary
         self.seen: set[str] = set()
+        # Closing events' invoices that showed money the ledger lacks, without saying how much
+        # was paid off Stripe: applied from the paid list below, or retrieved in (c).
+        self.split_pending: dict[str, InvoiceSnapshot] = {}
 
     def _note_error(self, message: str) -> None:
         self.summary.errors += 1
@@ -250,7 +203,17 @@ class _Reconciler:
 
     def _reconcile(self, snapshot: InvoiceSnapshot, purchase_order_id: int | None) -> None:
         try:
-            if purchase_order_id is not None:
+            if purchase_order_id is not None and snapshot.amount_paid_off_stripe is None:
+                # An event's copy never says what was paid off Stripe: when it shows money the
+                # ledger lacks, it waits for a view that does (the paid list, or a retrieve).
+                po = PurchaseOrder.objects.select_related("conference").get(pk=purchase_order_id)
+                if lacks_the_split(po, snapshot):
+                    self.split_pending[snapshot.id] = snapshot
+                    self.seen.discard(snapshot.id)
+                    return
+                apply_invoice_snapshot(purchase_order=po, invoice=snapshot, source="reconcile")
+                outcome = EventOutcome.HANDLED
+            elif purchase_order_id is not None:
                 # The page's query found the PO (this conference, current invoice): apply.
                 apply_invoice_snapshot(
                     purchase_order=PurchaseOrder(pk=purchase_order_id),
@@ -319,10 +282,15 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
         newest = state.events_cursor
 
         # (a) events that closed invoices since the cursor
-        event_params: EventListParams = {"types": list(CLOSING_EVENT_TYPES), "limit": PAGE_SIZE}
+        event_params: EventListParams = {
+            "types": [*CLOSING_EVENT_TYPES, *MONEY_EVENT_TYPES],
+            "limit": PAGE_SIZE,
+        }
+        since: int | None = None
         if state.events_cursor is not None:
-            since = state.events_cursor - settings.RECONCILE_EVENTS_OVERLAP_SECONDS
-            event_params["created"] = {"gte": max(0, since)}
+            since = max(0, state.events_cursor - settings.RECONCILE_EVENTS_OVERLAP_SECONDS)
+            event_params["created"] = {"gte": since}
+        money = MoneyViews()
         for events in _prefetched(_pages(client, "/v1/events", event_params)):
             summary.event_pages += 1
             summary.events += len(events)
@@ -331,18 +299,40 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
                 if isinstance(created, int):
                     newest = created if newest is None else max(newest, created)
             reconciler.apply_page(_event_snapshots(reconciler, events))
+            money.add_events(events)
 
         # (b) every open invoice, a page at a time
         invoice_params: InvoiceListParams = {
             "status": "open",
             "collection_method": "send_invoice",
             "limit": PAGE_SIZE,
+            "expand": ["data.amount_paid_off_stripe"],  # includable: only when asked for
         }
         for invoices in _prefetched(_pages(client, "/v1/invoices", invoice_params)):
             summary.invoice_pages += 1
             summary.open_invoices += len(invoices)
             page = [reconciler.snapshot(invoice) for invoice in invoices]
             reconciler.apply_page(snapshot for snapshot in page if snapshot is not None)
+
+        # (a') invoices paid while their webhooks were lost, as listed with the off-Stripe split
+        wanted = {i for i, s in reconciler.split_pending.items() if s.status == "paid"}
+        wanted -= reconciler.seen
+        if wanted:
+            since = min(reconciler.split_pending[i].created for i in wanted)
+            paid_params: InvoiceListParams = {
+                "status": "paid",
+                "created": {"gte": since},
+                "limit": PAGE_SIZE,
+                "expand": ["data.amount_paid_off_stripe"],
+            }
+            for invoices in _pages(client, "/v1/invoices", paid_params):
+                summary.invoice_pages += 1
+                page = [reconciler.snapshot(invoice) for invoice in invoices]
+                found = [s for s in page if s is not None and s.id in wanted]
+                reconciler.apply_page(found)
+                wanted -= {s.id for s in found}
+                if not wanted:
+                    break
 
         # (c) POs we consider open that neither list mentioned
         stragglers = (
@@ -369,6 +359,15 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
                     describe_error(error),
                 )
                 reconciler._note_error(f"{invoice_id}: {describe_error(error)}")
+        # (d) refunds, disputes and credit notes whose webhooks never arrived
+        reconcile_money(
+            conference=conference,
+            client=client,
+            views=money,
+            since=since,
+            summary=summary,
+            note_error=reconciler._note_error,
+        )
         summary.cursor = newest
         summary.seconds = round(time.monotonic() - started, 3)
         summary.apply_seconds = round(summary.apply_seconds, 3)
@@ -386,7 +385,8 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
     )
     logger.info(
         "reconcile %s: %s Stripe call(s) (%s event page(s), %s invoice page(s), %s retrieve(s)); "
-        "%s open invoice(s), %s applied, %s unchanged, %s not ours, %s error(s)",
+        "%s open invoice(s), %s applied, %s unchanged, %s not ours, %s error(s); "
+        "%s refund/dispute/credit note(s) seen, %s applied",
         conference.slug,
         summary.stripe_calls,
         summary.event_pages,
@@ -397,6 +397,8 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
         summary.unchanged,
         summary.not_ours,
         summary.errors,
+        summary.money_seen,
+        summary.money_applied,
     )
     return summary
 

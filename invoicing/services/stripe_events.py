@@ -9,12 +9,13 @@ records the row and asks for it to be published. Everything after that is here:
    :func:`queue_stripe_events`.
 2. :func:`process_stripe_event` claims the row (``SELECT ... FOR UPDATE SKIP LOCKED``, then
    ``processing`` with a claim that outlives the task's hard time limit), dispatches it by type
-   (:func:`dispatch_stripe_event`: invoice events to ``handle_invoice_event``, everything else
-   ``ignored``) and settles it: ``processed`` / ``ignored``; on a transient failure back to
-   ``pending`` with ``next_attempt_at`` after an exponential backoff, until
-   ``STRIPE_EVENT_MAX_ATTEMPTS``; on a permanent one (``EventRejected``, an unknown error...)
-   ``failed`` at once. ``last_error`` keeps the reason; failed events are replayed with
-   :func:`replay_stripe_events` (admin action, ``manage.py replay_stripe_events``).
+   (:func:`dispatch_stripe_event`: invoice events to ``handle_invoice_event``; refund, dispute
+   and credit note events to ``money_events.handle_money_event``; everything else ``ignored``)
+   and settles it: ``processed`` / ``ignored``; on a transient failure back to ``pending`` with
+   ``next_attempt_at`` after an exponential backoff, until ``STRIPE_EVENT_MAX_ATTEMPTS``; on a
+   permanent one (``EventRejected``, an unknown error...) ``failed`` at once. ``last_error``
+   keeps the reason; failed events are replayed with :func:`replay_stripe_events` (admin
+   action, ``manage.py replay_stripe_events``).
 
 Every message may arrive twice (webhook retries are deduplicated by the insert; broker
 redeliveries, the beat's re-enqueue and replays by the claim), and applying an invoice snapshot is
@@ -39,7 +40,9 @@ from invoicing import background
 from invoicing.background import Job
 from invoicing.models import Conference, StripeEvent
 from invoicing.retry import backoff_seconds, describe_error, has_known_cause, is_transient
+from invoicing.services.event_types import MONEY_EVENTS
 from invoicing.services.invoice_sync import EventOutcome, handle_invoice_event
+from invoicing.services.money_events import handle_money_event
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +139,8 @@ def dispatch_stripe_event(stripe_event: StripeEvent) -> EventOutcome:
     """Route an event by type; types we do not act on are ``ignored``."""
     if stripe_event.type.startswith(("invoice.", "invoice_payment.")):
         return handle_invoice_event(conference=stripe_event.conference, event=stripe_event.payload)
+    if stripe_event.type in MONEY_EVENTS:
+        return handle_money_event(conference=stripe_event.conference, event=stripe_event.payload)
     return EventOutcome.IGNORED
 
 

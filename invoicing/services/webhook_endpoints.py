@@ -32,9 +32,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The events this project handles (invoice_sync.HANDLED_EVENT_TYPES; a test keeps the two
+# The events this project handles (event_types.HANDLED_EVENT_TYPES; a test keeps the two
 # equal). Spelled out so that mypy checks each name against stripe-python's list of event types.
 WebhookEventType = Literal[
+    "charge.dispute.closed",
+    "charge.dispute.created",
+    "charge.dispute.funds_reinstated",
+    "charge.dispute.funds_withdrawn",
+    "charge.refunded",
+    "credit_note.created",
+    "credit_note.updated",
+    "credit_note.voided",
     "invoice.deleted",
     "invoice.finalized",
     "invoice.marked_uncollectible",
@@ -45,6 +53,9 @@ WebhookEventType = Literal[
     "invoice.updated",
     "invoice.voided",
     "invoice_payment.paid",
+    "refund.created",
+    "refund.failed",
+    "refund.updated",
 ]
 WEBHOOK_EVENT_TYPES: Final[tuple[WebhookEventType, ...]] = get_args(WebhookEventType)
 

@@ -144,7 +144,10 @@ def po_status(po: PurchaseOrder) -> str:
 
 
 def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
-    walkthrough: PurchaseOrder, browser_context: BrowserContext, live_server: LiveServer
+    walkthrough: PurchaseOrder,
+    browser_context: BrowserContext,
+    live_server: LiveServer,
+    stripe_emulator: EmulatorHandle,
 ) -> None:
     # (The data is made before the browser starts: see in_thread.)
     po = walkthrough
@@ -170,7 +173,7 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     page.click("button[name=index]")
     expect(page.locator("h1")).to_have_text("Approve these purchase orders?")
     expect(page.locator("#confirm-objects")).to_contain_text(
-        "BRW-0001: Initech (BrowserCon 2026), Draft: invoice for 6350.00 USD to ap@initech.example"
+        "BRW-0001: Initech (BrowserCon 2026), Draft: invoice for 6,350.00 USD to ap@initech.example"
     )
     shot(page, "03-confirm-approval")
     page.get_by_role("button", name="Yes, go ahead").click()
@@ -184,7 +187,7 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     page.reload()
     row = page.locator("#result_list tbody tr", has_text="BRW-0001")
     expect(row).to_contain_text("Invoiced")
-    expect(row).to_contain_text("6350.00 USD")
+    expect(row).to_contain_text("6,350.00 USD")
     shot(page, "05-invoiced")
 
     # 4. The customer opens the hosted invoice page from the PO's link...
@@ -197,10 +200,16 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     expect(hosted.locator("#amount-remaining")).to_have_text("6,350.00 USD")
     shot(hosted, "06-hosted-invoice")
 
-    # 5. ...and pays 1,000.00 of it by ACH.
-    hosted.get_by_label("Amount").fill("1000.00")
-    hosted.locator("#pay-ach").click()
-    expect(hosted.locator("#notice")).to_contain_text("paid")
+    # 5. ...which only offers the whole amount (no amount field, as at Stripe). The customer
+    #    agrees to pay 1,000.00 now by ACH, which the organizer charges from the Stripe
+    #    Dashboard ("Charge customer", the emulator's control API).
+    expect(hosted.locator("#pay-ach")).to_contain_text("6,350.00 USD")
+    expect(hosted.get_by_label("Amount")).to_have_count(0)
+    invoice_id = in_thread(
+        lambda: PurchaseOrder.objects.values_list("stripe_invoice_id", flat=True).get(pk=po.pk)
+    )
+    stripe_emulator.pay_invoice(invoice_id, amount=100000, payment_method_type="us_bank_account")
+    hosted.reload()
     expect(hosted.locator("#amount-paid")).to_have_text("1,000.00 USD")
     expect(hosted.locator("#invoice-status")).to_have_text("open")
     shot(hosted, "07-paid-part-by-ach")
@@ -214,9 +223,9 @@ def test_approve_pay_part_by_ach_and_see_it_in_the_admin(
     )
     page.reload()
     expect(page.locator(".form-row.field-status")).to_contain_text("Partially paid")
-    expect(page.locator(".fieldBox.field-balance_display")).to_contain_text("5350.00 USD")
+    expect(page.locator(".fieldBox.field-balance_display")).to_contain_text("5,350.00 USD")
     ledger = page.locator("#payments-group")
-    expect(ledger).to_contain_text("1000.00 USD")
+    expect(ledger).to_contain_text("1,000.00 USD")
     expect(ledger).to_contain_text("Stripe")
     shot(page, "08-partially-paid")
 

@@ -23,7 +23,7 @@ def _static_root(settings: Any, tmp_path: Path) -> None:
     settings.STATIC_ROOT = tmp_path
 
 
-def form_data(conference: Conference, **overrides: str) -> dict[str, str]:
+def form_data(conference: Conference, **overrides: Any) -> dict[str, Any]:
     data = {
         "slug": conference.slug,
         "name": conference.name,
@@ -33,9 +33,8 @@ def form_data(conference: Conference, **overrides: str) -> dict[str, str]:
         "stripe_webhook_secret": "",
         "stripe_webhook_endpoint_id": "",
         "invoice_days_until_due": "30",
-        "payment_method_types": '["card", "us_bank_account"]',
+        "payment_method_types": ["card", "us_bank_account"],
         # What the browser sends back for a field with a callable default (change detection).
-        "initial-payment_method_types": '["card", "us_bank_account"]',
         "invoice_memo": "",
         "invoice_footer": "",
     }

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from invoicing.models import Conference
-from invoicing.services.invoice_lifecycle import void_stripe_invoice
+from invoicing.services.invoice_lifecycle import (
+    cancel_invoiced_purchase_order,
+    void_stripe_invoice,
+)
 from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
 from tests.core.conftest import MakePurchaseOrder
 from tests.stripe_emulator.handle import EmulatorHandle
@@ -27,7 +30,8 @@ def test_a_payment_missing_from_the_ledger_is_reported_until_synced(
     stripe_emulator.pay_invoice(po.stripe_invoice_id, amount=1000)
     report = compare_with_stripe(emulator=stripe_emulator, conference=stripe_conference)
     assert report.problems == [
-        f"invoice {po.stripe_invoice_id}: Stripe amount_paid 10.00, ledger 0"
+        f"invoice {po.stripe_invoice_id}: Stripe amount_paid - amount_paid_off_stripe 10.00, "
+        "ledger 0"
     ]
 
     sync_stripe_invoice_status(po)
@@ -68,12 +72,15 @@ def test_a_voided_invoice_is_consistent_only_when_the_po_mirrors_the_void(
 ) -> None:
     voided_here = make_purchase_order(conference=stripe_conference)
     voided_at_stripe = make_purchase_order(conference=stripe_conference)
-    for po in (voided_here, voided_at_stripe):
+    # Part-paid: Stripe refuses the void, so cancelling credits the unpaid rest instead.
+    credited_here = make_purchase_order(conference=stripe_conference)
+    for po in (voided_here, voided_at_stripe, credited_here):
         create_stripe_invoice(po)
         po.refresh_from_db()
-    stripe_emulator.pay_invoice(voided_here.stripe_invoice_id, amount=1000)
-    sync_stripe_invoice_status(voided_here)
     void_stripe_invoice(voided_here)
+    stripe_emulator.pay_invoice(credited_here.stripe_invoice_id, amount=1000)
+    sync_stripe_invoice_status(credited_here)
+    cancel_invoiced_purchase_order(credited_here)
     client = stripe_emulator.client(stripe_conference.stripe_secret_key)
     client.v1.invoices.void_invoice(voided_at_stripe.stripe_invoice_id)
 

@@ -1,7 +1,10 @@
 """The ledger equals Stripe: invoice snapshots applied any number of times, in any order.
 
-These tests feed the snapshot code the invoice payloads Stripe sends (``data.object`` shapes);
-the same code is exercised end to end against the emulator in ``test_stripe_invoicing.py``.
+These tests feed the snapshot code invoices as Stripe serializes them, with
+``amount_paid_off_stripe`` (as a retrieve with ``expand`` returns it: the ledger records money only
+from a view that says how much was paid off Stripe; an event payload, which never does, is
+retrieved again: ``tests/core/test_off_stripe_ledger.py``). The same code is exercised end to end
+against the emulator in ``test_stripe_invoicing.py``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def invoice_payload(
         "amount_due": amount_due,
         "amount_paid": amount_paid,
         "amount_remaining": amount_due - amount_paid,
+        "amount_paid_off_stripe": 0,
         "number": "ACME-0001",
         "hosted_invoice_url": "https://invoice.stripe.test/i/acme",
         "customer": "cus_test",

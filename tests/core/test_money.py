@@ -171,3 +171,51 @@ def test_sum_of_minor_units_equals_minor_units_of_sum(amounts: list[Decimal]) ->
 )
 def test_format_amount(amount: Decimal, currency: str, text: str) -> None:
     assert money.format_amount(amount, currency) == text
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "text"),
+    [
+        (Decimal("5000.000"), "usd", "5,000.00 USD"),
+        (Decimal("5000.000"), "jpy", "5,000 JPY"),
+        (Decimal("5.000"), "kwd", "5.000 KWD"),
+        (Decimal("5.1"), "kwd", "5.100 KWD"),
+        (Decimal("1234567.5"), "eur", "1,234,567.50 EUR"),
+        (Decimal("-2000"), "usd", "-2,000.00 USD"),
+        (Decimal("0"), "jpy", "0 JPY"),
+        (Decimal("1E+3"), "jpy", "1,000 JPY"),
+        (Decimal("10.005"), "usd", "10.005 USD"),
+        (Decimal("1500.500"), "jpy", "1,500.5 JPY"),
+    ],
+)
+def test_format_display_uses_the_currency_decimals_and_groups_thousands(
+    amount: Decimal, currency: str, text: str
+) -> None:
+    assert money.format_display(amount, currency) == text
+
+
+@pytest.mark.parametrize(
+    ("currency", "smallest", "largest"),
+    [
+        ("usd", Decimal("0.50"), Decimal("999999.99")),
+        ("gbp", Decimal("0.30"), Decimal("999999.99")),
+        ("jpy", Decimal("50"), Decimal("99999999")),
+        ("kwd", Decimal("0.010"), Decimal("99999.999")),  # no minimum in Stripe's table
+    ],
+)
+def test_charge_limits(currency: str, smallest: Decimal, largest: Decimal) -> None:
+    assert money.charge_limits(currency) == (smallest, largest)
+    assert money.charge_limit_problem(smallest, currency) == ""
+    assert money.charge_limit_problem(largest, currency) == ""
+    step = money.smallest_amount(currency)
+    assert "more than Stripe can charge" in money.charge_limit_problem(largest + step, currency)
+    if smallest > step:
+        assert "less than the smallest" in money.charge_limit_problem(smallest - step, currency)
+
+
+def test_absurd_total_is_explained_in_the_organizers_words() -> None:
+    problem = money.charge_limit_problem(Decimal("99999999999.99"), "usd")
+    assert problem == (
+        "The total, 99,999,999,999.99 USD, is more than Stripe can charge on one invoice "
+        "(999,999.99 USD at most). Split it into several purchase orders."
+    )

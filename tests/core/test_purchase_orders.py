@@ -161,7 +161,17 @@ def test_wire_payments_drive_the_status(make_purchase_order: MakePurchaseOrder) 
     assert po.status == Status.PARTIALLY_PAID
     purchase_orders.record_payment(po, amount=Decimal("6000"), method="check", payment_date=TODAY)
     assert po.status == Status.PAID
-    purchase_orders.record_payment(po, amount=Decimal("0.01"), method="other", payment_date=TODAY)
+    with pytest.raises(InvalidPayment, match=r"0\.01 USD is more than the 0\.00 USD still due"):
+        purchase_orders.record_payment(
+            po, amount=Decimal("0.01"), method="other", payment_date=TODAY
+        )
+    purchase_orders.record_payment(
+        po,
+        amount=Decimal("0.01"),
+        method="other",
+        payment_date=TODAY,
+        overpayment_reason="Bank fee refunded twice",
+    )
     po.refresh_from_db()
     assert po.status == Status.OVERPAID
     assert po.amount_received == Decimal("6350.01")
@@ -310,3 +320,30 @@ def test_cancel_is_idempotent_and_refused_when_paid(make_purchase_order: MakePur
     purchase_orders.record_payment(paid, amount=paid.total, method="wire", payment_date=TODAY)
     with pytest.raises(InvalidTransition, match="refund"):
         purchase_orders.cancel_purchase_order(paid)
+
+
+@pytest.mark.parametrize(
+    ("unit_price", "currency", "message"),
+    [
+        (Decimal("99999999999.99"), "usd", "more than Stripe can charge on one invoice"),
+        (Decimal("1000000"), "usd", r"999,999\.99 USD at most"),
+        (Decimal("0.49"), "usd", r"smallest amount Stripe charges in USD \(0\.50 USD\)"),
+        (Decimal("49"), "jpy", r"\(50 JPY\)"),
+    ],
+)
+def test_totals_beyond_stripes_charge_limits_are_refused_at_creation_and_approval(
+    make_purchase_order: MakePurchaseOrder, unit_price: Decimal, currency: str, message: str
+) -> None:
+    lines = [LineItemInput("Booth", 1, unit_price)]
+    with pytest.raises(InvalidPurchaseOrder, match=message):
+        make_purchase_order(lines=lines, currency=currency, approve=False)
+    assert not PurchaseOrder.objects.exists()
+    # A draft whose price was changed afterwards (the admin's form, an old row): approval refuses.
+    po = make_purchase_order(currency=currency, approve=False)
+    PurchaseOrderLineItem.objects.filter(purchase_order=po).update(unit_price=unit_price)
+    PurchaseOrderLineItem.objects.filter(purchase_order=po, position__gt=1).delete()
+    with pytest.raises(InvalidPurchaseOrder, match=message):
+        purchase_orders.approve_purchase_order(po)
+    po.refresh_from_db()
+    assert po.status == Status.DRAFT
+    assert po.approved_at is None

@@ -35,22 +35,81 @@ def invoiced_po(
 
 
 @pytest.mark.django_db
-def test_uncollectible_invoice_is_voided_and_reissued_for_the_balance(
+def test_uncollectible_invoice_is_voided_and_reissued(
+    stripe_emulator: EmulatorHandle, stripe_secret_key: str, invoiced_po: PurchaseOrder
+) -> None:
+    client = stripe_emulator.client(stripe_secret_key)
+    old_id = invoiced_po.stripe_invoice_id
+    client.v1.invoices.mark_uncollectible(old_id)  # the organizer, in Stripe's dashboard
+    deliver_all(invoiced_po.conference, stripe_events(stripe_emulator, stripe_secret_key))
+    invoiced_po.refresh_from_db()
+    assert invoiced_po.status == Status.INVOICE_UNCOLLECTIBLE
+
+    invoice_lifecycle.reissue_stripe_invoice(invoiced_po)
+
+    invoiced_po.refresh_from_db()
+    assert client.v1.invoices.retrieve(old_id).status == "void"
+    new = client.v1.invoices.retrieve(invoiced_po.stripe_invoice_id)
+    assert (new.status, new.amount_due) == ("open", 635000)
+    assert invoiced_po.status == Status.INVOICED
+
+
+@pytest.mark.django_db
+def test_an_uncollectible_invoice_with_payments_is_neither_voided_nor_reissued(
     stripe_emulator: EmulatorHandle, stripe_secret_key: str, invoiced_po: PurchaseOrder
 ) -> None:
     client = stripe_emulator.client(stripe_secret_key)
     old_id = invoiced_po.stripe_invoice_id
     stripe_emulator.pay_invoice(old_id, amount=100000)
-    client.v1.invoices.mark_uncollectible(old_id)  # the organizer, in Stripe's dashboard
+    client.v1.invoices.mark_uncollectible(old_id)
     deliver_all(invoiced_po.conference, stripe_events(stripe_emulator, stripe_secret_key))
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == Status.INVOICE_UNCOLLECTIBLE
+    for action in (
+        invoice_lifecycle.reissue_stripe_invoice,
+        invoice_lifecycle.cancel_invoiced_purchase_order,
+    ):
+        with pytest.raises(InvalidTransition, match="neither voids nor credits"):
+            action(invoiced_po)
+    invoiced_po.refresh_from_db()
+    assert (invoiced_po.status, invoiced_po.generation) == (Status.INVOICE_UNCOLLECTIBLE, 1)
+    assert client.v1.invoices.retrieve(old_id).status == "uncollectible"
+
+
+@pytest.mark.django_db
+def test_a_part_paid_invoice_is_reissued_for_the_balance_after_a_credit_note(
+    stripe_emulator: EmulatorHandle, stripe_secret_key: str, invoiced_po: PurchaseOrder
+) -> None:
+    client = stripe_emulator.client(stripe_secret_key)
+    old_id = invoiced_po.stripe_invoice_id
+    stripe_emulator.pay_invoice(old_id, amount=100000)  # the Dashboard's "Charge customer"
+    deliver_all(invoiced_po.conference, stripe_events(stripe_emulator, stripe_secret_key))
+    invoiced_po.refresh_from_db()
+    assert invoiced_po.status == Status.PARTIALLY_PAID
     assert stripe_ledger(invoiced_po) == Decimal("1000.00")
 
     url = invoice_lifecycle.reissue_stripe_invoice(invoiced_po)
 
     invoiced_po.refresh_from_db()
-    assert client.v1.invoices.retrieve(old_id).status == "void"
+    old = client.v1.invoices.retrieve(old_id)
+    # Stripe never voids an invoice with payments: a credit note closes the unpaid rest.
+    assert (old.status, old.amount_paid, old.amount_remaining) == ("paid", 100000, 0)
+    assert old.pre_payment_credit_notes_amount == 535000
+    (note,) = client.v1.credit_notes.list(params={"invoice": old_id}).data
+    assert (note.amount, note.pre_payment_amount, note.post_payment_amount) == (535000, 535000, 0)
+    assert note.metadata is not None
+    assert note.metadata.to_dict() == {
+        "purchase_order": invoiced_po.reference,
+        "purpose": "reissue",
+    }
+    with pytest.raises(EmulatorError, match="already paid"):
+        stripe_emulator.pay_invoice(old_id)  # no second collection on the old invoice
+    # Recorded (our credits equal Stripe's credit notes) but not lowering what is owed: the new
+    # invoice asks for that rest again.
+    assert list(invoiced_po.credits.values_list("stripe_credit_note_id", "purpose")) == [
+        (note.id, "reissue")
+    ]
+    assert invoiced_po.amount_credited == 0
     new = client.v1.invoices.retrieve(invoiced_po.stripe_invoice_id)
     assert new.id != old_id
     assert url == new.hosted_invoice_url
@@ -100,12 +159,26 @@ def test_voided_invoice_is_reissued_in_full(
     assert new.amount_due == 635000
     assert len(new.lines.data) == 2
     assert invoiced_po.status == Status.INVOICED
-    with pytest.raises(InvalidTransition, match="only a PO whose invoice is void"):
+    with pytest.raises(InvalidTransition, match="void an unpaid invoice first"):
         invoice_lifecycle.reissue_stripe_invoice(invoiced_po)
 
 
 @pytest.mark.django_db
-def test_cancel_voids_the_open_invoice(
+def test_cancel_voids_an_unpaid_invoice(
+    stripe_emulator: EmulatorHandle, stripe_secret_key: str, invoiced_po: PurchaseOrder
+) -> None:
+    invoice_lifecycle.cancel_invoiced_purchase_order(invoiced_po, reason="sponsor withdrew")
+    invoiced_po.refresh_from_db()
+    client = stripe_emulator.client(stripe_secret_key)
+    assert client.v1.invoices.retrieve(invoiced_po.stripe_invoice_id).status == "void"
+    assert not client.v1.credit_notes.list().data
+    assert invoiced_po.status == Status.CANCELLED
+    with pytest.raises(EmulatorError, match="void and can no longer be paid"):
+        stripe_emulator.pay_invoice(invoiced_po.stripe_invoice_id)
+
+
+@pytest.mark.django_db
+def test_cancel_of_a_part_paid_po_credits_the_unpaid_rest(
     stripe_emulator: EmulatorHandle, stripe_secret_key: str, invoiced_po: PurchaseOrder
 ) -> None:
     stripe_emulator.pay_invoice(invoiced_po.stripe_invoice_id, amount=50000)
@@ -113,11 +186,26 @@ def test_cancel_voids_the_open_invoice(
     invoice_lifecycle.cancel_invoiced_purchase_order(invoiced_po, reason="sponsor withdrew")
 
     invoiced_po.refresh_from_db()
-    invoice = stripe_emulator.client(stripe_secret_key).v1.invoices.retrieve(
-        invoiced_po.stripe_invoice_id
-    )
-    assert invoice.status == "void"
+    client = stripe_emulator.client(stripe_secret_key)
+    invoice = client.v1.invoices.retrieve(invoiced_po.stripe_invoice_id)
+    # Stripe refuses to void it (a paid payment); the credit note leaves it paid.
+    assert (invoice.status, invoice.amount_paid, invoice.amount_remaining) == ("paid", 50000, 0)
+    (note,) = client.v1.credit_notes.list(params={"invoice": invoice.id}).data
+    assert (note.amount, note.pre_payment_amount) == (585000, 585000)
+    assert note.metadata is not None
+    assert note.metadata.to_dict() == {
+        "purchase_order": invoiced_po.reference,
+        "purpose": "cancel",
+    }
     assert invoiced_po.status == Status.CANCELLED
+    # The credit note is in the ledger at once, as a credit that lowers what is owed.
+    assert list(invoiced_po.credits.values_list("stripe_credit_note_id", "amount", "purpose")) == [
+        (note.id, Decimal("5850.00"), "cancel")
+    ]
+    assert invoiced_po.amount_credited == Decimal("5850.00")
+    # A repeat (the task ran twice) writes nothing more at Stripe.
+    invoice_lifecycle.cancel_invoiced_purchase_order(invoiced_po, reason="sponsor withdrew")
+    assert len(client.v1.credit_notes.list(params={"invoice": invoice.id}).data) == 1
     assert invoiced_po.cancellation_reason == "sponsor withdrew"
     # The payment that happened is in the ledger (a refund is the organizer's call).
     assert stripe_ledger(invoiced_po) == Decimal("500.00")
@@ -125,7 +213,7 @@ def test_cancel_voids_the_open_invoice(
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == Status.CANCELLED
     assert stripe_ledger(invoiced_po) == Decimal("500.00")
-    with pytest.raises(EmulatorError, match="void and can no longer be paid"):
+    with pytest.raises(EmulatorError, match="already paid"):
         stripe_emulator.pay_invoice(invoiced_po.stripe_invoice_id)
 
 

@@ -38,8 +38,8 @@ Status = PurchaseOrder.Status
             reissue_refusal,
             invoice_lifecycle.reissue_stripe_invoice,
             "re-issued",
-            "it is “Approved (invoice being created)”; only a PO whose invoice is void or "
-            "uncollectible is re-issued (void the invoice first).",
+            "it is “Approved (invoice being created)”; only a part-paid PO or one whose "
+            "invoice is void or uncollectible is re-issued (void an unpaid invoice first).",
         ),
     ],
 )
@@ -65,7 +65,10 @@ def test_a_paid_po_is_not_cancelled_by_the_admin_nor_the_service(
         po, amount=po.total, method="wire", payment_date=datetime.date(2026, 11, 26)
     )
     assert po.status == Status.PAID
-    reason = "it is paid; refund the payments at Stripe first."
+    reason = (
+        "it is paid: refund the payments first, then cancel (a part-paid PO is cancelled "
+        "directly: the unpaid rest is credited at Stripe and the payments stay)."
+    )
     assert cancel_refusal(po) == reason
     with pytest.raises(InvalidTransition) as refused:
         invoice_lifecycle.cancel_invoiced_purchase_order(po)

@@ -72,10 +72,10 @@ def test_updates_in_order_record_each_partial_payment_once(
             invoice_sync.handle_invoice_event(conference=invoiced_po.conference, event=event)
     invoiced_po.refresh_from_db()
     rows = list(PurchaseOrderPayment.objects.filter(purchase_order=invoiced_po).order_by("pk"))
-    # One row per growth of amount_paid, keyed by the amount_paid it reached.
+    # An event's copy never says what was paid off Stripe, so the first one that shows money the
+    # ledger lacks fetches the invoice as it is now: one row, keyed by the amount paid it reached.
     assert [(row.amount, row.stripe_amount_paid_after) for row in rows] == [
-        (Decimal("1000.00"), 100000),
-        (Decimal("2500.00"), 350000),
+        (Decimal("3500.00"), 350000),
     ]
     assert invoiced_po.status == Status.PARTIALLY_PAID
     assert stripe_ledger(invoiced_po) == invoice_amount_paid(
@@ -84,7 +84,7 @@ def test_updates_in_order_record_each_partial_payment_once(
     # Every other event of the account, five times over, adds nothing.
     for _ in range(5):
         deliver_all(invoiced_po.conference, stripe_events(stripe_emulator, stripe_secret_key))
-    assert PurchaseOrderPayment.objects.filter(purchase_order=invoiced_po).count() == 2
+    assert PurchaseOrderPayment.objects.filter(purchase_order=invoiced_po).count() == 1
 
 
 @pytest.mark.django_db
@@ -254,7 +254,7 @@ def test_unrepresentable_amount_is_refused_before_any_stripe_call(
     po = make_purchase_order(
         conference=stripe_conference,
         currency=currency,
-        lines=[LineItemInput("Booth", 1, Decimal("10"))],
+        lines=[LineItemInput("Booth", 1, Decimal("100"))],  # within Stripe's limits, also in JPY
     )
     # The PO was valid; its price was then changed behind the services' back (admin, SQL...).
     PurchaseOrderLineItem.objects.filter(purchase_order=po).update(unit_price=unit_price)
@@ -409,15 +409,26 @@ def test_live_event_at_a_test_mode_conference_is_refused(
 def test_paid_out_of_band_is_in_the_ledger_and_says_so(
     stripe_emulator: EmulatorHandle, stripe_secret_key: str, invoiced_po: PurchaseOrder
 ) -> None:
-    """The organizer marks the invoice paid in Stripe's dashboard: Stripe's amount_paid grows."""
+    """The organizer marks the invoice paid in Stripe's dashboard: money received off Stripe.
+
+    Stripe counts it in ``amount_paid_off_stripe``, so the ledger records it as an off-Stripe
+    entry of that invoice, never as a Stripe payment; the event's copy, which does not say, and
+    a sync both end with the same single entry.
+    """
     client = stripe_emulator.client(stripe_secret_key)
     client.v1.invoices.pay(invoiced_po.stripe_invoice_id, {"paid_out_of_band": True})
+    deliver_all(invoiced_po.conference, stripe_events(stripe_emulator, stripe_secret_key))
     stripe_invoicing.sync_stripe_invoice_status(invoiced_po)
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == Status.PAID
     (payment,) = PurchaseOrderPayment.objects.filter(purchase_order=invoiced_po)
-    assert payment.method == "stripe"
-    assert "6350.00 USD marked paid outside Stripe" in payment.note
+    assert (payment.method, payment.amount) == ("other", Decimal("6350.00"))
+    assert (payment.applied_invoice_id, payment.off_stripe_paid_after) == (
+        invoiced_po.stripe_invoice_id,
+        635000,
+    )
+    assert "Marked paid outside Stripe" in payment.note
+    assert stripe_ledger(invoiced_po) == 0
 
 
 @pytest.mark.django_db

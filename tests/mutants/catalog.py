@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LEDGER = "invoicing/services/ledger.py"
+LEDGER_CORE = "invoicing/services/ledger_core.py"
+LEDGER_ADJUSTMENTS = "invoicing/services/ledger_adjustments.py"
+MONEY_ADJUSTMENTS_TESTS = "tests/core/test_ledger_adjustments.py"
 INVOICE_CREATION = "invoicing/services/invoice_creation.py"
 INVOICE_SYNC = "invoicing/services/invoice_sync.py"
 STRIPE_EVENTS = "invoicing/services/stripe_events.py"
@@ -132,7 +135,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "lock_purchase_order takes no row lock (select_for_update removed)",
         (
             Edit(
-                LEDGER,
+                LEDGER_CORE,
                 'PurchaseOrder.objects.select_for_update(of=("self",))\n',
                 "PurchaseOrder.objects\n",
             ),
@@ -172,7 +175,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "record_payment checks and writes a (wire) payment on the PO read without its lock",
         LEDGER,
         "lock_purchase_order(purchase_order)",
-        "        _add_payment(locked, payment, source=source, stripe_event_id=stripe_event_id)\n",
+        "        if method != Method.STRIPE:\n",
         f"{CORE_LOCKS}::test_a_wire_payment_waits_for_the_po_row_lock_before_checking_the_po",
     ),
     Mutant(
@@ -212,7 +215,7 @@ MUTANTS: tuple[Mutant, ...] = (
                 "invoicing/models/payments.py",
                 "            models.UniqueConstraint(\n"
                 '                fields=("stripe_invoice_id", "stripe_amount_paid_after"),\n'
-                '                condition=Q(method="stripe"),\n'
+                '                condition=Q(kind="payment", method="stripe"),\n'
                 '                name="payment_unique_stripe_snapshot",\n'
                 "            ),\n",
                 "",
@@ -251,6 +254,49 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         (
             "tests/pipeline/test_reconciliation.py::test_a_second_run_changes_nothing_and_reads_events_from_the_cursor",
+        ),
+    ),
+    Mutant(
+        "refund-failure-not-reversed",
+        2,
+        "a refund that fails after it succeeded keeps its entry (no reversal)",
+        (Edit(LEDGER_ADJUSTMENTS, "    if facts.undone:\n", "    if False:\n"),),
+        (f"{MONEY_ADJUSTMENTS_TESTS}::test_a_refund_failing_after_it_succeeded_is_reversed",),
+    ),
+    Mutant(
+        "dispute-view-moves-backwards",
+        2,
+        "a stale view of a dispute moves its stored status backwards (reopens a lost dispute)",
+        (Edit(LEDGER_ADJUSTMENTS, "    if facts.stage > row.stage:\n", "    if True:\n"),),
+        (
+            f"{MONEY_ADJUSTMENTS_TESTS}::"
+            "test_a_lost_dispute_withdraws_once_and_the_po_shows_it_while_open",
+        ),
+    ),
+    Mutant(
+        "reissue-credit-counted",
+        2,
+        "a re-issue's moved remainder lowers what the PO owes (forgiven twice)",
+        (
+            Edit(
+                "invoicing/models/money_kinds.py",
+                "    {CreditPurpose.REDUCE, CreditPurpose.CANCEL, CreditPurpose.EXTERNAL}\n",
+                "    {CreditPurpose.REDUCE, CreditPurpose.CANCEL, CreditPurpose.EXTERNAL,"
+                " CreditPurpose.REISSUE}\n",
+            ),
+        ),
+        (
+            f"{MONEY_ADJUSTMENTS_TESTS}::test_credit_notes_lower_what_is_owed_and_voiding_restores_it",
+        ),
+    ),
+    Mutant(
+        "reconcile-ignores-money-events",
+        2,
+        "reconciliation drops the refund, dispute and credit note events it read",
+        (Edit(RECONCILIATION, "            money.add_events(events)\n", ""),),
+        (
+            "tests/pipeline/test_money_events.py::"
+            "test_with_webhooks_dropped_the_next_reconciliation_brings_refunds_disputes_and_credits",
         ),
     ),
     # --- 3. No event is lost ---------------------------------------------------------------------
@@ -399,6 +445,67 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             "tests/ops/test_money_settings.py::"
             "test_a_key_change_without_the_password_is_refused_and_recorded",
+        ),
+    ),
+    Mutant(
+        "over-refund-accepted",
+        2,
+        "a refund (or reduction) above what can still be refunded (or the invoice still asks) is "
+        "saved and sent",
+        (Edit("invoicing/selectors.py", "    if amount > most:\n", "    if False:\n"),),
+        (
+            "tests/core/test_refunds.py::"
+            "test_over_refund_is_refused_before_anything_is_saved_or_sent",
+        ),
+    ),
+    Mutant(
+        "refund-key-kept-after-cached-5xx",
+        2,
+        "a refund whose Stripe 5xx is replayed under its key keeps that key and never goes through",
+        (
+            Edit(
+                "invoicing/services/refunds.py",
+                "            StripeWriteRequest.objects.filter(pk=row.pk, key_epoch=row.key_epoch)"
+                ".update(\n                key_epoch=row.key_epoch + 1\n            )\n",
+                "            pass\n",
+            ),
+        ),
+        (
+            "tests/core/test_refunds.py::"
+            "test_a_server_error_stripe_replays_moves_the_request_to_a_fresh_key",
+        ),
+    ),
+    Mutant(
+        "organizers-refund",
+        7,
+        "an organizer (not a finance admin) sends a conference's money back",
+        (
+            Edit(
+                "invoicing/access.py",
+                "    return may(user, conference_id, Role.FINANCE)\n",
+                "    return may(user, conference_id, Role.ORGANIZER)\n",
+            ),
+        ),
+        (
+            "tests/core/test_refunds.py::test_refunds_take_a_finance_admin",
+            "tests/ops/test_money_actions.py::test_each_role_sees_the_money_actions_it_may_take",
+        ),
+    ),
+    Mutant(
+        "refund-request-unlocked",
+        2,
+        "two refunds asked at once both spend the same money (checked without the PO's row lock)",
+        (
+            Edit(
+                "invoicing/services/stripe_write_requests.py",
+                "        locked = lock_purchase_order(purchase_order)\n",
+                "        locked = PurchaseOrder.objects.select_related('conference')"
+                ".get(pk=purchase_order.pk)\n",
+            ),
+        ),
+        (
+            "tests/core/test_refund_locks.py::"
+            "test_a_second_refund_waits_for_the_first_and_finds_the_money_spoken_for",
         ),
     ),
 )

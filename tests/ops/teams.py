@@ -14,6 +14,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from invoicing import billing_details
 from invoicing.models import (
     Conference,
     PurchaseOrder,
@@ -37,6 +38,7 @@ class Team:
     draft: PurchaseOrder
     invoiced: PurchaseOrder  # open invoice, part paid
     voided: PurchaseOrder  # invoice voided at Stripe: may be re-issued
+    unpaid: PurchaseOrder  # open invoice, nothing paid: may be voided (Stripe voids no payments)
     event: StripeEvent  # failed: may be replayed
     customer: StripeCustomer
     people: dict[Role, User] = field(default_factory=dict)
@@ -59,7 +61,8 @@ def _invoiced(make: MakePurchaseOrder, conference: Conference, reference: str) -
 def build_team(
     name: str, *, emulator: EmulatorHandle, make_purchase_order: MakePurchaseOrder
 ) -> Team:
-    """A conference called ``name`` with a draft, an invoiced, a voided PO, an event, a customer."""
+    """A conference called ``name`` with a draft, a part-paid, a voided and an unpaid invoiced PO,
+    an event, a customer."""
     key = emulator.new_secret_key()
     slug = f"{name.lower()}-{uuid.uuid4().hex[:6]}"
     conference = Conference.objects.create(
@@ -69,6 +72,7 @@ def build_team(
     invoiced = _invoiced(make_purchase_order, conference, f"{name}-OPEN")
     emulator.pay_invoice(invoiced.stripe_invoice_id, amount=100000)
     sync_stripe_invoice_status(invoiced)
+    unpaid = _invoiced(make_purchase_order, conference, f"{name}-UNPAID")
     voided = _invoiced(make_purchase_order, conference, f"{name}-VOID")
     emulator.client(key).v1.invoices.void_invoice(voided.stripe_invoice_id)
     sync_stripe_invoice_status(voided)
@@ -90,7 +94,7 @@ def build_team(
         last_error="APIError: the emulator was down",
     )
     customer = StripeCustomer.objects.get(conference=conference)
-    team = Team(conference, key, draft, invoiced, voided, event, customer)
+    team = Team(conference, key, draft, invoiced, voided, unpaid, event, customer)
     for role in Role:
         person = User.objects.create_user(
             f"{name.lower()}-{role.value}", f"{role.value}@{slug}.example", PASSWORD
@@ -141,7 +145,7 @@ def manual_payment(**fields: str) -> dict[str, str]:
     return data
 
 
-def po_form(po: PurchaseOrder, **overrides: str) -> dict[str, str]:
+def po_form(po: PurchaseOrder, **overrides: Any) -> dict[str, Any]:
     """A PO's change form as the browser posts it (inline management forms included)."""
     data = {
         "conference": str(po.conference_id),
@@ -151,6 +155,13 @@ def po_form(po: PurchaseOrder, **overrides: str) -> dict[str, str]:
         "contact_email": po.contact_email,
         "currency": po.currency,
         "notes": po.notes,
+        "buyer_po_number": po.buyer_po_number,
+        "legal_name": po.legal_name,
+        **{
+            f"billing_address_{index}": po.billing_address.get(key, "")
+            for index, key in enumerate(billing_details.ADDRESS_KEYS)
+        },
+        "tax_ids": billing_details.format_tax_ids(po.tax_ids),
         "line_items-TOTAL_FORMS": "0",
         "line_items-INITIAL_FORMS": "0",
         "line_items-MIN_NUM_FORMS": "0",
@@ -163,6 +174,10 @@ def po_form(po: PurchaseOrder, **overrides: str) -> dict[str, str]:
         "payments-2-INITIAL_FORMS": "0",
         "payments-2-MIN_NUM_FORMS": "0",
         "payments-2-MAX_NUM_FORMS": "1",
+        "stripe_write_requests-TOTAL_FORMS": "0",
+        "stripe_write_requests-INITIAL_FORMS": "0",
+        "stripe_write_requests-MIN_NUM_FORMS": "0",
+        "stripe_write_requests-MAX_NUM_FORMS": "1000",
     }
     data.update(overrides)
     return data
@@ -208,7 +223,7 @@ def new_po_form(conference: Conference, reference: str) -> dict[str, str]:
     }
 
 
-def conference_form(conference: Conference, **overrides: str) -> dict[str, str]:
+def conference_form(conference: Conference, **overrides: Any) -> dict[str, Any]:
     """A conference's change form as its finance admin's browser posts it."""
     data = {
         "name": conference.name,
@@ -217,8 +232,7 @@ def conference_form(conference: Conference, **overrides: str) -> dict[str, str]:
         "stripe_secret_key": "",
         "stripe_webhook_secret": "",
         "invoice_days_until_due": str(conference.invoice_days_until_due),
-        "payment_method_types": '["card", "us_bank_account"]',
-        "initial-payment_method_types": '["card", "us_bank_account"]',
+        "payment_method_types": ["card", "us_bank_account"],
         "invoice_memo": conference.invoice_memo,
         "invoice_footer": conference.invoice_footer,
         "current_password": "",

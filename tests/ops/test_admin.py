@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import re
 from decimal import Decimal
+from html import unescape
 
 import pytest
 from django.contrib.auth.models import User
@@ -78,9 +79,9 @@ def test_the_list_shows_status_money_and_the_invoice(
     html = page_text(response)
     assert invoiced_po.reference in html
     assert "Partially paid" in html
-    assert "6350.00 USD" in html  # total
-    assert "1000.00 USD" in html  # paid
-    assert "5350.00 USD" in html  # balance
+    assert "6,350.00 USD" in html  # total
+    assert "1,000.00 USD" in html  # paid
+    assert "5,350.00 USD" in html  # balance
     assert invoiced_po.stripe_invoice_number in html
     assert f'href="{invoiced_po.stripe_invoice_url}"' in html
 
@@ -106,7 +107,7 @@ def test_the_list_costs_the_same_queries_for_2_or_12_purchase_orders(
         make_purchase_order(conference=make_conference())
     many = count_queries()
     assert many == few, f"{few} queries for 2 POs, {many} for 12: a query per row"
-    assert page_text(admin_client.get(reverse(CHANGELIST))).count("6250.00 USD") == 2
+    assert page_text(admin_client.get(reverse(CHANGELIST))).count("6,250.00 USD") == 2
 
 
 def test_filters_and_search(
@@ -161,15 +162,15 @@ def test_an_invoiced_po_shows_the_ledger_read_only_and_offers_a_manual_payment(
     admin_client: Client, invoiced_po: PurchaseOrder
 ) -> None:
     html = page_text(admin_client.get(change_url(invoiced_po)))
-    assert "Payment ledger (read-only)" in html
-    assert "1000.00 USD" in html
+    assert "Ledger: payments, refunds, disputes (read-only)" in html
+    assert "1,000.00 USD" in html
     assert invoiced_po.stripe_invoice_id in html
     # Stripe rows and every Stripe field are text, never inputs.
     assert 'name="payments-0-amount"' not in html
     assert 'name="stripe_invoice_id"' not in html
     assert 'name="line_items-0-unit_price"' not in html
     # Read-only prices carry the currency's decimals, not the database's three.
-    assert "5000.00 USD" in html
+    assert "5,000.00 USD" in html
     assert "450.00 USD" in html
     assert "5000.000" not in html
     assert 'name="currency"' not in html
@@ -192,7 +193,7 @@ def test_a_wire_payment_goes_through_record_payment(
     )
     assert response.status_code == 200
     assert any(
-        "recorded a wire transfer payment of 5350.00 USD" in m for m in messages_of(response)
+        "recorded a wire transfer payment of 5,350.00 USD" in m for m in messages_of(response)
     )
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == PurchaseOrder.Status.PAID
@@ -321,6 +322,17 @@ def test_a_draft_is_created_and_edited_with_its_lines(
     assert "cannot be charged in EUR" in page_text(response)
     assert not PurchaseOrder.objects.filter(reference="PO-BAD").exists()
 
+    # Beyond what Stripe charges on one invoice: refused in the form, before any approval.
+    absurd = dict(
+        data, reference="PO-ABSURD", approve="on", **{"line_items-0-unit_price": "99999999999.99"}
+    )
+    response = admin_client.post(add, absurd)
+    assert response.status_code == 200
+    assert "is more than Stripe can charge on one invoice (999,999.99 EUR at most)" in page_text(
+        response
+    )
+    assert not PurchaseOrder.objects.filter(reference="PO-ABSURD").exists()
+
     duplicate = dict(data, **{"line_items-0-unit_price": "1.00"})
     response = admin_client.post(add, duplicate)
     assert response.status_code == 200
@@ -363,7 +375,7 @@ def test_approve_action_approves_drafts_and_explains_refusals(
     confirm = run_action(admin_client, "approve_selected", draft, already, keyless)
     assert "Approve these purchase orders?" in page_text(confirm)
     assert "PO-A1: Acme Corp" in page_text(confirm)
-    assert "invoice for 6350.00 USD to billing@acme.example" in page_text(confirm)
+    assert "invoice for 6,350.00 USD to billing@acme.example" in page_text(confirm)
     draft.refresh_from_db()
     assert draft.status == "draft"  # nothing happens before the confirmation
     response = run_action(admin_client, "approve_selected", draft, already, keyless, confirm="yes")
@@ -482,7 +494,7 @@ def test_a_new_conference_can_be_added_with_its_key(admin_client: Client) -> Non
         "stripe_secret_key": "sk_test_newconference0001",
         "stripe_webhook_secret": "",
         "invoice_days_until_due": "30",
-        "payment_method_types": '["card", "us_bank_account"]',
+        "payment_method_types": ["card", "us_bank_account"],
         "invoice_memo": "",
         "invoice_footer": "",
         "current_password": PASSWORD,
@@ -512,7 +524,7 @@ def make_event(conference: Conference, **fields: object) -> StripeEvent:
 
 
 def test_stripe_events_list_filter_search_and_read_only_detail(
-    admin_client: Client, make_conference: MakeConference
+    admin_client: Client, make_conference: MakeConference, make_purchase_order: MakePurchaseOrder
 ) -> None:
     conference = make_conference()
     failed = make_event(conference)
@@ -539,6 +551,14 @@ def test_stripe_events_list_filter_search_and_read_only_detail(
     assert listed(type__exact="invoice.updated") == {"evt_admin_2"}
     assert listed(q="in_payload42") == {"evt_admin_1"}
     assert listed(q="evt_admin_2") == {"evt_admin_2"}
+
+    # Newest first, each with the PO of the invoice it is about (a link), in one query.
+    po = make_purchase_order(conference=conference, approve=False, reference="PO-EVT")
+    PurchaseOrder.objects.filter(pk=po.pk).update(stripe_invoice_id="in_other")
+    response = admin_client.get(changelist)
+    rows = [event.stripe_event_id for event in response.context["cl"].result_list]
+    assert rows == ["evt_admin_2", "evt_admin_1"]
+    assert f'href="{change_url(po)}">PO-EVT</a>' in response.content.decode()
 
     detail = page_text(
         admin_client.get(reverse("admin:invoicing_stripeevent_change", args=[failed.pk]))
@@ -618,3 +638,43 @@ def test_a_line_price_too_precise_for_the_currency_is_refused(
     assert "cannot be charged in JPY" in page_text(response)
     line.refresh_from_db()
     assert line.unit_price == Decimal("5000")
+
+
+def test_the_site_has_an_icon(client: Client) -> None:
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/svg+xml"
+    assert response.content.startswith(b"<svg")
+
+
+def test_a_blocked_creation_reads_as_a_problem_with_what_to_do(
+    admin_client: Client, make_purchase_order: MakePurchaseOrder
+) -> None:
+    fine = make_purchase_order(approve=False, reference="PO-FINE")
+    blocked = make_purchase_order(approve=False, reference="PO-BLOCKED")
+    raw = (
+        "Invoice creation failed: Stripe AuthenticationError 401: Invalid API Key provided: "
+        "sk_test_…-key"
+    )
+    PurchaseOrder.objects.filter(pk=blocked.pk).update(
+        status=PurchaseOrder.Status.APPROVED,
+        invoice_error=raw,
+        invoice_error_at=timezone.now(),
+        invoice_creation_blocked=True,
+    )
+    listing = page_text(admin_client.get(reverse(CHANGELIST)))
+    assert "Invoice creation blocked" in listing
+    assert "needs attention" in listing
+    attention = page_text(admin_client.get(reverse(CHANGELIST), {"attention": "needed"}))
+    assert "PO-BLOCKED" in attention
+    assert "PO-FINE" not in attention
+
+    page = unescape(page_text(admin_client.get(change_url(blocked))))
+    assert "Stripe did not accept the conference's secret key" in page
+    assert "A finance admin enters the right key on the conference's page" in page
+    assert "Retry invoice creation" in page
+    assert raw in page  # the technical detail stays, below the plain words
+    # A PO without a problem shows no retry button and no problem box.
+    fine_page = admin_client.get(change_url(fine)).content.decode()
+    assert 'value="retry_creation_selected"' not in fine_page
+    assert "po-problem" not in fine_page

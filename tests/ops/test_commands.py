@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from invoicing.management.commands import seed_demo
-from invoicing.models import Conference, PurchaseOrder, StripeCustomer
+from invoicing.management.commands import _demo_money, seed_demo
+from invoicing.models import Conference, PurchaseOrder, StripeCustomer, StripeWriteRequest
 from invoicing.services.invoice_sync import HANDLED_EVENT_TYPES
 from invoicing.services.stripe_invoicing import create_stripe_invoice
 from invoicing.services.webhook_endpoints import WEBHOOK_EVENT_TYPES
@@ -183,6 +184,10 @@ def demo_settings(
     return stripe_emulator
 
 
+# Paid in full by card, then refunded in full through the organizer's refund request.
+DEMO_REFUNDED_STATUS = "refunded"
+
+
 def seed(key: str, *extra: str) -> str:
     out, _ = run("seed_demo", "--stripe-key", key, "--site-url", "http://127.0.0.1:8765", *extra)
     return out
@@ -190,6 +195,9 @@ def seed(key: str, *extra: str) -> str:
 
 def test_seed_demo_creates_everything_once(demo_settings: EmulatorHandle, var_dir: Path) -> None:
     key = demo_settings.new_secret_key()
+    # This test's own reads below use a raw client outside our limiter, right after the seed's
+    # calls: the sandbox's 25 requests/s would answer them 429.
+    demo_settings.configure(key, rate_limit=None)
     out = seed(key)
 
     conference = Conference.objects.get(slug=seed_demo.DEMO_SLUG)
@@ -218,15 +226,31 @@ def test_seed_demo_creates_everything_once(demo_settings: EmulatorHandle, var_di
         "DEMO-1003": "draft",
         "DEMO-1004": "approved",
         "DEMO-1005": "cancelled",
+        "DEMO-1006": DEMO_REFUNDED_STATUS,
+        "DEMO-1007": "invoiced",
     }
     approved = PurchaseOrder.objects.get(reference="DEMO-1004")
     assert approved.approved_by == admin
+    # The demo's money going back: a refund of a card payment, a credit note lowering an invoice.
+    client = demo_settings.client(key)
+    refunded = PurchaseOrder.objects.get(reference="DEMO-1006")
+    (refund,) = client.v1.refunds.list().data
+    assert (refund.amount, refund.status) == (235000, "succeeded")
+    assert refunded.amount_received == 0
+    assert refund.metadata is not None
+    assert refund.metadata.to_dict()["purchase_order"] == refunded.reference
+    reduced = PurchaseOrder.objects.get(reference="DEMO-1007")
+    (note,) = client.v1.credit_notes.list({"invoice": reduced.stripe_invoice_id}).data
+    assert (note.amount, note.memo) == (50000, _demo_money.REDUCE_REASON)
+    assert reduced.stripe_amount_remaining == Decimal("2000.00")
+    assert set(StripeWriteRequest.objects.values_list("state", flat=True)) == {"succeeded"}
 
     # Idempotent: nothing new, same endpoint, same password.
     again = seed(key)
     assert "kept" in again
     assert f"Admin login: admin / {password}" in again
-    assert PurchaseOrder.objects.filter(conference=conference).count() == 5
+    assert PurchaseOrder.objects.filter(conference=conference).count() == 7
+    assert len(client.v1.refunds.list().data) == 1
     assert Conference.objects.count() == 1
     conference_after = Conference.objects.get(pk=conference.pk)
     assert conference_after.stripe_webhook_endpoint_id == conference.stripe_webhook_endpoint_id
@@ -242,14 +266,19 @@ def test_seed_demo_starts_over_when_the_emulator_forgot_the_account(
     create_stripe_invoice(approved)
     approved.refresh_from_db()
     assert approved.stripe_invoice_id
-    assert StripeCustomer.objects.exclude(stripe_customer_id="").count() == 1
+    # DEMO-1004's customer, and those of the refunded and the reduced POs (invoiced by the seed).
+    assert StripeCustomer.objects.exclude(stripe_customer_id="").count() == 3
 
     # A restarted emulator is an empty account: same key, nothing behind it. A fresh key is the
     # same situation without restarting the session's emulator.
     fresh = demo_settings.new_secret_key()
     out = seed(fresh)
     assert "reset the demo conference" in out
-    assert StripeCustomer.objects.count() == 0
+    # Only those the new seed made again, in the new account.
+    customers = StripeCustomer.objects.values_list("email", "stripe_customer_id")
+    assert {email for email, _ in customers} == {"ap@stark.example", "payables@wayne.example"}
+    known = {customer.id for customer in demo_settings.client(fresh).v1.customers.list().data}
+    assert {customer_id for _, customer_id in customers} == known
     po = PurchaseOrder.objects.get(reference="DEMO-1004")
     assert po.pk != approved.pk
     assert po.stripe_invoice_id == ""

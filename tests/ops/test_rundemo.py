@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.ops.test_commands import DEMO_REFUNDED_STATUS
 from tests.support.processes import LoggedProcess, parent_pids
 from tests.support.redis_server import free_port
 
@@ -198,7 +199,13 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(demo: Demo) -> None:
         "DEMO-1002": "draft",
         "DEMO-1003": "draft",
         "DEMO-1005": "cancelled",
+        "DEMO-1006": DEMO_REFUNDED_STATUS,  # paid by card, then refunded
+        "DEMO-1007": "invoiced",  # its amount owed reduced by a credit note
     }
+    [(requests_done,)] = demo.query(
+        "SELECT count(*) FROM invoicing_stripewriterequest WHERE state = 'succeeded'"
+    )
+    assert requests_done == 2
 
     session = admin_session(demo, password)
     changelist = session.get(f"{demo.web}/admin/invoicing/purchaseorder/", timeout=10)

@@ -78,7 +78,7 @@ CAPABILITIES = [
     Capability(
         "read a PO and its ledger",
         Role.VIEWER,
-        lambda c, t, p: _shows(c, reverse(f"{PO}_change", args=[t.invoiced.pk]), "1000.00 USD"),
+        lambda c, t, p: _shows(c, reverse(f"{PO}_change", args=[t.invoiced.pk]), "1,000.00 USD"),
     ),
     Capability(
         "read an event's payload",
@@ -150,7 +150,7 @@ CAPABILITIES = [
         "void",
         Role.ORGANIZER,
         lambda c, t, p: after(
-            _changelist_action(c, "purchaseorder", "void_selected", t.invoiced.pk),
+            _changelist_action(c, "purchaseorder", "void_selected", t.unpaid.pk),
             _queued(p, "void_purchase_order_invoice"),
         ),
     ),

@@ -23,11 +23,16 @@ STRIPE_TASKS = [
     "void_purchase_order_invoice",
     "reissue_purchase_order_invoice",
     "cancel_purchase_order_task",
+    "report_off_stripe_payment",
 ]
 BOOKKEEPING_TASKS = [
     "sync_open_invoices",
     "reenqueue_pending_stripe_events",
     "resume_stalled_invoice_creation",
+    "send_notification",
+    "notify_overdue_invoices",
+    "resend_pending_notifications",
+    "report_pending_off_stripe_payments",
 ]
 
 
@@ -77,6 +82,9 @@ def test_the_beat_schedule_defaults_and_environment() -> None:
         "reenqueue-pending-stripe-events": "workers.tasks.reenqueue_pending_stripe_events",
         "resume-stalled-invoice-creation": "workers.tasks.resume_stalled_invoice_creation",
         "purge-stripe-event-payloads": "workers.tasks.purge_stripe_event_payloads",
+        "notify-overdue-invoices": "workers.tasks.notify_overdue_invoices",
+        "resend-pending-notifications": "workers.tasks.resend_pending_notifications",
+        "report-pending-off-stripe-payments": "workers.tasks.report_pending_off_stripe_payments",
     }
     assert _schedule(RECONCILE_INTERVAL_SECONDS="120")["sync-open-invoices"]["schedule"] == 120
     minutes = _schedule(RECONCILE_INTERVAL_MINUTES="5")["sync-open-invoices"]

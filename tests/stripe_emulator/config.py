@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 ERROR_KINDS = (
@@ -18,6 +19,10 @@ ERROR_KINDS = (
 
 class ConfigError(ValueError):
     pass
+
+
+SANDBOX_RATE_LIMIT = 25.0
+LIVE_RATE_LIMIT = 100.0
 
 
 @dataclass
@@ -43,7 +48,9 @@ class AccountConfig:
     fail_next: list[FaultRule] = field(default_factory=list)
     latency: float = 0.0
     latency_jitter: float = 0.0
-    rate_limit: float | None = None
+    # On by default, as at Stripe: "25 requests per second in sandbox" (100 in live mode, see
+    # Account); tests that need it off say so with configure(rate_limit=None).
+    rate_limit: float | None = SANDBOX_RATE_LIMIT
     seed: int | None = None
     # webhook delivery and chaos
     webhook_duplicate_rate: float = 0.0
@@ -53,6 +60,8 @@ class AccountConfig:
     webhook_retry_schedule: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])
     webhook_timeout: float = 10.0
     webhooks_paused: bool = False
+    # automatic tax: percent per customer country, e.g. {"DE": "19"} (the emulator's Stripe Tax)
+    tax_rates: dict[str, Decimal] = field(default_factory=dict)
 
     def update(self, options: dict[str, Any]) -> None:
         """Apply ``options`` atomically: every value is checked before any is set."""
@@ -69,6 +78,7 @@ class AccountConfig:
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["fail_next"] = [asdict(rule) for rule in self.fail_next]
+        data["tax_rates"] = {country: str(rate) for country, rate in self.tax_rates.items()}
         return data
 
 
@@ -123,11 +133,30 @@ def _check(name: str, value: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError("webhook_retry_schedule must be a list of seconds")
         return [_number(name, item) for item in value]
+    if name == "tax_rates":
+        return _tax_rates(value)
     if name == "webhooks_paused":
         if not isinstance(value, bool):
             raise ConfigError("webhooks_paused must be a boolean")
         return value
     raise ConfigError(f"unknown option {name!r}")  # pragma: no cover - guarded by update()
+
+
+def _tax_rates(value: Any) -> dict[str, Decimal]:
+    if not isinstance(value, dict):
+        raise ConfigError('tax_rates must be an object like {"DE": "19"}')
+    rates: dict[str, Decimal] = {}
+    for country, rate in value.items():
+        if not re.fullmatch(r"[A-Z]{2}", str(country)):
+            raise ConfigError(f"tax_rates: {country!r} is not a two-letter country code")
+        try:
+            percent = Decimal(str(rate))
+        except InvalidOperation:
+            raise ConfigError(f"tax_rates[{country}] must be a number") from None
+        if isinstance(rate, bool) or not Decimal(0) <= percent <= Decimal(100):
+            raise ConfigError(f"tax_rates[{country}] must be a percentage between 0 and 100")
+        rates[country] = percent
+    return rates
 
 
 def _number(name: str, value: Any) -> float:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from . import control_money, currencies
 from .api.context import Ctx
-from .api.invoice_payments import apply_payment, fail_payment, settle_payment
+from .api.invoice_payments import apply_payment, fail_payment, in_flight, settle_payment
 from .api.pricing import check_amount_for_currency
 from .config import ConfigError
 from .errors import StripeError, invalid_request, no_such
@@ -138,6 +138,13 @@ def handle(
             return _pay(store, dispatcher, parts[1], options)
         # The hosted invoice page's forms: answer with a redirect back to the page.
         try:
+            if any(options.get(name) not in (None, "") for name in ("amount", "display_amount")):
+                # Stripe's page pays the default payment, the whole amount remaining.
+                raise invalid_request(
+                    "The hosted invoice page pays the whole amount remaining; partial payments "
+                    "are charged from the Dashboard (Charge customer).",
+                    param="amount",
+                )
             _, payload, _ = _pay(store, dispatcher, parts[1], options)
             payment = json.loads(payload)["invoice_payment"]
             notice = f"Payment {payment['id']} {payment['status']}."
@@ -233,11 +240,7 @@ def _pay(
                 f"(payment_settings.payment_method_types is {accepted}).",
                 param="payment_method_type",
             )
-        reserved = sum(
-            account.invoice_payments[pid].amount_requested
-            for pid in invoice.payment_ids
-            if account.invoice_payments[pid].status == "open"
-        )
+        reserved = sum(payment.amount_requested for payment in in_flight(account, invoice))
         available = amount_remaining(account, invoice) - reserved
         amount = _parse_amount(options, invoice.currency)
         if amount is None:

@@ -105,7 +105,9 @@ class EmulatorHandle:
         pending: bool = False,
         failure_code: str | None = None,
     ) -> dict[str, Any]:
-        """The customer pays on the hosted page: ``amount`` minor units (None = what remains).
+        """A payment on the invoice: ``amount=None`` is the customer paying everything that
+        remains on the hosted page (the default payment); an ``amount`` in minor units is the
+        Dashboard's "Charge customer" (any amount up to the remainder, a separate payment).
 
         ``pending=True`` (``us_bank_account`` only) leaves the ACH debit processing until
         :meth:`settle_payment` or :meth:`fail_payment`; ``failure_code`` makes it fail at once.

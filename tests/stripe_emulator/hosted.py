@@ -3,9 +3,16 @@
 Stable hooks for Playwright:
 
 * ``#invoice-number``, ``#invoice-status``, ``#due-date``, ``#customer-name``, ``#customer-email``
+* ``#customer-address`` (one ``span.address-line`` per line), ``#customer-tax-ids`` (one
+  ``li.tax-id`` each), ``#custom-fields`` (one ``div.custom-field`` each, ``dt``/``dd``)
+* ``#invoice-pdf``: the link to the invoice PDF (``invoice_pdf``)
 * ``#amount-due``, ``#amount-paid``, ``#amount-remaining``; ``#lines`` with one ``tr.line`` each
 * ``#pay-card-form`` with button ``#pay-card`` (pays everything that remains)
-* ``#pay-ach-form`` with field ``#ach-amount`` (labelled "Amount", major units) and ``#pay-ach``
+* ``#pay-ach-form`` with button ``#pay-ach`` (pays everything that remains by ACH debit)
+
+Like Stripe's page, it pays the invoice's default payment, the whole amount remaining, and offers
+no amount field: partial payments come from the Dashboard's "Charge customer", here the control
+API's ``POST /_emulator/invoices/<id>/payments`` with ``amount``.
 * ``#notice`` / ``#error`` after a payment (the form posts, then is redirected back here)
 """
 
@@ -18,7 +25,14 @@ from urllib.parse import parse_qsl
 
 from . import currencies
 from .errors import StripeError, no_such
-from .models import Account, InvoiceRec, amount_due, amount_remaining, invoice_lines
+from .models import (
+    Account,
+    InvoiceRec,
+    amount_due,
+    amount_remaining,
+    invoice_lines,
+)
+from .tax_records import invoice_taxes
 
 if TYPE_CHECKING:
     from .store import Store
@@ -71,7 +85,6 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
     payable = invoice.status in ("open", "uncollectible") and remaining > 0
     accepted = invoice.payment_method_types or ["card", "us_bank_account"]
     action = f"/_emulator/invoices/{esc(invoice.id)}/payments"
-    step = 1 / 10 ** currencies.exponent(invoice.currency)
     forms = ""
     if payable and "card" in accepted:
         forms += f"""
@@ -85,10 +98,8 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
   <form id="pay-ach-form" method="post" action="{action}">
     <input type="hidden" name="payment_method_type" value="us_bank_account">
     <input type="hidden" name="return_to" value="hosted">
-    <label for="ach-amount">Amount</label>
-    <input id="ach-amount" name="display_amount" type="number" min="0" step="{step:g}"
-           value="{esc(_major(remaining, invoice.currency))}">
-    <button id="pay-ach" type="submit">Pay by bank account (ACH)</button>
+    <button id="pay-ach" type="submit">Pay {_money(remaining, invoice.currency)} by bank account
+      (ACH)</button>
   </form>"""
     notice = ""
     if "notice" in query:
@@ -105,6 +116,7 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
   <p>Due: <span id="due-date">{esc(_date(invoice.due_date))}</span></p>
   <p>Billed to: <span id="customer-name">{esc(invoice.customer_name or "")}</span>
      <span id="customer-email">{esc(invoice.customer_email or "")}</span></p>
+  {_billing_details(invoice)}
   <table id="lines">
     <thead><tr><th>Description</th><th>Qty</th><th>Amount</th></tr></thead>
     <tbody>
@@ -112,7 +124,8 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
     </tbody>
   </table>
   <dl>
-    <dt>Amount due</dt><dd id="amount-due">{_money(due, invoice.currency)}</dd>
+    {_tax_row(account, invoice)}<dt>Amount due</dt>
+    <dd id="amount-due">{_money(due, invoice.currency)}</dd>
     <dt>Amount paid</dt><dd id="amount-paid">{_money(invoice.amount_paid, invoice.currency)}</dd>
     <dt>Amount remaining</dt><dd id="amount-remaining">{_money(remaining, invoice.currency)}</dd>
   </dl>{forms}
@@ -122,29 +135,84 @@ def _page(account: Account, invoice: InvoiceRec, query: dict[str, str]) -> str:
 """
 
 
+def _tax_row(account: Account, invoice: InvoiceRec) -> str:
+    """``#tax`` (automatic tax only): the tax the invoice adds to its lines."""
+    if not invoice.automatic_tax:
+        return ""
+    country, taxes = invoice_taxes(account, invoice)
+    rate = account.config.tax_rates.get(country or "", 0)
+    return (
+        f"<dt>Tax ({html.escape(country or '')} {rate}%)</dt>"
+        f'<dd id="tax">{_money(sum(taxes), invoice.currency)}</dd>\n    '
+    )
+
+
+def address_lines(address: dict[str, str | None] | None) -> list[str]:
+    """An address as it is printed: street lines, postal code and city, state, country."""
+    if not address:
+        return []
+    city = " ".join(part for part in (address.get("postal_code"), address.get("city")) if part)
+    parts = (address.get("line1"), address.get("line2"), city, address.get("state"))
+    return [part for part in (*parts, address.get("country")) if part]
+
+
+def billing_text(invoice: InvoiceRec) -> list[str]:
+    """What the invoice says about whom it bills, line by line (page and PDF share it)."""
+    lines = [f"{field['name']}: {field['value']}" for field in invoice.custom_fields or []]
+    lines += [f"Billed to: {invoice.customer_name or invoice.customer_email or ''}"]
+    lines += address_lines(invoice.customer_address)
+    lines += [f"{tax['type'].upper()} {tax['value']}" for tax in invoice.customer_tax_ids or []]
+    return lines
+
+
+def _billing_details(invoice: InvoiceRec) -> str:
+    esc = html.escape
+    address = "".join(
+        f'<span class="address-line">{esc(line)}</span><br>'
+        for line in address_lines(invoice.customer_address)
+    )
+    taxes = "".join(
+        f'<li class="tax-id"><span class="tax-id-type">{esc(tax["type"])}</span> '
+        f'<span class="tax-id-value">{esc(tax["value"])}</span></li>'
+        for tax in invoice.customer_tax_ids or []
+    )
+    fields = "".join(
+        f'<div class="custom-field"><dt>{esc(field["name"])}</dt>'
+        f"<dd>{esc(field['value'])}</dd></div>"
+        for field in invoice.custom_fields or []
+    )
+    return (
+        f'<p id="customer-address">{address}</p>\n'
+        f'  <ul id="customer-tax-ids">{taxes}</ul>\n'
+        f'  <dl id="custom-fields">{fields}</dl>'
+    )
+
+
 def _date(timestamp: int | None) -> str:
     if timestamp is None:
         return ""
     return datetime.fromtimestamp(timestamp, tz=UTC).date().isoformat()
 
 
-def _major(amount: int, currency: str) -> str:
-    exp = currencies.exponent(currency)
-    if not exp:
-        return str(amount)
-    whole, frac = divmod(amount, 10**exp)
-    return f"{whole}.{frac:0{exp}d}"
-
-
 def _pdf(account: Account, invoice: InvoiceRec) -> bytes:
     """A one-page PDF naming the invoice; enough for a download link to work."""
     total = currencies.format_amount(amount_due(account, invoice), invoice.currency)
-    return _pdf_document(f"Invoice {invoice.number} - {total}")
+    tax = sum(invoice_taxes(account, invoice)[1])
+    taxed = (
+        [f"Tax: {currencies.format_amount(tax, invoice.currency)}"] if invoice.automatic_tax else []
+    )
+    return _pdf_document(f"Invoice {invoice.number} - {total}", *billing_text(invoice), *taxed)
 
 
-def _pdf_document(text: str) -> bytes:
-    safe = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-    stream = f"BT /F1 14 Tf 72 720 Td ({safe}) Tj ET".encode()
+def _pdf_document(text: str, *more: str) -> bytes:
+    """A one-page PDF, one line of text per argument (Latin-1: Helvetica's encoding)."""
+    shown = []
+    for line in (text, *more):
+        safe = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+        shown.append(f"({safe}) Tj")
+    stream = ("BT /F1 12 Tf 16 TL 72 720 Td " + " T* ".join(shown) + " ET").encode(
+        "latin-1", "replace"
+    )
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",

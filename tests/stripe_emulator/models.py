@@ -16,8 +16,9 @@ from decimal import Decimal
 from typing import Any
 
 from .clock import Clock
-from .config import AccountConfig
+from .config import LIVE_RATE_LIMIT, SANDBOX_RATE_LIMIT, AccountConfig
 from .ids import new_id
+from .tax_records import TaxIdRec, invoice_taxes
 
 JSON = dict[str, Any]
 
@@ -41,6 +42,7 @@ class CustomerRec:
     preferred_locales: list[str] = field(default_factory=list)
     tax_exempt: str = "none"
     balance: int = 0  # negative: credit the customer has with the account
+    tax_ids: list[TaxIdRec] = field(default_factory=list)
     deleted: bool = False
     seq: int = 0
 
@@ -126,6 +128,9 @@ class InvoiceRec:
     customer_name: str | None = None
     customer_phone: str | None = None
     customer_address: JSON | None = None
+    customer_tax_ids: list[JSON] | None = None  # fixed at finalization; live on a draft
+    custom_fields: list[JSON] | None = None
+    automatic_tax: bool = False
     payment_ids: list[str] = field(default_factory=list)
     paid_out_of_band: bool = False
     amount_overpaid: int = 0
@@ -373,7 +378,7 @@ class Account:
         self.events: dict[str, EventRec] = {}
         self.webhook_endpoints: dict[str, WebhookEndpointRec] = {}
         self.idempotency: dict[str, IdempotencyRec] = {}
-        self.config = AccountConfig()
+        self.config = AccountConfig(rate_limit=LIVE_RATE_LIMIT if livemode else SANDBOX_RATE_LIMIT)
         self.rng = random.Random(seed)
         self.rng_lock = threading.Lock()
         self.request_times: collections.deque[float] = collections.deque()
@@ -404,7 +409,9 @@ def invoice_lines(account: Account, invoice: InvoiceRec) -> list[InvoiceItemRec]
 
 
 def invoice_total(account: Account, invoice: InvoiceRec) -> int:
-    return sum(item.amount for item in invoice_lines(account, invoice))
+    """``total``: the lines plus the tax on them."""
+    items = invoice_lines(account, invoice)
+    return sum(item.amount for item in items) + sum(invoice_taxes(account, invoice)[1])
 
 
 def starting_balance(account: Account, invoice: InvoiceRec) -> int:

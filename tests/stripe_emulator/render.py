@@ -28,6 +28,7 @@ from .models import (
     invoice_lines,
     starting_balance,
 )
+from .tax_records import invoice_taxes
 
 API_VERSION = _ApiVersion.CURRENT
 LINES_EMBEDDED = 10
@@ -128,7 +129,18 @@ def render_invoice_item(item: InvoiceItemRec) -> JSON:
     }
 
 
-def render_line(item: InvoiceItemRec) -> JSON:
+def _tax(amount: int, taxable: int, country: str | None, rate: Any) -> JSON:
+    return {
+        "amount": amount,
+        "tax_behavior": "exclusive",
+        "tax_rate_details": None,
+        "taxability_reason": "standard_rated" if rate else "not_collecting",
+        "taxable_amount": taxable,
+        "type": "tax_rate_details",
+    }
+
+
+def render_line(item: InvoiceItemRec, tax: JSON | None = None) -> JSON:
     return {
         "id": item.line_id,
         "object": "line_item",
@@ -158,8 +170,18 @@ def render_line(item: InvoiceItemRec) -> JSON:
         "quantity_decimal": decimal_string(item.quantity_decimal),
         "subscription": None,
         "subtotal": item.amount,
-        "taxes": [],
+        "taxes": [tax] if tax is not None else [],
     }
+
+
+def _customer_tax_ids(account: Account, invoice: InvoiceRec) -> list[JSON]:
+    """Fixed at finalization; until then "the same tax IDs as customer.tax_ids" (API reference)."""
+    if invoice.status != "draft" and invoice.customer_tax_ids is not None:
+        return [dict(item) for item in invoice.customer_tax_ids]
+    customer = account.customers.get(invoice.customer)
+    if customer is None:
+        return []
+    return [{"type": t.type, "value": t.value} for t in customer.tax_ids if not t.deleted]
 
 
 def render_invoice(
@@ -169,7 +191,15 @@ def render_invoice(
     if invoice.deleted:
         return {"id": invoice.id, "object": "invoice", "deleted": True}
     items = invoice_lines(account, invoice)
-    total = sum(item.amount for item in items)
+    subtotal = sum(item.amount for item in items)
+    country, taxes = invoice_taxes(account, invoice)
+    rate = account.config.tax_rates.get(country or "")
+    line_taxes: list[JSON | None] = (
+        [_tax(tax, item.amount, country, rate) for item, tax in zip(items, taxes, strict=True)]
+        if invoice.automatic_tax
+        else [None] * len(items)
+    )
+    total = subtotal + sum(taxes)
     due = amount_due(account, invoice)
     remaining = amount_remaining(account, invoice)
     finalized = invoice.status != "draft"
@@ -191,7 +221,6 @@ def render_invoice(
         "amount_due": due,
         "amount_overpaid": invoice.amount_overpaid,
         "amount_paid": invoice.amount_paid,
-        "amount_paid_off_stripe": invoice.amount_paid_off_stripe,
         "amount_remaining": remaining,
         "amount_shipping": 0,
         "application": None,
@@ -200,10 +229,10 @@ def render_invoice(
         "auto_advance": invoice.auto_advance,
         "automatic_tax": {
             "disabled_reason": None,
-            "enabled": False,
-            "liability": None,
-            "provider": None,
-            "status": None,
+            "enabled": invoice.automatic_tax,
+            "liability": {"account": None, "type": "self"} if invoice.automatic_tax else None,
+            "provider": "stripe" if invoice.automatic_tax else None,
+            "status": "complete" if invoice.automatic_tax else None,
         },
         "automatically_finalizes_at": (
             invoice.created + AUTO_FINALIZE_DELAY
@@ -215,7 +244,11 @@ def render_invoice(
         "confirmation_secret": None,
         "created": invoice.created,
         "currency": invoice.currency,
-        "custom_fields": None,
+        "custom_fields": (
+            [dict(item) for item in invoice.custom_fields]
+            if invoice.custom_fields is not None
+            else None
+        ),
         "customer": customer,
         "customer_account": None,
         "customer_address": copy.deepcopy(invoice.customer_address),
@@ -224,7 +257,7 @@ def render_invoice(
         "customer_phone": invoice.customer_phone,
         "customer_shipping": None,
         "customer_tax_exempt": "none",
-        "customer_tax_ids": [],
+        "customer_tax_ids": _customer_tax_ids(account, invoice),
         "default_payment_method": None,
         "default_source": None,
         "default_tax_rates": [],
@@ -242,7 +275,10 @@ def render_invoice(
         "latest_revision": None,
         "lines": {
             "object": "list",
-            "data": [render_line(item) for item in items[:LINES_EMBEDDED]],
+            "data": [
+                render_line(item, tax)
+                for item, tax in list(zip(items, line_taxes, strict=True))[:LINES_EMBEDDED]
+            ],
             "has_more": len(items) > LINES_EMBEDDED,
             "url": f"/v1/invoices/{invoice.id}/lines",
         },
@@ -284,16 +320,23 @@ def render_invoice(
             "paid_at": invoice.paid_at,
             "voided_at": invoice.voided_at,
         },
-        "subtotal": total,
-        "subtotal_excluding_tax": total,
+        "subtotal": subtotal,
+        "subtotal_excluding_tax": subtotal,
         "test_clock": None,
         "total": total,
         "total_discount_amounts": [],
-        "total_excluding_tax": total,
+        "total_excluding_tax": subtotal,
         "total_pretax_credit_amounts": [],
-        "total_taxes": [],
+        "total_taxes": (
+            [_tax(sum(taxes), subtotal, country, rate)] if invoice.automatic_tax else []
+        ),
         "webhooks_delivered_at": invoice.webhooks_delivered_at,
     }
+    if "amount_paid_off_stripe" in expand:
+        # An includable property: "You can include this property in API requests (for example,
+        # retrieving an invoice). The property isn't available in event payloads" (changelog
+        # 2026-05-27.dahlia); without ``expand[]=amount_paid_off_stripe`` it is absent.
+        rendered["amount_paid_off_stripe"] = invoice.amount_paid_off_stripe
     if "payments" in expand:
         payments = [account.invoice_payments[pid] for pid in reversed(invoice.payment_ids)]
         rendered["payments"] = {

@@ -4,6 +4,9 @@ Invariant 1 (one invoice per PO) and invariant 2 (the ledger equals Stripe) are 
 both sides: every invoice the emulator holds for a conference is matched to its PO through the
 metadata our code writes, and every PO's Stripe payments are summed per invoice. A PO whose
 invoice was voided (and not yet re-issued) has no payable invoice; its mirror must say ``void``.
+Money going back is compared per invoice too: our refund entries (net of reversals) with its
+succeeded refunds, our dispute entries with the disputed funds withdrawn and not reinstated, our
+credits with its credit notes that are not void.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import stripe
 from django.db.models import Sum
 
 from invoicing import money
-from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
+from invoicing.models import Conference, PurchaseOrder, PurchaseOrderCredit, PurchaseOrderPayment
+from invoicing.services.stripe_client import build_stripe_client
 from tests.stripe_emulator.handle import EmulatorHandle
 
 # Invoices that can still be paid or already were: a PO generation must have exactly one.
@@ -48,13 +53,23 @@ def compare_with_stripe(
             deliberately leaves some POs unapproved or cancelled).
     """
     report = ConsistencyReport()
-    client = emulator.client(conference.stripe_secret_key)
-    invoices = list(client.v1.invoices.list({"limit": 100}).auto_paging_iter())
+    # Through the app's client, so these reads share the account's rate budget with the app
+    # (the emulator keeps Stripe's 25 requests/s sandbox limit on).
+    client = build_stripe_client(conference)
+    del emulator  # Stripe's side is read through the app's client (see above)
+    invoices = list(
+        client.v1.invoices.list(
+            {"limit": 100, "expand": ["data.amount_paid_off_stripe"]}
+        ).auto_paging_iter()
+    )
     report.invoices = len(invoices)
 
     by_generation: dict[tuple[str, str], list[str]] = defaultdict(list)
     voided: set[str] = set()
-    amount_paid: dict[str, Decimal] = {}
+    amount_paid: dict[str, Decimal] = {}  # on Stripe: amount_paid - amount_paid_off_stripe
+    currencies: dict[str, str] = {}
+    off_stripe: dict[str, Decimal] = {}
+    credit_applied: dict[str, Decimal] = {}
     for invoice in invoices:
         metadata = invoice.metadata.to_dict() if invoice.metadata is not None else {}
         uid = metadata.get("po_uid")
@@ -70,7 +85,15 @@ def compare_with_stripe(
             by_generation[(uid, metadata.get("generation", "?"))].append(invoice.id)
         elif invoice.status == "void":
             voided.add(invoice.id)
-        amount_paid[invoice.id] = money.from_minor_units(invoice.amount_paid, invoice.currency)
+        on_stripe = invoice.amount_paid - (invoice.amount_paid_off_stripe or 0)
+        amount_paid[invoice.id] = money.from_minor_units(on_stripe, invoice.currency)
+        currencies[invoice.id] = invoice.currency
+        off_stripe[invoice.id] = money.from_minor_units(
+            invoice.amount_paid_off_stripe or 0, invoice.currency
+        )
+        if invoice.status != "draft" and invoice.starting_balance < 0:
+            applied = min(invoice.ending_balance or 0, 0) - invoice.starting_balance
+            credit_applied[invoice.id] = money.from_minor_units(applied, invoice.currency)
 
     for key, ids in by_generation.items():
         if len(ids) != 1:
@@ -98,7 +121,9 @@ def compare_with_stripe(
 
     recorded = (
         PurchaseOrderPayment.objects.filter(
-            purchase_order__conference=conference, method=PurchaseOrderPayment.Method.STRIPE
+            purchase_order__conference=conference,
+            method=PurchaseOrderPayment.Method.STRIPE,
+            kind=PurchaseOrderPayment.Kind.PAYMENT,
         )
         .values("stripe_invoice_id")
         .annotate(total=Sum("amount"))
@@ -107,13 +132,120 @@ def compare_with_stripe(
         row["stripe_invoice_id"]: row["total"] for row in recorded
     }
     report.stripe_payments = PurchaseOrderPayment.objects.filter(
-        purchase_order__conference=conference, method=PurchaseOrderPayment.Method.STRIPE
+        purchase_order__conference=conference,
+        method=PurchaseOrderPayment.Method.STRIPE,
+        kind=PurchaseOrderPayment.Kind.PAYMENT,
     ).count()
     for invoice_id in sorted(set(amount_paid) | set(recorded_by_invoice)):
         stripe_paid = amount_paid.get(invoice_id, Decimal(0))
         ours = recorded_by_invoice.get(invoice_id, Decimal(0))
         if ours != stripe_paid:
             report.problems.append(
-                f"invoice {invoice_id}: Stripe amount_paid {stripe_paid}, ledger {ours}"
+                f"invoice {invoice_id}: Stripe amount_paid - amount_paid_off_stripe "
+                f"{stripe_paid}, ledger {ours}"
             )
+    _compare_money_going_back(client, conference, currencies, report)
+    _compare_off_stripe(report, conference, off_stripe=off_stripe, credit_applied=credit_applied)
     return report
+
+
+def money_going_back(
+    client: stripe.StripeClient, invoice_ids: set[str]
+) -> dict[str, dict[str, int]]:
+    """Per invoice, from Stripe: succeeded refunds, disputed funds withdrawn and not reinstated,
+    credit notes not void (minor units). Read account-wide: three lists, then the invoice
+    payments only when something was refunded or disputed."""
+    found: dict[str, dict[str, int]] = defaultdict(
+        lambda: {"refunds": 0, "disputes": 0, "credits": 0}
+    )
+    for note in client.v1.credit_notes.list({"limit": 100}).auto_paging_iter():
+        invoice_id = note.invoice if isinstance(note.invoice, str) else note.invoice.id
+        if invoice_id in invoice_ids and note.status != "void":
+            found[invoice_id]["credits"] += note.amount
+    refunds = list(client.v1.refunds.list({"limit": 100}).auto_paging_iter())
+    disputes = list(client.v1.disputes.list({"limit": 100}).auto_paging_iter())
+    if not refunds and not disputes:
+        return found
+    invoice_of: dict[str, str] = {}
+    for invoice_id in invoice_ids:
+        for payment in client.v1.invoice_payments.list(
+            {"invoice": invoice_id, "limit": 100}
+        ).auto_paging_iter():
+            if payment.payment.type == "payment_intent" and payment.payment.payment_intent:
+                intent = payment.payment.payment_intent
+                invoice_of[intent if isinstance(intent, str) else intent.id] = invoice_id
+    for refund in refunds:
+        refunded = invoice_of.get(str(refund.payment_intent))
+        if refunded is not None and refund.status == "succeeded":
+            found[refunded]["refunds"] += refund.amount
+    for dispute in disputes:
+        disputed = invoice_of.get(str(dispute.payment_intent))
+        if disputed is not None:
+            net = sum(txn.amount for txn in dispute.balance_transactions)
+            found[disputed]["disputes"] += -net if net < 0 else 0
+    return found
+
+
+def _compare_money_going_back(
+    client: stripe.StripeClient,
+    conference: Conference,
+    currencies: dict[str, str],
+    report: ConsistencyReport,
+) -> None:
+    stripe_side = money_going_back(client, set(currencies))
+    Kind = PurchaseOrderPayment.Kind
+    ours: dict[str, dict[str, Decimal]] = defaultdict(
+        lambda: {"refunds": Decimal(0), "disputes": Decimal(0), "credits": Decimal(0)}
+    )
+    entries = PurchaseOrderPayment.objects.filter(purchase_order__conference=conference).exclude(
+        kind=Kind.PAYMENT
+    )
+    for entry in entries:
+        bucket = "refunds" if entry.kind in {Kind.REFUND, Kind.REFUND_REVERSAL} else "disputes"
+        ours[entry.stripe_invoice_id][bucket] -= entry.amount
+    credits = PurchaseOrderCredit.objects.filter(
+        purchase_order__conference=conference, voided_at__isnull=True
+    )
+    for credit in credits:
+        ours[credit.stripe_invoice_id]["credits"] += credit.amount
+    for invoice_id in sorted(set(stripe_side) | set(ours)):
+        currency = currencies.get(invoice_id, conference.currency)
+        for bucket in ("refunds", "disputes", "credits"):
+            theirs = money.from_minor_units(stripe_side[invoice_id][bucket], currency)
+            mine = ours[invoice_id][bucket]
+            if theirs != mine:
+                report.problems.append(
+                    f"invoice {invoice_id or '(none)'}: Stripe {bucket} {theirs}, ledger {mine}"
+                )
+
+
+def _compare_off_stripe(
+    report: ConsistencyReport,
+    conference: Conference,
+    *,
+    off_stripe: dict[str, Decimal],
+    credit_applied: dict[str, Decimal],
+) -> None:
+    """Our off-Stripe entries per invoice equal its amount_paid_off_stripe; our credit-balance
+    entries the customer balance Stripe applied to it."""
+    Method = PurchaseOrderPayment.Method
+    for methods, stripe_side, label in (
+        ((Method.WIRE, Method.CHECK, Method.OTHER), off_stripe, "amount_paid_off_stripe"),
+        ((Method.CREDIT_BALANCE,), credit_applied, "credit balance applied"),
+    ):
+        rows = (
+            PurchaseOrderPayment.objects.filter(
+                purchase_order__conference=conference, method__in=methods
+            )
+            .exclude(applied_invoice_id="")
+            .values("applied_invoice_id")
+            .annotate(total=Sum("amount"))
+        )
+        ours_by_invoice = {row["applied_invoice_id"]: row["total"] for row in rows}
+        for invoice_id in sorted(set(ours_by_invoice) | {k for k, v in stripe_side.items() if v}):
+            stripe_says = stripe_side.get(invoice_id, Decimal(0))
+            ours = ours_by_invoice.get(invoice_id, Decimal(0))
+            if ours != stripe_says:
+                report.problems.append(
+                    f"invoice {invoice_id}: Stripe {label} {stripe_says}, ledger {ours}"
+                )

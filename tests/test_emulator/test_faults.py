@@ -128,7 +128,10 @@ def test_reset_after_commit_without_retries_leaves_the_object(
 
 def test_sandbox_rate_limit(stripe_emulator: EmulatorHandle, stripe_secret_key: str) -> None:
     client = stripe_emulator.client(stripe_secret_key)
-    stripe_emulator.configure(stripe_secret_key, rate_limit=25)
+    # On by default, as at Stripe: 25 requests/s per sandbox account (100 in live mode).
+    assert stripe_emulator.config(stripe_secret_key)["rate_limit"] == 25
+    live_key = stripe_emulator.new_secret_key(livemode=True)
+    assert stripe_emulator.config(live_key)["rate_limit"] == 100
     statuses = []
     codes = set()
     for _ in range(40):

@@ -222,7 +222,14 @@ def test_paid_out_of_band(client: stripe.StripeClient, customer: stripe.Customer
     paid = client.v1.invoices.pay(invoice.id, params={"paid_out_of_band": True})
     assert paid.status == "paid"
     assert paid.amount_paid == 7000
-    assert paid.amount_paid_off_stripe == 7000
+    # includable only: absent unless expanded (and never in event payloads)
+    assert "amount_paid_off_stripe" not in paid
+    expanded = client.v1.invoices.retrieve(
+        invoice.id, params={"expand": ["amount_paid_off_stripe"]}
+    )
+    assert expanded.amount_paid_off_stripe == 7000
+    (event,) = client.v1.events.list(params={"type": "invoice.paid"}).data
+    assert "amount_paid_off_stripe" not in event.data.object
     types = _event_types(client)
     assert "invoice.paid" in types
     assert "invoice.payment_succeeded" not in types

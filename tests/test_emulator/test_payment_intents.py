@@ -96,12 +96,30 @@ def test_a_declined_card_leaves_the_intent_waiting(
     assert client.v1.charges.retrieve(str(intent.latest_charge)).status == "failed"
 
 
-def test_voiding_cancels_the_intent_of_an_open_payment(
-    client: stripe.StripeClient, pay_pending_ach: PayPendingAch, open_invoice: stripe.Invoice
+def test_voiding_is_refused_while_a_payment_is_open_and_cancels_the_default(
+    client: stripe.StripeClient,
+    stripe_emulator: EmulatorHandle,
+    pay_pending_ach: PayPendingAch,
+    open_invoice: stripe.Invoice,
 ) -> None:
     payment = pay_pending_ach(100)
-    client.v1.invoices.void_invoice(open_invoice.id)
-    intent = _intent_of(client, payment)
+    # Stripe: "When an invoice has open or paid payments, you can't void or edit the invoice".
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.invoices.void_invoice(open_invoice.id)
+    assert caught.value.error is not None
+    assert (caught.value.error.type, caught.value.code) == (
+        "invalid_request_error",
+        "invoice_not_editable",
+    )
+    assert client.v1.invoices.retrieve(open_invoice.id).status == "open"
+    stripe_emulator.fail_payment(payment["id"])
+    voided = client.v1.invoices.void_invoice(open_invoice.id, params={"expand": ["payments"]})
+    assert voided.status == "void"
+    assert voided.payments is not None
+    default = next(p for p in voided.payments.data if p.is_default)
+    assert default.status == "canceled"
+    assert default.payment.payment_intent is not None
+    intent = client.v1.payment_intents.retrieve(str(default.payment.payment_intent))
     assert (intent.status, intent.cancellation_reason) == ("canceled", "void_invoice")
     assert intent.canceled_at is not None
 
@@ -112,7 +130,8 @@ def test_lists_filter_and_unknown_ids(
     first = stripe_emulator.pay_invoice(open_invoice.id, amount=100)["invoice_payment"]
     second = stripe_emulator.pay_invoice(open_invoice.id, amount=200)["invoice_payment"]
     intents = client.v1.payment_intents.list(params={"customer": str(open_invoice.customer)})
-    assert [intent.amount for intent in intents.data] == [200, 100]  # newest first
+    # newest first; the last is the default payment's, made at finalization, asking what remains
+    assert [intent.amount for intent in intents.data] == [200, 100, 150050 - 300]
     second_intent = second["payment"]["payment_intent"]
     charges = client.v1.charges.list(params={"payment_intent": second_intent})
     assert [charge.amount for charge in charges.data] == [200]

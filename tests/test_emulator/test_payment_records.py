@@ -38,7 +38,11 @@ def test_a_guaranteed_wire_counts_as_paid_off_stripe(
     assert record.reported_by == "self"
     assert client.v1.payment_records.retrieve(record.id).id == record.id
     invoice = client.v1.invoices.attach_payment(
-        open_invoice.id, params={"payment_record": record.id, "expand": ["payments"]}
+        open_invoice.id,
+        params={
+            "payment_record": record.id,
+            "expand": ["payments", "amount_paid_off_stripe"],
+        },
     )
     assert (invoice.status, invoice.amount_paid, invoice.amount_paid_off_stripe) == (
         "open",
@@ -98,7 +102,11 @@ def test_an_initiated_wire_counts_once_it_is_guaranteed(
     record = _report(client, _wire_transfer(50000))
     assert record.amount_guaranteed.value == 0
     invoice = client.v1.invoices.attach_payment(
-        open_invoice.id, params={"payment_record": record.id, "expand": ["payments"]}
+        open_invoice.id,
+        params={
+            "payment_record": record.id,
+            "expand": ["payments", "amount_paid_off_stripe"],
+        },
     )
     assert invoice.amount_paid == 0
     assert invoice.payments is not None
@@ -106,7 +114,9 @@ def test_an_initiated_wire_counts_once_it_is_guaranteed(
     client.v1.payment_records.report_payment_attempt_guaranteed(
         record.id, params={"guaranteed_at": 1_767_000_500}
     )
-    settled = client.v1.invoices.retrieve(open_invoice.id)
+    settled = client.v1.invoices.retrieve(
+        open_invoice.id, params={"expand": ["amount_paid_off_stripe"]}
+    )
     assert (settled.amount_paid, settled.amount_paid_off_stripe) == (50000, 50000)
     with pytest.raises(stripe.InvalidRequestError, match="already has an outcome"):
         client.v1.payment_records.report_payment_attempt_failed(
@@ -122,7 +132,11 @@ def test_a_failed_wire_pays_nothing(
     )
     assert record.amount_failed.value == 50000
     invoice = client.v1.invoices.attach_payment(
-        open_invoice.id, params={"payment_record": record.id, "expand": ["payments"]}
+        open_invoice.id,
+        params={
+            "payment_record": record.id,
+            "expand": ["payments", "amount_paid_off_stripe"],
+        },
     )
     assert (invoice.amount_paid, invoice.status) == (0, "open")
     assert invoice.payments is not None
@@ -180,4 +194,8 @@ def test_idempotency_keys_attach_once(
         open_invoice.id, params={"payment_record": record.id}, options=attach
     )
     assert first.amount_paid == replay.amount_paid == 2000
-    assert client.v1.invoices.retrieve(open_invoice.id).amount_paid_off_stripe == 2000
+    included = client.v1.invoices.retrieve(
+        open_invoice.id, params={"expand": ["amount_paid_off_stripe"]}
+    )
+    assert included.amount_paid_off_stripe == 2000
+    assert "amount_paid_off_stripe" not in client.v1.invoices.retrieve(open_invoice.id)

@@ -38,13 +38,16 @@ def test_ach_fails_later(
     pending = stripe_emulator.pay_invoice(
         open_invoice.id, payment_method_type="us_bank_account", pending=True
     )
+    # the whole amount went through the default payment: the attempt failed, the payment stays
+    # open (its PaymentIntent waits for another method)
+    assert pending["invoice_payment"]["is_default"] is True
     failed = stripe_emulator.fail_payment(pending["invoice_payment"]["id"])
-    assert failed["invoice_payment"]["status"] == "canceled"
+    assert failed["invoice_payment"]["status"] == "open"
     assert failed["invoice"]["status"] == "open"
     assert failed["invoice"]["amount_paid"] == 0
     events = client.v1.events.list(params={"type": "invoice.payment_failed"}).data
     assert [event.data.object["id"] for event in events] == [open_invoice.id]
-    with pytest.raises(EmulatorError, match="already canceled"):
+    with pytest.raises(EmulatorError, match="no charge processing"):
         stripe_emulator.settle_payment(pending["invoice_payment"]["id"])
     # the customer can pay again afterwards
     assert stripe_emulator.pay_invoice(open_invoice.id)["invoice"]["status"] == "paid"
@@ -61,7 +64,10 @@ def test_immediate_card_failure(
     client: stripe.StripeClient, stripe_emulator: EmulatorHandle, open_invoice: stripe.Invoice
 ) -> None:
     result = stripe_emulator.pay_invoice(open_invoice.id, failure_code="card_declined")
-    assert result["invoice_payment"]["status"] == "canceled"
+    assert result["invoice_payment"]["status"] == "open"  # the default payment, for a retry
+    assert result["invoice_payment"]["is_default"] is True
+    partial = stripe_emulator.pay_invoice(open_invoice.id, amount=100, failure_code="card_declined")
+    assert partial["invoice_payment"]["status"] == "canceled"  # a one-off charge that failed
     assert result["invoice"]["amount_paid"] == 0
     assert client.v1.events.list(params={"type": "invoice.payment_failed"}).data
 
@@ -80,13 +86,16 @@ def test_hosted_page_shows_the_invoice(
     assert page.count('class="line"') == 2
     assert 'id="pay-card-form"' in page
     assert 'id="pay-ach-form"' in page
-    assert '<label for="ach-amount">Amount</label>' in page
+    # Stripe's page pays the default payment, everything that remains: no amount to type
+    assert "ach-amount" not in page
+    assert 'name="display_amount"' not in page
 
 
-def test_hosted_page_partial_ach_then_card(
+def test_hosted_page_pays_in_full_partial_comes_from_charge_customer(
     client: stripe.StripeClient, stripe_emulator: EmulatorHandle, open_invoice: stripe.Invoice
 ) -> None:
     action = f"/_emulator/invoices/{open_invoice.id}/payments"
+    # A partial amount through the page's form is refused: it pays everything that remains.
     status, headers, _ = stripe_emulator.post_form(
         action,
         {
@@ -98,19 +107,15 @@ def test_hosted_page_partial_ach_then_card(
     assert status == 303
     location = urlsplit(headers["Location"])
     assert location.path == f"/i/{open_invoice.id}"
-    assert "notice=" in location.query
-    assert client.v1.invoices.retrieve(open_invoice.id).amount_paid == 50025
+    assert "error=" in location.query
+    assert client.v1.invoices.retrieve(open_invoice.id).amount_paid == 0
 
-    status, headers, _ = stripe_emulator.post_form(
-        action,
-        {
-            "payment_method_type": "us_bank_account",
-            "return_to": "hosted",
-            "display_amount": "1.001",
-        },
+    # The Dashboard's "Charge customer" (the control API) takes any amount up to the remainder.
+    charged = stripe_emulator.pay_invoice(
+        open_invoice.id, amount=50025, payment_method_type="us_bank_account"
     )
-    assert status == 303
-    assert "error=" in headers["Location"]
+    assert charged["invoice_payment"]["is_default"] is False
+    assert client.v1.invoices.retrieve(open_invoice.id).amount_paid == 50025
 
     status, _, _ = stripe_emulator.post_form(
         action, {"payment_method_type": "card", "return_to": "hosted"}

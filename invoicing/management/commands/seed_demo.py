@@ -9,7 +9,8 @@ Idempotent: run it as often as you like (``make run`` runs it at every start). I
   ``whsec_`` secret and endpoint id, or keeps the endpoint already registered;
 - creates (or resets the password of) a superuser and prints the login;
 - adds the demo POs that are missing: drafts to approve, one approved (so the worker invoices it),
-  one cancelled.
+  one cancelled, one paid by card then refunded, one whose amount owed was reduced by a
+  credit note (:mod:`._demo_money`).
 
 The emulator keeps its accounts in memory. When it restarted, the demo account at "Stripe" is
 empty while the database still knows its customers and invoices: the demo conference's POs,
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,17 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from invoicing.logging import scrub_secrets
+from invoicing.management.commands import _demo_money
 from invoicing.models import (
     Conference,
     PurchaseOrder,
+    PurchaseOrderCredit,
+    PurchaseOrderDispute,
     PurchaseOrderPayment,
     StripeCustomer,
     StripeEvent,
     StripeSyncState,
+    StripeWriteRequest,
 )
 from invoicing.services import purchase_orders
 from invoicing.services.purchase_orders import LineItemInput
@@ -61,7 +66,8 @@ class DemoPurchaseOrder:
     contact_name: str
     contact_email: str
     lines: tuple[LineItemInput, ...]
-    state: str  # "draft", "approved" or "cancelled"
+    state: str  # "draft", "approved", "cancelled", "refunded" or "reduced"
+    billing: dict[str, Any] = field(default_factory=dict)  # create_purchase_order's billing kwargs
 
 
 DEMO_PURCHASE_ORDERS = (
@@ -105,6 +111,17 @@ DEMO_PURCHASE_ORDERS = (
             LineItemInput("Conference ticket", 2, Decimal("450.00")),
         ),
         "approved",
+        {
+            "buyer_po_number": "4500012345",
+            "legal_name": "Acme Corporation GmbH",
+            "billing_address": {
+                "line1": "Friedrichstr. 10",
+                "city": "Berlin",
+                "postal_code": "10117",
+                "country": "DE",
+            },
+            "tax_ids": [{"type": "eu_vat", "value": "DE123456789"}],
+        },
     ),
     DemoPurchaseOrder(
         "DEMO-1005",
@@ -113,6 +130,25 @@ DEMO_PURCHASE_ORDERS = (
         "finance@hooli.example",
         (LineItemInput("Diversity scholarship sponsorship", 1, Decimal("1500.00")),),
         "cancelled",
+    ),
+    DemoPurchaseOrder(
+        "DEMO-1006",
+        "Stark Industries",
+        "Pepper Potts",
+        "ap@stark.example",
+        (
+            LineItemInput("Bronze sponsorship", 1, Decimal("1000.00")),
+            LineItemInput("Conference ticket", 3, Decimal("450.00")),
+        ),
+        "refunded",
+    ),
+    DemoPurchaseOrder(
+        "DEMO-1007",
+        "Wayne Enterprises",
+        "Lucius Fox",
+        "payables@wayne.example",
+        (LineItemInput("Exhibition booth (3 x 3 m)", 1, Decimal("2500.00")),),
+        "reduced",
     ),
 )
 
@@ -177,6 +213,9 @@ def reset_demo_conference(conference: Conference) -> int:
     """Delete the conference's POs (with lines and ledger), inbox events and customers."""
     with transaction.atomic():
         PurchaseOrderPayment.objects.filter(purchase_order__conference=conference).delete()
+        StripeWriteRequest.objects.filter(purchase_order__conference=conference).delete()
+        PurchaseOrderCredit.objects.filter(purchase_order__conference=conference).delete()
+        PurchaseOrderDispute.objects.filter(purchase_order__conference=conference).delete()
         StripeEvent.objects.filter(conference=conference).delete()
         deleted, _ = PurchaseOrder.objects.filter(conference=conference).delete()
         StripeCustomer.objects.filter(conference=conference).delete()
@@ -307,10 +346,15 @@ class Command(BaseCommand):
             contact_name=spec.contact_name,
             contact_email=spec.contact_email,
             lines=spec.lines,
+            **spec.billing,
         )
         if spec.state == "approved":
             # Approval queues the invoice creation (on commit): the worker takes it from there.
             po = purchase_orders.approve_purchase_order(po, approved_by=admin)
+        elif spec.state == "refunded":
+            po = _demo_money.paid_then_refunded(po, admin)
+        elif spec.state == "reduced":
+            po = _demo_money.owes_less(po, admin)
         elif spec.state == "cancelled":
             po = purchase_orders.cancel_purchase_order(
                 po, cancelled_by=admin, reason="Sponsorship budget withdrawn."

@@ -46,8 +46,9 @@ class Command(BaseCommand):
                 continue
             self.stdout.write(
                 f"{conference.slug}: {summary.stripe_calls} Stripe call(s), "
-                f"{summary.open_invoices} open invoice(s), {summary.events} closing event(s), "
+                f"{summary.open_invoices} open invoice(s), {summary.events} event(s), "
                 f"{summary.retrieved} retrieved, {summary.applied} applied, "
+                f"{summary.money_applied} refund/dispute/credit note(s) applied, "
                 f"{summary.unchanged} unchanged, {summary.errors} error(s)"
             )
         if failures:

@@ -21,6 +21,7 @@ from ..render_billing import render_credit_note, render_credit_note_line
 from .context import Ctx, Params
 from .credit_note_plan import CreditNotePlan, plan_credit_note
 from .events import emit, previous_attributes
+from .invoice_payments import sync_default_payment
 from .lists import list_page, paginate
 from .params import expansions, merge_metadata, reject_unsupported
 from .refunds import issue_refund
@@ -79,6 +80,7 @@ def create_credit_note(ctx: Ctx, params: Params) -> JSON:
     paid_now = invoice.status == "open" and amount_remaining(account, invoice) == 0
     if paid_now:
         invoice.status, invoice.paid_at = "paid", ctx.now
+    sync_default_payment(ctx, invoice)
     emit(ctx, "credit_note.created", credit_note_json(ctx, note))
     after = render_invoice(account, invoice)
     emit(ctx, "invoice.updated", after, previous_attributes(before, after))
@@ -158,6 +160,7 @@ def void_credit_note(ctx: Ctx, params: Params, note_id: str) -> JSON:
     note.status, note.voided_at = "void", ctx.now
     invoice.pre_payment_credit_notes_amount -= note.pre_payment_amount
     invoice.post_payment_credit_notes_amount -= note.post_payment_amount
+    sync_default_payment(ctx, invoice)
     emit(ctx, "credit_note.voided", credit_note_json(ctx, note))
     after = render_invoice(ctx.account, invoice)
     emit(ctx, "invoice.updated", after, previous_attributes(before, after))

@@ -14,6 +14,7 @@ from .context import Ctx, Params
 from .events import emit, previous_attributes
 from .lists import matches_range, newest_first, paginate
 from .params import merge_metadata, reject_unsupported
+from .tax_ids import add_tax_id, check_tax_id, invoice_tax_ids
 
 
 def require_customer(
@@ -26,7 +27,12 @@ def require_customer(
 
 
 def create_customer(ctx: Ctx, params: Params) -> JSON:
-    reject_unsupported(params, ("cash_balance", "payment_method", "source", "tax_id_data"))
+    reject_unsupported(params, ("cash_balance", "payment_method", "source"))
+    # Every tax ID is checked before anything is created: a bad one refuses the whole request.
+    tax_ids = [
+        check_tax_id(datum.get("type"), datum.get("value"), param=f"tax_id_data[{index}]")
+        for index, datum in enumerate(params.get("tax_id_data") or [])
+    ]
     prefix = params.get("invoice_prefix")
     if prefix is not None and not re.fullmatch(r"[A-Z0-9]{3,12}", prefix):
         raise invalid_request(
@@ -51,6 +57,8 @@ def create_customer(ctx: Ctx, params: Params) -> JSON:
         seq=ctx.account.next_seq(),
     )
     ctx.account.customers[customer.id] = customer
+    for type_, value, country in tax_ids:
+        add_tax_id(ctx, customer, type_, value, country)
     rendered = render_customer(customer)
     emit(ctx, "customer.created", rendered)
     return rendered
@@ -115,6 +123,7 @@ def copy_customer_fields(invoice: InvoiceRec, customer: CustomerRec) -> None:
     invoice.customer_name = customer.name
     invoice.customer_phone = customer.phone
     invoice.customer_address = dict(customer.address) if customer.address else None
+    invoice.customer_tax_ids = invoice_tax_ids(customer)
 
 
 def delete_customer(ctx: Ctx, params: Params, customer_id: str) -> JSON:

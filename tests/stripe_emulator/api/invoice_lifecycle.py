@@ -27,10 +27,14 @@ from ..render import render_invoice
 from .context import Ctx, Params
 from .customers import copy_customer_fields
 from .events import emit, previous_attributes
-from .invoice_payments import apply_payment
-from .invoices import INVOICE_EXPANDABLE, require_invoice
+from .invoice_payments import (
+    apply_payment,
+    blocking_payments,
+    create_default_payment,
+    sync_default_payment,
+)
+from .invoices import INVOICE_EXPANDABLE, check_tax_location, require_invoice
 from .params import expansions, reject_unsupported
-from .payment_intents import cancel_payment
 
 
 def _finalize(ctx: Ctx, invoice: InvoiceRec, auto_advance: bool | None) -> None:
@@ -52,6 +56,8 @@ def _finalize(ctx: Ctx, invoice: InvoiceRec, auto_advance: bool | None) -> None:
     _apply_customer_balance(ctx, invoice)
     if invoice.collection_method == "send_invoice" and invoice.due_date is None:
         invoice.due_date = ctx.now + (invoice.days_until_due or 0) * 86400
+    if amount_due(ctx.account, invoice) > 0:
+        create_default_payment(ctx, invoice)
     emit(ctx, "invoice.finalized", render_invoice(ctx.account, invoice))
     if amount_due(ctx.account, invoice) == 0:
         # Stripe marks an invoice with nothing to collect paid as it is finalized.
@@ -100,6 +106,9 @@ def finalize_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
             "This invoice is already finalized, you can't re-finalize a non-draft invoice."
         )
     expand = expansions(params, INVOICE_EXPANDABLE)
+    if invoice.automatic_tax:
+        # Tax is computed at finalization, from the customer's location as it is then.
+        check_tax_location(ctx.account.customers[invoice.customer])
     _finalize(ctx, invoice, params.get("auto_advance"))
     return render_invoice(ctx.account, invoice, expand=expand)
 
@@ -130,17 +139,19 @@ def void_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                 f"{invoice.status}."
             )
         raise invalid_request(message)
+    if blocking_payments(ctx, invoice):
+        # Docs "Accept partial payments for invoices": "When an invoice has open or paid
+        # payments, you can't void or edit the invoice." What is left is closed by a credit note.
+        raise invalid_request(
+            f"You can't void invoice {invoice.id} because it has open or paid payments. To "
+            "close the rest of the invoice, issue a credit note for the amount remaining.",
+            code="invoice_not_editable",
+        )
     expand = expansions(params, INVOICE_EXPANDABLE)
     before = render_invoice(ctx.account, invoice)
     invoice.status = "void"
     invoice.voided_at = ctx.now
-    for payment_id in invoice.payment_ids:
-        payment = ctx.account.invoice_payments[payment_id]
-        if payment.status == "open":
-            payment.status, payment.canceled_at = "canceled", ctx.now
-            if payment.payment_intent is not None:
-                intent = ctx.account.payment_intents[payment.payment_intent]
-                cancel_payment(ctx, intent, "void_invoice")
+    sync_default_payment(ctx, invoice)
     after = render_invoice(ctx.account, invoice)
     emit(ctx, "invoice.voided", after)
     emit(ctx, "invoice.updated", after, previous_attributes(before, after))
@@ -152,6 +163,14 @@ def mark_uncollectible(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     if invoice.status != "open":
         raise invalid_request(
             f"You can only mark an open invoice as uncollectible; this invoice is {invoice.status}."
+        )
+    if any(payment.status == "open" for payment in blocking_payments(ctx, invoice)):
+        # Docs "Accept partial payments for invoices": "When an invoice has open payments, you
+        # can't mark it uncollectible" (e.g. an ACH debit still processing).
+        raise invalid_request(
+            f"You can't mark invoice {invoice.id} as uncollectible while it has open payments "
+            "(a payment is still processing).",
+            code="invoice_not_editable",
         )
     expand = expansions(params, INVOICE_EXPANDABLE)
     before = render_invoice(ctx.account, invoice)
@@ -207,6 +226,7 @@ def pay_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         invoice.paid_out_of_band = True
         invoice.status = "paid"
         invoice.paid_at = ctx.now
+        sync_default_payment(ctx, invoice)
         after = render_invoice(ctx.account, invoice)
         emit(ctx, "invoice.paid", after)
         emit(ctx, "invoice.updated", after, previous_attributes(before, after))
@@ -221,7 +241,7 @@ def pay_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         failure_code=failure,
         pending=False,
     )
-    if payment.status == "canceled":
+    if payment.status != "paid":  # the attempt failed (a default payment stays open)
         raise StripeError(
             402,
             "Your card was declined.",

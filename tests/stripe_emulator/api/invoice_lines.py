@@ -98,6 +98,14 @@ def add_lines(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
                 param=name("price_data") + "[currency]",
             )
         check_amount_for_currency(priced.amount, invoice.currency, param=name("amount"))
+        if invoice.automatic_tax and priced.amount < 0:
+            # API reference, invoice automatic_tax[enabled]: "invoice items with ... negative
+            # amounts ... cannot be added to automatic tax invoices".
+            raise invalid_request(
+                "Invoice items with negative amounts cannot be added to invoices with "
+                "automatic tax enabled.",
+                param=name("amount"),
+            )
         planned.append((line, item_fields(line, name, ctx.now), priced, None))
     new_metadata = (
         merge_metadata(params["invoice_metadata"], invoice.metadata, param="invoice_metadata")

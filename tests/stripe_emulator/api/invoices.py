@@ -6,9 +6,11 @@ mark uncollectible) in :mod:`.invoice_lifecycle`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import (
+    StripeError,
     invalid_request,
     invoice_not_editable,
     no_such,
@@ -16,7 +18,7 @@ from ..errors import (
     parameters_exclusive,
 )
 from ..ids import new_id
-from ..models import JSON, InvoiceRec
+from ..models import JSON, CustomerRec, InvoiceRec
 from ..render import render_invoice
 from ..schema import UNSET
 from .context import Ctx, Params
@@ -38,7 +40,6 @@ def require_invoice(
 _INVOICE_UNSUPPORTED = (
     "account_tax_ids",
     "application_fee_amount",
-    "custom_fields",
     "customer_account",
     "default_payment_method",
     "default_source",
@@ -81,6 +82,68 @@ def _check_due(
         raise invalid_request("The `due_date` must be in the future.", param="due_date")
 
 
+# Stripe's limits (API reference, invoice ``custom_fields``): "A list of up to 4 custom fields",
+# "name ... may be up to 40 characters", "value ... may be up to 140 characters".
+CUSTOM_FIELDS_MAX, CUSTOM_FIELD_NAME_MAX, CUSTOM_FIELD_VALUE_MAX = 4, 40, 140
+
+
+def _custom_fields(value: Any) -> list[JSON] | None:
+    """``custom_fields=""`` clears them; a list replaces them, each checked as Stripe does."""
+    if value is None or value is UNSET:
+        return None
+    if len(value) > CUSTOM_FIELDS_MAX:
+        raise invalid_request(
+            f"Invalid array: custom_fields must have at most {CUSTOM_FIELDS_MAX} items "
+            f"(you passed {len(value)}).",
+            param="custom_fields",
+        )
+    fields: list[JSON] = []
+    for index, item in enumerate(value):
+        for key, limit in (("name", CUSTOM_FIELD_NAME_MAX), ("value", CUSTOM_FIELD_VALUE_MAX)):
+            text = item.get(key)
+            param = f"custom_fields[{index}][{key}]"
+            if text is None:
+                raise parameter_missing(param)
+            if len(text) > limit:
+                raise invalid_request(
+                    f"Invalid string: {text[:limit]}...; must be at most {limit} characters",
+                    param=param,
+                )
+        fields.append({"name": item["name"], "value": item["value"]})
+    return fields
+
+
+def _automatic_tax(value: Any, customer: CustomerRec) -> bool:
+    """Stripe Tax needs the customer's location (docs "Automatically collect tax on invoices":
+    outside the US at least a country, in the US a 5-digit postal code, in Canada a province or
+    postal code); without it Stripe refuses with ``customer_tax_location_invalid``."""
+    if not value or value is UNSET or not value.get("enabled"):
+        return False
+    if value.get("liability") not in (None, UNSET):
+        reject_unsupported({"automatic_tax[liability]": True}, ["automatic_tax[liability]"])
+    check_tax_location(customer)
+    return True
+
+
+def check_tax_location(customer: CustomerRec) -> None:
+    address = customer.address or {}
+    country = address.get("country")
+    postal_code = address.get("postal_code") or ""
+    located = bool(country) and (
+        (country == "US" and re.fullmatch(r"\d{5}(-\d{4})?", postal_code) is not None)
+        or (country == "CA" and bool(postal_code or address.get("state")))
+        or country not in ("US", "CA")
+    )
+    if not located:
+        raise StripeError(
+            400,
+            "The customer's location isn't recognized. Automatic tax calculation requires a "
+            "valid address on the customer (at least a country; a postal code in the US).",
+            code="customer_tax_location_invalid",
+            param="automatic_tax[enabled]",
+        )
+
+
 def _payment_method_types(value: Any) -> list[str] | None:
     if value is None or value is UNSET:
         return None
@@ -95,15 +158,10 @@ INVOICE_EXPANDABLE = ("customer", "payments", "amount_paid_off_stripe")
 def create_invoice(ctx: Ctx, params: Params) -> JSON:
     reject_unsupported(params, _INVOICE_UNSUPPORTED)
     expand = expansions(params, INVOICE_EXPANDABLE)
-    automatic_tax = params.get("automatic_tax")
-    if automatic_tax and automatic_tax.get("enabled"):
-        raise invalid_request(
-            "The Stripe emulator does not support `automatic_tax[enabled]=true`.",
-            param="automatic_tax[enabled]",
-        )
     if "customer" not in params:
         raise parameter_missing("customer")
     customer = require_customer(ctx, params["customer"], param="customer", status=400)
+    automatic_tax = _automatic_tax(params.get("automatic_tax"), customer)
     collection_method = params.get("collection_method", "charge_automatically")
     days_until_due = params.get("days_until_due")
     due_date = params.get("due_date")
@@ -138,6 +196,8 @@ def create_invoice(ctx: Ctx, params: Params) -> JSON:
         payment_method_types=_payment_method_types(payment_settings.get("payment_method_types")),
         effective_at=params.get("effective_at"),
         number=params.get("number"),
+        custom_fields=_custom_fields(params.get("custom_fields")),
+        automatic_tax=automatic_tax,
         seq=ctx.account.next_seq(),
     )
     copy_customer_fields(invoice, customer)
@@ -172,6 +232,7 @@ def retrieve_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
 
 
 _DRAFT_ONLY_FIELDS = (
+    "automatic_tax",
     "collection_method",
     "currency",
     "days_until_due",
@@ -214,6 +275,12 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
             )
         supported_currency(params["currency"], param="currency")
     _check_due(collection_method, days_until_due, due_date, ctx.now, creating=False)
+    custom_fields = _custom_fields(params["custom_fields"]) if "custom_fields" in params else None
+    automatic_tax = (
+        _automatic_tax(params["automatic_tax"], ctx.account.customers[invoice.customer])
+        if "automatic_tax" in params
+        else invoice.automatic_tax
+    )
     metadata = (
         merge_metadata(params["metadata"], invoice.metadata, param="metadata")
         if "metadata" in params
@@ -242,6 +309,10 @@ def update_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
         if name in params:
             value = params[name]
             setattr(invoice, name, None if value is UNSET else value)
+    if "custom_fields" in params:
+        invoice.custom_fields = custom_fields
+    if "automatic_tax" in params:
+        invoice.automatic_tax = automatic_tax
     if "auto_advance" in params:
         invoice.auto_advance = params["auto_advance"]
     invoice.metadata = metadata

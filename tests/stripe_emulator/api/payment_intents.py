@@ -29,10 +29,8 @@ DECLINE_MESSAGES = {
 }
 
 
-def start_payment(
-    ctx: Ctx, invoice: InvoiceRec, *, amount: int, method_type: str
-) -> tuple[PaymentIntentRec, ChargeRec]:
-    """A PaymentIntent for ``amount`` and its first charge, ``pending`` until settled/failed."""
+def open_intent(ctx: Ctx, invoice: InvoiceRec, *, amount: int) -> PaymentIntentRec:
+    """A PaymentIntent waiting for a payment method: the one behind an invoice's default payment."""
     intent = PaymentIntentRec(
         id=new_id("pi"),
         created=ctx.now,
@@ -40,30 +38,48 @@ def start_payment(
         amount=amount,
         currency=invoice.currency,
         customer=invoice.customer,
-        payment_method_types=[method_type],
+        payment_method_types=list(invoice.payment_method_types or ["card", "us_bank_account"]),
         client_secret="",
-        status="processing",
-        payment_method=new_id("pm"),
         seq=ctx.account.next_seq(),
     )
     intent.client_secret = f"{intent.id}_secret_{random_token(25)}"
+    ctx.account.payment_intents[intent.id] = intent
+    return intent
+
+
+def charge_intent(
+    ctx: Ctx, intent: PaymentIntentRec, *, amount: int, method_type: str
+) -> ChargeRec:
+    """A new attempt on ``intent``: its charge, ``pending`` until settled or failed."""
+    intent.amount = amount
+    intent.status = "processing"
+    intent.payment_method = new_id("pm")
+    intent.payment_method_types = [method_type]
+    intent.last_payment_error = None
     charge = ChargeRec(
         id=new_id("ch" if method_type == "card" else "py"),
         created=ctx.now,
         livemode=ctx.account.livemode,
         amount=amount,
-        currency=invoice.currency,
-        customer=invoice.customer,
+        currency=intent.currency,
+        customer=intent.customer,
         payment_intent=intent.id,
-        payment_method=intent.payment_method or "",
+        payment_method=intent.payment_method,
         payment_method_type=method_type,
         seq=ctx.account.next_seq(),
     )
     intent.latest_charge = charge.id
-    ctx.account.payment_intents[intent.id] = intent
     ctx.account.charges[charge.id] = charge
     ctx.store.index(charge.id, ctx.account)
-    return intent, charge
+    return charge
+
+
+def start_payment(
+    ctx: Ctx, invoice: InvoiceRec, *, amount: int, method_type: str
+) -> tuple[PaymentIntentRec, ChargeRec]:
+    """A PaymentIntent for ``amount`` and its first charge, ``pending`` until settled/failed."""
+    intent = open_intent(ctx, invoice, amount=amount)
+    return intent, charge_intent(ctx, intent, amount=amount, method_type=method_type)
 
 
 def succeed_payment(ctx: Ctx, intent: PaymentIntentRec) -> None:

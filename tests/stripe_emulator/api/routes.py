@@ -65,6 +65,7 @@ from .payment_records import (
     retrieve_payment_record,
 )
 from .refunds import create_refund, list_refunds, retrieve_refund, update_refund
+from .tax_ids import create_tax_id, delete_tax_id, list_tax_ids, retrieve_tax_id
 from .webhook_endpoints import (
     create_webhook_endpoint,
     delete_webhook_endpoint,
@@ -95,6 +96,22 @@ ROUTES: list[Route] = [
     _route("GET", "/v1/customers/{customer_id}", retrieve_customer, "CustomerRetrieveParams"),
     _route("POST", "/v1/customers/{customer_id}", update_customer, "CustomerUpdateParams"),
     _route("DELETE", "/v1/customers/{customer_id}", delete_customer, "CustomerDeleteParams"),
+    _route(
+        "POST", "/v1/customers/{customer_id}/tax_ids", create_tax_id, "CustomerCreateTaxIdParams"
+    ),
+    _route("GET", "/v1/customers/{customer_id}/tax_ids", list_tax_ids, "CustomerListTaxIdsParams"),
+    _route(
+        "GET",
+        "/v1/customers/{customer_id}/tax_ids/{tax_id}",
+        retrieve_tax_id,
+        "CustomerRetrieveTaxIdParams",
+    ),
+    _route(
+        "DELETE",
+        "/v1/customers/{customer_id}/tax_ids/{tax_id}",
+        delete_tax_id,
+        "CustomerDeleteTaxIdParams",
+    ),
     _route("POST", "/v1/invoiceitems", create_invoice_item, "InvoiceItemCreateParams"),
     _route("GET", "/v1/invoiceitems", list_invoice_items, "InvoiceItemListParams"),
     _route("GET", "/v1/invoiceitems/{item_id}", retrieve_invoice_item, "InvoiceItemRetrieveParams"),

@@ -1,0 +1,232 @@
+"""The PO page's money actions: refund its Stripe payments, reduce what its invoice asks.
+
+Each is a button on the PO's page, shown only to whom it is allowed (finance admins refund,
+organizers reduce: :mod:`invoicing.access`), leading to a page with the amounts and a form (amount,
+reason). The form is checked by the same rules the service applies under the PO's row lock
+(:func:`~invoicing.services.stripe_write_requests.refusal`), so a refused request says why in the
+organizer's words and saves nothing. An accepted one is saved, then queued; the worker makes the
+Stripe call. The requests and their states are listed on the PO's page.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+
+from invoicing import background
+from invoicing.admin.common import ReadOnlyAdminMixin, amount_or_dash, staff_member
+from invoicing.admin.scoping import ConferenceScopedInline
+from invoicing.background import Job
+from invoicing.models import PurchaseOrder, StripeWriteRequest
+from invoicing.selectors import (
+    reduce_refusal,
+    reducible_amount,
+    refund_refusal,
+    refundable_amount,
+    write_request_outcome,
+)
+from invoicing.services import stripe_write_requests
+from invoicing.services.stripe_write_requests import InvalidStripeWriteRequest
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+
+    _Base = ModelAdmin[PurchaseOrder]
+else:
+    _Base = object
+
+logger = logging.getLogger(__name__)
+
+Kind = StripeWriteRequest.Kind
+
+_ACTIONS: dict[str, dict[str, Any]] = {
+    Kind.REFUND: {
+        "title": "Refund payments of {po}",
+        "explanation": (
+            "The worker refunds this amount of the PO's card and bank payments at Stripe, the "
+            "newest payment first; the money goes back to the customer and leaves the ledger once "
+            "Stripe confirms it (bank refunds take a few days). This cannot be undone."
+        ),
+        "job": Job.REFUND,
+        "done": "refund of {amount} queued; the ledger shows it once Stripe confirms.",
+    },
+    Kind.REDUCE: {
+        "title": "Reduce what {po} owes",
+        "explanation": (
+            "The worker issues a Stripe credit note for this amount on the open invoice: the "
+            "invoice then asks the customer for that much less (if nothing is left, it is paid), "
+            "and the PO owes that much less. Nothing is refunded."
+        ),
+        "job": Job.REDUCE_AMOUNT_OWED,
+        "done": "reduction of {amount} queued; the invoice will ask that much less.",
+    },
+}
+
+
+class MoneyRequestForm(forms.Form):
+    amount = forms.DecimalField(max_digits=14, decimal_places=3)  # zero: the rules say why
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Kept with the request and sent to Stripe (the credit note's memo).",
+    )
+
+    def __init__(self, *args: Any, check: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._check = check
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "amount" not in cleaned or "reason" not in cleaned:
+            return cleaned
+        if why := self._check(cleaned["amount"], cleaned["reason"]):
+            raise forms.ValidationError(why[:1].upper() + why[1:])
+        return cleaned
+
+
+class StripeWriteRequestInline(
+    ReadOnlyAdminMixin,
+    ConferenceScopedInline[StripeWriteRequest, PurchaseOrder],
+    admin.TabularInline[StripeWriteRequest, PurchaseOrder],
+):
+    """Refunds and reductions asked for, newest first, with where each stands."""
+
+    model = StripeWriteRequest
+    extra = 0
+    can_delete = False
+    verbose_name = "refund or reduction"
+    verbose_name_plural = "Refunds and reductions (read-only)"
+    fields = (
+        "requested_at",
+        "kind",
+        "amount_display",
+        "reason",
+        "outcome",
+        "at_stripe",
+        "error",
+        "requested_by",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[StripeWriteRequest]:
+        return super().get_queryset(request).select_related("purchase_order", "requested_by")
+
+    @admin.display(description="Amount")
+    def amount_display(self, obj: StripeWriteRequest) -> str:
+        return amount_or_dash(obj.amount, obj.purchase_order.currency)
+
+    @admin.display(description="State")
+    def outcome(self, obj: StripeWriteRequest) -> str:
+        return write_request_outcome(obj)
+
+    @admin.display(description="At Stripe")
+    def at_stripe(self, obj: StripeWriteRequest) -> str:
+        if obj.kind == Kind.REDUCE:
+            return obj.stripe_credit_note_id or "-"
+        return ", ".join(obj.refund_ids) or "-"
+
+
+class PurchaseOrderMoneyViews(_Base):
+    """The refund and reduce pages of the PO admin (``PurchaseOrderAdmin``)."""
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path(
+                f"<path:object_id>/{kind}/",
+                self.admin_site.admin_view(self._money_view(kind)),
+                name=f"invoicing_purchaseorder_{kind}",
+            )
+            for kind in (Kind.REFUND, Kind.REDUCE)
+        ]
+        return [*own, *super().get_urls()]
+
+    @staticmethod
+    def money_refusals(request: HttpRequest, po: PurchaseOrder) -> dict[str, str]:
+        """Why each money action is refused to this person on this PO ("" when allowed)."""
+        by = staff_member(request)
+        return {
+            Kind.REFUND: refund_refusal(po, by=by),
+            Kind.REDUCE: reduce_refusal(po, by=by),
+        }
+
+    def _money_view(self, kind: str) -> Any:
+        def view(request: HttpRequest, object_id: str) -> HttpResponse:
+            return self.money_request_view(request, object_id, kind)
+
+        return view
+
+    def money_request_view(self, request: HttpRequest, object_id: str, kind: str) -> HttpResponse:
+        po = self.get_object(request, object_id)
+        if po is None:  # not there, or another conference's: the same 404
+            raise Http404("No purchase order here.")
+        page = reverse("admin:invoicing_purchaseorder_change", args=[po.pk])
+        by = staff_member(request)
+        verb = "refunded" if kind == Kind.REFUND else "reduced"
+        if why := self.money_refusals(request, po)[kind]:
+            self.message_user(request, f"{po.reference}: not {verb}: {why}", messages.WARNING)
+            return HttpResponseRedirect(page)
+
+        def check(amount: Decimal, reason: str) -> str:
+            return stripe_write_requests.refusal(
+                purchase_order=po, kind=kind, amount=amount, reason=reason, by=by
+            )
+
+        form = MoneyRequestForm(request.POST or None, check=check)
+        if request.method == "POST" and form.is_valid():
+            try:
+                row = stripe_write_requests.record_request(
+                    purchase_order=po,
+                    kind=kind,
+                    amount=form.cleaned_data["amount"],
+                    reason=form.cleaned_data["reason"],
+                    requested_by=by,
+                )
+            except InvalidStripeWriteRequest as error:  # another request won the race
+                form.add_error(None, str(error))
+            else:
+                self._queue_request(request, po, row)
+                return HttpResponseRedirect(page)
+        spec = _ACTIONS[kind]
+        most = refundable_amount(po) if kind == Kind.REFUND else reducible_amount(po)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": spec["title"].format(po=po.reference),
+            "subtitle": None,
+            "explanation": spec["explanation"],
+            "po": po,
+            "form": form,
+            "limit": amount_or_dash(most, po.currency),
+            "limit_label": "Can still be refunded" if kind == Kind.REFUND else "Invoice asks",
+            "opts": self.model._meta,
+            "original": po,
+        }
+        return TemplateResponse(
+            request, "admin/invoicing/purchaseorder/money_request.html", context
+        )
+
+    def _queue_request(
+        self, request: HttpRequest, po: PurchaseOrder, row: StripeWriteRequest
+    ) -> None:
+        spec = _ACTIONS[row.kind]
+        amount = amount_or_dash(row.amount, po.currency)
+        if background.request(spec["job"], row.pk):
+            self.message_user(
+                request,
+                f"{po.reference}: {spec['done'].format(amount=amount)}",
+                messages.SUCCESS,
+            )
+            return
+        stripe_write_requests.record_broker_refusal(row)
+        self.message_user(
+            request,
+            f"{po.reference}: could not be queued (the broker did not answer); nothing was sent "
+            "to Stripe, try again in a moment.",
+            messages.ERROR,
+        )

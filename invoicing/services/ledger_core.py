@@ -1,0 +1,216 @@
+"""The ledger's lock and its status rule, shared by every module that writes money.
+
+Every money operation locks the PO row once (:func:`lock_purchase_order`, ``SELECT ... FOR
+UPDATE``), writes, and derives the status once (:func:`update_po_status_locked`). The status
+compares what the PO has received, net (payments less refunds less disputed funds withdrawn and
+not reinstated), with what it owes (its total less the credit notes that count).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NewType
+
+from django.db import transaction
+from django.db.models import (
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
+
+from invoicing import money
+from invoicing.logging import log_state_change
+from invoicing.models import (
+    COUNTED_CREDIT_PURPOSES,
+    MONEY_DECIMAL_PLACES,
+    MONEY_MAX_DIGITS,
+    ZERO,
+    PurchaseOrder,
+    PurchaseOrderCredit,
+    PurchaseOrderLineItem,
+    PurchaseOrderPayment,
+)
+from invoicing.services import notifications
+from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
+
+logger = logging.getLogger(__name__)
+
+Status = PurchaseOrder.Status
+Kind = PurchaseOrderPayment.Kind
+
+# A PO reloaded under its row lock, held until the surrounding transaction ends.
+LockedPurchaseOrder = NewType("LockedPurchaseOrder", PurchaseOrder)
+
+
+def lock_purchase_order(purchase_order: PurchaseOrder) -> LockedPurchaseOrder:
+    """Reload the PO with its row lock held until the surrounding transaction ends."""
+    # The conference comes along (every snapshot check reads it); only the PO row is locked.
+    return LockedPurchaseOrder(
+        PurchaseOrder.objects.select_for_update(of=("self",))
+        .select_related("conference")
+        .get(pk=purchase_order.pk)
+    )
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    """A PO's money, read once: what it owes and what it holds."""
+
+    total: Decimal  # the lines
+    tax: Decimal  # what Stripe Tax added to the invoice (0 without it)
+    credited: Decimal  # credit notes that lower what is owed
+    paid_in: Decimal  # payments only (all methods), before anything went back
+    received: Decimal  # net: payments less refunds less disputes lost or pending
+
+    @property
+    def owed(self) -> Decimal:
+        # With Stripe Tax, "paid" means the invoice's total (lines plus tax) was collected.
+        return self.total + self.tax - self.credited
+
+
+_MONEY: DecimalField[Decimal, Decimal] = DecimalField(
+    max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES
+)
+
+
+def _sum(queryset: QuerySet[Any], expression: Any) -> Subquery:
+    return Subquery(
+        queryset.filter(purchase_order=OuterRef("pk"))
+        .order_by()
+        .values("purchase_order")
+        .annotate(total=Sum(expression))
+        .values("total"),
+        output_field=_MONEY,
+    )
+
+
+def ledger_totals(purchase_order: PurchaseOrder) -> LedgerTotals:
+    """One query: the lines, the ledger entries (net and payments only), the credits that count.
+
+    Status derivation runs on every money write, so it reads everything at once.
+    """
+    zero = Value(ZERO, output_field=_MONEY)
+    entries = PurchaseOrderPayment.objects.all()
+    row = (
+        PurchaseOrder.objects.filter(pk=purchase_order.pk)
+        .annotate(
+            ledger_total=Coalesce(
+                _sum(
+                    PurchaseOrderLineItem.objects.all(),
+                    ExpressionWrapper(F("quantity") * F("unit_price"), output_field=_MONEY),
+                ),
+                zero,
+            ),
+            ledger_received=Coalesce(_sum(entries, F("amount")), zero),
+            ledger_paid_in=Coalesce(_sum(entries.filter(kind=Kind.PAYMENT), F("amount")), zero),
+            ledger_credited=Coalesce(
+                _sum(
+                    PurchaseOrderCredit.objects.filter(
+                        voided_at__isnull=True, purpose__in=COUNTED_CREDIT_PURPOSES
+                    ),
+                    F("amount"),
+                ),
+                zero,
+            ),
+        )
+        .values(
+            "ledger_total",
+            "ledger_received",
+            "ledger_paid_in",
+            "ledger_credited",
+            "stripe_invoice_tax",
+        )
+        .get()
+    )
+    return LedgerTotals(
+        total=row["ledger_total"],
+        tax=row["stripe_invoice_tax"] or ZERO,
+        credited=row["ledger_credited"],
+        paid_in=row["ledger_paid_in"],
+        received=row["ledger_received"],
+    )
+
+
+def status_for(purchase_order: PurchaseOrder, totals: LedgerTotals) -> str:
+    """The status the ledger and the mirrored invoice imply (pure: no query).
+
+    ``refunded``: money came in and none of it is left (refunds, disputes). ``paid``: net
+    received equals what is owed, and something was paid or credited (a PO credited down to
+    nothing is settled too).
+    """
+    received, owed = totals.received, totals.owed
+    invoice_status = purchase_order.stripe_invoice_status
+    if totals.paid_in > 0 and received <= 0:
+        return Status.REFUNDED
+    if received == owed and (received > 0 or totals.credited > 0):
+        return Status.PAID
+    if received > owed:
+        return Status.OVERPAID
+    if purchase_order.stripe_invoice_id and invoice_status in VOIDED_STATUSES:
+        return Status.INVOICE_VOIDED
+    if purchase_order.stripe_invoice_id and invoice_status == StripeInvoiceStatus.UNCOLLECTIBLE:
+        return Status.INVOICE_UNCOLLECTIBLE
+    if received > 0:
+        return Status.PARTIALLY_PAID
+    if purchase_order.has_complete_invoice:
+        return Status.INVOICED
+    return Status.APPROVED
+
+
+def derive_status(purchase_order: PurchaseOrder) -> str:
+    """The status the ledger and the mirrored invoice imply (pure read, no lock)."""
+    current = purchase_order.status
+    if current in {Status.DRAFT, Status.CANCELLED}:
+        return current
+    return status_for(purchase_order, ledger_totals(purchase_order))
+
+
+def update_po_status(purchase_order: PurchaseOrder, *, stripe_event_id: str = "") -> str:
+    """Derive paid / partially_paid / overpaid / refunded / ... from the ledger and store it.
+
+    Returns the status now stored. ``stripe_event_id``: the event that caused this update, for
+    the log line.
+    """
+    with transaction.atomic():
+        new_status = update_po_status_locked(
+            lock_purchase_order(purchase_order), stripe_event_id=stripe_event_id
+        )
+    purchase_order.status = new_status
+    return new_status
+
+
+def update_po_status_locked(locked: LockedPurchaseOrder, *, stripe_event_id: str = "") -> str:
+    """:func:`update_po_status` for a caller holding the lock: the one place that stores it.
+
+    A draft or cancelled PO keeps its status whatever the ledger records.
+    """
+    if locked.status in {Status.DRAFT, Status.CANCELLED}:
+        return locked.status
+    totals = ledger_totals(locked)
+    new_status = status_for(locked, totals)
+    if new_status != locked.status:
+        previous = locked.status
+        locked.status = new_status
+        locked.save(update_fields=["status", "updated_at"])
+        if new_status == Status.PAID:
+            notifications.purchase_order_paid(locked, received=totals.received)
+        log_state_change(
+            logger,
+            event="po_status_changed",
+            po_reference=locked.reference,
+            invoice_id=locked.stripe_invoice_id or None,
+            stripe_event_id=stripe_event_id or None,
+            from_status=previous,
+            to_status=new_status,
+            received=money.format_amount(totals.received, locked.currency),
+            owed=money.format_amount(totals.owed, locked.currency),
+        )
+    return new_status

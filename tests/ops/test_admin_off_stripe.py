@@ -1,0 +1,101 @@
+"""The admin's "record a payment" row for money received outside Stripe (Stripe = the emulator)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+
+from invoicing.models import PurchaseOrder, PurchaseOrderPayment
+from invoicing.services import off_stripe_reports
+from invoicing.services.stripe_invoicing import sync_stripe_invoice_status
+from tests.ops.teams import manual_payment
+from tests.ops.teams import po_form as form_data
+from tests.ops.test_admin import change_url, invoiced_po, messages_of, page_text
+from tests.stripe_emulator.handle import EmulatorHandle
+
+__all__ = ["invoiced_po"]
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_form_carries_its_own_key_and_a_double_submit_records_one_payment(
+    admin_client: Client, invoiced_po: PurchaseOrder
+) -> None:
+    html = page_text(admin_client.get(change_url(invoiced_po)))
+    key = re.search(r'name="payments-2-0-payment_uid" value="([0-9a-f-]{36})"', html)
+    assert key is not None
+    fields = form_data(
+        invoiced_po,
+        **manual_payment(amount="1000.00", reference="WIRE-9", payment_uid=key.group(1)),
+    )
+    for _ in range(2):
+        response = admin_client.post(change_url(invoiced_po), fields, follow=True)
+        assert response.status_code == 200
+    (wire,) = invoiced_po.payments.filter(method="wire")
+    assert wire.uid == uuid.UUID(key.group(1))
+    assert wire.applied_invoice_id == invoiced_po.stripe_invoice_id
+    assert any(
+        f"being reported to Stripe invoice {invoiced_po.stripe_invoice_id}" in message
+        for message in messages_of(response)
+    )
+
+
+def test_more_than_is_due_needs_a_reason_and_then_shows_where_it_went(
+    admin_client: Client, invoiced_po: PurchaseOrder, stripe_emulator: EmulatorHandle
+) -> None:
+    too_much = manual_payment(amount="5400.00", reference="WIRE-10")
+    response = admin_client.post(
+        change_url(invoiced_po), form_data(invoiced_po, **too_much), follow=True
+    )
+    assert any(
+        "payment not recorded: 5400.00 USD is more than the 5350.00 USD still due" in message
+        for message in messages_of(response)
+    )
+    assert not invoiced_po.payments.filter(method="wire").exists()
+
+    on_purpose = {**too_much, "payments-2-0-overpayment_reason": "Bank charges included twice"}
+    admin_client.post(change_url(invoiced_po), form_data(invoiced_po, **on_purpose), follow=True)
+    wire = invoiced_po.payments.get(method="wire")
+    assert wire.overpayment_reason == "Bank charges included twice"
+    invoiced_po.refresh_from_db()
+    assert invoiced_po.status == PurchaseOrder.Status.OVERPAID
+
+    assert off_stripe_reports.report_off_stripe_payment(wire) is True  # what the task runs
+    html = page_text(admin_client.get(change_url(invoiced_po)))
+    wire.refresh_from_db()
+    assert f"reported ({wire.stripe_payment_record_id}) and attached to invoice" in html
+    assert "overpayment on purpose: Bank charges included twice" in html
+    invoice = stripe_emulator.client(invoiced_po.conference.stripe_secret_key).v1.invoices.retrieve(
+        invoiced_po.stripe_invoice_id
+    )
+    assert (invoice.status, invoice.amount_overpaid) == ("paid", 5000)
+    # The ledger: the ACH payment on Stripe, the wire off Stripe; nothing counted twice.
+    assert sorted(invoiced_po.payments.values_list("method", "amount")) == [
+        (PurchaseOrderPayment.Method.STRIPE, Decimal("1000.000")),
+        (PurchaseOrderPayment.Method.WIRE, Decimal("5400.000")),
+    ]
+
+
+def test_a_payment_on_a_paid_invoice_is_recorded_here_only_and_says_so(
+    admin_client: Client, invoiced_po: PurchaseOrder, stripe_emulator: EmulatorHandle
+) -> None:
+    stripe_emulator.pay_invoice(invoiced_po.stripe_invoice_id)
+    sync_stripe_invoice_status(invoiced_po)
+    invoiced_po.refresh_from_db()
+    assert invoiced_po.status == PurchaseOrder.Status.PAID
+    fields = manual_payment(
+        amount="100.00", reference="CHK-1", method="check", overpayment_reason="Sent twice"
+    )
+    response = admin_client.post(
+        change_url(invoiced_po), form_data(invoiced_po, **fields), follow=True
+    )
+    assert any(
+        "it is not reported to Stripe (no invoice open for payments)" in message
+        for message in messages_of(response)
+    )
+    check = invoiced_po.payments.get(method="check")
+    assert (check.report_to_stripe, check.applied_invoice_id) == (False, "")
