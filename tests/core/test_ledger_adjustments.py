@@ -14,18 +14,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
 
 from invoicing.errors import EventRejected
 from invoicing.models import (
+    Notification,
+    NotificationKind,
+    NotificationSubscription,
     PurchaseOrder,
     PurchaseOrderCredit,
     PurchaseOrderDispute,
     PurchaseOrderPayment,
+    Role,
 )
 from invoicing.services import ledger, purchase_orders
+from invoicing.services.conference_access import grant_conference_role
 from tests.core.conftest import MakePurchaseOrder
 from tests.core.test_ledger import invoice_payload
 
@@ -421,3 +427,29 @@ def test_a_refund_recorded_without_its_invoice_learns_it_from_a_later_view(
     entry.refresh_from_db()
     assert entry.stripe_invoice_id == paid_po.stripe_invoice_id
     assert paid_po.payments.filter(kind=Kind.REFUND).count() == 1
+
+
+def test_refunds_and_disputes_tell_subscribed_organizers_once_per_entry(
+    paid_po: PurchaseOrder,
+) -> None:
+    organizer = User.objects.create_user("olga", "olga@example.com", "not-used")
+    grant_conference_role(conference=paid_po.conference, user=organizer, role=Role.ORGANIZER)
+    NotificationSubscription.objects.create(
+        conference=paid_po.conference,
+        user=organizer,
+        kinds=[NotificationKind.REFUND_OR_DISPUTE],
+    )
+    view = refund(100000)
+    for _ in range(3):  # replays of the same refund
+        ledger.apply_refund(purchase_order=paid_po, refund=view, source="test")
+    lost = dispute(50000, "lost", [-50000])
+    for _ in range(2):
+        ledger.apply_dispute(purchase_order=paid_po, dispute=lost, source="test")
+
+    told = Notification.objects.filter(kind=NotificationKind.REFUND_OR_DISPUTE)
+    assert sorted((row.recipient_id, row.key) for row in told) == sorted(
+        [
+            (organizer.pk, f"{view['id']}-refund"),
+            (organizer.pk, f"{lost['id']}-dispute"),
+        ]
+    )
