@@ -142,10 +142,13 @@ def plain_amount(amount: Decimal, currency: str) -> str:
     ``5000.000`` USD is ``5000.00``, JPY ``5000``, KWD ``5.120``; never rounded: an amount with more
     decimals than the currency has keeps them all, so the figure always parses back exactly.
     """
-    step = Decimal(1).scaleb(-currency_exponent(currency))
-    if amount == amount.quantize(step):
-        return format(amount.quantize(step), "f")
-    return format(amount.normalize(), "f")
+    return format(_in_own_decimals(amount, currency_exponent(currency)), "f")
+
+
+def _in_own_decimals(amount: Decimal, exponent: int) -> Decimal:
+    """``amount`` with exactly ``exponent`` decimals, or all of its own when it has more."""
+    step = Decimal(1).scaleb(-exponent)
+    return amount.quantize(step) if amount == amount.quantize(step) else amount.normalize()
 
 
 def format_display(amount: Decimal, currency: str) -> str:
@@ -158,8 +161,7 @@ def format_display(amount: Decimal, currency: str) -> str:
         return f"{amount} {code}"
     if not amount.is_finite():
         return f"{amount} {code}"
-    step = Decimal(1).scaleb(-exponent)
-    shown = amount.quantize(step) if amount == amount.quantize(step) else amount.normalize()
+    shown = _in_own_decimals(amount, exponent)
     if shown.as_tuple().exponent > 0:  # type: ignore[operator]  # 1E+3 -> 1000
         shown = shown.quantize(Decimal(1))
     return f"{shown:,f} {code}"
