@@ -424,11 +424,28 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 "invoicing/admin/purchase_order_actions.py",
-                "        allowed = access.scope(queryset, request.user, role=Role.ORGANIZER)\n",
+                "        allowed = access.scope(queryset, request.user, "
+                "role=access.PURCHASE_ORDER_ACTIONS_ROLE)\n",
                 "        allowed = queryset\n",
             ),
         ),
         (f"{TEAM_WALK}::test_an_organizer_elsewhere_is_only_a_viewer_here",),
+    ),
+    Mutant(
+        "po-buttons-ignore-the-role",
+        7,
+        "the PO page offers a viewer the buttons of actions that then refuse them",
+        (
+            Edit(
+                "invoicing/admin/purchase_order_story.py",
+                "    if not role.includes(access.PURCHASE_ORDER_ACTIONS_ROLE):\n",
+                "    if False:\n",
+            ),
+        ),
+        (
+            "tests/ops/test_team_roles.py::"
+            "test_the_po_page_offers_action_buttons_only_to_whom_the_actions_allow",
+        ),
     ),
     Mutant(
         "money-settings-without-password",
