@@ -287,11 +287,7 @@ def approve_purchase_order(
 
 
 def cancellation_reason(purchase_order: PurchaseOrder, reason: str) -> str:
-    """The reason, trimmed: whoever reads a cancelled PO later learns why from it.
-
-    Raises:
-        InvalidTransition: the reason is empty or blank; nothing changed.
-    """
+    """The reason, trimmed (whoever reads the PO later learns why); blank: InvalidTransition."""
     if not reason.strip():
         raise InvalidTransition(
             f"PO {purchase_order.reference}: not cancelled: give a reason (it is kept with the PO "
