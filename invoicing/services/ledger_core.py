@@ -15,7 +15,6 @@ from typing import Any, NewType
 
 from django.db import transaction
 from django.db.models import (
-    DecimalField,
     ExpressionWrapper,
     F,
     OuterRef,
@@ -30,14 +29,13 @@ from invoicing import money
 from invoicing.logging import log_state_change
 from invoicing.models import (
     COUNTED_CREDIT_PURPOSES,
-    MONEY_DECIMAL_PLACES,
-    MONEY_MAX_DIGITS,
     ZERO,
     PurchaseOrder,
     PurchaseOrderCredit,
     PurchaseOrderLineItem,
     PurchaseOrderPayment,
 )
+from invoicing.models.amounts import MONEY_OUTPUT as _MONEY
 from invoicing.services import notifications
 from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
 
@@ -74,11 +72,6 @@ class LedgerTotals:
     def owed(self) -> Decimal:
         # With Stripe Tax, "paid" means the invoice's total (lines plus tax) was collected.
         return self.total + self.tax - self.credited
-
-
-_MONEY: DecimalField[Decimal, Decimal] = DecimalField(
-    max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES
-)
 
 
 def _sum(queryset: QuerySet[Any], expression: Any) -> Subquery:

@@ -88,6 +88,7 @@ class RefundFacts:
     charge: str = ""
     payment_intent: str = ""
     reason: str = ""
+    failure_reason: str = ""
     created: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
 
@@ -105,6 +106,7 @@ class RefundFacts:
             charge=_str(data, "charge", kind="refund", required=False),
             payment_intent=_str(data, "payment_intent", kind="refund", required=False),
             reason=_str(data, "reason", kind="refund", required=False),
+            failure_reason=_str(data, "failure_reason", kind="refund", required=False),
             created=_created(data),
             metadata=_metadata(data),
         )

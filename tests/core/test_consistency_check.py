@@ -80,7 +80,7 @@ def test_a_voided_invoice_is_consistent_only_when_the_po_mirrors_the_void(
     void_stripe_invoice(voided_here)
     stripe_emulator.pay_invoice(credited_here.stripe_invoice_id, amount=1000)
     sync_stripe_invoice_status(credited_here)
-    cancel_invoiced_purchase_order(credited_here)
+    cancel_invoiced_purchase_order(credited_here, reason="Sponsor withdrew")
     client = stripe_emulator.client(stripe_conference.stripe_secret_key)
     client.v1.invoices.void_invoice(voided_at_stripe.stripe_invoice_id)
 

@@ -424,11 +424,45 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 "invoicing/admin/purchase_order_actions.py",
-                "        allowed = access.scope(queryset, request.user, role=Role.ORGANIZER)\n",
+                "        allowed = access.scope(queryset, request.user, "
+                "role=access.PURCHASE_ORDER_ACTIONS_ROLE)\n",
                 "        allowed = queryset\n",
             ),
         ),
         (f"{TEAM_WALK}::test_an_organizer_elsewhere_is_only_a_viewer_here",),
+    ),
+    Mutant(
+        "cancel-without-a-reason",
+        6,
+        "a PO is cancelled (its invoice voided or credited at Stripe) with no reason given",
+        (
+            Edit(
+                "invoicing/services/purchase_orders.py",
+                "    if not reason.strip():\n",
+                "    if False:\n",
+            ),
+        ),
+        (
+            "tests/core/test_purchase_orders.py::"
+            "test_cancel_without_a_reason_is_refused_and_changes_nothing",
+            "tests/core/test_reissue_cancel.py::test_cancel_without_a_reason_asks_nothing_of_stripe",
+        ),
+    ),
+    Mutant(
+        "po-buttons-ignore-the-role",
+        7,
+        "the PO page offers a viewer the buttons of actions that then refuse them",
+        (
+            Edit(
+                "invoicing/admin/purchase_order_story.py",
+                "    if not role.includes(access.PURCHASE_ORDER_ACTIONS_ROLE):\n",
+                "    if False:\n",
+            ),
+        ),
+        (
+            "tests/ops/test_team_roles.py::"
+            "test_the_po_page_offers_action_buttons_only_to_whom_the_actions_allow",
+        ),
     ),
     Mutant(
         "money-settings-without-password",
