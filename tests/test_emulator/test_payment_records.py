@@ -217,6 +217,6 @@ def test_records_list_newest_first_by_creation_time_and_page(
     assert [r.id for r in after.data] == [third.id, second.id]
     before = client.v1.payment_records.list({"created_before": second.created})
     assert [r.id for r in before.data] == [first.id]
+    unknown: dict[str, Any] = {"customer": "cus_x"}  # not a filter of this list
     with pytest.raises(stripe.InvalidRequestError, match="customer"):
-        unknown: dict[str, Any] = {"customer": "cus_x"}  # not a filter of this list
         client.v1.payment_records.list(unknown)  # type: ignore[arg-type]
