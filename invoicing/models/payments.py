@@ -79,6 +79,8 @@ class PurchaseOrderPayment(models.Model):
     # Idempotency keys of the Stripe writes reporting this payment: pay-<uid>-<step>. Also what a
     # form posts back, so submitting it twice records one payment.
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Moves past a key Stripe poisoned with a 5xx, once Stripe shows the write did not happen.
+    key_epoch = models.PositiveIntegerField(default=0)
     applied_invoice_id = models.CharField(
         max_length=255,
         blank=True,
@@ -185,3 +187,8 @@ class PurchaseOrderPayment(models.Model):
         if self.kind == self.Kind.PAYMENT:
             return f"{amount} by {self.get_method_display()} on {self.payment_date}"
         return f"{self.get_kind_display()} {self.stripe_object_id}: {amount}"
+
+    def idempotency_key(self, step: str) -> str:
+        """Stripe idempotency key of one write reporting this payment (``report``, ``attach``)."""
+        suffix = f"-e{self.key_epoch}" if self.key_epoch else ""
+        return f"pay-{self.uid}-{step}{suffix}"

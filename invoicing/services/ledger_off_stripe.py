@@ -238,6 +238,18 @@ def mark_reported(payment: PurchaseOrderPayment, *, payment_record_id: str) -> N
     payment.stripe_payment_record_id = payment_record_id
 
 
+def move_report_key(payment: PurchaseOrderPayment) -> bool:
+    """Report and attach under a fresh idempotency key from now on; False if another run did.
+
+    Only once Stripe shows the write under the current key did not happen: Stripe replays a
+    5xx stored under it for a day.
+    """
+    moved = PurchaseOrderPayment.objects.filter(pk=payment.pk, key_epoch=payment.key_epoch).update(
+        key_epoch=payment.key_epoch + 1
+    )
+    return bool(moved)
+
+
 def mark_attached(payment: PurchaseOrderPayment) -> None:
     """The PaymentRecord is attached to the invoice: Stripe counts it in amount_paid_off_stripe."""
     now = timezone.now()

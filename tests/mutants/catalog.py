@@ -16,6 +16,8 @@ LEDGER_ADJUSTMENTS = "invoicing/services/ledger_adjustments.py"
 MONEY_ADJUSTMENTS_TESTS = "tests/core/test_ledger_adjustments.py"
 INVOICE_CREATION = "invoicing/services/invoice_creation.py"
 INVOICE_SYNC = "invoicing/services/invoice_sync.py"
+STRIPE_CUSTOMERS = "invoicing/services/stripe_customers.py"
+OFF_STRIPE_REPORTS = "invoicing/services/off_stripe_reports.py"
 STRIPE_EVENTS = "invoicing/services/stripe_events.py"
 WEBHOOK_INTAKE = "invoicing/services/webhook_intake.py"
 RECONCILIATION = "invoicing/services/reconciliation.py"
@@ -32,6 +34,8 @@ CREATION_RESUME = (
     "test_a_creation_run_that_finds_the_invoice_stored_by_another_run_resumes_from_stripe"
 )
 STRIPE_INVOICING_TESTS = "tests/core/test_stripe_invoicing.py"
+CUSTOMER_LOCK_TESTS = "tests/core/test_customer_lock.py"
+OFF_STRIPE_KEY_TESTS = "tests/core/test_off_stripe_keys.py"
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,12 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
             Edit(
                 INVOICE_CREATION,
-                '        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
-                "        log_state_change(\n",
-                "        if not po.stripe_invoice_id:\n"
-                "            po, _ = _persist_invoice_created(po, invoice)\n"
-                '        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
-                "        log_state_change(\n",
+                '    po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
+                "    log_state_change(\n",
+                "    if not po.stripe_invoice_id:\n"
+                "        po, _ = _persist_invoice_created(po, invoice)\n"
+                '    po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
+                "    log_state_change(\n",
             ),
         ),
         (
@@ -119,16 +123,54 @@ MUTANTS: tuple[Mutant, ...] = (
         INVOICE_CREATION,
         "lock_purchase_order(po)",
         "        if locked.stripe_invoice_id and locked.stripe_invoice_id != invoice.id:\n",
-        CREATION_RESUME,
+        f"{CORE_LOCKS}::test_a_creation_run_stores_its_new_invoice_under_the_po_row_lock",
     ),
     Mutant(
         "creation-resume-from-replay",
         1,
         "a run whose invoice another run stored goes on from its own (replayed) answer",
-        (Edit(INVOICE_CREATION, "        if not stored_here:\n", "        if False:\n"),),
+        (
+            Edit(
+                INVOICE_CREATION,
+                "        if stored_here:\n            return po, invoice\n",
+                "        if True:\n            return po, invoice\n",
+            ),
+        ),
         (CREATION_RESUME,),
     ),
+    Mutant(
+        "customer-not-held-to-finalize",
+        1,
+        "an invoice's customer update and finalization run without the customer's advisory lock",
+        (
+            Edit(
+                STRIPE_CUSTOMERS,
+                'cursor.execute("SELECT pg_advisory_lock(%s)", [lock_key(customer)])',
+                'cursor.execute("SELECT %s", [lock_key(customer)])',
+            ),
+        ),
+        (
+            f"{CUSTOMER_LOCK_TESTS}::"
+            "test_an_invoice_of_the_same_customer_waits_until_the_other_is_finalized",
+        ),
+    ),
     # --- 2. The ledger equals Stripe -------------------------------------------------------------
+    Mutant(
+        "off-stripe-report-key-kept",
+        2,
+        "an off-Stripe report retries under the key Stripe poisoned with a 5xx",
+        (
+            Edit(
+                OFF_STRIPE_REPORTS,
+                "    moved = ledger_off_stripe.move_report_key(payment)\n",
+                "    moved = False\n",
+            ),
+        ),
+        (
+            f"{OFF_STRIPE_KEY_TESTS}::"
+            "test_a_5xx_moves_the_key_once_stripe_shows_nothing_happened_and_the_retry_reports_once",
+        ),
+    ),
     Mutant(
         "po-row-lock",
         2,
