@@ -13,6 +13,7 @@ import pytest
 import stripe
 from django.contrib.auth.models import User
 
+from invoicing.errors import InvalidTransition
 from invoicing.models import (
     Conference,
     ConferenceRole,
@@ -204,3 +205,32 @@ def test_a_voided_credit_note_gives_its_lines_back(
     process_reduce_request(write_request=again)
     again.refresh_from_db()
     assert again.state == State.SUCCEEDED, again.error
+
+
+def test_an_invoice_with_tax_is_reduced_by_amount_not_by_line(
+    invoiced: PurchaseOrder, organizer: User
+) -> None:
+    """Stripe credits a line's tax with it; we would not know the credit note's total before."""
+    PurchaseOrder.objects.filter(pk=invoiced.pk).update(stripe_invoice_tax=Decimal("1206.50"))
+    invoiced.refresh_from_db()
+    with pytest.raises(InvalidStripeWriteRequest, match=r"includes tax.*by an amount instead"):
+        ask(invoiced, organizer, {TICKETS: 1})
+    assert not StripeWriteRequest.objects.exists()
+
+
+def test_a_po_line_the_invoice_does_not_bill_fails_the_request_before_stripe_is_asked(
+    invoiced: PurchaseOrder,
+    organizer: User,
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+) -> None:
+    row = ask(invoiced, organizer, {TICKETS: 1})
+    # As if the invoice had no line with our metadata for it (e.g. edited in the Dashboard).
+    StripeWriteRequest.objects.filter(pk=row.pk).update(
+        plan=[{**row.plan[0], "po_line": 9, "description": "Workshop seat"}]
+    )
+    with pytest.raises(InvalidTransition, match="has no line for Workshop seat"):
+        process_reduce_request(write_request=row)
+    row.refresh_from_db()
+    assert row.state == State.FAILED
+    assert credit_note_posts(stripe_emulator, stripe_secret_key) == []
