@@ -236,3 +236,28 @@ def test_an_organizer_reduces_by_line_and_sees_what_each_line_has_left(
     po_page = organizer.get(page(part_paid)).content.decode()
     assert "Conference ticket: 2 of 3" in po_page  # the request's row
     assert "crediting Conference ticket: 2 of 3" in po_page  # the history
+
+
+def test_the_worker_retries_a_reduction_by_line_whose_answer_was_lost_and_credits_once(
+    part_paid: PurchaseOrder, stripe_emulator: EmulatorHandle, stripe_secret_key: str
+) -> None:
+    """Stripe issues the credit note, the connection drops before the answer: the task retries,
+    finds the note by its request and saves it; the invoice line is credited once."""
+    stripe_emulator.configure(
+        stripe_secret_key,
+        fail_next=[{"error": "reset_after_commit", "method": "POST", "path": "/v1/credit_notes$"}],
+    )
+    organizer = signed_in(part_paid.conference, Role.ORGANIZER)
+    organizer.post(page(part_paid, "reduce"), {"line_2": "3", "reason": "Tickets returned"})
+    row = settled(StripeWriteRequest.objects.get())
+    assert row.state == State.SUCCEEDED, row.error
+    client = stripe_emulator.client(stripe_secret_key)
+    (note,) = client.v1.credit_notes.list({"invoice": part_paid.stripe_invoice_id}).data
+    assert (note.id, note.amount) == (row.stripe_credit_note_id, 135000)
+    faults = [e for e in stripe_emulator.requests(stripe_secret_key) if e["fault"]]
+    assert len(faults) == 1
+    part_paid.refresh_from_db()
+    assert (part_paid.amount_owed, part_paid.balance_due) == (
+        Decimal("5000.00"),
+        Decimal("3000.00"),
+    )
