@@ -12,7 +12,7 @@ the request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,6 +28,7 @@ from invoicing.selectors import (
     refund_amount_refusal,
     refund_refusal,
 )
+from invoicing.selectors_credit_lines import lines_amount, lines_refusal
 from invoicing.services.ledger import apply_refund, lock_purchase_order
 from invoicing.services.ledger_objects import REFUND_UNDONE, RefundFacts, StripeLike
 
@@ -51,26 +52,61 @@ _RULES: dict[str, tuple[Callable[..., str], Callable[[PurchaseOrder, object], st
 
 
 def refusal(
-    *, purchase_order: PurchaseOrder, kind: str, amount: object, reason: str, by: User | None
+    *,
+    purchase_order: PurchaseOrder,
+    kind: str,
+    amount: object,
+    reason: str,
+    by: User | None,
+    lines: Mapping[int, int] | None = None,
 ) -> str:
-    """Why this request would be refused ("" when it is fine): the admin's form asks this."""
+    """Why this request would be refused ("" when it is fine): the admin's form asks this.
+
+    A reduction is by ``amount`` or by ``lines`` (PO line position -> quantity to credit).
+    """
     state_refusal, amount_refusal, _ = _RULES[kind]
     if why := state_refusal(purchase_order, by=by):
         return why
     if not reason.strip():
         return "give a reason (it is kept with the request and sent to Stripe)."
-    return amount_refusal(purchase_order, amount)
+    if lines is None:
+        return amount_refusal(purchase_order, amount)
+    if kind != Kind.REDUCE:
+        return "only a reduction of the amount owed can be made by line."
+    if amount is not None:
+        return "reduce either by an amount or by lines, not both."
+    return lines_refusal(purchase_order, lines)
+
+
+def _line_plan(po: PurchaseOrder, lines: Mapping[int, int]) -> list[dict[str, object]]:
+    """What the request credits, per PO line, fixed before Stripe is asked (see the model)."""
+    by_position = {line.position: line for line in po.line_items.all()}
+    return [
+        {
+            "po_line": position,
+            "description": by_position[position].description,
+            "quantity": quantity,
+            "billed": by_position[position].quantity,
+            "unit_amount": money.to_minor_units(by_position[position].unit_price, po.currency),
+        }
+        for position, quantity in sorted(lines.items())
+        if quantity
+    ]
 
 
 def record_request(
     *,
     purchase_order: PurchaseOrder,
     kind: str,
-    amount: Decimal,
+    amount: Decimal | None,
     reason: str,
     requested_by: User | None,
+    lines: Mapping[int, int] | None = None,
 ) -> StripeWriteRequest:
     """Save the request (queued) after checking it under the PO's row lock.
+
+    ``lines`` (a reduction by line: PO line position -> quantity) instead of ``amount``: the row
+    keeps what was asked per line, and its amount is what those lines come to.
 
     Raises:
         InvalidStripeWriteRequest: the person, the PO's state or the amount refuses it; the
@@ -82,13 +118,22 @@ def record_request(
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
         if why := refusal(
-            purchase_order=locked, kind=kind, amount=amount, reason=reason, by=requested_by
-        ):
-            raise InvalidStripeWriteRequest(f"{locked.reference}: not {verb}: {why}")
-        row = StripeWriteRequest.objects.create(
             purchase_order=locked,
             kind=kind,
             amount=amount,
+            reason=reason,
+            by=requested_by,
+            lines=lines,
+        ):
+            raise InvalidStripeWriteRequest(f"{locked.reference}: not {verb}: {why}")
+        total = amount if lines is None else lines_amount(locked, lines)
+        if total is None:  # refusal() says so first; this keeps the types honest
+            raise InvalidStripeWriteRequest(f"{locked.reference}: not {verb}: enter an amount.")
+        row = StripeWriteRequest.objects.create(
+            purchase_order=locked,
+            kind=kind,
+            amount=total,
+            plan=[] if lines is None else _line_plan(locked, lines),
             reason=reason.strip(),
             requested_by=requested_by,
             stripe_invoice_id=locked.stripe_invoice_id if kind == Kind.REDUCE else "",

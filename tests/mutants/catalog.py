@@ -584,4 +584,35 @@ MUTANTS: tuple[Mutant, ...] = (
             "test_a_second_refund_waits_for_the_first_and_finds_the_money_spoken_for",
         ),
     ),
+    Mutant(
+        "over-credit-by-line-accepted",
+        6,
+        "a reduction by line asking more of a line than its invoice still bills is saved and sent",
+        (
+            Edit(
+                "invoicing/selectors_credit_lines.py",
+                "    if quantity > line.left:\n",
+                "    if False:\n",
+            ),
+        ),
+        (
+            "tests/core/test_reduce_by_line.py::"
+            "test_more_than_a_line_still_bills_is_refused_and_nothing_reaches_stripe",
+        ),
+    ),
+    Mutant(
+        "reduce-credit-note-twice-after-crash",
+        2,
+        "a reduction whose credit note Stripe made before the crash makes a second one on retry",
+        (
+            Edit(
+                "invoicing/services/amount_owed.py",
+                "        note = _earlier_credit_note(client, row)\n",
+                "        note = None\n",
+            ),
+        ),
+        (
+            "tests/core/test_reduce_by_line.py::test_a_crash_between_stripes_answer_and_our_save_credits_once",
+        ),
+    ),
 )
