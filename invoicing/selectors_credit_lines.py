@@ -64,7 +64,10 @@ def credited_quantities(po: PurchaseOrder) -> dict[int, int]:
 
 
 def creditable_lines(po: PurchaseOrder) -> list[CreditableLine]:
-    """The PO's priced lines with what is credited of each on its current invoice."""
+    """The PO's priced lines with what is credited of each on its current invoice; none when the
+    invoice has tax, which Stripe would credit with a line (see :func:`lines_refusal`)."""
+    if po.stripe_invoice_tax:
+        return []
     credited = credited_quantities(po)
     return [
         CreditableLine(
