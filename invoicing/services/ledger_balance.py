@@ -18,7 +18,6 @@ import datetime
 import logging
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -48,14 +47,11 @@ _METHOD = {
 }
 
 
-def _insert(locked: LockedPurchaseOrder, entry: PurchaseOrderPayment, *, seen_via: str) -> bool:
-    """Insert one entry unless its key is taken; whether it was inserted."""
+def _insert(locked: LockedPurchaseOrder, entry: PurchaseOrderPayment, *, seen_via: str) -> None:
+    """Insert one entry the caller found missing under the PO's lock (the database's unique keys
+    refuse a second one should another PO's transaction claim the same Stripe figure)."""
     entry.purchase_order = locked
-    try:
-        with transaction.atomic():
-            entry.save(force_insert=True)
-    except IntegrityError:
-        return False  # a replay, or a concurrent view of the same Stripe figure
+    entry.save(force_insert=True)
     log_state_change(
         logger,
         event="ledger_entry_recorded",
@@ -66,7 +62,6 @@ def _insert(locked: LockedPurchaseOrder, entry: PurchaseOrderPayment, *, seen_vi
         amount=money.format_amount(entry.amount, locked.currency),
         via=seen_via or None,
     )
-    return True
 
 
 # --- Overpaid invoices ---------------------------------------------------------------------------
@@ -115,7 +110,8 @@ def record_overpaid(
         stripe_invoice_id=snapshot.id,
         overpaid_after=snapshot.amount_overpaid,
     )
-    return entry.amount if _insert(locked, entry, seen_via=seen_via) else ZERO
+    _insert(locked, entry, seen_via=seen_via)
+    return entry.amount
 
 
 # --- Credit notes on paid invoices ---------------------------------------------------------------
@@ -146,8 +142,7 @@ def _credit_note_entry(
         stripe_invoice_id=facts.invoice,
         stripe_object_id=facts.id,
     )
-    if not _insert(locked, entry, seen_via=seen_via):
-        raise EventRejected(f"Credit note {facts.id} is recorded on another purchase order.")
+    _insert(locked, entry, seen_via=seen_via)
     return amount
 
 
