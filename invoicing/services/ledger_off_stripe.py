@@ -119,7 +119,10 @@ def missing_credit_balance_entry(
     if applied <= 0 or snapshot.status == StripeInvoiceStatus.DELETED:
         return None
     if PurchaseOrderPayment.objects.filter(
-        purchase_order=locked, method=Method.CREDIT_BALANCE, applied_invoice_id=snapshot.id
+        purchase_order=locked,
+        kind=PurchaseOrderPayment.Kind.PAYMENT,
+        method=Method.CREDIT_BALANCE,
+        applied_invoice_id=snapshot.id,
     ).exists():
         return None
     amount = money.from_minor_units(applied, locked.currency)

@@ -36,6 +36,8 @@ CREATION_RESUME = (
 STRIPE_INVOICING_TESTS = "tests/core/test_stripe_invoicing.py"
 CUSTOMER_LOCK_TESTS = "tests/core/test_customer_lock.py"
 OFF_STRIPE_KEY_TESTS = "tests/core/test_off_stripe_keys.py"
+LEDGER_BALANCE = "invoicing/services/ledger_balance.py"
+BALANCE_MOVES_TESTS = "tests/core/test_credit_balance_moves.py"
 
 
 @dataclass(frozen=True)
@@ -613,6 +615,44 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         (
             "tests/core/test_reduce_by_line.py::test_a_crash_between_stripes_answer_and_our_save_credits_once",
+        ),
+    ),
+    Mutant(
+        "overpaid-excess-stays-on-po",
+        2,
+        "what Stripe credited to the customer's balance from an overpaid invoice stays counted "
+        "on its PO (and again on the next PO that uses the balance)",
+        (
+            Edit(
+                LEDGER_BALANCE,
+                "    if snapshot.amount_overpaid <= 0 or snapshot.status == "
+                "StripeInvoiceStatus.DELETED:\n",
+                "    if True:\n",
+            ),
+        ),
+        (
+            f"{BALANCE_MOVES_TESTS}::test_an_overpaid_invoice_moves_its_excess_off_the_po_once",
+            f"{BALANCE_MOVES_TESTS}::"
+            "test_growth_of_amount_overpaid_moves_only_the_growth_in_any_order",
+        ),
+    ),
+    Mutant(
+        "post-payment-credit-stays-on-po",
+        2,
+        "a credit note's customer balance credit or out-of-band amount on a paid invoice stays "
+        "counted as received on the PO",
+        (
+            Edit(
+                "invoicing/services/ledger_credits.py",
+                "    ledger_balance.apply_post_payment(locked, facts, seen_via=seen_via)\n",
+                "",
+            ),
+        ),
+        (
+            f"{BALANCE_MOVES_TESTS}::"
+            "test_a_credit_note_crediting_the_balance_after_payment_leaves_the_po_paid",
+            f"{BALANCE_MOVES_TESTS}::"
+            "test_voiding_the_credit_note_reverses_its_entries_whatever_the_order",
         ),
     ),
 )
