@@ -19,16 +19,6 @@ from invoicing.models import (
 from invoicing.selectors_credit_lines import credited_lines_text
 
 Kind = PurchaseOrderActivity.Kind
-_Entry = PurchaseOrderPayment.Kind
-# Money that left the PO without a refund: said in words, not "by <method>".
-_LEFT_PO = frozenset(
-    {
-        _Entry.TO_CREDIT_BALANCE,
-        _Entry.TO_CREDIT_BALANCE_REVERSAL,
-        _Entry.PAID_BACK_OFF_STRIPE,
-        _Entry.PAID_BACK_OFF_STRIPE_REVERSAL,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -92,11 +82,12 @@ def purchase_order_timeline(po: PurchaseOrder) -> list[TimelineEntry]:
         )
     for payment in po.payments.select_related("created_by"):
         is_payment = payment.kind == PurchaseOrderPayment.Kind.PAYMENT
-        left_po = payment.kind in _LEFT_PO
+        # Money that left the PO without a refund is said in words, not "by <method>".
+        left_po = payment.left_po_description()
         how = payment.get_method_display() if is_payment else payment.stripe_object_id
         detail = f"{money.format_display(payment.amount, po.currency)} by {how}"
         if left_po:
-            detail = payment.left_po_description()
+            detail = left_po
         elif payment.reference and payment.reference != payment.stripe_object_id:
             detail += f", reference {payment.reference}"
         entries.append(
