@@ -14,7 +14,7 @@ services ask :func:`second_approver_refusal` before approving.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from django.db.models import Model, QuerySet
 
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     Person = AbstractBaseUser | AnonymousUser
 
 _M = TypeVar("_M", bound=Model)
+
+# The least role that takes the PO admin's actions (approve, retry creation, sync, void, re-issue,
+# cancel): the actions refuse anyone else, and the PO page offers their buttons to no one else.
+PURCHASE_ORDER_ACTIONS_ROLE: Final = Role.ORGANIZER
 
 # Cached on the user object, as Django's ModelBackend caches permissions: one query per request.
 _CACHE_ATTRIBUTE = "_conference_roles_cache"

@@ -257,10 +257,13 @@ def stripe_received(po: PurchaseOrder) -> Decimal:
 
 
 def _refunds_not_in_ledger(po: PurchaseOrder) -> Decimal:
-    """Refunds our requests made that the ledger does not hold yet (ACH refunds at the bank)."""
-    waiting = StripeWriteRequest.objects.filter(
-        purchase_order=po, kind=Kind.REFUND, state=StripeWriteRequest.State.PENDING
-    ).values_list("plan", flat=True)
+    """Refunds our requests made that the ledger does not hold yet (ACH refunds at the bank),
+    whatever the request's state: one refund failing fails the request while another waits."""
+    waiting = (
+        StripeWriteRequest.objects.filter(purchase_order=po, kind=Kind.REFUND)
+        .exclude(state=StripeWriteRequest.State.QUEUED)  # counted whole by _requested_total
+        .values_list("plan", flat=True)
+    )
     items = [item for plan in waiting for item in plan if item.get("refund")]
     recorded = set(
         PurchaseOrderPayment.objects.filter(
@@ -346,17 +349,10 @@ def reduce_amount_refusal(po: PurchaseOrder, amount: object) -> str:
 
 
 def write_request_outcome(row: StripeWriteRequest) -> str:
-    """Where a request stands, for the organizer: a refund sent to the bank is settled by the
-    ``refund.*`` webhooks in the ledger, so that is where its outcome is read."""
-    if row.state != StripeWriteRequest.State.PENDING:
-        return row.get_state_display()
-    ids = row.refund_ids
-    entries = PurchaseOrderPayment.objects.filter(
-        kind__in=[_Entry.REFUND, _Entry.REFUND_REVERSAL], stripe_object_id__in=ids
-    ).values_list("kind", "stripe_object_id")
-    recorded = {object_id for kind, object_id in entries if kind == _Entry.REFUND}
-    if any(kind == _Entry.REFUND_REVERSAL for kind, _ in entries):
-        return "Failed at the bank (the money came back)"
-    if set(ids) <= recorded:
-        return "Done (the bank confirmed)"
+    """Where a request stands, for the organizer (the row follows its refunds at the bank; the
+    error says why one failed)."""
+    if row.state == StripeWriteRequest.State.FAILED and any(
+        item.get("status") in {"failed", "canceled"} for item in row.plan
+    ):
+        return "Failed at the bank"
     return row.get_state_display()

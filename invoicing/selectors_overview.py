@@ -27,7 +27,6 @@ from django.db.models import (
     Case,
     Count,
     DateField,
-    DecimalField,
     ExpressionWrapper,
     F,
     OuterRef,
@@ -43,8 +42,7 @@ from django.utils import timezone
 
 from invoicing.models import (
     COUNTED_CREDIT_PURPOSES,
-    MONEY_DECIMAL_PLACES,
-    MONEY_MAX_DIGITS,
+    MONEY_OUTPUT,
     ZERO,
     Conference,
     PurchaseOrder,
@@ -101,10 +99,6 @@ AGE_RANGES: Final = (
 AGE_RANGE_BY_SLUG: Final[Mapping[str, AgeRange]] = {age.slug: age for age in AGE_RANGES}
 
 
-def _money() -> DecimalField[Any, Any]:
-    return DecimalField(max_digits=MONEY_MAX_DIGITS + 6, decimal_places=MONEY_DECIMAL_PLACES)
-
-
 def with_money_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrder]:
     """Annotate the admin's money columns (``admin_total``, ``_credited``, ``_owed``, ``_paid``,
     ``_balance``).
@@ -117,7 +111,7 @@ def with_money_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrd
         .order_by()
         .values("purchase_order")
         .annotate(
-            total=Sum(ExpressionWrapper(F("quantity") * F("unit_price"), output_field=_money()))
+            total=Sum(ExpressionWrapper(F("quantity") * F("unit_price"), output_field=MONEY_OUTPUT))
         )
         .values("total")
     )
@@ -139,23 +133,23 @@ def with_money_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrd
         .annotate(total=Sum("amount"))
         .values("total")
     )
-    zero = Value(ZERO, output_field=_money())
+    zero = Value(ZERO, output_field=MONEY_OUTPUT)
     return (
         queryset.annotate(
             # What the company is asked for: the lines plus any tax Stripe Tax put on the invoice.
-            admin_total=Coalesce(Subquery(line_total, output_field=_money()), zero)
+            admin_total=Coalesce(Subquery(line_total, output_field=MONEY_OUTPUT), zero)
             + Coalesce(F("stripe_invoice_tax"), zero),
-            admin_paid=Coalesce(Subquery(paid_total, output_field=_money()), zero),
-            admin_credited=Coalesce(Subquery(credited_total, output_field=_money()), zero),
+            admin_paid=Coalesce(Subquery(paid_total, output_field=MONEY_OUTPUT), zero),
+            admin_credited=Coalesce(Subquery(credited_total, output_field=MONEY_OUTPUT), zero),
         )
         .annotate(
             admin_owed=ExpressionWrapper(
-                F("admin_total") - F("admin_credited"), output_field=_money()
+                F("admin_total") - F("admin_credited"), output_field=MONEY_OUTPUT
             )
         )
         .annotate(
             admin_balance=ExpressionWrapper(
-                F("admin_owed") - F("admin_paid"), output_field=_money()
+                F("admin_owed") - F("admin_paid"), output_field=MONEY_OUTPUT
             )
         )
     )
@@ -237,7 +231,7 @@ def receivables_overview(
 def _current_figures(
     conference: Conference, *, now: datetime.datetime
 ) -> tuple[CurrencyReceivables, ...]:
-    zero = Value(ZERO, output_field=_money())
+    zero = Value(ZERO, output_field=MONEY_OUTPUT)
     positive_balance = Greatest(F("admin_balance"), zero)
     owed = Q(status__in=OWED_STATUSES)
     aggregates: dict[str, Any] = {
@@ -246,7 +240,7 @@ def _current_figures(
             Case(
                 When(status__in=INVOICED_STATUSES, then=F("admin_owed")),
                 default=zero,
-                output_field=_money(),
+                output_field=MONEY_OUTPUT,
             )
         ),
         "collected": Sum("admin_paid"),
@@ -256,7 +250,7 @@ def _current_figures(
     for index, age in enumerate(AGE_RANGES):
         in_range = overdue(age, now=now)
         aggregates[f"age{index}_amount"] = Sum(
-            Case(When(in_range, then=F("admin_balance")), default=zero, output_field=_money())
+            Case(When(in_range, then=F("admin_balance")), default=zero, output_field=MONEY_OUTPUT)
         )
         aggregates[f"age{index}_count"] = Count("pk", filter=in_range)
     rows = (
@@ -300,7 +294,7 @@ def _history(
     Cumulative, so the last point is today's: the invoiced totals of POs that are invoiced now,
     and what the ledger holds for them. Overpayments net against what other POs owe.
     """
-    zero = Value(ZERO, output_field=_money())
+    zero = Value(ZERO, output_field=MONEY_OUTPUT)
     payments = (
         PurchaseOrderPayment.objects.filter(
             purchase_order__conference=conference,

@@ -10,7 +10,13 @@ import datetime
 from dataclasses import dataclass
 
 from invoicing import money
-from invoicing.models import PurchaseOrder, PurchaseOrderActivity, PurchaseOrderPayment
+from invoicing.models import (
+    PurchaseOrder,
+    PurchaseOrderActivity,
+    PurchaseOrderPayment,
+    StripeWriteRequest,
+)
+from invoicing.selectors_credit_lines import credited_lines_text
 
 Kind = PurchaseOrderActivity.Kind
 
@@ -39,7 +45,7 @@ def _who(user: object | None) -> str:
 
 
 def purchase_order_timeline(po: PurchaseOrder) -> list[TimelineEntry]:
-    """Everything that happened to the PO, newest first (three queries)."""
+    """Everything that happened to the PO, newest first (four queries)."""
     activities = list(
         PurchaseOrderActivity.objects.filter(purchase_order=po).select_related("actor")
     )
@@ -76,9 +82,13 @@ def purchase_order_timeline(po: PurchaseOrder) -> list[TimelineEntry]:
         )
     for payment in po.payments.select_related("created_by"):
         is_payment = payment.kind == PurchaseOrderPayment.Kind.PAYMENT
+        # Money that left the PO without a refund is said in words, not "by <method>".
+        left_po = payment.left_po_description()
         how = payment.get_method_display() if is_payment else payment.stripe_object_id
         detail = f"{money.format_display(payment.amount, po.currency)} by {how}"
-        if payment.reference and payment.reference != payment.stripe_object_id:
+        if left_po:
+            detail = left_po
+        elif payment.reference and payment.reference != payment.stripe_object_id:
             detail += f", reference {payment.reference}"
         entries.append(
             TimelineEntry(
@@ -91,7 +101,15 @@ def purchase_order_timeline(po: PurchaseOrder) -> list[TimelineEntry]:
                 invoice_number=payment.stripe_invoice_id,
             )
         )
+    by_line = {
+        row.stripe_credit_note_id: credited_lines_text(row)
+        for row in StripeWriteRequest.objects.filter(
+            purchase_order=po, kind=StripeWriteRequest.Kind.REDUCE
+        ).exclude(plan=[])
+        if row.stripe_credit_note_id
+    }
     for credit in po.credits.all():
+        lines = by_line.get(credit.stripe_credit_note_id, "")
         entries.append(
             TimelineEntry(
                 at=credit.recorded_at,
@@ -100,6 +118,7 @@ def purchase_order_timeline(po: PurchaseOrder) -> list[TimelineEntry]:
                 detail=(
                     f"{money.format_display(credit.amount, po.currency)}, "
                     f"{credit.number or credit.stripe_credit_note_id}"
+                    f"{f', crediting {lines}' if lines else ''}"
                     f"{' (voided since)' if credit.voided_at else ''}"
                 ),
                 invoice_number=credit.stripe_invoice_id,

@@ -68,6 +68,8 @@ _PURCHASE_ORDER_FIELDS = (
     "invoice_due_at",
     "cancelled_at",
 )
+# The entry's kind as the PO page names it ("Moved to the customer's credit balance (Stripe)").
+_KIND_LABELS = dict(PurchaseOrderPayment.Kind.choices)
 LEDGER_COLUMNS = (
     "conference",
     "po_reference",
@@ -75,6 +77,7 @@ LEDGER_COLUMNS = (
     "currency",
     "payment_date",
     "amount",
+    "kind",
     "method",
     "reference",
     "stripe_invoice_id",
@@ -149,6 +152,7 @@ def ledger_rows(purchase_orders: QuerySet[PurchaseOrder]) -> Iterator[list[str]]
             F("purchase_order__currency"),
             "payment_date",
             "amount",
+            "kind",
             "method",
             "reference",
             "stripe_invoice_id",
@@ -163,6 +167,7 @@ def ledger_rows(purchase_orders: QuerySet[PurchaseOrder]) -> Iterator[list[str]]
         currency,
         payment_date,
         amount,
+        kind,
         method,
         reference,
         invoice_id,
@@ -176,6 +181,7 @@ def ledger_rows(purchase_orders: QuerySet[PurchaseOrder]) -> Iterator[list[str]]
             currency.upper(),
             iso(payment_date),
             money.plain_amount(amount, currency),
+            _KIND_LABELS.get(kind, kind),
             method,
             text(reference),
             invoice_id,

@@ -26,7 +26,7 @@ from invoicing.admin.common import amount_or_dash, staff_member
 from invoicing.admin.scoping import ConferenceScopedAdmin
 from invoicing.background import Job
 from invoicing.logging import log_state_change
-from invoicing.models import PurchaseOrder, Role
+from invoicing.models import PurchaseOrder
 from invoicing.selectors import (
     cancel_refusal,
     reissue_refusal,
@@ -86,7 +86,7 @@ class PurchaseOrderActions(ConferenceScopedAdmin[PurchaseOrder]):
         self, request: HttpRequest, queryset: QuerySet[PurchaseOrder], verb: str
     ) -> QuerySet[PurchaseOrder]:
         """The selected POs the person organizes; each other one is refused with a message."""
-        allowed = access.scope(queryset, request.user, role=Role.ORGANIZER)
+        allowed = access.scope(queryset, request.user, role=access.PURCHASE_ORDER_ACTIONS_ROLE)
         others = queryset.exclude(pk__in=allowed.values("pk")).select_related("conference")
         for po in others.order_by("reference"):
             self._refuse(request, po, verb, f"you are not an organizer of {po.conference}.")

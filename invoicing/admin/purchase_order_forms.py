@@ -266,7 +266,9 @@ class PaymentLedgerInline(
     def stripe_report_display(self, obj: PurchaseOrderPayment) -> str:
         """Where a payment made outside Stripe stands at Stripe, and why if it went nowhere."""
         parts = []
-        if obj.method == Method.CREDIT_BALANCE:
+        if obj.left_po_description():
+            parts.append(obj.left_po_description())
+        elif obj.method == Method.CREDIT_BALANCE:
             parts.append(f"credit balance applied to invoice {obj.applied_invoice_id}")
         elif obj.stripe_attached_at is not None:
             parts.append(

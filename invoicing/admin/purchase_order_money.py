@@ -11,6 +11,7 @@ Stripe call. The requests and their states are listed on the PO's page.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from invoicing import background
+from invoicing import background, money
 from invoicing.admin.common import ReadOnlyAdminMixin, amount_or_dash, staff_member
 from invoicing.admin.scoping import ConferenceScopedInline
 from invoicing.background import Job
@@ -32,6 +33,11 @@ from invoicing.selectors import (
     refund_refusal,
     refundable_amount,
     write_request_outcome,
+)
+from invoicing.selectors_credit_lines import (
+    CreditableLine,
+    creditable_lines,
+    credited_lines_text,
 )
 from invoicing.services import stripe_write_requests
 from invoicing.services.stripe_write_requests import InvalidStripeWriteRequest
@@ -61,9 +67,10 @@ _ACTIONS: dict[str, dict[str, Any]] = {
     Kind.REDUCE: {
         "title": "Reduce what {po} owes",
         "explanation": (
-            "The worker issues a Stripe credit note for this amount on the open invoice: the "
-            "invoice then asks the customer for that much less (if nothing is left, it is paid), "
-            "and the PO owes that much less. Nothing is refunded."
+            "Give either an amount, or how many of each line to credit (e.g. 2 of 5 booth "
+            "passes). The worker issues a Stripe credit note on the open invoice for that amount, "
+            "or crediting those lines: the invoice then asks the customer for that much less (if "
+            "nothing is left, it is paid), and the PO owes that much less. Nothing is refunded."
         ),
         "job": Job.REDUCE_AMOUNT_OWED,
         "done": "reduction of {amount} queued; the invoice will ask that much less.",
@@ -71,22 +78,65 @@ _ACTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def _line_field_name(line: CreditableLine) -> str:
+    return f"line_{line.position}"
+
+
 class MoneyRequestForm(forms.Form):
+    """An amount and a reason; a reduction may instead credit a quantity of each PO line."""
+
     amount = forms.DecimalField(max_digits=14, decimal_places=3)  # zero: the rules say why
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="Kept with the request and sent to Stripe (the credit note's memo).",
     )
 
-    def __init__(self, *args: Any, check: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        check: Any,
+        lines: Sequence[CreditableLine] = (),
+        currency: str = "",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._check = check
+        self._lines = list(lines)
+        if not self._lines:
+            return
+        amount = self.fields["amount"]
+        amount.required = False
+        amount.help_text = "Or leave it empty and give quantities per line below."
+        reason = self.fields.pop("reason")
+        for line in self._lines:
+            already = f"{line.credited} credited already, " if line.credited else ""
+            self.fields[_line_field_name(line)] = forms.IntegerField(
+                required=False,  # bounds: the rules say why, in the organizer's words
+                label=f"Credit of “{line.description}”",
+                widget=forms.NumberInput(attrs={"style": "width: 6em"}),
+                help_text=(
+                    f"{line.quantity} on the invoice at "
+                    f"{money.format_display(line.unit_price, currency)}; {already}"
+                    f"{line.left} can still be credited."
+                ),
+            )
+        self.fields["reason"] = reason
+
+    def _quantities(self, cleaned: dict[str, Any]) -> dict[int, int] | None:
+        asked = {line.position: cleaned.get(_line_field_name(line)) or 0 for line in self._lines}
+        return {position: n for position, n in asked.items() if n} or None
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if "amount" not in cleaned or "reason" not in cleaned:
+        if self.errors or "reason" not in cleaned:
             return cleaned
-        if why := self._check(cleaned["amount"], cleaned["reason"]):
+        lines = self._quantities(cleaned) if self._lines else None
+        if cleaned.get("amount") is None and lines is None:
+            raise forms.ValidationError(
+                "Enter an amount, or how many to credit on at least one line."
+            )
+        cleaned["lines"] = lines
+        if why := self._check(cleaned.get("amount"), cleaned["reason"], lines):
             raise forms.ValidationError(why[:1].upper() + why[1:])
         return cleaned
 
@@ -107,6 +157,7 @@ class StripeWriteRequestInline(
         "requested_at",
         "kind",
         "amount_display",
+        "lines_display",
         "reason",
         "outcome",
         "at_stripe",
@@ -121,6 +172,12 @@ class StripeWriteRequestInline(
     @admin.display(description="Amount")
     def amount_display(self, obj: StripeWriteRequest) -> str:
         return amount_or_dash(obj.amount, obj.purchase_order.currency)
+
+    @admin.display(description="Credited")
+    def lines_display(self, obj: StripeWriteRequest) -> str:
+        if obj.kind != Kind.REDUCE:
+            return "-"
+        return credited_lines_text(obj) or "by amount"
 
     @admin.display(description="State")
     def outcome(self, obj: StripeWriteRequest) -> str:
@@ -173,12 +230,17 @@ class PurchaseOrderMoneyViews(_Base):
             self.message_user(request, f"{po.reference}: not {verb}: {why}", messages.WARNING)
             return HttpResponseRedirect(page)
 
-        def check(amount: Decimal, reason: str) -> str:
+        def check(amount: Decimal | None, reason: str, lines: dict[int, int] | None) -> str:
             return stripe_write_requests.refusal(
-                purchase_order=po, kind=kind, amount=amount, reason=reason, by=by
+                purchase_order=po, kind=kind, amount=amount, reason=reason, by=by, lines=lines
             )
 
-        form = MoneyRequestForm(request.POST or None, check=check)
+        form = MoneyRequestForm(
+            request.POST or None,
+            check=check,
+            lines=creditable_lines(po) if kind == Kind.REDUCE else [],
+            currency=po.currency,
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 row = stripe_write_requests.record_request(
@@ -187,6 +249,7 @@ class PurchaseOrderMoneyViews(_Base):
                     amount=form.cleaned_data["amount"],
                     reason=form.cleaned_data["reason"],
                     requested_by=by,
+                    lines=form.cleaned_data.get("lines"),
                 )
             except InvalidStripeWriteRequest as error:  # another request won the race
                 form.add_error(None, str(error))
@@ -216,6 +279,8 @@ class PurchaseOrderMoneyViews(_Base):
     ) -> None:
         spec = _ACTIONS[row.kind]
         amount = amount_or_dash(row.amount, po.currency)
+        if lines := credited_lines_text(row):
+            amount = f"{amount} ({lines})"
         if background.request(spec["job"], row.pk):
             self.message_user(
                 request,

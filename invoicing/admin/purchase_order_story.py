@@ -1,9 +1,11 @@
 """What the PO's list and page show of its story: status badges, problems in plain words, the
 actions its status allows as buttons, its timeline and every invoice it had.
 
-Whether an action is allowed is asked of :mod:`invoicing.selectors`; the buttons post the
-changelist's own actions for this one PO (with their confirmation pages), so nothing here
-re-implements a rule or calls a service.
+Whether an action is allowed is asked of :mod:`invoicing.selectors`, and who may take it of
+:mod:`invoicing.access`; the buttons post the changelist's own actions for this one PO (with their
+confirmation pages, which refuse whoever the access rule refuses), so nothing here re-implements a
+rule or calls a service. A read-only field sees only the PO, not who looks at it, so the Actions
+row is one field per role and the page shows the one of the person's role in the PO's conference.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from invoicing import selectors
+from invoicing import access, selectors
 from invoicing.admin.common import amount_or_dash
 from invoicing.failure_advice import advise
-from invoicing.models import PurchaseOrder
+from invoicing.models import PurchaseOrder, Role
 from invoicing.timeline import invoice_generations, purchase_order_timeline
 
 Status = PurchaseOrder.Status
@@ -109,22 +111,23 @@ class PurchaseOrderStory:
             obj.invoice_error or "-",
         )
 
+    @staticmethod
+    def page_actions_field(request: HttpRequest, obj: PurchaseOrder) -> str:
+        """The name of the Actions row for this person on this PO (one per role)."""
+        role = access.role_in(request.user, obj.conference_id) or Role.VIEWER
+        return f"page_actions_{role.value}"
+
     @admin.display(description="Actions")
-    def page_actions(self, obj: PurchaseOrder) -> SafeString | str:
-        """Buttons for what the PO's status allows; each posts the changelist's action."""
-        allowed = [(action, label) for action, label, refusal in PAGE_ACTIONS if not refusal(obj)]
-        if not allowed:
-            return "None: nothing can be done to this purchase order now."
-        changelist = reverse("admin:invoicing_purchaseorder_changelist")
-        buttons = format_html_join(
-            " ",
-            '<button type="submit" class="button po-action" formaction="{}" formnovalidate '
-            'name="action" value="{}">{}</button>',
-            ((changelist, action, label) for action, label in allowed),
-        )
-        return format_html(
-            '<input type="hidden" name="_selected_action" value="{}">{}', obj.pk, buttons
-        )
+    def page_actions_viewer(self, obj: PurchaseOrder) -> SafeString | str:
+        return _page_actions(obj, Role.VIEWER)
+
+    @admin.display(description="Actions")
+    def page_actions_organizer(self, obj: PurchaseOrder) -> SafeString | str:
+        return _page_actions(obj, Role.ORGANIZER)
+
+    @admin.display(description="Actions")
+    def page_actions_finance(self, obj: PurchaseOrder) -> SafeString | str:
+        return _page_actions(obj, Role.FINANCE)
 
     @admin.display(description="Invoices")
     def generations_display(self, obj: PurchaseOrder) -> SafeString | str:
@@ -177,6 +180,29 @@ class PurchaseOrderStory:
         if obj.status == Status.CANCELLED:
             return "nothing (cancelled)"
         return amount_or_dash(balance, obj.currency)
+
+
+def _page_actions(obj: PurchaseOrder, role: Role) -> SafeString | str:
+    """Buttons for what the PO's status allows and ``role`` may take; each posts the changelist's
+    action."""
+    if not role.includes(access.PURCHASE_ORDER_ACTIONS_ROLE):
+        return (
+            f"None for you: as a {role.label.lower()} of {obj.conference} you read this purchase "
+            "order; its organizers act on it."
+        )
+    allowed = [(action, label) for action, label, refusal in PAGE_ACTIONS if not refusal(obj)]
+    if not allowed:
+        return "None: nothing can be done to this purchase order now."
+    changelist = reverse("admin:invoicing_purchaseorder_changelist")
+    buttons = format_html_join(
+        " ",
+        '<button type="submit" class="button po-action" formaction="{}" formnovalidate '
+        'name="action" value="{}">{}</button>',
+        ((changelist, action, label) for action, label in allowed),
+    )
+    return format_html(
+        '<input type="hidden" name="_selected_action" value="{}">{}', obj.pk, buttons
+    )
 
 
 def _invoice_link(url: str, label: str) -> SafeString | str:

@@ -132,7 +132,9 @@ class PurchaseOrderAdmin(
 
     _READONLY_ALWAYS: ClassVar = [
         "status",
-        "page_actions",
+        "page_actions_viewer",
+        "page_actions_organizer",
+        "page_actions_finance",
         "problem_display",
         "generations_display",
         "timeline_display",
@@ -191,7 +193,7 @@ class PurchaseOrderAdmin(
         if obj is None:
             return [terms]
         status_fields: list[Any] = [
-            "page_actions",
+            self.page_actions_field(request, obj),
             "status",
             ("total_display", "credited_display", "received_display", "balance_display"),
             ("created_by", "last_edited_by"),

@@ -15,7 +15,13 @@ Invariants the database enforces (not just the code):
 
 from invoicing.models.activity import PurchaseOrderActivity
 from invoicing.models.adjustments import PurchaseOrderCredit, PurchaseOrderDispute
-from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_LIMIT, MONEY_MAX_DIGITS, ZERO
+from invoicing.models.amounts import (
+    MONEY_DECIMAL_PLACES,
+    MONEY_LIMIT,
+    MONEY_MAX_DIGITS,
+    MONEY_OUTPUT,
+    ZERO,
+)
 from invoicing.models.conferences import (
     DEFAULT_PAYMENT_METHOD_TYPES,
     INVOICE_PAYMENT_METHOD_TYPES,
@@ -54,6 +60,7 @@ __all__ = [
     "MONEY_DECIMAL_PLACES",
     "MONEY_LIMIT",
     "MONEY_MAX_DIGITS",
+    "MONEY_OUTPUT",
     "PURCHASE_ORDER_STATUSES",
     "ZERO",
     "Conference",

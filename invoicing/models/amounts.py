@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.db.models import DecimalField
+
 MONEY_MAX_DIGITS = 14
 MONEY_DECIMAL_PLACES = 3  # README, Money: every currency's exponent fits
 # Amounts the money columns hold are below this (10**11 major units).
 MONEY_LIMIT = Decimal(10) ** (MONEY_MAX_DIGITS - MONEY_DECIMAL_PLACES)
 ZERO = Decimal("0")
+
+# The output field of money expressions (sums, differences, a coalesced zero): the columns'
+# decimals, with room for a sum over every PO of a deployment.
+MONEY_OUTPUT: DecimalField[Decimal, Decimal] = DecimalField(
+    max_digits=MONEY_MAX_DIGITS + 6, decimal_places=MONEY_DECIMAL_PLACES
+)

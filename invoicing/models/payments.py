@@ -13,9 +13,14 @@ from invoicing import money
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 from invoicing.models.purchase_orders import PurchaseOrder
 
-_KINDS = ["payment", "refund", "refund_reversal", "dispute", "dispute_reinstatement"]
-_MONEY_IN = ["payment", "refund_reversal", "dispute_reinstatement"]
-_MONEY_OUT = ["refund", "dispute"]
+_STRIPE_OBJECT_KINDS = ["refund", "refund_reversal", "dispute", "dispute_reinstatement"]
+# Money Stripe moved off an invoice without refunding it: to the customer's credit balance (an
+# overpayment, a credit note's ``credit_amount``) or paid back outside Stripe (``out_of_band``).
+_LEFT_KINDS = ["to_credit_balance", "paid_back_off_stripe"]
+_LEFT_REVERSALS = ["to_credit_balance_reversal", "paid_back_off_stripe_reversal"]
+_KINDS = ["payment", *_STRIPE_OBJECT_KINDS, *_LEFT_KINDS, *_LEFT_REVERSALS]
+_MONEY_IN = ["payment", "refund_reversal", "dispute_reinstatement", *_LEFT_REVERSALS]
+_MONEY_OUT = ["refund", "dispute", *_LEFT_KINDS]
 
 
 class PurchaseOrderPayment(models.Model):
@@ -34,8 +39,15 @@ class PurchaseOrderPayment(models.Model):
     Stripe invoice whose ``amount_paid_off_stripe`` counts them: staff payments reported there as a
     PaymentRecord (``stripe_payment_record_id``, then ``stripe_attached_at``), and amounts marked
     paid outside Stripe at Stripe itself (``off_stripe_paid_after``, Stripe's figure after them).
-    ``credit_balance`` rows are the customer's Stripe credit balance an invoice started from
+    ``credit_balance`` payments are the customer's Stripe credit balance an invoice started from
     (``starting_balance``), one per invoice.
+
+    Money that leaves a PO without a refund is a negative entry naming its invoice in
+    ``stripe_invoice_id``, so no amount counts on two POs: ``to_credit_balance`` is what Stripe
+    credited to the customer's balance, from an overpaid invoice (keyed by the invoice and its
+    ``amount_overpaid`` after the entry, ``overpaid_after``) or a credit note's ``credit_amount``
+    (keyed by the credit note, ``stripe_object_id``); ``paid_back_off_stripe`` is a credit note's
+    ``out_of_band_amount``. A voided credit note adds the opposite ``*_reversal`` entries.
     """
 
     class Kind(models.TextChoices):
@@ -44,6 +56,16 @@ class PurchaseOrderPayment(models.Model):
         REFUND_REVERSAL = "refund_reversal", "Refund failed (money back)"
         DISPUTE = "dispute", "Dispute: funds withdrawn"
         DISPUTE_REINSTATEMENT = "dispute_reinstatement", "Dispute won: funds reinstated"
+        TO_CREDIT_BALANCE = "to_credit_balance", "Moved to the customer's credit balance (Stripe)"
+        TO_CREDIT_BALANCE_REVERSAL = (
+            "to_credit_balance_reversal",
+            "Credit note voided: credit balance back on the PO",
+        )
+        PAID_BACK_OFF_STRIPE = "paid_back_off_stripe", "Paid back outside Stripe (credit note)"
+        PAID_BACK_OFF_STRIPE_REVERSAL = (
+            "paid_back_off_stripe_reversal",
+            "Credit note voided: payment back outside Stripe undone",
+        )
 
     class Method(models.TextChoices):
         STRIPE = "stripe", "Stripe"
@@ -79,6 +101,8 @@ class PurchaseOrderPayment(models.Model):
     # Idempotency keys of the Stripe writes reporting this payment: pay-<uid>-<step>. Also what a
     # form posts back, so submitting it twice records one payment.
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Moves past a key Stripe poisoned with a 5xx, once Stripe shows the write did not happen.
+    key_epoch = models.PositiveIntegerField(default=0)
     applied_invoice_id = models.CharField(
         max_length=255,
         blank=True,
@@ -90,6 +114,12 @@ class PurchaseOrderPayment(models.Model):
         blank=True,
         help_text="Marked paid outside Stripe at Stripe: the invoice's amount_paid_off_stripe "
         "(minor units) after this entry.",
+    )
+    overpaid_after = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Moved to the customer's credit balance from an overpaid invoice: the "
+        "invoice's amount_overpaid (minor units) after this entry.",
     )
     # A staff payment to report to the PO's invoice at Stripe (now, or once the invoice is sent).
     report_to_stripe = models.BooleanField(default=False)
@@ -118,7 +148,7 @@ class PurchaseOrderPayment(models.Model):
             # its events, in any order, can never record it twice.
             models.UniqueConstraint(
                 fields=("kind", "stripe_object_id"),
-                condition=~Q(kind="payment"),
+                condition=~Q(kind="payment") & ~Q(stripe_object_id=""),
                 name="payment_unique_stripe_object_per_kind",
             ),
             models.CheckConstraint(condition=Q(kind__in=_KINDS), name="payment_kind_valid"),
@@ -139,7 +169,7 @@ class PurchaseOrderPayment(models.Model):
             ),
             models.UniqueConstraint(
                 fields=("applied_invoice_id",),
-                condition=Q(method="credit_balance"),
+                condition=Q(kind="payment", method="credit_balance"),
                 name="payment_unique_credit_balance_per_invoice",
             ),
             models.CheckConstraint(
@@ -148,7 +178,7 @@ class PurchaseOrderPayment(models.Model):
                 name="payment_off_stripe_snapshot_fields",
             ),
             models.CheckConstraint(
-                condition=~Q(method="credit_balance") | ~Q(applied_invoice_id=""),
+                condition=~Q(kind="payment", method="credit_balance") | ~Q(applied_invoice_id=""),
                 name="payment_credit_balance_names_invoice",
             ),
             models.CheckConstraint(
@@ -169,11 +199,48 @@ class PurchaseOrderPayment(models.Model):
                     & Q(stripe_object_id="")
                 )
                 | (
-                    ~Q(kind="payment")
+                    Q(kind__in=_STRIPE_OBJECT_KINDS)
                     & Q(method="stripe", stripe_amount_paid_after__isnull=True)
+                    & ~Q(stripe_object_id="")
+                )
+                | (
+                    Q(kind__in=["to_credit_balance", "to_credit_balance_reversal"])
+                    & Q(method="credit_balance")
+                    & Q(stripe_amount_paid_after__isnull=True)
+                    & ~Q(stripe_invoice_id="")
+                )
+                | (
+                    Q(kind__in=["paid_back_off_stripe", "paid_back_off_stripe_reversal"])
+                    & Q(method="other")
+                    & Q(stripe_amount_paid_after__isnull=True)
+                    & ~Q(stripe_invoice_id="")
                     & ~Q(stripe_object_id="")
                 ),
                 name="payment_stripe_fields_per_kind",
+            ),
+            # Left the PO: from an overpaid invoice (keyed by Stripe's figure after it) or from
+            # a credit note (keyed by its id), never both, never with off-Stripe report fields.
+            models.CheckConstraint(
+                condition=~Q(kind__in=[*_LEFT_KINDS, *_LEFT_REVERSALS])
+                | (
+                    Q(applied_invoice_id="", off_stripe_paid_after=None, report_to_stripe=False)
+                    & (
+                        # (isnull spelled out: a CHECK passes when its condition is NULL)
+                        Q(kind="to_credit_balance", stripe_object_id="")
+                        & Q(overpaid_after__isnull=False, overpaid_after__gt=0)
+                        | (Q(overpaid_after=None) & ~Q(stripe_object_id=""))
+                    )
+                ),
+                name="payment_left_po_fields",
+            ),
+            models.CheckConstraint(
+                condition=Q(overpaid_after=None) | Q(kind="to_credit_balance"),
+                name="payment_overpaid_after_only_to_credit_balance",
+            ),
+            models.UniqueConstraint(
+                fields=("stripe_invoice_id", "overpaid_after"),
+                condition=Q(overpaid_after__isnull=False),
+                name="payment_unique_overpaid_snapshot",
             ),
         ]
         indexes: ClassVar = [
@@ -184,4 +251,34 @@ class PurchaseOrderPayment(models.Model):
         amount = money.format_display(self.amount, self.purchase_order.currency)
         if self.kind == self.Kind.PAYMENT:
             return f"{amount} by {self.get_method_display()} on {self.payment_date}"
-        return f"{self.get_kind_display()} {self.stripe_object_id}: {amount}"
+        return self.left_po_description() or (
+            f"{self.get_kind_display()} {self.stripe_object_id}: {amount}"
+        )
+
+    def left_po_description(self) -> str:
+        """Money that left the PO without a refund, in the organizer's words ("" otherwise)."""
+        shown = money.format_display(abs(self.amount), self.purchase_order.currency)
+        source = (
+            f"credit note {self.reference or self.stripe_object_id}"
+            if self.stripe_object_id
+            else f"invoice {self.stripe_invoice_id}"
+        )
+        descriptions = {
+            self.Kind.TO_CREDIT_BALANCE: (
+                f"{shown} moved to the customer's credit balance at Stripe ({source})"
+            ),
+            self.Kind.PAID_BACK_OFF_STRIPE: f"{shown} paid back outside Stripe ({source})",
+            self.Kind.TO_CREDIT_BALANCE_REVERSAL: (
+                f"{shown} back on the PO: {source} was voided, so it is no longer on the "
+                "customer's credit balance"
+            ),
+            self.Kind.PAID_BACK_OFF_STRIPE_REVERSAL: (
+                f"{shown} back on the PO: {source} was voided, so it was not paid back"
+            ),
+        }
+        return descriptions.get(self.Kind(self.kind), "")
+
+    def idempotency_key(self, step: str) -> str:
+        """Stripe idempotency key of one write reporting this payment (``report``, ``attach``)."""
+        suffix = f"-e{self.key_epoch}" if self.key_epoch else ""
+        return f"pay-{self.uid}-{step}{suffix}"

@@ -46,6 +46,9 @@ class StripeWriteRequest(models.Model):
     # Refund: which charges give back how much (minor units), fixed before the first Stripe call
     # so a retry sends the same parameters under the same keys: [{"charge", "payment_intent",
     # "invoice", "amount", "refund"}]; "refund" is the Stripe refund id once known.
+    # Reduce by line (empty: by amount): what was asked per PO line, [{"po_line" (its position),
+    # "description", "quantity", "billed", "unit_amount", "invoice_line_item"}]; the Stripe
+    # invoice line's id is stored before the credit note is asked for.
     plan = models.JSONField(default=list, blank=True)
     stripe_invoice_id = models.CharField(max_length=255, blank=True, default="")
     stripe_credit_note_id = models.CharField(max_length=255, blank=True, default="")
@@ -80,6 +83,11 @@ class StripeWriteRequest(models.Model):
     @property
     def refund_ids(self) -> list[str]:
         return [str(item["refund"]) for item in self.plan if item.get("refund")]
+
+    @property
+    def credited_lines(self) -> list[dict[str, Any]]:
+        """A reduction by line: what it credits per PO line (empty for one by amount)."""
+        return list(self.plan) if self.kind == self.Kind.REDUCE else []
 
     @property
     def is_open(self) -> bool:

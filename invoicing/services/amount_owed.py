@@ -1,7 +1,10 @@
 """Reducing what a PO owes: a credit note on its open invoice (a :class:`StripeWriteRequest`).
 
-The credit note goes on the invoice the request named when it was made, by amount, with the
-organizer's reason as its memo and ``metadata[purpose]=reduce``. It is created under a key derived
+The credit note goes on the invoice the request named when it was made, by amount or by line,
+with the organizer's reason as its memo and ``metadata[purpose]=reduce``. By line, each PO line is
+found among the invoice's lines by the metadata invoice creation puts on them (``po_uid``,
+``po_line``): no invoice line id is kept at creation, so they are read from the invoice, and stored
+in the request's plan before the credit note is asked for. It is created under a key derived
 from the row, after listing the invoice's credit notes for one this request already made (a run
 that crashed before storing its id). On an open invoice the whole credit note is
 ``pre_payment_amount``: Stripe lowers ``amount_due`` and ``amount_remaining`` (an invoice left
@@ -10,6 +13,8 @@ goes through the ledger (its mirror), and the credit note lowers what the PO owe
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import stripe
 from django.db import transaction
@@ -22,6 +27,9 @@ from invoicing.services.ledger import apply_credit_note, apply_invoice_snapshot
 from invoicing.services.stripe_client import build_stripe_client
 from invoicing.services.stripe_write_requests import finish, lock_request, refuse
 from invoicing.stripe_invoice_status import StripeInvoiceStatus
+
+if TYPE_CHECKING:
+    from stripe.params import CreditNoteCreateParams, CreditNoteCreateParamsLine
 
 State = StripeWriteRequest.State
 
@@ -37,6 +45,58 @@ def _earlier_credit_note(
         if metadata.get("credit_note_request") == str(row.pk):
             return note
     return None
+
+
+def _invoice_line_ids(client: stripe.StripeClient, row: StripeWriteRequest) -> dict[int, str]:
+    """The invoice's line for each PO line (by position), found by our metadata on the lines."""
+    uid = str(row.purchase_order.uid)
+    found: dict[int, str] = {}
+    lines = client.v1.invoices.line_items.list(row.stripe_invoice_id, {"limit": 100})
+    for line in lines.auto_paging_iter():
+        metadata = line.metadata.to_dict() if line.metadata is not None else {}
+        if metadata.get("po_uid") == uid and str(metadata.get("po_line", "")).isdigit():
+            found[int(metadata["po_line"])] = line.id
+    return found
+
+
+def _fix_invoice_lines(client: stripe.StripeClient, row: StripeWriteRequest) -> None:
+    """Store which invoice line each PO line of the plan credits (once: a retry sends the same)."""
+    if all(item.get("invoice_line_item") for item in row.plan):
+        return
+    found = _invoice_line_ids(client, row)
+    missing = [item for item in row.plan if int(item["po_line"]) not in found]
+    if missing:
+        names = ", ".join(str(item["description"]) for item in missing)
+        refuse(row, f"not reduced: invoice {row.stripe_invoice_id} has no line for {names}.")
+    with transaction.atomic():
+        locked = lock_request(row)
+        locked.plan = [
+            {**item, "invoice_line_item": found[int(item["po_line"])]} for item in locked.plan
+        ]
+        locked.save(update_fields=["plan", "updated_at"])
+    row.refresh_from_db()
+
+
+def _credit_note_params(row: StripeWriteRequest, minor: int) -> CreditNoteCreateParams:
+    params: CreditNoteCreateParams = {
+        "invoice": row.stripe_invoice_id,
+        "reason": "order_change",
+        "memo": row.reason[:5000],
+        "metadata": row.stripe_metadata(purpose=PURPOSE),
+    }
+    if not row.credited_lines:
+        params["amount"] = minor
+        return params
+    lines: list[CreditNoteCreateParamsLine] = [
+        {
+            "type": "invoice_line_item",
+            "invoice_line_item": str(item["invoice_line_item"]),
+            "quantity": int(item["quantity"]),
+        }
+        for item in row.credited_lines
+    ]
+    params["lines"] = lines
+    return params
 
 
 def _create_credit_note(client: stripe.StripeClient, row: StripeWriteRequest) -> stripe.CreditNote:
@@ -58,15 +118,11 @@ def _create_credit_note(client: stripe.StripeClient, row: StripeWriteRequest) ->
             f"not reduced: invoice {invoice.id} asks only {left} now, less than "
             f"{money.format_amount(row.amount, po.currency)}.",
         )
+    if row.credited_lines:
+        _fix_invoice_lines(client, row)
     try:
         return client.v1.credit_notes.create(
-            {
-                "invoice": invoice.id,
-                "amount": minor,
-                "reason": "order_change",
-                "memo": row.reason[:5000],
-                "metadata": row.stripe_metadata(purpose=PURPOSE),
-            },
+            _credit_note_params(row, minor),
             options={"idempotency_key": row.idempotency_key("credit_note")},
         )
     except stripe.StripeError as error:

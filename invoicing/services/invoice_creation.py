@@ -18,9 +18,8 @@ send); a known customer saves one (or, when the PO's billing details changed, up
 
 from __future__ import annotations
 
-import datetime
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import stripe
 from django.core.exceptions import ValidationError
@@ -38,7 +37,7 @@ from invoicing.models import (
 from invoicing.selectors import reload_purchase_order
 from invoicing.services.activity import record_activity
 from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE, InvoiceSnapshot
-from invoicing.services.keyed_writes import keyed_write, retrieve_if
+from invoicing.services.keyed_writes import IDEMPOTENCY_KEY_SAFE_AGE, keyed_write, retrieve_if
 from invoicing.services.ledger import (
     apply_invoice_snapshot,
     apply_invoice_snapshot_locked,
@@ -46,7 +45,7 @@ from invoicing.services.ledger import (
 )
 from invoicing.services.off_stripe_reports import request_waiting_reports
 from invoicing.services.stripe_client import build_stripe_client
-from invoicing.services.stripe_customers import ensure_stripe_customer
+from invoicing.services.stripe_customers import customer_held, ensure_stripe_customer
 from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
 
 if TYPE_CHECKING:
@@ -59,9 +58,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Status = PurchaseOrder.Status
-
-# Stripe keeps idempotency keys for at least 24 h; past this age we stop relying on them.
-IDEMPOTENCY_KEY_SAFE_AGE: Final = datetime.timedelta(hours=23)
 
 
 def _invoice_metadata(po: PurchaseOrder) -> dict[str, str]:
@@ -322,6 +318,66 @@ def _retrieve_for_resume(client: stripe.StripeClient, po: PurchaseOrder) -> stri
     )
 
 
+def _create_or_resume(
+    client: stripe.StripeClient, po: PurchaseOrder, customer_id: str
+) -> tuple[PurchaseOrder, stripe.Invoice]:
+    """The PO's invoice at Stripe: created now, or as a resumed (or concurrent) run left it."""
+    if not po.stripe_invoice_id:
+        invoice = _create_or_recover_invoice(client, po, customer_id)
+        po, stored_here = _persist_invoice_created(po, invoice)
+        if stored_here:
+            return po, invoice
+        # A concurrent run stored it first and may be steps ahead: our answer can be the
+        # idempotent replay of the first one (a draft without lines). Go on from Stripe.
+    # Resuming: learn where Stripe really is before writing anything.
+    invoice = _retrieve_for_resume(client, po)
+    return _persist_step(po, invoice, stamp="last_synced_at", always=True), invoice
+
+
+def _add_lines_and_finalize(
+    client: stripe.StripeClient,
+    po: PurchaseOrder,
+    invoice: stripe.Invoice,
+    lines: list[InvoiceAddLinesParamsLine],
+    expected_subtotal: int,
+) -> tuple[PurchaseOrder, stripe.Invoice]:
+    invoice_id = invoice.id
+    if po.invoice_lines_added_at is None and not invoice.lines.data:
+        invoice = keyed_write(
+            po,
+            "lines",
+            lambda key: client.v1.invoices.add_lines(
+                invoice_id, {"lines": lines}, options={"idempotency_key": key}
+            ),
+            verify=retrieve_if(client, invoice_id, lambda found: bool(found.lines.data)),
+        )
+    _check_lines(po, invoice, expected_subtotal)
+    po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
+    log_state_change(
+        logger, event="invoice_lines_added", po_reference=po.reference, invoice_id=invoice_id
+    )
+    _stop_if_cancelled(client, po)
+    invoice = keyed_write(
+        po,
+        "finalize",
+        lambda key: client.v1.invoices.finalize_invoice(
+            invoice_id, {"auto_advance": False}, options={"idempotency_key": key}
+        ),
+        verify=retrieve_if(
+            client, invoice_id, lambda found: found.status != StripeInvoiceStatus.DRAFT
+        ),
+    )
+    po = _persist_step(po, invoice, stamp="invoice_finalized_at")
+    log_state_change(
+        logger,
+        event="invoice_finalized",
+        po_reference=po.reference,
+        invoice_id=invoice_id,
+        number=invoice.number,
+    )
+    return po, invoice
+
+
 def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
     """Create, finalize and send the PO's invoice in its conference's Stripe account.
 
@@ -342,59 +398,18 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
     lines, expected_subtotal = build_invoice_lines(po)
     invoice_custom_fields(po)  # refuses, before any Stripe call, what Stripe would refuse
 
-    customer_id = ensure_stripe_customer(client, po)
-    if not po.stripe_invoice_id:
-        invoice = _create_or_recover_invoice(client, po, customer_id)
-        po, stored_here = _persist_invoice_created(po, invoice)
-        if not stored_here:
-            # A concurrent run stored it first and may be steps ahead: our answer can be the
-            # idempotent replay of the first one (a draft without lines). Go on from Stripe.
-            invoice = _retrieve_for_resume(client, po)
-            po = _persist_step(po, invoice, stamp="last_synced_at", always=True)
-    else:
-        # Resuming: learn where Stripe really is before writing anything.
-        invoice = _retrieve_for_resume(client, po)
-        po = _persist_step(po, invoice, stamp="last_synced_at", always=True)
-    _stop_if_cancelled(client, po)
-    invoice_id = invoice.id
-
-    if invoice.status == StripeInvoiceStatus.DRAFT:
-        if po.invoice_lines_added_at is None and not invoice.lines.data:
-            invoice = keyed_write(
-                po,
-                "lines",
-                lambda key: client.v1.invoices.add_lines(
-                    invoice_id, {"lines": lines}, options={"idempotency_key": key}
-                ),
-                verify=retrieve_if(client, invoice_id, lambda found: bool(found.lines.data)),
-            )
-        _check_lines(po, invoice, expected_subtotal)
-        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
-        log_state_change(
-            logger, event="invoice_lines_added", po_reference=po.reference, invoice_id=invoice_id
-        )
+    # The invoice copies the customer's name, address and tax IDs when it is finalized: until
+    # then, no other PO of this customer may change them (stripe_customers.customer_held).
+    with customer_held(po):
+        customer_id = ensure_stripe_customer(client, po)
+        po, invoice = _create_or_resume(client, po, customer_id)
         _stop_if_cancelled(client, po)
-        invoice = keyed_write(
-            po,
-            "finalize",
-            lambda key: client.v1.invoices.finalize_invoice(
-                invoice_id, {"auto_advance": False}, options={"idempotency_key": key}
-            ),
-            verify=retrieve_if(
-                client, invoice_id, lambda found: found.status != StripeInvoiceStatus.DRAFT
-            ),
-        )
-        po = _persist_step(po, invoice, stamp="invoice_finalized_at")
-        log_state_change(
-            logger,
-            event="invoice_finalized",
-            po_reference=po.reference,
-            invoice_id=invoice_id,
-            number=invoice.number,
-        )
-    elif po.invoice_lines_added_at is None:
-        _check_lines(po, invoice, expected_subtotal)
-        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
+        if invoice.status == StripeInvoiceStatus.DRAFT:
+            po, invoice = _add_lines_and_finalize(client, po, invoice, lines, expected_subtotal)
+        elif po.invoice_lines_added_at is None:
+            _check_lines(po, invoice, expected_subtotal)
+            po = _persist_step(po, invoice, stamp="invoice_lines_added_at")
+    invoice_id = invoice.id
 
     if invoice.status == StripeInvoiceStatus.OPEN and po.invoice_sent_at is None:
         invoice = keyed_write(

@@ -47,6 +47,7 @@ from invoicing.services.ledger import (
 )
 from invoicing.services.purchase_orders import (
     cancel_purchase_order,
+    cancellation_reason,
     mark_cancelled,
     prepare_reissue,
 )
@@ -181,7 +182,7 @@ def cancel_invoiced_purchase_order(
     purchase_order: PurchaseOrder,
     *,
     cancelled_by: User | None = None,
-    reason: str = "",
+    reason: str,
 ) -> None:
     """Cancel a PO and make sure its Stripe invoice can no longer take money.
 
@@ -189,9 +190,11 @@ def cancel_invoiced_purchase_order(
     ``po-<uid>-g<n>-void``); a part-paid one gets a credit note for the unpaid rest (purpose
     ``cancel``) and ends ``paid``. The resulting snapshot is applied (recording any payment that
     arrived meanwhile) and the PO is marked cancelled. An invoice the customer paid in full is
-    refused while the PO is paid (refund it first). If Stripe fails, nothing changes on our side
-    and the error surfaces.
+    refused while the PO is paid (refund it first), as is a cancellation without a reason (before
+    anything is asked of Stripe). If Stripe fails, nothing changes on our side and the error
+    surfaces.
     """
+    reason = cancellation_reason(purchase_order, reason)
     po = reload_purchase_order(purchase_order)
     if po.status == Status.CANCELLED:
         return

@@ -99,6 +99,8 @@ class InvoiceSnapshot:
     # once finalized (None before).
     starting_balance: int = 0
     ending_balance: int | None = None
+    # Paid beyond the amount due: Stripe credits it to the customer's credit balance.
+    amount_overpaid: int = 0
     number: str = ""
     created: int = 0
     hosted_invoice_url: str = ""
@@ -148,6 +150,11 @@ class InvoiceSnapshot:
         amount_paid = _require_int(data, "amount_paid")
         amount_remaining = _require_int(data, "amount_remaining")
         overpaid = _optional_int(data, "amount_overpaid")
+        if overpaid < 0 or overpaid > amount_paid:
+            raise EventRejected(
+                f"Invoice payload {invoice_id}: amount_overpaid {overpaid} does not fit "
+                f"amount_paid {amount_paid}."
+            )
         # No invoice history produces these; stale, reordered, voided (remaining 0 with a partial
         # payment), uncollectible-then-paid and re-issued invoices all pass.
         if min(amount_due, amount_paid, amount_remaining) < 0:
@@ -174,6 +181,7 @@ class InvoiceSnapshot:
             amount_paid_off_stripe=off_stripe,
             starting_balance=_optional_int(data, "starting_balance"),
             ending_balance=_included_int(data, "ending_balance"),
+            amount_overpaid=overpaid,
             number=_optional_str(data, "number"),
             created=_optional_int(data, "created"),
             hosted_invoice_url=_optional_str(data, "hosted_invoice_url"),

@@ -8,9 +8,10 @@ fresh key. Creation's steps and the void use it; any later write tied to a PO ca
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import stripe
 
@@ -20,6 +21,9 @@ from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+# Stripe keeps idempotency keys for at least 24 h; past this age we stop relying on them.
+IDEMPOTENCY_KEY_SAFE_AGE: Final = datetime.timedelta(hours=23)
 
 
 def poisons_key(exc: stripe.StripeError) -> bool:

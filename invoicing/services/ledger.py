@@ -15,7 +15,9 @@ recorded is what the invoice collected *on Stripe* (``amount_paid - amount_paid_
 the Stripe payments already recorded *for that invoice*, and the database's unique
 ``(stripe_invoice_id, stripe_amount_paid_after)`` backs that up. Money that reached the invoice
 without Stripe collecting it (staff payments reported as PaymentRecords, amounts marked paid
-outside Stripe, a customer credit balance) is the business of :mod:`.ledger_off_stripe`.
+outside Stripe, a customer credit balance) is the business of :mod:`.ledger_off_stripe`; what
+Stripe credited to the customer's balance from an overpaid invoice leaves the PO in the same
+step (:mod:`.ledger_balance`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from invoicing import money
 from invoicing.errors import InvalidPayment
 from invoicing.logging import log_state_change
 from invoicing.models import ZERO, PurchaseOrder, PurchaseOrderPayment
-from invoicing.services import ledger_off_stripe, notifications
+from invoicing.services import ledger_balance, ledger_off_stripe, notifications
 from invoicing.services.invoice_mirror import check_snapshot, save_mirror
 from invoicing.services.invoice_snapshots import InvoiceLike, InvoiceSnapshot, as_snapshot
 from invoicing.services.ledger_adjustments import apply_dispute, apply_refund
@@ -102,7 +104,8 @@ def apply_invoice_snapshot(
     duplicated, out-of-order or concurrent snapshots (see the module docstring).
 
     Returns:
-        The amount newly recorded (``0`` when the snapshot brought nothing new).
+        The change in money received (``0`` when the snapshot brought nothing new); what an
+        overpaid invoice moved to the customer's credit balance counts negative.
 
     Raises:
         EventRejected: the invoice is not this PO's, or its currency/livemode do not match.
@@ -139,6 +142,12 @@ def apply_invoice_snapshot_locked(
         )
         recorded += _record_off_stripe_collected(
             locked, snapshot, source=source, event_id=event_id, payment_date=payment_date
+        )
+        recorded += ledger_balance.record_overpaid(
+            locked,
+            snapshot,
+            seen_via=f"{source}, event {event_id}" if event_id else source,
+            payment_date=payment_date,
         )
     update_po_status_locked(locked, stripe_event_id=event_id)
     return recorded

@@ -15,7 +15,6 @@ from typing import Any, NewType
 
 from django.db import transaction
 from django.db.models import (
-    DecimalField,
     ExpressionWrapper,
     F,
     OuterRef,
@@ -30,14 +29,13 @@ from invoicing import money
 from invoicing.logging import log_state_change
 from invoicing.models import (
     COUNTED_CREDIT_PURPOSES,
-    MONEY_DECIMAL_PLACES,
-    MONEY_MAX_DIGITS,
     ZERO,
     PurchaseOrder,
     PurchaseOrderCredit,
     PurchaseOrderLineItem,
     PurchaseOrderPayment,
 )
+from invoicing.models.amounts import MONEY_OUTPUT as _MONEY
 from invoicing.services import notifications
 from invoicing.stripe_invoice_status import VOIDED_STATUSES, StripeInvoiceStatus
 
@@ -69,6 +67,9 @@ class LedgerTotals:
     credited: Decimal  # credit notes that lower what is owed
     paid_in: Decimal  # payments only (all methods), before anything went back
     received: Decimal  # net: payments less refunds less disputes lost or pending
+    # Moved to the customer's credit balance at Stripe (<= 0): gone from the PO, yet not given
+    # back to the customer, so a PO whose money all went there is settled, not refunded.
+    to_credit_balance: Decimal = ZERO
 
     @property
     def owed(self) -> Decimal:
@@ -76,9 +77,7 @@ class LedgerTotals:
         return self.total + self.tax - self.credited
 
 
-_MONEY: DecimalField[Decimal, Decimal] = DecimalField(
-    max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES
-)
+_TO_CREDIT_BALANCE = (Kind.TO_CREDIT_BALANCE, Kind.TO_CREDIT_BALANCE_REVERSAL)
 
 
 def _sum(queryset: QuerySet[Any], expression: Any) -> Subquery:
@@ -111,6 +110,9 @@ def ledger_totals(purchase_order: PurchaseOrder) -> LedgerTotals:
             ),
             ledger_received=Coalesce(_sum(entries, F("amount")), zero),
             ledger_paid_in=Coalesce(_sum(entries.filter(kind=Kind.PAYMENT), F("amount")), zero),
+            ledger_to_credit_balance=Coalesce(
+                _sum(entries.filter(kind__in=_TO_CREDIT_BALANCE), F("amount")), zero
+            ),
             ledger_credited=Coalesce(
                 _sum(
                     PurchaseOrderCredit.objects.filter(
@@ -125,6 +127,7 @@ def ledger_totals(purchase_order: PurchaseOrder) -> LedgerTotals:
             "ledger_total",
             "ledger_received",
             "ledger_paid_in",
+            "ledger_to_credit_balance",
             "ledger_credited",
             "stripe_invoice_tax",
         )
@@ -136,19 +139,21 @@ def ledger_totals(purchase_order: PurchaseOrder) -> LedgerTotals:
         credited=row["ledger_credited"],
         paid_in=row["ledger_paid_in"],
         received=row["ledger_received"],
+        to_credit_balance=row["ledger_to_credit_balance"],
     )
 
 
 def status_for(purchase_order: PurchaseOrder, totals: LedgerTotals) -> str:
     """The status the ledger and the mirrored invoice imply (pure: no query).
 
-    ``refunded``: money came in and none of it is left (refunds, disputes). ``paid``: net
+    ``refunded``: money came in and all of it went back (refunds, disputes, paid back outside
+    Stripe; what moved to the customer's credit balance was not given back). ``paid``: net
     received equals what is owed, and something was paid or credited (a PO credited down to
     nothing is settled too).
     """
     received, owed = totals.received, totals.owed
     invoice_status = purchase_order.stripe_invoice_status
-    if totals.paid_in > 0 and received <= 0:
+    if totals.paid_in > 0 and received - totals.to_credit_balance <= 0:
         return Status.REFUNDED
     if received == owed and (received > 0 or totals.credited > 0):
         return Status.PAID

@@ -2,7 +2,9 @@
 
 A credit note is a :class:`PurchaseOrderCredit` (not money received) keyed by its id, written only
 if absent; voided, it stops counting, and a stale "issued" view after that changes nothing.
-``purpose=reissue`` notes are recorded but do not lower what is owed.
+``purpose=reissue`` notes are recorded but do not lower what is owed. The part of a credit note on
+a paid invoice that Stripe credits to the customer's balance or that is paid back outside Stripe
+leaves the PO's money too (:mod:`.ledger_balance`); a refunded part arrives as a refund.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from invoicing import money
 from invoicing.errors import EventRejected
 from invoicing.logging import log_state_change
 from invoicing.models import ZERO, PurchaseOrder, PurchaseOrderCredit, PurchaseOrderPayment
+from invoicing.services import ledger_balance
 from invoicing.services.ledger_adjustments import check_fits, stripe_datetime
 from invoicing.services.ledger_core import (
     LockedPurchaseOrder,
@@ -84,6 +87,8 @@ def apply_credit_note_locked(
     row = PurchaseOrderCredit.objects.filter(stripe_credit_note_id=facts.id).first()
     if row is not None and row.purchase_order_id != locked.pk:
         raise EventRejected(f"{what} is recorded on another purchase order.")
+    seen_via = f"{source}, event {event_id}" if event_id else source
+    ledger_balance.apply_post_payment(locked, facts, seen_via=seen_via)
     if row is None:
         row = PurchaseOrderCredit(
             purchase_order=locked,

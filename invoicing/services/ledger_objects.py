@@ -88,6 +88,7 @@ class RefundFacts:
     charge: str = ""
     payment_intent: str = ""
     reason: str = ""
+    failure_reason: str = ""
     created: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
 
@@ -105,6 +106,7 @@ class RefundFacts:
             charge=_str(data, "charge", kind="refund", required=False),
             payment_intent=_str(data, "payment_intent", kind="refund", required=False),
             reason=_str(data, "reason", kind="refund", required=False),
+            failure_reason=_str(data, "failure_reason", kind="refund", required=False),
             created=_created(data),
             metadata=_metadata(data),
         )
@@ -177,6 +179,35 @@ class DisputeFacts:
         return self.status not in CLOSED_DISPUTE_STATUSES
 
 
+def _count(data: Mapping[str, object], key: str, *, kind: str) -> int:
+    value = data.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EventRejected(f"Stripe {kind}: {key!r} must be a count, not {value!r}.")
+    return value
+
+
+def _post_payment(data: Mapping[str, object]) -> dict[str, int]:
+    kind = "credit_note"
+    post = _count(data, "post_payment_amount", kind=kind)
+    out_of_band = _count(data, "out_of_band_amount", kind=kind)
+    raw_refunds = data.get("refunds")
+    refunds = raw_refunds if isinstance(raw_refunds, list) else []
+    refunded = sum(
+        _count(item, "amount_refunded", kind=kind) for item in refunds if isinstance(item, Mapping)
+    )
+    amount = data.get("amount")
+    if post and isinstance(amount, int) and post > amount:
+        raise EventRejected(f"Stripe {kind}: post_payment_amount {post} exceeds amount {amount}.")
+    if out_of_band + refunded > post:
+        raise EventRejected(
+            f"Stripe {kind}: refunds {refunded} and out_of_band_amount {out_of_band} exceed "
+            f"post_payment_amount {post}."
+        )
+    return {"post_payment_amount": post, "out_of_band_amount": out_of_band, "refunded": refunded}
+
+
 @dataclass(frozen=True)
 class CreditNoteFacts:
     id: str
@@ -191,9 +222,16 @@ class CreditNoteFacts:
     created: int | None = None
     voided_at: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Beyond what the invoice still asked for: refunded (``refunds``), paid back outside Stripe
+    # (``out_of_band_amount``), and the rest credited to the customer's balance.
+    post_payment_amount: int = 0
+    out_of_band_amount: int = 0
+    refunded: int = 0
 
     @classmethod
     def parse(cls, credit_note: StripeLike) -> CreditNoteFacts:
+        """Stripe: "the sum of refunds, customer balance credits, and outside of Stripe credits
+        must equal the post_payment_amount"; a view where they do not fit is refused."""
         data = as_mapping(credit_note, kind="credit_note")
         status = _str(data, "status", kind="credit_note")
         if status not in {"issued", "void"}:
@@ -215,7 +253,13 @@ class CreditNoteFacts:
             created=_created(data),
             voided_at=voided_at if isinstance(voided_at, int) else None,
             metadata=_metadata(data),
+            **_post_payment(data),
         )
+
+    @property
+    def credit_balance_amount(self) -> int:
+        """What the credit note credited to the customer's balance (minor units)."""
+        return self.post_payment_amount - self.out_of_band_amount - self.refunded
 
     @property
     def voided(self) -> bool:

@@ -119,7 +119,10 @@ def missing_credit_balance_entry(
     if applied <= 0 or snapshot.status == StripeInvoiceStatus.DELETED:
         return None
     if PurchaseOrderPayment.objects.filter(
-        purchase_order=locked, method=Method.CREDIT_BALANCE, applied_invoice_id=snapshot.id
+        purchase_order=locked,
+        kind=PurchaseOrderPayment.Kind.PAYMENT,
+        method=Method.CREDIT_BALANCE,
+        applied_invoice_id=snapshot.id,
     ).exists():
         return None
     amount = money.from_minor_units(applied, locked.currency)
@@ -236,6 +239,18 @@ def mark_reported(payment: PurchaseOrderPayment, *, payment_record_id: str) -> N
         stripe_payment_record_id=payment_record_id
     )
     payment.stripe_payment_record_id = payment_record_id
+
+
+def move_report_key(payment: PurchaseOrderPayment) -> bool:
+    """Report and attach under a fresh idempotency key from now on; False if another run did.
+
+    Only once Stripe shows the write under the current key did not happen: Stripe replays a
+    5xx stored under it for a day.
+    """
+    moved = PurchaseOrderPayment.objects.filter(pk=payment.pk, key_epoch=payment.key_epoch).update(
+        key_epoch=payment.key_epoch + 1
+    )
+    return bool(moved)
 
 
 def mark_attached(payment: PurchaseOrderPayment) -> None:

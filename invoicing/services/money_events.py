@@ -13,7 +13,8 @@ Finding the PO is the isolation boundary, as for invoices (:mod:`.invoice_sync`)
   without payments) from ``metadata[purchase_order]`` within this conference.
 
 Nothing found: the object is not ours (another app on the same account) and the event is
-``ignored``. What an object changes is the ledger's business (:mod:`.ledger_adjustments`).
+``ignored``. What an object changes is the ledger's business (:mod:`.ledger_adjustments`); a
+refund also tells the organizer's request that made it (:mod:`.stripe_write_requests`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from invoicing.services.invoice_sync import (
     checked_event_object,
     find_purchase_order_for_invoice,
 )
-from invoicing.services.ledger import apply_credit_note, apply_dispute, apply_refund
+from invoicing.services.ledger import apply_credit_note, apply_dispute
 from invoicing.services.stripe_client import build_stripe_client
+from invoicing.services.stripe_write_requests import apply_refund_view
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +149,7 @@ def handle_money_event(*, conference: Conference, event: Mapping[str, object]) -
     if po is None:
         return _ignored(conference, event_id, f"{obj.get('object')} {_id_of(obj)}")
     if event_type in REFUND_EVENTS:
-        apply_refund(
+        apply_refund_view(
             purchase_order=po,
             refund=obj,
             source=source,
@@ -168,7 +170,7 @@ def handle_money_event(*, conference: Conference, event: Mapping[str, object]) -
             {"charge": _id_of(obj), "limit": 100}
         )
         for refund in refunds.auto_paging_iter():
-            apply_refund(
+            apply_refund_view(
                 purchase_order=po,
                 refund=refund,
                 source=source,

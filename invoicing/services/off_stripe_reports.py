@@ -1,13 +1,21 @@
 """Reporting a wire, check or other payment to Stripe, so its invoice asks only for the balance.
 
 Two Stripe writes, each under an idempotency key derived from the payment row's ``uid``
-(``pay-<uid>-report``, ``pay-<uid>-attach``), each stored on the row as soon as Stripe answers:
+(``pay-<uid>-report``, ``pay-<uid>-attach``; ``-e<n>`` once a 5xx poisoned a key, see below), each
+stored on the row as soon as Stripe answers:
 ``POST /v1/payment_records/report_payment`` (outcome ``guaranteed``: the money is in the bank),
 then ``POST /v1/invoices/:id/attach_payment`` with the record. The row was saved, and counted
 against the invoice, before anything was asked of Stripe; so a retried task, a second request or
 a crash after Stripe answered resumes from what is stored and never reports twice. An attach that
 Stripe refuses because the invoice no longer takes payments (paid by card meanwhile, voided)
 leaves the payment in the ledger, no longer counted against that invoice, with the reason shown.
+
+Stripe stores a 5xx under its key and replays it for a day, and a 5xx does not say whether the
+write happened. So after one, Stripe is asked first (our record among the account's payment
+records, by the payment's uid in its metadata; the record among the invoice's payments); only if
+it is not there does the payment's ``key_epoch`` move, so the next run writes under a fresh key
+and the payment is still reported once. The same search replaces the key once it may have
+expired (a row older than Stripe keeps keys, with no record stored).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from functools import partial
 
 import stripe
 from django.db import transaction
+from django.utils import timezone
 
 from invoicing import background, money
 from invoicing.background import Job
@@ -25,10 +34,14 @@ from invoicing.logging import log_state_change
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment
 from invoicing.services import ledger_off_stripe
 from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE, InvoiceSnapshot
+from invoicing.services.keyed_writes import IDEMPOTENCY_KEY_SAFE_AGE, poisons_key
 from invoicing.services.ledger import apply_invoice_snapshot_locked, lock_purchase_order
 from invoicing.services.stripe_client import build_stripe_client
 
 logger = logging.getLogger(__name__)
+
+# How far Stripe's clock may be behind ours when we look for a record by its creation time.
+_CLOCK_SKEW = datetime.timedelta(hours=1)
 
 
 def _midnight_utc(day: datetime.date) -> int:
@@ -65,11 +78,46 @@ def _report(client: stripe.StripeClient, payment: PurchaseOrderPayment) -> str:
             "type": "custom",
             "custom": {"payment_reference": payment.reference[:255]},
         }
-    record = client.v1.payment_records.report_payment(
-        params=params, options={"idempotency_key": f"pay-{payment.uid}-report"}
+    record_id = None
+    if timezone.now() - payment.recorded_at > IDEMPOTENCY_KEY_SAFE_AGE:
+        record_id = _find_reported(client, payment)  # the key may be gone: do not rely on it
+    if record_id is None:
+        try:
+            record_id = client.v1.payment_records.report_payment(
+                params=params, options={"idempotency_key": payment.idempotency_key("report")}
+            ).id
+        except stripe.StripeError as exc:
+            if not poisons_key(exc):
+                raise
+            record_id = _find_reported(client, payment)
+            if record_id is None:
+                _move_key(payment, "report", exc)
+                raise
+    ledger_off_stripe.mark_reported(payment, payment_record_id=record_id)
+    return record_id
+
+
+def _find_reported(client: stripe.StripeClient, payment: PurchaseOrderPayment) -> str | None:
+    """The record an earlier run reported for this payment, found by the uid in its metadata."""
+    since = int((payment.recorded_at - _CLOCK_SKEW).timestamp())
+    records = client.v1.payment_records.list(params={"created_after": since, "limit": 100})
+    for record in records.auto_paging_iter():
+        metadata = record.metadata.to_dict() if record.metadata is not None else {}
+        if metadata.get("payment_uid") == str(payment.uid):
+            return record.id
+    return None
+
+
+def _move_key(payment: PurchaseOrderPayment, step: str, exc: stripe.StripeError) -> None:
+    moved = ledger_off_stripe.move_report_key(payment)
+    logger.warning(
+        "po %s: %s of payment %s failed at Stripe (%s) and did not happen; %s",
+        payment.purchase_order.reference,
+        step,
+        payment.uid,
+        exc.http_status,
+        "the next attempt uses a fresh key" if moved else "another run already moved the key",
     )
-    ledger_off_stripe.mark_reported(payment, payment_record_id=record.id)
-    return record.id
 
 
 def _is_attached(client: stripe.StripeClient, invoice_id: str, record_id: str) -> bool:
@@ -92,9 +140,16 @@ def _attach(
         invoice = client.v1.invoices.attach_payment(
             invoice_id,
             params={"payment_record": record_id, "expand": WITH_OFF_STRIPE},
-            options={"idempotency_key": f"pay-{payment.uid}-attach"},
+            options={"idempotency_key": payment.idempotency_key("attach")},
         )
         return invoice, True
+    except stripe.APIError as exc:
+        if not poisons_key(exc):
+            raise
+        if not _is_attached(client, invoice_id, record_id):
+            _move_key(payment, "attach", exc)
+            raise
+        return client.v1.invoices.retrieve(invoice_id, params={"expand": WITH_OFF_STRIPE}), True
     except stripe.InvalidRequestError:
         # Attached by an earlier run whose key Stripe no longer remembers, or the invoice closed.
         invoice = client.v1.invoices.retrieve(invoice_id, params={"expand": WITH_OFF_STRIPE})

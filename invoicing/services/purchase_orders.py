@@ -286,11 +286,21 @@ def approve_purchase_order(
     return locked
 
 
+def cancellation_reason(purchase_order: PurchaseOrder, reason: str) -> str:
+    """The reason, trimmed (whoever reads the PO later learns why); blank: InvalidTransition."""
+    if not reason.strip():
+        raise InvalidTransition(
+            f"PO {purchase_order.reference}: not cancelled: give a reason (it is kept with the PO "
+            "and shown in its history)."
+        )
+    return reason.strip()
+
+
 def cancel_purchase_order(
     purchase_order: PurchaseOrder,
     *,
     cancelled_by: User | None = None,
-    reason: str = "",
+    reason: str,
 ) -> PurchaseOrder:
     """Cancel a PO that has no payable Stripe invoice.
 
@@ -298,7 +308,11 @@ def cancel_purchase_order(
     through :func:`invoicing.services.invoice_lifecycle.cancel_invoiced_purchase_order`, which
     voids the invoice first: we never consider a PO cancelled while its invoice can take money.
     Cancelling twice is a no-op. Payments already recorded stay in the ledger.
+
+    Raises:
+        InvalidTransition: no reason given, or the PO's state refuses it; nothing changed.
     """
+    reason = cancellation_reason(purchase_order, reason)
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
         if locked.status == Status.CANCELLED:
@@ -317,7 +331,7 @@ def mark_cancelled(
     locked: LockedPurchaseOrder,
     *,
     cancelled_by: User | None = None,
-    reason: str = "",
+    reason: str,
     remainder_credited: bool = False,
 ) -> None:
     """Set the cancelled state on a PO whose row lock the caller holds (internal).

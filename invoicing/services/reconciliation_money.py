@@ -30,7 +30,7 @@ from invoicing.models import (
 )
 from invoicing.retry import describe_error
 from invoicing.services.invoice_sync import find_purchase_order_for_invoice
-from invoicing.services.ledger import apply_credit_note, apply_dispute, apply_refund
+from invoicing.services.ledger import apply_credit_note, apply_dispute
 from invoicing.services.ledger_objects import CreditNoteFacts, DisputeFacts, RefundFacts
 from invoicing.services.money_events import (
     invoice_paid_by,
@@ -38,6 +38,7 @@ from invoicing.services.money_events import (
     purchase_order_of_credit_note,
 )
 from invoicing.services.stripe_pages import pages, prefetched
+from invoicing.services.stripe_write_requests import apply_refund_view
 
 if TYPE_CHECKING:
     from stripe.params import CreditNoteListParams, RefundListParams
@@ -160,7 +161,7 @@ def _apply(conference: Conference, obj: Mapping[str, object], facts: Facts, find
     if po is None:
         return False
     if isinstance(facts, RefundFacts):
-        apply_refund(
+        apply_refund_view(
             purchase_order=po, refund=obj, source="reconcile", stripe_invoice_id=invoice_id
         )
     else:

@@ -11,7 +11,9 @@ Three steps, each resumable, so the task may run twice or crash anywhere without
    made by an earlier run is found even after Stripe forgot the key. Each refund id is stored as
    soon as Stripe returns it.
 3. **Ledger**: a refund Stripe reports succeeded is applied to the PO's ledger; an ACH refund stays
-   pending until the bank answers, and the ``refund.updated`` webhook records it then.
+   pending until the bank answers, and the ``refund.updated`` webhook (or the reconciliation)
+   records it then. The request follows its refunds the same way (pending at the bank, done, or
+   failed with Stripe's reason).
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ from invoicing import money
 from invoicing.access import may_refund
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment, StripeWriteRequest
 from invoicing.services.keyed_writes import poisons_key
-from invoicing.services.ledger import apply_refund
 from invoicing.services.stripe_client import build_stripe_client
-from invoicing.services.stripe_write_requests import finish, lock_request, refuse
+from invoicing.services.stripe_write_requests import apply_refund_view, lock_request, refuse
 
 State = StripeWriteRequest.State
 
@@ -201,19 +202,12 @@ def process_refund_request(*, write_request: StripeWriteRequest) -> None:
         refunds.append(refund)
     invoice_of = {item["refund"]: item["invoice"] for item in row.plan}
     for refund in refunds:
-        # Succeeded: the ledger's negative entry now; pending: nothing until refund.updated.
-        apply_refund(
+        # Succeeded: the ledger's negative entry now; pending: nothing until the bank answers.
+        # Either way the request's state follows what Stripe says of each of its refunds.
+        apply_refund_view(
             purchase_order=po,
             refund=refund,
             source="refund_request",
             stripe_invoice_id=invoice_of.get(refund.id, ""),
         )
-    statuses = {refund.status for refund in refunds}
-    if statuses <= {"succeeded"}:
-        finish(row, state=State.SUCCEEDED)
-    elif statuses & {"failed", "canceled"}:
-        failed = ", ".join(r.id for r in refunds if r.status in {"failed", "canceled"})
-        finish(row, state=State.FAILED, error=f"Stripe could not refund ({failed}).")
-    else:
-        finish(row, state=State.PENDING)
     write_request.refresh_from_db()

@@ -15,15 +15,25 @@ PO's frozen details. Every write is keyed by our ``StripeCustomer`` row:
 The organization, not the e-mail, is the key (``billing_details.organization_key``): companies
 that share an accounts-payable mailbox are different customers, and the organization name is
 the one detail every PO has (the legal name is optional and is itself a detail that may change).
+
+Two POs of one organization with different details share the customer, and an invoice prints
+what the customer says when it is finalized: :func:`customer_held` keeps one invoice at a time
+between "customer brought up to date" and "invoice finalized". It is a PostgreSQL session-level
+advisory lock on the customer row, not that row's lock: the steps in between are Stripe calls,
+each stored in its own short transaction as soon as Stripe answers (a row lock would need one
+transaction around them all, holding back what resumes a crashed run), and a worker that dies
+releases it with its connection. Other customers never wait for it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
 
 import stripe
-from django.db import transaction
+from django.db import connection, transaction
 
 from invoicing import billing_details
 from invoicing.logging import log_state_change
@@ -34,6 +44,9 @@ if TYPE_CHECKING:
     from stripe.params import CustomerCreateParams, CustomerUpdateParams
 
 logger = logging.getLogger(__name__)
+
+# Advisory lock keys of Stripe customers: this prefix, then the StripeCustomer pk (below 2**40).
+_LOCK_NAMESPACE: Final = 0x5C << 40
 
 
 def customer_details(po: PurchaseOrder) -> dict[str, Any]:
@@ -53,6 +66,36 @@ def _row_details(customer: StripeCustomer) -> dict[str, Any]:
         "address": customer.address,
         "tax_ids": customer.tax_ids,
     }
+
+
+def claim_customer(po: PurchaseOrder) -> StripeCustomer:
+    """The organization's customer row, created (ours, before Stripe) and linked to the PO once."""
+    return _claim(po, customer_details(po))
+
+
+def lock_key(customer: StripeCustomer) -> int:
+    """The customer's PostgreSQL advisory lock key (one bigint, unique per row)."""
+    return _LOCK_NAMESPACE + customer.pk
+
+
+@contextmanager
+def customer_held(po: PurchaseOrder) -> Iterator[StripeCustomer]:
+    """Hold the PO's customer: no other invoice changes or copies its details meanwhile.
+
+    Waits for another PO of the same customer to get from its customer update to its
+    finalization. Outside PostgreSQL (the SQLite demo, one worker) there is nothing to hold.
+    """
+    customer = claim_customer(po)
+    if connection.vendor != "postgresql":
+        yield customer
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [lock_key(customer)])
+    try:
+        yield customer
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_key(customer)])
 
 
 def _claim(po: PurchaseOrder, details: dict[str, Any]) -> StripeCustomer:

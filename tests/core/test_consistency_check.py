@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from invoicing.models import Conference
+from invoicing.services import ledger
 from invoicing.services.invoice_lifecycle import (
     cancel_invoiced_purchase_order,
     void_stripe_invoice,
@@ -80,7 +81,7 @@ def test_a_voided_invoice_is_consistent_only_when_the_po_mirrors_the_void(
     void_stripe_invoice(voided_here)
     stripe_emulator.pay_invoice(credited_here.stripe_invoice_id, amount=1000)
     sync_stripe_invoice_status(credited_here)
-    cancel_invoiced_purchase_order(credited_here)
+    cancel_invoiced_purchase_order(credited_here, reason="Sponsor withdrew")
     client = stripe_emulator.client(stripe_conference.stripe_secret_key)
     client.v1.invoices.void_invoice(voided_at_stripe.stripe_invoice_id)
 
@@ -91,4 +92,28 @@ def test_a_voided_invoice_is_consistent_only_when_the_po_mirrors_the_void(
     ]
 
     sync_stripe_invoice_status(voided_at_stripe)
+    compare_with_stripe(emulator=stripe_emulator, conference=stripe_conference).assert_consistent()
+
+
+def test_money_credited_to_the_balance_but_still_on_the_po_is_reported(
+    stripe_emulator: EmulatorHandle,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    po = make_purchase_order(conference=stripe_conference)
+    create_stripe_invoice(po)
+    po.refresh_from_db()
+    stripe_emulator.pay_invoice(po.stripe_invoice_id)
+    sync_stripe_invoice_status(po)
+    client = stripe_emulator.client(stripe_conference.stripe_secret_key)
+    note = client.v1.credit_notes.create(
+        {"invoice": po.stripe_invoice_id, "amount": 20000, "credit_amount": 20000}
+    )
+    report = compare_with_stripe(emulator=stripe_emulator, conference=stripe_conference)
+    assert report.problems == [
+        f"invoice {po.stripe_invoice_id}: Stripe credits 200.00, ledger 0",
+        f"invoice {po.stripe_invoice_id}: Stripe credited to balance 200.00, ledger 0",
+    ]
+
+    ledger.apply_credit_note(purchase_order=po, credit_note=note, source="test")
     compare_with_stripe(emulator=stripe_emulator, conference=stripe_conference).assert_consistent()

@@ -259,12 +259,22 @@ def test_a_credit_note_voided_before_it_was_seen_is_recorded_void(paid_po: Purch
 
 
 def test_a_credit_note_made_in_the_dashboard_counts(paid_po: PurchaseOrder) -> None:
-    ledger.apply_credit_note(
-        purchase_order=paid_po, credit_note=credit_note(paid_po, 35000), source="t"
+    """On a paid invoice, refunded as Stripe's Dashboard does it: the credit note and its refund
+    are two objects, each reaching the ledger on its own."""
+    given_back = refund(35000)
+    note = credit_note(
+        paid_po,
+        35000,
+        pre_payment_amount=0,
+        post_payment_amount=35000,
+        refunds=[{"refund": given_back["id"], "amount_refunded": 35000}],
     )
+    ledger.apply_credit_note(purchase_order=paid_po, credit_note=note, source="t")
     row = PurchaseOrderCredit.objects.get()
     assert row.purpose == PurchaseOrderCredit.Purpose.EXTERNAL
-    assert paid_po.status == Status.OVERPAID
+    assert paid_po.status == Status.OVERPAID  # owes 350.00 less; the refund is on its way
+    ledger.apply_refund(purchase_order=paid_po, refund=given_back, source="t")
+    assert (paid_po.status, paid_po.amount_received) == (Status.PAID, Decimal("6000.00"))
 
 
 def test_a_cancelled_po_stays_cancelled_whatever_is_recorded(paid_po: PurchaseOrder) -> None:

@@ -6,8 +6,9 @@ then releases it and checks what the path did. Removing the guard fails the test
 the path then finishes without waiting, or waits later, at a write, after it has read stale rows
 (``tests/support/locks.py``; the mutants in ``tests/mutants/catalog.py`` remove each guard).
 
-The holder takes the PO's row lock itself (``select_for_update``) before running the service code
-it stands for, so it keeps holding the lock when a mutant removes the guard from that code too.
+The holder takes the PO's row lock itself (``select_for_update``), or the customer's advisory lock
+(a creation run's, :func:`tests.core.test_customer_lock.hold_customer`), before running the service
+code it stands for, so it keeps holding the lock when a mutant removes the guard from that code too.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ import stripe
 
 from invoicing.errors import InvalidPayment
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
-from invoicing.services import invoice_sync, ledger, purchase_orders, stripe_invoicing
+from invoicing.services import (
+    invoice_sync,
+    ledger,
+    purchase_orders,
+    stripe_customers,
+    stripe_invoicing,
+)
 from tests.core.conftest import MakePurchaseOrder
+from tests.core.test_customer_lock import hold_customer
 from tests.core.test_ledger import event, invoice_payload
 from tests.stripe_emulator.handle import EmulatorHandle
 from tests.support.locks import Contention
@@ -144,22 +152,12 @@ def test_a_wire_payment_waits_for_the_po_row_lock_before_checking_the_po(
     assert not PurchaseOrderPayment.objects.filter(purchase_order=po).exists()
 
 
-def test_a_creation_run_that_finds_the_invoice_stored_by_another_run_resumes_from_stripe(
-    contention: Contention,
-    stripe_emulator: EmulatorHandle,
-    stripe_secret_key: str,
-    stripe_conference: Conference,
-    make_purchase_order: MakePurchaseOrder,
+def _creation_died_at_the_invoice_step(
+    emulator: EmulatorHandle, secret_key: str, po: PurchaseOrder
 ) -> None:
-    """Two creation runs of one PO (a redelivery and the resume task): both get the same invoice
-    from Stripe (one key), the resuming one waits for the row lock to store its id, the other
-    stores it first and goes on to send the invoice. The waiting one must see that and resume
-    from Stripe: its own answer is a draft without lines, and going on from it would refuse the
-    sent invoice as "edited at Stripe" (a permanent error that blocks the PO)."""
-    po = make_purchase_order(conference=stripe_conference)
-    # An earlier run died at the invoice step: our customer exists, the step is stamped started.
-    stripe_emulator.configure(
-        stripe_secret_key,
+    """An earlier run died at the invoice step: our customer exists, the step is stamped started."""
+    emulator.configure(
+        secret_key,
         fail_next=[{"error": "connection_reset", "method": "POST", "path": "^/v1/invoices$"}],
     )
     with pytest.raises(stripe.APIConnectionError):
@@ -167,26 +165,76 @@ def test_a_creation_run_that_finds_the_invoice_stored_by_another_run_resumes_fro
     po.refresh_from_db()
     assert (po.stripe_invoice_id, po.invoice_create_started_at is not None) == ("", True)
 
-    with contention.hold(lambda: take_row_lock(po)) as other_run:
+
+def _answered(emulator: EmulatorHandle, secret_key: str) -> list[tuple[str, str, bool]]:
+    return [
+        (entry["method"], entry["path"], entry["idempotent_replayed"])
+        for entry in emulator.requests(secret_key)
+        if entry["status"] == 200
+    ]
+
+
+def test_a_creation_run_stores_its_new_invoice_under_the_po_row_lock(
+    contention: Contention,
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    """A webhook's snapshot is being applied to the PO when Stripe answers the run's invoice
+    create: the run waits for the row lock to store the id, then reads the PO as it is now."""
+    po = make_purchase_order(conference=stripe_conference)
+    _creation_died_at_the_invoice_step(stripe_emulator, stripe_secret_key, po)
+
+    with contention.hold(lambda: take_row_lock(po)) as webhook:
+        run = contention.start(lambda: stripe_invoicing.create_stripe_invoice(po))
+        run.wait_until_blocked(webhook, at="SELECT")  # its invoice created at Stripe
+    url = run.outcome()
+
+    po.refresh_from_db()
+    assert (po.stripe_invoice_url, po.status, po.invoice_error) == (url, Status.INVOICED, "")
+    invoice = f"/v1/invoices/{po.stripe_invoice_id}"
+    assert _answered(stripe_emulator, stripe_secret_key) == [
+        ("POST", "/v1/customers", False),
+        ("POST", "/v1/invoices", False),
+        ("POST", f"{invoice}/add_lines", False),
+        ("POST", f"{invoice}/finalize", False),
+        ("POST", f"{invoice}/send", False),
+    ]
+
+
+def test_a_creation_run_that_finds_the_invoice_stored_by_another_run_resumes_from_stripe(
+    contention: Contention,
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    """Two creation runs of one PO (a redelivery and the resume task): the other run holds the
+    customer (stripe_customers.customer_held) and creates, finalizes and sends the invoice; the
+    resuming one, which read the PO before it waited, then gets the same invoice from Stripe (one
+    key, a replay of a draft without lines). It must see that the id is stored and resume from
+    Stripe: going on from its own answer would refuse the sent invoice as "edited at Stripe" (a
+    permanent error that blocks the PO)."""
+    po = make_purchase_order(conference=stripe_conference)
+    _creation_died_at_the_invoice_step(stripe_emulator, stripe_secret_key, po)
+    customer = stripe_customers.claim_customer(po)
+
+    with contention.hold(lambda: hold_customer(customer)) as other_run:
         resumed = contention.start(lambda: stripe_invoicing.create_stripe_invoice(po))
-        resumed.wait_until_blocked(other_run, at="SELECT")  # its invoice created at Stripe
+        resumed.wait_until_blocked(other_run, at="SELECT pg_advisory_lock")
         sent_url = other_run.run(lambda: stripe_invoicing.create_stripe_invoice(po))
 
     assert resumed.outcome() == sent_url
     po.refresh_from_db()
     assert (po.stripe_invoice_url, po.status, po.invoice_error) == (sent_url, Status.INVOICED, "")
     invoice = f"/v1/invoices/{po.stripe_invoice_id}"
-    answered = [
-        (entry["method"], entry["path"], entry["idempotent_replayed"])
-        for entry in stripe_emulator.requests(stripe_secret_key)
-        if entry["status"] == 200
-    ]
-    assert answered == [
+    assert _answered(stripe_emulator, stripe_secret_key) == [
         ("POST", "/v1/customers", False),
-        ("POST", "/v1/invoices", False),  # the resuming run's create
-        ("POST", "/v1/invoices", True),  # the other run's: the same key, the replay
+        ("POST", "/v1/invoices", False),  # the other run's create
         ("POST", f"{invoice}/add_lines", False),
         ("POST", f"{invoice}/finalize", False),
         ("POST", f"{invoice}/send", False),
+        ("POST", "/v1/invoices", True),  # the resuming run's: the same key, the replay
         ("GET", invoice, False),  # the resuming run reads where Stripe is, and writes nothing
     ]

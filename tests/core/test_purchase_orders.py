@@ -224,7 +224,7 @@ def test_stripe_payment_is_recorded_even_on_a_cancelled_po(
     make_purchase_order: MakePurchaseOrder, caplog: pytest.LogCaptureFixture
 ) -> None:
     po = make_purchase_order()
-    purchase_orders.cancel_purchase_order(po)
+    purchase_orders.cancel_purchase_order(po, reason="Duplicate order")
     payment = purchase_orders.record_payment(
         po,
         amount=Decimal("10"),
@@ -305,21 +305,39 @@ def test_cancel_refuses_an_invoiced_po(make_purchase_order: MakePurchaseOrder) -
         stripe_invoice_id="in_open", stripe_invoice_status="open"
     )
     with pytest.raises(InvalidTransition, match="voids the invoice first"):
-        purchase_orders.cancel_purchase_order(po)
+        purchase_orders.cancel_purchase_order(po, reason="Duplicate order")
     po.refresh_from_db()
     assert po.status == Status.APPROVED
+
+
+@pytest.mark.parametrize("reason", ["", "  \n "], ids=["empty", "blank"])
+def test_cancel_without_a_reason_is_refused_and_changes_nothing(
+    make_purchase_order: MakePurchaseOrder, reason: str
+) -> None:
+    po = make_purchase_order()
+    with pytest.raises(InvalidTransition) as refused:
+        purchase_orders.cancel_purchase_order(po, reason=reason)
+    assert str(refused.value) == (
+        f"PO {po.reference}: not cancelled: give a reason (it is kept with the PO and shown in "
+        "its history)."
+    )
+    po.refresh_from_db()
+    assert (po.status, po.cancelled_at, po.cancellation_reason) == (Status.APPROVED, None, "")
+    assert not po.activities.filter(kind="cancelled").exists()
+    kept = purchase_orders.cancel_purchase_order(po, reason="  Sponsor withdrew \n")
+    assert (kept.status, kept.cancellation_reason) == (Status.CANCELLED, "Sponsor withdrew")
 
 
 def test_cancel_is_idempotent_and_refused_when_paid(make_purchase_order: MakePurchaseOrder) -> None:
     po = make_purchase_order()
     first = purchase_orders.cancel_purchase_order(po, reason="duplicate order")
-    second = purchase_orders.cancel_purchase_order(po)
+    second = purchase_orders.cancel_purchase_order(po, reason="again")
     assert first.status == second.status == Status.CANCELLED
     assert second.cancellation_reason == "duplicate order"
     paid = make_purchase_order()
     purchase_orders.record_payment(paid, amount=paid.total, method="wire", payment_date=TODAY)
     with pytest.raises(InvalidTransition, match="refund"):
-        purchase_orders.cancel_purchase_order(paid)
+        purchase_orders.cancel_purchase_order(paid, reason="Duplicate order")
 
 
 @pytest.mark.parametrize(

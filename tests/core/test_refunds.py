@@ -23,10 +23,16 @@ from invoicing.models import (
     Role,
     StripeWriteRequest,
 )
+from invoicing.selectors import refundable_amount, write_request_outcome
 from invoicing.services.amount_owed import process_reduce_request
+from invoicing.services.reconciliation import reconcile_conference
 from invoicing.services.refunds import process_refund_request
 from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
-from invoicing.services.stripe_write_requests import InvalidStripeWriteRequest, record_request
+from invoicing.services.stripe_write_requests import (
+    InvalidStripeWriteRequest,
+    apply_refund_view,
+    record_request,
+)
 from tests.core.conftest import MakePurchaseOrder
 from tests.stripe_emulator.handle import EmulatorHandle
 
@@ -323,3 +329,70 @@ def test_reduce_is_refused_without_an_open_invoice(
     paid(stripe_emulator, invoiced, 635000)
     with pytest.raises(InvalidStripeWriteRequest, match="its invoice is paid"):
         ask(invoiced, Kind.REDUCE, "1.00", admin_user)
+
+
+def test_the_request_follows_its_ach_refunds_at_the_bank_one_failing_fails_it(
+    invoiced: PurchaseOrder,
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    admin_user: User,
+) -> None:
+    """No webhooks here: the reconciliation brings the bank's answers, as after lost events."""
+    po = paid(stripe_emulator, invoiced, 200000, method="us_bank_account")
+    stripe_emulator.advance_clock(60, secret_key=stripe_secret_key)
+    po = paid(stripe_emulator, po, 435000, method="us_bank_account")
+    row = ask(po, Kind.REFUND, "5000.00", admin_user)
+    process_refund_request(write_request=row)
+    newer, older = row.refund_ids  # newest payment first: 4,350.00 then 650.00
+    assert (row.state, write_request_outcome(row)) == (State.PENDING, "Sent, waiting for the bank")
+    assert refundable_amount(po) == Decimal("1350.00")
+
+    stripe_emulator.fail_refund(newer, failure_reason="declined")
+    assert reconcile_conference(conference=po.conference).errors == 0
+    row.refresh_from_db()
+    assert (row.state, write_request_outcome(row)) == (State.FAILED, "Failed at the bank")
+    assert row.error == (
+        f"Stripe could not refund 4350.00 USD ({newer}): the customer's bank declined it "
+        "(declined). That money was not given back; it may be refunded again."
+    )
+    # The failed 4,350.00 may be refunded again; the 650.00 still at the bank stays spoken for.
+    assert refundable_amount(po) == Decimal("5700.00")
+
+    stripe_emulator.settle_refund(older)
+    assert reconcile_conference(conference=po.conference).errors == 0
+    settled = StripeWriteRequest.objects.get(pk=row.pk)
+    assert (settled.state, settled.error) == (State.FAILED, row.error)  # failed stays failed
+    assert [item["status"] for item in settled.plan] == ["failed", "succeeded"]
+    assert refundable_amount(po) == Decimal("5700.00")
+    po.refresh_from_db()
+    assert po.amount_received == Decimal("5700.00")
+
+    # A stale view (the refund as it was when sent) changes neither the ledger nor the request.
+    stale = stripe_emulator.client(stripe_secret_key).v1.refunds.retrieve(newer).to_dict()
+    stale.update(status="pending", failure_reason=None)
+    apply_refund_view(purchase_order=po, refund=stale, source="test")
+    assert StripeWriteRequest.objects.get(pk=row.pk).plan == settled.plan
+
+
+def test_the_request_is_done_once_the_bank_settles_its_refund(
+    invoiced: PurchaseOrder,
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    admin_user: User,
+) -> None:
+    po = paid(stripe_emulator, invoiced, 300000, method="us_bank_account")
+    row = ask(po, Kind.REFUND, "1000.00", admin_user)
+    process_refund_request(write_request=row)
+    (refund_id,) = row.refund_ids
+    assert row.state == State.PENDING
+    assert refundable_amount(po) == Decimal("2000.00")
+    reconcile_conference(conference=po.conference)  # the bank has not answered: still pending
+    row.refresh_from_db()
+    assert row.state == State.PENDING
+    stripe_emulator.settle_refund(refund_id)
+    assert reconcile_conference(conference=po.conference).errors == 0
+    row.refresh_from_db()
+    assert (row.state, row.error, write_request_outcome(row)) == (State.SUCCEEDED, "", "Done")
+    assert refundable_amount(po) == Decimal("2000.00")
+    po.refresh_from_db()
+    assert po.amount_received == Decimal("2000.00")

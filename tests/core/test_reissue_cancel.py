@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from decimal import Decimal
+from functools import partial
 
 import pytest
 import stripe
@@ -67,7 +68,7 @@ def test_an_uncollectible_invoice_with_payments_is_neither_voided_nor_reissued(
     assert invoiced_po.status == Status.INVOICE_UNCOLLECTIBLE
     for action in (
         invoice_lifecycle.reissue_stripe_invoice,
-        invoice_lifecycle.cancel_invoiced_purchase_order,
+        partial(invoice_lifecycle.cancel_invoiced_purchase_order, reason="Sponsor withdrew"),
     ):
         with pytest.raises(InvalidTransition, match="neither voids nor credits"):
             action(invoiced_po)
@@ -218,12 +219,24 @@ def test_cancel_of_a_part_paid_po_credits_the_unpaid_rest(
 
 
 @pytest.mark.django_db
+def test_cancel_without_a_reason_asks_nothing_of_stripe(
+    stripe_emulator: EmulatorHandle, stripe_secret_key: str, invoiced_po: PurchaseOrder
+) -> None:
+    stripe_emulator.clear_requests(stripe_secret_key)
+    with pytest.raises(InvalidTransition, match="not cancelled: give a reason"):
+        invoice_lifecycle.cancel_invoiced_purchase_order(invoiced_po, reason=" ")
+    assert stripe_emulator.requests(stripe_secret_key) == []
+    invoiced_po.refresh_from_db()
+    assert (invoiced_po.status, invoiced_po.stripe_invoice_status) == (Status.INVOICED, "open")
+
+
+@pytest.mark.django_db
 def test_cancel_refuses_a_paid_invoice(
     stripe_emulator: EmulatorHandle, stripe_secret_key: str, invoiced_po: PurchaseOrder
 ) -> None:
     stripe_emulator.pay_invoice(invoiced_po.stripe_invoice_id)
     with pytest.raises(InvalidTransition, match="refund"):
-        invoice_lifecycle.cancel_invoiced_purchase_order(invoiced_po)
+        invoice_lifecycle.cancel_invoiced_purchase_order(invoiced_po, reason="Sponsor withdrew")
     invoiced_po.refresh_from_db()
     assert invoiced_po.status == Status.PAID
     assert stripe_ledger(invoiced_po) == Decimal("6350.00")
@@ -245,9 +258,9 @@ def test_cancel_during_creation_deletes_the_draft(
     po.refresh_from_db()
     assert po.stripe_invoice_status == "draft"
     with pytest.raises(InvalidTransition, match="voids the invoice first"):
-        purchase_orders.cancel_purchase_order(po)
+        purchase_orders.cancel_purchase_order(po, reason="Booked twice")
 
-    invoice_lifecycle.cancel_invoiced_purchase_order(po)
+    invoice_lifecycle.cancel_invoiced_purchase_order(po, reason="Booked twice")
 
     po.refresh_from_db()
     assert po.status == Status.CANCELLED
@@ -285,7 +298,7 @@ def test_cancel_racing_the_invoice_create_call_leaves_no_invoice(
     while not PurchaseOrder.objects.get(pk=po.pk).invoice_create_started_at:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    purchase_orders.cancel_purchase_order(po)  # no invoice id yet: a plain cancel
+    purchase_orders.cancel_purchase_order(po, reason="Booked twice")  # no invoice id yet
     thread.join(timeout=30)
     stripe_emulator.configure(stripe_secret_key, latency=0.0)
 

@@ -71,7 +71,7 @@ def test_a_paid_po_is_not_cancelled_by_the_admin_nor_the_service(
     )
     assert cancel_refusal(po) == reason
     with pytest.raises(InvalidTransition) as refused:
-        invoice_lifecycle.cancel_invoiced_purchase_order(po)
+        invoice_lifecycle.cancel_invoiced_purchase_order(po, reason="Sponsor withdrew")
     assert str(refused.value) == f"PO {po.reference}: not cancelled: {reason}"
     po.refresh_from_db()
     assert po.status == Status.PAID

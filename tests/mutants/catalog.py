@@ -16,6 +16,8 @@ LEDGER_ADJUSTMENTS = "invoicing/services/ledger_adjustments.py"
 MONEY_ADJUSTMENTS_TESTS = "tests/core/test_ledger_adjustments.py"
 INVOICE_CREATION = "invoicing/services/invoice_creation.py"
 INVOICE_SYNC = "invoicing/services/invoice_sync.py"
+STRIPE_CUSTOMERS = "invoicing/services/stripe_customers.py"
+OFF_STRIPE_REPORTS = "invoicing/services/off_stripe_reports.py"
 STRIPE_EVENTS = "invoicing/services/stripe_events.py"
 WEBHOOK_INTAKE = "invoicing/services/webhook_intake.py"
 RECONCILIATION = "invoicing/services/reconciliation.py"
@@ -32,6 +34,10 @@ CREATION_RESUME = (
     "test_a_creation_run_that_finds_the_invoice_stored_by_another_run_resumes_from_stripe"
 )
 STRIPE_INVOICING_TESTS = "tests/core/test_stripe_invoicing.py"
+CUSTOMER_LOCK_TESTS = "tests/core/test_customer_lock.py"
+OFF_STRIPE_KEY_TESTS = "tests/core/test_off_stripe_keys.py"
+LEDGER_BALANCE = "invoicing/services/ledger_balance.py"
+BALANCE_MOVES_TESTS = "tests/core/test_credit_balance_moves.py"
 
 
 @dataclass(frozen=True)
@@ -100,12 +106,12 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
             Edit(
                 INVOICE_CREATION,
-                '        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
-                "        log_state_change(\n",
-                "        if not po.stripe_invoice_id:\n"
-                "            po, _ = _persist_invoice_created(po, invoice)\n"
-                '        po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
-                "        log_state_change(\n",
+                '    po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
+                "    log_state_change(\n",
+                "    if not po.stripe_invoice_id:\n"
+                "        po, _ = _persist_invoice_created(po, invoice)\n"
+                '    po = _persist_step(po, invoice, stamp="invoice_lines_added_at")\n'
+                "    log_state_change(\n",
             ),
         ),
         (
@@ -119,16 +125,54 @@ MUTANTS: tuple[Mutant, ...] = (
         INVOICE_CREATION,
         "lock_purchase_order(po)",
         "        if locked.stripe_invoice_id and locked.stripe_invoice_id != invoice.id:\n",
-        CREATION_RESUME,
+        f"{CORE_LOCKS}::test_a_creation_run_stores_its_new_invoice_under_the_po_row_lock",
     ),
     Mutant(
         "creation-resume-from-replay",
         1,
         "a run whose invoice another run stored goes on from its own (replayed) answer",
-        (Edit(INVOICE_CREATION, "        if not stored_here:\n", "        if False:\n"),),
+        (
+            Edit(
+                INVOICE_CREATION,
+                "        if stored_here:\n            return po, invoice\n",
+                "        if True:\n            return po, invoice\n",
+            ),
+        ),
         (CREATION_RESUME,),
     ),
+    Mutant(
+        "customer-not-held-to-finalize",
+        1,
+        "an invoice's customer update and finalization run without the customer's advisory lock",
+        (
+            Edit(
+                STRIPE_CUSTOMERS,
+                'cursor.execute("SELECT pg_advisory_lock(%s)", [lock_key(customer)])',
+                'cursor.execute("SELECT %s", [lock_key(customer)])',
+            ),
+        ),
+        (
+            f"{CUSTOMER_LOCK_TESTS}::"
+            "test_an_invoice_of_the_same_customer_waits_until_the_other_is_finalized",
+        ),
+    ),
     # --- 2. The ledger equals Stripe -------------------------------------------------------------
+    Mutant(
+        "off-stripe-report-key-kept",
+        2,
+        "an off-Stripe report retries under the key Stripe poisoned with a 5xx",
+        (
+            Edit(
+                OFF_STRIPE_REPORTS,
+                "    moved = ledger_off_stripe.move_report_key(payment)\n",
+                "    moved = False\n",
+            ),
+        ),
+        (
+            f"{OFF_STRIPE_KEY_TESTS}::"
+            "test_a_5xx_moves_the_key_once_stripe_shows_nothing_happened_and_the_retry_reports_once",
+        ),
+    ),
     Mutant(
         "po-row-lock",
         2,
@@ -424,11 +468,45 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 "invoicing/admin/purchase_order_actions.py",
-                "        allowed = access.scope(queryset, request.user, role=Role.ORGANIZER)\n",
+                "        allowed = access.scope(queryset, request.user, "
+                "role=access.PURCHASE_ORDER_ACTIONS_ROLE)\n",
                 "        allowed = queryset\n",
             ),
         ),
         (f"{TEAM_WALK}::test_an_organizer_elsewhere_is_only_a_viewer_here",),
+    ),
+    Mutant(
+        "cancel-without-a-reason",
+        6,
+        "a PO is cancelled (its invoice voided or credited at Stripe) with no reason given",
+        (
+            Edit(
+                "invoicing/services/purchase_orders.py",
+                "    if not reason.strip():\n",
+                "    if False:\n",
+            ),
+        ),
+        (
+            "tests/core/test_purchase_orders.py::"
+            "test_cancel_without_a_reason_is_refused_and_changes_nothing",
+            "tests/core/test_reissue_cancel.py::test_cancel_without_a_reason_asks_nothing_of_stripe",
+        ),
+    ),
+    Mutant(
+        "po-buttons-ignore-the-role",
+        7,
+        "the PO page offers a viewer the buttons of actions that then refuse them",
+        (
+            Edit(
+                "invoicing/admin/purchase_order_story.py",
+                "    if not role.includes(access.PURCHASE_ORDER_ACTIONS_ROLE):\n",
+                "    if False:\n",
+            ),
+        ),
+        (
+            "tests/ops/test_team_roles.py::"
+            "test_the_po_page_offers_action_buttons_only_to_whom_the_actions_allow",
+        ),
     ),
     Mutant(
         "money-settings-without-password",
@@ -506,6 +584,75 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             "tests/core/test_refund_locks.py::"
             "test_a_second_refund_waits_for_the_first_and_finds_the_money_spoken_for",
+        ),
+    ),
+    Mutant(
+        "over-credit-by-line-accepted",
+        6,
+        "a reduction by line asking more of a line than its invoice still bills is saved and sent",
+        (
+            Edit(
+                "invoicing/selectors_credit_lines.py",
+                "    if quantity > line.left:\n",
+                "    if False:\n",
+            ),
+        ),
+        (
+            "tests/core/test_reduce_by_line.py::"
+            "test_more_than_a_line_still_bills_is_refused_and_nothing_reaches_stripe",
+        ),
+    ),
+    Mutant(
+        "reduce-credit-note-twice-after-crash",
+        2,
+        "a reduction whose credit note Stripe made before the crash makes a second one on retry",
+        (
+            Edit(
+                "invoicing/services/amount_owed.py",
+                "        note = _earlier_credit_note(client, row)\n",
+                "        note = None\n",
+            ),
+        ),
+        (
+            "tests/core/test_reduce_by_line.py::test_a_crash_between_stripes_answer_and_our_save_credits_once",
+        ),
+    ),
+    Mutant(
+        "overpaid-excess-stays-on-po",
+        2,
+        "what Stripe credited to the customer's balance from an overpaid invoice stays counted "
+        "on its PO (and again on the next PO that uses the balance)",
+        (
+            Edit(
+                LEDGER_BALANCE,
+                "    if snapshot.amount_overpaid <= 0 or snapshot.status == "
+                "StripeInvoiceStatus.DELETED:\n",
+                "    if True:\n",
+            ),
+        ),
+        (
+            f"{BALANCE_MOVES_TESTS}::test_an_overpaid_invoice_moves_its_excess_off_the_po_once",
+            f"{BALANCE_MOVES_TESTS}::"
+            "test_growth_of_amount_overpaid_moves_only_the_growth_in_any_order",
+        ),
+    ),
+    Mutant(
+        "post-payment-credit-stays-on-po",
+        2,
+        "a credit note's customer balance credit or out-of-band amount on a paid invoice stays "
+        "counted as received on the PO",
+        (
+            Edit(
+                "invoicing/services/ledger_credits.py",
+                "    ledger_balance.apply_post_payment(locked, facts, seen_via=seen_via)\n",
+                "",
+            ),
+        ),
+        (
+            f"{BALANCE_MOVES_TESTS}::"
+            "test_a_credit_note_crediting_the_balance_after_payment_leaves_the_po_paid",
+            f"{BALANCE_MOVES_TESTS}::"
+            "test_voiding_the_credit_note_reverses_its_entries_whatever_the_order",
         ),
     ),
 )

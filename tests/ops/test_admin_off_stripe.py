@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from decimal import Decimal
+from html import unescape
 
 import pytest
 from django.test import Client
@@ -73,11 +74,20 @@ def test_more_than_is_due_needs_a_reason_and_then_shows_where_it_went(
         invoiced_po.stripe_invoice_id
     )
     assert (invoice.status, invoice.amount_overpaid) == ("paid", 5000)
-    # The ledger: the ACH payment on Stripe, the wire off Stripe; nothing counted twice.
+    # The ledger: the ACH payment on Stripe, the wire off Stripe, and the 50.00 Stripe credited
+    # to the customer's balance leaving the PO; nothing counted twice, and the PO is settled.
     assert sorted(invoiced_po.payments.values_list("method", "amount")) == [
+        (PurchaseOrderPayment.Method.CREDIT_BALANCE, Decimal("-50.000")),
         (PurchaseOrderPayment.Method.STRIPE, Decimal("1000.000")),
         (PurchaseOrderPayment.Method.WIRE, Decimal("5400.000")),
     ]
+    invoiced_po.refresh_from_db()
+    assert invoiced_po.status == PurchaseOrder.Status.PAID
+    html = unescape(page_text(admin_client.get(change_url(invoiced_po))))
+    assert (
+        "50.00 USD moved to the customer's credit balance at Stripe "
+        f"(invoice {invoiced_po.stripe_invoice_id})" in html
+    )
 
 
 def test_a_payment_on_a_paid_invoice_is_recorded_here_only_and_says_so(

@@ -228,6 +228,7 @@ def test_seed_demo_creates_everything_once(demo_settings: EmulatorHandle, var_di
         "DEMO-1005": "cancelled",
         "DEMO-1006": DEMO_REFUNDED_STATUS,
         "DEMO-1007": "invoiced",
+        "DEMO-1008": "invoiced",
     }
     approved = PurchaseOrder.objects.get(reference="DEMO-1004")
     assert approved.approved_by == admin
@@ -243,13 +244,18 @@ def test_seed_demo_creates_everything_once(demo_settings: EmulatorHandle, var_di
     (note,) = client.v1.credit_notes.list({"invoice": reduced.stripe_invoice_id}).data
     assert (note.amount, note.memo) == (50000, _demo_money.REDUCE_REASON)
     assert reduced.stripe_amount_remaining == Decimal("2000.00")
+    by_line = PurchaseOrder.objects.get(reference="DEMO-1008")
+    (note,) = client.v1.credit_notes.list({"invoice": by_line.stripe_invoice_id}).data
+    (credited,) = client.v1.credit_notes.line_items.list(note.id).data
+    assert (credited.type, credited.quantity, credited.amount) == ("invoice_line_item", 2, 40000)
+    assert by_line.stripe_amount_remaining == Decimal("2100.00")
     assert set(StripeWriteRequest.objects.values_list("state", flat=True)) == {"succeeded"}
 
     # Idempotent: nothing new, same endpoint, same password.
     again = seed(key)
     assert "kept" in again
     assert f"Admin login: admin / {password}" in again
-    assert PurchaseOrder.objects.filter(conference=conference).count() == 7
+    assert PurchaseOrder.objects.filter(conference=conference).count() == 8
     assert len(client.v1.refunds.list().data) == 1
     assert Conference.objects.count() == 1
     conference_after = Conference.objects.get(pk=conference.pk)
@@ -267,7 +273,7 @@ def test_seed_demo_starts_over_when_the_emulator_forgot_the_account(
     approved.refresh_from_db()
     assert approved.stripe_invoice_id
     # DEMO-1004's customer, and those of the refunded and the reduced POs (invoiced by the seed).
-    assert StripeCustomer.objects.exclude(stripe_customer_id="").count() == 3
+    assert StripeCustomer.objects.exclude(stripe_customer_id="").count() == 4
 
     # A restarted emulator is an empty account: same key, nothing behind it. A fresh key is the
     # same situation without restarting the session's emulator.
@@ -276,7 +282,11 @@ def test_seed_demo_starts_over_when_the_emulator_forgot_the_account(
     assert "reset the demo conference" in out
     # Only those the new seed made again, in the new account.
     customers = StripeCustomer.objects.values_list("email", "stripe_customer_id")
-    assert {email for email, _ in customers} == {"ap@stark.example", "payables@wayne.example"}
+    assert {email for email, _ in customers} == {
+        "ap@stark.example",
+        "payables@wayne.example",
+        "ap@cyberdyne.example",
+    }
     known = {customer.id for customer in demo_settings.client(fresh).v1.customers.list().data}
     assert {customer_id for _, customer_id in customers} == known
     po = PurchaseOrder.objects.get(reference="DEMO-1004")

@@ -180,3 +180,84 @@ def test_the_worker_retries_a_refund_whose_answer_was_lost_and_refunds_once(
     part_paid.refresh_from_db()
     assert part_paid.amount_received == 0
     assert part_paid.status == Status.REFUNDED
+
+
+def test_an_organizer_reduces_by_line_and_sees_what_each_line_has_left(
+    part_paid: PurchaseOrder, stripe_emulator: EmulatorHandle, stripe_secret_key: str
+) -> None:
+    """The default PO: line 1, 1 x Gold sponsorship 5,000.00; line 2, 3 x Conference ticket."""
+    organizer = signed_in(part_paid.conference, Role.ORGANIZER)
+    form = organizer.get(page(part_paid, "reduce")).content.decode()
+    assert "Credit of “Conference ticket”" in form
+    assert "3 on the invoice at 450.00 USD; 3 can still be credited." in form
+    assert "1 on the invoice at 5,000.00 USD; 1 can still be credited." in form
+
+    def refused(data: dict[str, str]) -> str:
+        response = organizer.post(page(part_paid, "reduce"), {"reason": "Two cancelled", **data})
+        assert response.status_code == 200
+        return str(response.context["form"].non_field_errors()[0])
+
+    assert refused({}) == "Enter an amount, or how many to credit on at least one line."
+    assert refused({"amount": "10", "line_2": "1"}) == (
+        "Reduce either by an amount or by lines, not both."
+    )
+    assert refused({"line_2": "4"}) == (
+        "Conference ticket: 4 is more than the 3 not credited yet (3 on the invoice)."
+    )
+    assert refused({"line_1": "1"}) == (  # 5,000.00 of a remaining 4,350.00
+        "5000.00 USD is more than what the invoice still asks (4350.00 USD)."
+    )
+    assert refused({"line_2": "-1"}) == "A quantity to credit cannot be negative."
+    assert not StripeWriteRequest.objects.exists()
+
+    response = organizer.post(
+        page(part_paid, "reduce"), {"line_2": "2", "reason": "Two cancelled"}, follow=True
+    )
+    assert (
+        f"{part_paid.reference}: reduction of 900.00 USD (Conference ticket: 2 of 3) queued"
+        in " ".join(notes(response))
+    )
+    row = settled(StripeWriteRequest.objects.get())
+    assert row.state == State.SUCCEEDED, row.error
+    client = stripe_emulator.client(stripe_secret_key)
+    (credited,) = client.v1.credit_notes.line_items.list(row.stripe_credit_note_id).data
+    assert (credited.invoice_line_item, credited.quantity) == (
+        row.plan[0]["invoice_line_item"],
+        2,
+    )
+    assert client.v1.invoices.retrieve(part_paid.stripe_invoice_id).amount_remaining == 345000
+
+    again = organizer.get(page(part_paid, "reduce")).content.decode()
+    assert "3 on the invoice at 450.00 USD; 2 credited already, 1 can still be credited." in again
+    assert refused({"line_2": "2"}) == (
+        "Conference ticket: 2 is more than the 1 not credited yet (3 on the invoice, 2 "
+        "credited already)."
+    )
+    po_page = organizer.get(page(part_paid)).content.decode()
+    assert "Conference ticket: 2 of 3" in po_page  # the request's row
+    assert "crediting Conference ticket: 2 of 3" in po_page  # the history
+
+
+def test_the_worker_retries_a_reduction_by_line_whose_answer_was_lost_and_credits_once(
+    part_paid: PurchaseOrder, stripe_emulator: EmulatorHandle, stripe_secret_key: str
+) -> None:
+    """Stripe issues the credit note, the connection drops before the answer: the task retries,
+    finds the note by its request and saves it; the invoice line is credited once."""
+    stripe_emulator.configure(
+        stripe_secret_key,
+        fail_next=[{"error": "reset_after_commit", "method": "POST", "path": "/v1/credit_notes$"}],
+    )
+    organizer = signed_in(part_paid.conference, Role.ORGANIZER)
+    organizer.post(page(part_paid, "reduce"), {"line_2": "3", "reason": "Tickets returned"})
+    row = settled(StripeWriteRequest.objects.get())
+    assert row.state == State.SUCCEEDED, row.error
+    client = stripe_emulator.client(stripe_secret_key)
+    (note,) = client.v1.credit_notes.list({"invoice": part_paid.stripe_invoice_id}).data
+    assert (note.id, note.amount) == (row.stripe_credit_note_id, 135000)
+    faults = [e for e in stripe_emulator.requests(stripe_secret_key) if e["fault"]]
+    assert len(faults) == 1
+    part_paid.refresh_from_db()
+    assert (part_paid.amount_owed, part_paid.balance_due) == (
+        Decimal("5000.00"),
+        Decimal("3000.00"),
+    )

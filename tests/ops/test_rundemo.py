@@ -201,11 +201,12 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(demo: Demo) -> None:
         "DEMO-1005": "cancelled",
         "DEMO-1006": DEMO_REFUNDED_STATUS,  # paid by card, then refunded
         "DEMO-1007": "invoiced",  # its amount owed reduced by a credit note
+        "DEMO-1008": "invoiced",  # reduced by line: 2 of its 5 booth passes
     }
     [(requests_done,)] = demo.query(
         "SELECT count(*) FROM invoicing_stripewriterequest WHERE state = 'succeeded'"
     )
-    assert requests_done == 2
+    assert requests_done == 3
 
     session = admin_session(demo, password)
     changelist = session.get(f"{demo.web}/admin/invoicing/purchaseorder/", timeout=10)

@@ -8,6 +8,7 @@ page's words alone. Superusers only: the team page (``None`` below).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -258,3 +259,28 @@ def test_each_role_does_exactly_its_list(
     assert happened == allowed, (
         f"a {role.label.lower()} {'could not' if allowed else 'could'} {capability.name}"
     )
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[role.value for role in Role])
+def test_the_po_page_offers_action_buttons_only_to_whom_the_actions_allow(
+    make_team: Callable[[str], Team], role: Role
+) -> None:
+    """The buttons a person sees are the actions that would not refuse them (their role, then the
+    PO's state); the actions refuse anyone else either way (``sync`` and friends above)."""
+    team = make_team("Own")
+    pages = {
+        po.reference: team.client(role).get(reverse(f"{PO}_change", args=[po.pk])).content.decode()
+        for po in (team.invoiced, team.unpaid)
+    }
+    offered = {
+        ref: set(re.findall(r'name="action" value="(\w+)"', page)) for ref, page in pages.items()
+    }
+    if role.includes(Role.ORGANIZER):
+        assert {"sync_selected", "reissue_selected", "cancel_selected"} <= offered[
+            team.invoiced.reference
+        ]
+        assert "void_selected" not in offered[team.invoiced.reference]  # part paid: Stripe refuses
+        assert "void_selected" in offered[team.unpaid.reference]
+    else:
+        assert offered == {team.invoiced.reference: set(), team.unpaid.reference: set()}
+        assert all("its organizers act on it" in page for page in pages.values())

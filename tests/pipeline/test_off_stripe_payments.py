@@ -3,7 +3,8 @@
 A wire recorded by staff is reported as a PaymentRecord attached to the PO's invoice, so Stripe's
 invoice asks only for the balance and the PO ends *paid*, not overpaid; recorded or reported twice,
 it reaches Stripe once; more than is due is refused, or recorded on purpose, and then Stripe
-credits the excess to the customer's balance, which pays part of their next invoice.
+credits the excess to the customer's balance, which leaves that PO (paid) and pays part of their
+next invoice.
 """
 
 from __future__ import annotations
@@ -194,7 +195,14 @@ def test_more_than_is_due_is_refused_or_an_overpayment_on_purpose_pays_the_next_
     assert (invoice.status, invoice.amount_overpaid) == ("paid", 65000)
     assert isinstance(invoice.customer, stripe.Customer)
     assert invoice.customer.balance == -65000
-    wait_for_status(po, Status.OVERPAID)
+    # Stripe moved the excess to the customer's balance: it left this PO, which Stripe settled.
+    wait_for_status(po, Status.PAID)
+    (moved,) = PurchaseOrderPayment.objects.filter(
+        purchase_order=po, kind=PurchaseOrderPayment.Kind.TO_CREDIT_BALANCE
+    )
+    assert (moved.amount, moved.stripe_invoice_id) == (Decimal("-650.00"), po.stripe_invoice_id)
+    po.refresh_from_db()
+    assert po.amount_received == po.total == Decimal("6350.00")
 
     # The same organization's next PO: Stripe applies the credit when finalizing its invoice.
     second = invoiced(make_purchase_order, webhook_conference)
@@ -215,4 +223,8 @@ def test_more_than_is_due_is_refused_or_an_overpayment_on_purpose_pays_the_next_
     wait_for_status(second, Status.PAID)
     wait_for_events_settled(webhook_conference)
     assert second.amount_received == second.total == Decimal("6350.00")
+    # The wire (7,000.00) and the card (5,700.00) are all the money that arrived, counted once.
+    po.refresh_from_db()
+    assert po.status == Status.PAID
+    assert po.amount_received + second.amount_received == Decimal("12700.00")
     compare_with_stripe(emulator=stripe_emulator, conference=webhook_conference).assert_consistent()

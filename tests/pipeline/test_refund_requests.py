@@ -1,6 +1,6 @@
 """An organizer's refund of an ACH payment, end to end: the worker sends it, Stripe keeps it
 pending, the bank's answer (the emulator's control API) comes back by webhook through the inbox
-and reaches the ledger, and the request on the PO's page says how it ended.
+and reaches the ledger, and the request's row (its state and error) says how it ended.
 """
 
 from __future__ import annotations
@@ -78,15 +78,19 @@ def test_an_ach_refund_waits_for_the_bank_then_reaches_the_ledger(
     if bank_says == "settled":
         stripe_emulator.settle_refund(refund_id)
         wait_for_status(po, Status.REFUNDED)
-        assert write_request_outcome(row) == "Done (the bank confirmed)"
+        row.refresh_from_db()
+        assert (row.state, row.error, write_request_outcome(row)) == (State.SUCCEEDED, "", "Done")
         assert po.amount_received == 0
     else:
-        stripe_emulator.fail_refund(refund_id)
+        stripe_emulator.fail_refund(refund_id, failure_reason="insufficient_funds")
         wait_for(
             lambda: po.payments.filter(kind=Entry.REFUND_REVERSAL).exists(),
             message="the failed refund never reached the ledger",
         )
-        assert write_request_outcome(row) == "Failed at the bank (the money came back)"
+        row.refresh_from_db()  # written with the ledger entry, in the same transaction
+        assert (row.state, write_request_outcome(row)) == (State.FAILED, "Failed at the bank")
+        assert row.error.startswith(f"Stripe could not refund 6350.00 USD ({refund_id}): ")
+        assert "(insufficient_funds)" in row.error
         assert PurchaseOrder.objects.get(pk=po.pk).amount_received == Decimal("6350.00")
         assert refundable_amount(po) == Decimal("6350.00")  # it may be refunded again
     wait_for_events_settled(po.conference)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from celery.signals import task_postrun
 
 from invoicing.models import Conference, PurchaseOrder
 from invoicing.services import ledger, purchase_orders
@@ -141,15 +142,24 @@ def test_a_task_for_work_already_done_is_a_quiet_no_op(
     po = make_purchase_order(conference=stripe_conference)
     wait_for_status(po, Status.INVOICED)
     stripe_emulator.clear_requests(stripe_secret_key)
-    tasks.create_invoice_for_purchase_order.delay(po.pk)
-    tasks.create_invoice_for_purchase_order.delay(10**12)  # no such PO
-    tasks.sync_purchase_order.delay(10**12)
-    marker = tasks.sync_purchase_order.delay(po.pk)  # runs after the others (one solo worker)
-    assert marker is not None
-    wait_for(
-        lambda: any(e["method"] == "GET" for e in stripe_emulator.requests(stripe_secret_key)),
-        message="the sync never ran",
-    )
+    finished: set[str] = set()
+
+    def note_finished(task_id: str, **_: Any) -> None:
+        finished.add(task_id)
+
+    # The embedded worker is a thread of this process: its task_postrun says a task is over, so
+    # the test ends only after the marker's last write (the database flush must not meet it).
+    task_postrun.connect(note_finished, weak=False)
+    try:
+        tasks.create_invoice_for_purchase_order.delay(po.pk)
+        tasks.create_invoice_for_purchase_order.delay(10**12)  # no such PO
+        tasks.sync_purchase_order.delay(10**12)
+        marker = tasks.sync_purchase_order.delay(po.pk)  # runs after the others (one solo worker)
+        assert marker is not None
+        wait_for(lambda: marker.id in finished, message="the sync never finished")
+    finally:
+        task_postrun.disconnect(note_finished)
+    assert any(e["method"] == "GET" for e in stripe_emulator.requests(stripe_secret_key))
     writes = [e for e in stripe_emulator.requests(stripe_secret_key) if e["method"] == "POST"]
     assert writes == []
     po.refresh_from_db()

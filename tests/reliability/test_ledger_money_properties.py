@@ -4,17 +4,18 @@ Hypothesis draws a history for one PO whose invoice really exists at the emulato
 ``create_stripe_invoice`` in a fresh emulator account per example): partial payments by card and
 ACH (some ACH debits failing days later), full and partial refunds made in the Dashboard (ACH
 refunds pending, then settled or failed), credit notes before and after payment (the part beyond
-what is still owed refunded or paid back outside Stripe; some voided), disputes opened on card
-charges and won or lost. Between those steps it delivers events the emulator really produced
-(read from its ``/v1/events``, the bodies Stripe would POST) in a shuffled order with duplicates,
-through the inbox or straight to the handlers, and runs the reconciliation at random points.
-At the end every event is delivered 0 to 3 times in random order; when some were never
-delivered, a last reconciliation must catch them.
+what is still owed refunded, credited to the customer's balance or paid back outside Stripe;
+some voided), disputes opened on card charges and won or lost. Between those steps it delivers
+events the emulator really produced (read from its ``/v1/events``, the bodies Stripe would POST)
+in a shuffled order with duplicates, through the inbox or straight to the handlers, and runs the
+reconciliation at random points. At the end every event is delivered 0 to 3 times in random
+order; when some were never delivered, a last reconciliation must catch them.
 
 Then, for the invoice: our net Stripe entries equal Stripe's ``amount_paid`` minus succeeded
 refunds minus disputed funds withdrawn and not reinstated, our credits equal its credit notes
 that are not void, the PO's status is the one those amounts imply (computed here from Stripe's
-side), and ``compare_with_stripe`` finds nothing to report.
+side, what credit notes moved to the customer's balance or paid back outside Stripe included),
+and ``compare_with_stripe`` finds nothing to report.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ steps = st.one_of(
     st.tuples(st.just("refund_fail"), st.integers(0, 3)),
     st.tuples(
         st.just("credit_note"),
-        st.tuples(FRACTIONS, st.sampled_from(["refund", "out_of_band"])),
+        st.tuples(FRACTIONS, st.sampled_from(["refund", "out_of_band", "credit"])),
     ),
     st.tuples(st.just("void_credit_note"), st.integers(0, 3)),
     st.tuples(st.just("dispute"), st.tuples(st.integers(0, 3), FRACTIONS)),
@@ -82,6 +83,14 @@ steps = st.one_of(
     st.tuples(st.just("deliver"), st.integers(1, 10)),
     st.tuples(st.just("reconcile"), st.none()),
 )
+
+
+# Where a credit note's part beyond what is still owed goes (Stripe's create parameters).
+POST_PAYMENT_PARAMS = {
+    "refund": "refund_amount",
+    "out_of_band": "out_of_band_amount",
+    "credit": "credit_amount",
+}
 
 
 @dataclass
@@ -118,10 +127,13 @@ def list_events(emulator: EmulatorHandle, secret_key: str) -> list[dict[str, Any
 
 
 def expected_status(*, total: int, paid: int, refunds: int, disputes: int, credits: int,
-                    invoice_status: str) -> str:  # fmt: skip
-    """The PO status Stripe's amounts imply (README, the ledger section), from Stripe's side."""
-    net, owed = paid - refunds - disputes, total - credits
-    if paid > 0 and net <= 0:
+                    to_balance: int, paid_back: int, invoice_status: str) -> str:  # fmt: skip
+    """The PO status Stripe's amounts imply (README, the ledger section), from Stripe's side.
+
+    What credit notes credited to the customer's balance or paid back outside Stripe left the PO;
+    money that went to the balance was not given back, so it never makes the PO refunded."""
+    net, owed = paid - refunds - disputes - to_balance - paid_back, total - credits
+    if paid > 0 and net + to_balance <= 0:
         return Status.REFUNDED
     if net == owed and (net > 0 or credits > 0):
         return Status.PAID
@@ -280,9 +292,7 @@ def test_refunds_disputes_and_credit_notes_reach_the_ledger_exactly_once(
                     params: dict[str, Any] = {"invoice": invoice_id, "amount": amount}
                     post = amount - min(amount, remaining)
                     if post:
-                        params["refund_amount" if beyond == "refund" else "out_of_band_amount"] = (
-                            post
-                        )
+                        params[POST_PAYMENT_PARAMS[beyond]] = post
                     note = dashboard.v1.credit_notes.create(params=params)  # type: ignore[arg-type]
                     history.credit_notes.append(note.id)
                 elif name == "void_credit_note" and history.credit_notes:
@@ -354,6 +364,8 @@ def test_refunds_disputes_and_credit_notes_reach_the_ledger_exactly_once(
             refunds=stripe_side["refunds"],
             disputes=stripe_side["disputes"],
             credits=stripe_side["credits"],
+            to_balance=stripe_side["credited to balance"],
+            paid_back=stripe_side["paid back outside Stripe"],
             invoice_status=str(invoice.status),
         )
         assert po.status == expected, f"PO {po.status}, expected {expected}: {history.counts}"

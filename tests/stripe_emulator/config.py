@@ -14,6 +14,7 @@ ERROR_KINDS = (
     "lock_timeout",  # 429 lock_timeout with Stripe-Should-Retry: true (retried)
     "connection_reset",  # the connection is closed before the request executes
     "reset_after_commit",  # the request executes, then the connection is closed unanswered
+    "500_after_commit",  # the request executes, then answers 500 (saved under the key)
 )
 
 

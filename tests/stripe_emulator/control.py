@@ -117,8 +117,17 @@ def handle(
         else:
             account = store.account(key)
             with store.lock:
-                account.clock_offset += seconds
+                account.advance_clock(seconds)
         return _clock(store, key)
+    if parts == ["clock", "freeze"] and method == "POST":
+        options = _body(body, headers)
+        frozen = options.get("frozen", True)
+        if not isinstance(frozen, bool):
+            raise invalid_request("Invalid frozen: true or false.", param="frozen")
+        account = _account(store, headers)
+        with store.lock:
+            account.freeze_clock(store.clock, frozen=frozen)
+        return _clock(store, _optional_key(headers))
     if parts == ["deliveries"] and method == "GET":
         account = _account(store, headers)
         with store.lock:
@@ -169,7 +178,11 @@ def _clock(store: Store, key: str | None) -> Response:
         return _ok({"now": store.clock.now(), "offset": store.clock.offset})
     account = store.account(key)
     return _ok(
-        {"now": account.now(store.clock), "offset": store.clock.offset + account.clock_offset}
+        {
+            "now": account.now(store.clock),
+            "offset": store.clock.offset + account.clock_offset,
+            "frozen": account.clock_frozen_at is not None,
+        }
     )
 
 

@@ -202,6 +202,11 @@ class EmulatorHandle:
         """
         self._call("POST", "/_emulator/clock/advance", {"seconds": seconds}, secret_key=secret_key)
 
+    def freeze_clock(self, secret_key: str, *, frozen: bool = True) -> None:
+        """Stop the account's clock (every object it creates gets the same ``created``) until
+        advanced or let run again (``frozen=False``), as a Stripe test clock."""
+        self._call("POST", "/_emulator/clock/freeze", {"frozen": frozen}, secret_key=secret_key)
+
     def now(self, *, secret_key: str | None = None) -> float:
         result = self._call("GET", "/_emulator/clock", secret_key=secret_key)
         now: float = result["now"]

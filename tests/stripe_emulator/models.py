@@ -385,11 +385,31 @@ class Account:
         self.deliveries: list[dict[str, Any]] = []
         self.delivered: set[tuple[str, str]] = set()
         self.clock_offset = 0.0
+        # Set: the account's time stands still there (and moves only when advanced), as a Stripe
+        # test clock's objects live at its ``frozen_time`` (API reference, "Test Clocks": "create
+        # objects at a frozen time ... and advance to a specific future time").
+        self.clock_frozen_at: float | None = None
         self._seq = 0
 
     def now(self, clock: Clock) -> float:
         """The account's time: the emulator's clock plus what tests advanced for this account."""
+        if self.clock_frozen_at is not None:
+            return self.clock_frozen_at
         return clock.now() + self.clock_offset
+
+    def freeze_clock(self, clock: Clock, *, frozen: bool) -> None:
+        """Stop the account's time where it is, or let it run on from there (never backwards)."""
+        if frozen and self.clock_frozen_at is None:
+            self.clock_frozen_at = self.now(clock)
+        elif not frozen and self.clock_frozen_at is not None:
+            self.clock_offset = self.clock_frozen_at - clock.now()
+            self.clock_frozen_at = None
+
+    def advance_clock(self, seconds: float) -> None:
+        if self.clock_frozen_at is not None:
+            self.clock_frozen_at += seconds
+        else:
+            self.clock_offset += seconds
 
     def next_seq(self) -> int:
         self._seq += 1

@@ -106,15 +106,19 @@ class ApiPipeline:
             raise _fault_error(fault)
 
         try:
-            if fault == "500":
+            if fault != "500":
+                status, payload, headers = self._execute(
+                    account, method, path, raw_params, idempotency_key, request_id, forget_key
+                )
+            if fault in ("500", "500_after_commit"):
+                # Docs "Idempotent requests": Stripe saves the first response "after endpoint
+                # execution begins" and replays it, "including 500 errors"; "Advanced error
+                # handling" (server errors): the result of a 500 is indeterminate, so the write
+                # may have happened (500_after_commit) or not (500).
                 error = StripeError(500, "An unknown error occurred", error_type="api_error")
                 if idempotency_key is not None:
                     error.headers["Stripe-Should-Retry"] = "false"
                 status, payload, headers = 500, json_bytes(error.body(request_id)), error.headers
-            else:
-                status, payload, headers = self._execute(
-                    account, method, path, raw_params, idempotency_key, request_id, forget_key
-                )
         except BaseException:
             forget_key()
             raise

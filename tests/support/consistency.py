@@ -6,7 +6,10 @@ metadata our code writes, and every PO's Stripe payments are summed per invoice.
 invoice was voided (and not yet re-issued) has no payable invoice; its mirror must say ``void``.
 Money going back is compared per invoice too: our refund entries (net of reversals) with its
 succeeded refunds, our dispute entries with the disputed funds withdrawn and not reinstated, our
-credits with its credit notes that are not void.
+credits with its credit notes that are not void. Money Stripe moved off an invoice without a
+refund is compared too: our credit-balance entries with its ``amount_overpaid`` and with its
+credit notes' customer balance credits, our paid-back-outside-Stripe entries with their
+``out_of_band_amount`` (credit notes not void).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def compare_with_stripe(
     currencies: dict[str, str] = {}
     off_stripe: dict[str, Decimal] = {}
     credit_applied: dict[str, Decimal] = {}
+    overpaid: dict[str, Decimal] = {}
     for invoice in invoices:
         metadata = invoice.metadata.to_dict() if invoice.metadata is not None else {}
         uid = metadata.get("po_uid")
@@ -91,6 +95,7 @@ def compare_with_stripe(
         off_stripe[invoice.id] = money.from_minor_units(
             invoice.amount_paid_off_stripe or 0, invoice.currency
         )
+        overpaid[invoice.id] = money.from_minor_units(invoice.amount_overpaid, invoice.currency)
         if invoice.status != "draft" and invoice.starting_balance < 0:
             applied = min(invoice.ending_balance or 0, 0) - invoice.starting_balance
             credit_applied[invoice.id] = money.from_minor_units(applied, invoice.currency)
@@ -146,7 +151,30 @@ def compare_with_stripe(
             )
     _compare_money_going_back(client, conference, currencies, report)
     _compare_off_stripe(report, conference, off_stripe=off_stripe, credit_applied=credit_applied)
+    _compare_overpaid(report, conference, overpaid=overpaid)
     return report
+
+
+def _compare_overpaid(
+    report: ConsistencyReport, conference: Conference, *, overpaid: dict[str, Decimal]
+) -> None:
+    """What Stripe credited to the customer's balance from each overpaid invoice left its PO."""
+    rows = (
+        PurchaseOrderPayment.objects.filter(
+            purchase_order__conference=conference, overpaid_after__isnull=False
+        )
+        .values("stripe_invoice_id")
+        .annotate(total=Sum("amount"))
+    )
+    ours = {row["stripe_invoice_id"]: -row["total"] for row in rows}
+    for invoice_id in sorted(set(ours) | {k for k, v in overpaid.items() if v}):
+        stripe_says = overpaid.get(invoice_id, Decimal(0))
+        mine = ours.get(invoice_id, Decimal(0))
+        if mine != stripe_says:
+            report.problems.append(
+                f"invoice {invoice_id}: Stripe amount_overpaid {stripe_says}, moved to the "
+                f"credit balance in the ledger {mine}"
+            )
 
 
 def money_going_back(
@@ -156,12 +184,24 @@ def money_going_back(
     credit notes not void (minor units). Read account-wide: three lists, then the invoice
     payments only when something was refunded or disputed."""
     found: dict[str, dict[str, int]] = defaultdict(
-        lambda: {"refunds": 0, "disputes": 0, "credits": 0}
+        lambda: {
+            "refunds": 0,
+            "disputes": 0,
+            "credits": 0,
+            "credited to balance": 0,
+            "paid back outside Stripe": 0,
+        }
     )
     for note in client.v1.credit_notes.list({"limit": 100}).auto_paging_iter():
         invoice_id = note.invoice if isinstance(note.invoice, str) else note.invoice.id
         if invoice_id in invoice_ids and note.status != "void":
             found[invoice_id]["credits"] += note.amount
+            out_of_band = note.out_of_band_amount or 0
+            linked = sum(refund.amount_refunded for refund in note.refunds)
+            found[invoice_id]["credited to balance"] += (
+                note.post_payment_amount - out_of_band - linked
+            )
+            found[invoice_id]["paid back outside Stripe"] += out_of_band
     refunds = list(client.v1.refunds.list({"limit": 100}).auto_paging_iter())
     disputes = list(client.v1.disputes.list({"limit": 100}).auto_paging_iter())
     if not refunds and not disputes:
@@ -194,15 +234,24 @@ def _compare_money_going_back(
 ) -> None:
     stripe_side = money_going_back(client, set(currencies))
     Kind = PurchaseOrderPayment.Kind
-    ours: dict[str, dict[str, Decimal]] = defaultdict(
-        lambda: {"refunds": Decimal(0), "disputes": Decimal(0), "credits": Decimal(0)}
-    )
+    buckets = {
+        Kind.REFUND: "refunds",
+        Kind.REFUND_REVERSAL: "refunds",
+        Kind.DISPUTE: "disputes",
+        Kind.DISPUTE_REINSTATEMENT: "disputes",
+        Kind.TO_CREDIT_BALANCE: "credited to balance",
+        Kind.TO_CREDIT_BALANCE_REVERSAL: "credited to balance",
+        Kind.PAID_BACK_OFF_STRIPE: "paid back outside Stripe",
+        Kind.PAID_BACK_OFF_STRIPE_REVERSAL: "paid back outside Stripe",
+    }
+    ours: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     entries = PurchaseOrderPayment.objects.filter(purchase_order__conference=conference).exclude(
         kind=Kind.PAYMENT
     )
     for entry in entries:
-        bucket = "refunds" if entry.kind in {Kind.REFUND, Kind.REFUND_REVERSAL} else "disputes"
-        ours[entry.stripe_invoice_id][bucket] -= entry.amount
+        if entry.overpaid_after is not None:
+            continue  # an overpaid invoice's excess: compared with amount_overpaid
+        ours[entry.stripe_invoice_id][buckets[Kind(entry.kind)]] -= entry.amount
     credits = PurchaseOrderCredit.objects.filter(
         purchase_order__conference=conference, voided_at__isnull=True
     )
@@ -210,7 +259,7 @@ def _compare_money_going_back(
         ours[credit.stripe_invoice_id]["credits"] += credit.amount
     for invoice_id in sorted(set(stripe_side) | set(ours)):
         currency = currencies.get(invoice_id, conference.currency)
-        for bucket in ("refunds", "disputes", "credits"):
+        for bucket in stripe_side[invoice_id]:
             theirs = money.from_minor_units(stripe_side[invoice_id][bucket], currency)
             mine = ours[invoice_id][bucket]
             if theirs != mine:
@@ -235,7 +284,9 @@ def _compare_off_stripe(
     ):
         rows = (
             PurchaseOrderPayment.objects.filter(
-                purchase_order__conference=conference, method__in=methods
+                purchase_order__conference=conference,
+                method__in=methods,
+                kind=PurchaseOrderPayment.Kind.PAYMENT,
             )
             .exclude(applied_invoice_id="")
             .values("applied_invoice_id")

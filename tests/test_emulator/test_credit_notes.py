@@ -252,6 +252,82 @@ def test_lines_by_amount_or_quantity(
     )
 
 
+def test_one_line_twice_in_a_credit_note_counts_both(
+    client: stripe.StripeClient, send_invoice: SendInvoice
+) -> None:
+    invoice = send_invoice(
+        [
+            {
+                "price_data": {
+                    "currency": "usd",
+                    "product_data": {"name": "Booth pass"},
+                    "unit_amount": 10000,
+                },
+                "quantity": 5,
+                "description": "Booth passes",
+            },
+            {"amount": 100000, "description": "Gold sponsorship"},
+        ]
+    )
+    passes = invoice.lines.data[0].id
+
+    def refused(lines: list[dict[str, Any]]) -> str:
+        with pytest.raises(stripe.InvalidRequestError) as caught:
+            client.v1.credit_notes.create(params={"invoice": invoice.id, "lines": lines})  # type: ignore[typeddict-item]
+        return str(caught.value.user_message)
+
+    by_quantity = {"type": "invoice_line_item", "invoice_line_item": passes, "quantity": 3}
+    # 3 + 3 of 5: over what the line billed, though each entry alone (and the sum) fits the invoice
+    assert "maximum creditable" in refused([by_quantity, by_quantity])
+    # "You can't combine discount types on an invoice line item", within one note too
+    by_amount = {"type": "invoice_line_item", "invoice_line_item": passes, "amount": 100}
+    assert "by quantity" in refused([by_quantity, by_amount])
+    assert client.v1.credit_notes.list(params={"invoice": invoice.id}).data == []
+
+
+def test_lines_on_a_taxed_invoice_are_refused_not_credited_without_tax(
+    client: stripe.StripeClient, stripe_emulator: EmulatorHandle, stripe_secret_key: str
+) -> None:
+    stripe_emulator.configure(stripe_secret_key, tax_rates={"DE": "19"})
+    customer = client.v1.customers.create(
+        params={
+            "name": "Globex GmbH",
+            "address": {
+                "line1": "Unter den Linden 1",
+                "city": "Berlin",
+                "postal_code": "10117",
+                "country": "DE",
+            },
+        }
+    )
+    invoice = client.v1.invoices.create(
+        params={
+            "customer": customer.id,
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+            "automatic_tax": {"enabled": True},
+        }
+    )
+    client.v1.invoices.add_lines(invoice.id, params={"lines": [{"amount": 10000}]})
+    invoice = client.v1.invoices.finalize_invoice(invoice.id)
+    line = invoice.lines.data[0].id
+
+    def refused(line: dict[str, Any]) -> str | None:
+        with pytest.raises(stripe.InvalidRequestError) as caught:
+            client.v1.credit_notes.create(params={"invoice": invoice.id, "lines": [line]})  # type: ignore[list-item]
+        param: str | None = caught.value.param
+        return param
+
+    assert refused({"type": "invoice_line_item", "invoice_line_item": line, "amount": 100}) == (
+        "lines"
+    )
+    # API reference: "`custom_line_item` is not valid when the invoice is set up with
+    # `automatic_tax[enabled]=true`"
+    custom = {"type": "custom_line_item", "description": "Goodwill", "unit_amount": 100}
+    assert refused(custom) == "lines[0][type]"
+    assert client.v1.invoices.retrieve(invoice.id).amount_remaining == 11900
+
+
 def test_preview_changes_nothing(client: stripe.StripeClient, open_invoice: stripe.Invoice) -> None:
     params: dict[str, Any] = {"invoice": open_invoice.id, "amount": 1000, "memo": "Preview"}
     preview = client.v1.credit_notes.preview(params=params)  # type: ignore[arg-type]

@@ -220,3 +220,23 @@ def test_bad_config_is_refused(
         stripe_emulator.configure(stripe_secret_key, **options)
     assert caught.value.status == 400
     assert stripe_emulator.config(stripe_secret_key) == before
+
+
+def test_a_500_after_commit_left_the_object_and_is_replayed_for_its_key(
+    stripe_emulator: EmulatorHandle, stripe_secret_key: str
+) -> None:
+    """Stripe's 500 is indeterminate: this one did the work, and its key keeps answering 500."""
+    client = stripe_emulator.client(stripe_secret_key)
+    stripe_emulator.configure(stripe_secret_key, fail_next=["500_after_commit"])
+    for _ in range(2):
+        with pytest.raises(stripe.APIError) as raised:
+            client.v1.customers.create(
+                params={"email": "half@x.example"}, options={"idempotency_key": "k-500-commit"}
+            )
+        assert raised.value.http_status == 500
+    assert len(_customers(client)) == 1
+    posts = [e for e in stripe_emulator.requests(stripe_secret_key) if e["method"] == "POST"]
+    assert [(e["fault"], e["idempotent_replayed"]) for e in posts] == [
+        ("500_after_commit", False),
+        (None, True),
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import stripe
 
@@ -68,6 +70,8 @@ def test_unknown_cursor(client: stripe.StripeClient) -> None:
 def test_invoice_filters(
     client: stripe.StripeClient, stripe_emulator: EmulatorHandle, stripe_secret_key: str
 ) -> None:
+    # Frozen: ``draft`` and ``sent`` share their creation second however slow the machine is.
+    stripe_emulator.freeze_clock(stripe_secret_key)
     alice = client.v1.customers.create(params={"email": "alice@example.com"})
     bob = client.v1.customers.create(params={"email": "bob@example.com"})
     draft = client.v1.invoices.create(params={"customer": alice.id})
@@ -91,6 +95,24 @@ def test_invoice_filters(
     assert ids(created={"lt": later.created}) == [sent.id, draft.id]
     assert ids(created=draft.created) == [sent.id, draft.id]
     assert ids(status="paid") == []
+
+
+def test_a_frozen_account_clock_stands_still_until_advanced(
+    client: stripe.StripeClient, stripe_emulator: EmulatorHandle, stripe_secret_key: str
+) -> None:
+    other = stripe_emulator.new_secret_key()
+    stripe_emulator.freeze_clock(stripe_secret_key)
+    frozen = stripe_emulator.now(secret_key=stripe_secret_key)
+    time.sleep(0.05)
+    assert stripe_emulator.now(secret_key=stripe_secret_key) == frozen
+    assert client.v1.customers.create().created == int(frozen)
+    assert stripe_emulator.now(secret_key=other) > frozen  # other accounts run on
+    stripe_emulator.advance_clock(60, secret_key=stripe_secret_key)
+    assert stripe_emulator.now(secret_key=stripe_secret_key) == frozen + 60
+    stripe_emulator.freeze_clock(stripe_secret_key, frozen=False)
+    resumed = stripe_emulator.now(secret_key=stripe_secret_key)
+    time.sleep(0.05)
+    assert frozen + 60 <= resumed < stripe_emulator.now(secret_key=stripe_secret_key)
 
 
 def test_customers_list_by_email(client: stripe.StripeClient) -> None:

@@ -199,3 +199,24 @@ def test_idempotency_keys_attach_once(
     )
     assert included.amount_paid_off_stripe == 2000
     assert "amount_paid_off_stripe" not in client.v1.invoices.retrieve(open_invoice.id)
+
+
+def test_records_list_newest_first_by_creation_time_and_page(
+    client: stripe.StripeClient, stripe_emulator: EmulatorHandle, stripe_secret_key: str
+) -> None:
+    first = _report(client, _guaranteed(1000))
+    stripe_emulator.advance_clock(10, secret_key=stripe_secret_key)
+    second = _report(client, _guaranteed(2000))
+    third = _report(client, _guaranteed(3000))
+    listed = client.v1.payment_records.list({"limit": 2})
+    assert [r.id for r in listed.data] == [third.id, second.id]
+    assert listed.has_more is True
+    assert [r.id for r in listed.auto_paging_iter()] == [third.id, second.id, first.id]
+    # "created after" / "created before" the timestamp: strictly.
+    after = client.v1.payment_records.list({"created_after": first.created})
+    assert [r.id for r in after.data] == [third.id, second.id]
+    before = client.v1.payment_records.list({"created_before": second.created})
+    assert [r.id for r in before.data] == [first.id]
+    unknown: dict[str, Any] = {"customer": "cus_x"}  # not a filter of this list
+    with pytest.raises(stripe.InvalidRequestError, match="customer"):
+        client.v1.payment_records.list(unknown)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
-"""The demo's money going back: a PO paid then refunded, and one whose amount owed was reduced by
-a credit note (``seed_demo``).
+"""The demo's money going back: a PO paid then refunded, one whose amount owed was reduced by a
+credit note, and one reduced by line (a credit note crediting two of its booth passes;
+``seed_demo``).
 
 Both go through what an organizer's buttons do (a request row, then the worker's service), run
 here in the command so the demo shows them at once. The customer's card payment is made the way
@@ -30,6 +31,8 @@ REFUND_AMOUNT = Decimal("2350.00")  # all of DEMO-1006: the PO ends "Refunded"
 REFUND_REASON = "Stark Industries withdrew its sponsorship; refunded in full."
 REDUCE_AMOUNT = Decimal("500.00")
 REDUCE_REASON = "Booth moved to a smaller space (2 x 3 m)."
+REDUCE_LINES = {2: 2}  # DEMO-1008's line 2: 2 of its 5 booth passes
+REDUCE_LINES_REASON = "Two booth staff cancelled their trip."
 
 
 def _invoiced(po: PurchaseOrder, admin: Any) -> PurchaseOrder:
@@ -76,6 +79,21 @@ def owes_less(po: PurchaseOrder, admin: Any) -> PurchaseOrder:
         kind=Kind.REDUCE,
         amount=REDUCE_AMOUNT,
         reason=REDUCE_REASON,
+        requested_by=admin,
+    )
+    process_reduce_request(write_request=row)
+    po.refresh_from_db()
+    return po
+
+
+def owes_less_by_line(po: PurchaseOrder, admin: Any) -> PurchaseOrder:
+    po = _invoiced(po, admin)
+    row = record_request(
+        purchase_order=po,
+        kind=Kind.REDUCE,
+        amount=None,
+        lines=REDUCE_LINES,
+        reason=REDUCE_LINES_REASON,
         requested_by=admin,
     )
     process_reduce_request(write_request=row)

@@ -10,7 +10,7 @@ Idempotent: run it as often as you like (``make run`` runs it at every start). I
 - creates (or resets the password of) a superuser and prints the login;
 - adds the demo POs that are missing: drafts to approve, one approved (so the worker invoices it),
   one cancelled, one paid by card then refunded, one whose amount owed was reduced by a
-  credit note (:mod:`._demo_money`).
+  credit note, one reduced by line (two of its five booth passes; :mod:`._demo_money`).
 
 The emulator keeps its accounts in memory. When it restarted, the demo account at "Stripe" is
 empty while the database still knows its customers and invoices: the demo conference's POs,
@@ -66,7 +66,7 @@ class DemoPurchaseOrder:
     contact_name: str
     contact_email: str
     lines: tuple[LineItemInput, ...]
-    state: str  # "draft", "approved", "cancelled", "refunded" or "reduced"
+    state: str  # "draft", "approved", "cancelled", "refunded", "reduced" or "reduced_by_line"
     billing: dict[str, Any] = field(default_factory=dict)  # create_purchase_order's billing kwargs
 
 
@@ -149,6 +149,17 @@ DEMO_PURCHASE_ORDERS = (
         "payables@wayne.example",
         (LineItemInput("Exhibition booth (3 x 3 m)", 1, Decimal("2500.00")),),
         "reduced",
+    ),
+    DemoPurchaseOrder(
+        "DEMO-1008",
+        "Cyberdyne Systems",
+        "Miles Dyson",
+        "ap@cyberdyne.example",
+        (
+            LineItemInput("Startup sponsorship", 1, Decimal("1500.00")),
+            LineItemInput("Booth pass", 5, Decimal("200.00")),
+        ),
+        "reduced_by_line",
     ),
 )
 
@@ -355,6 +366,8 @@ class Command(BaseCommand):
             po = _demo_money.paid_then_refunded(po, admin)
         elif spec.state == "reduced":
             po = _demo_money.owes_less(po, admin)
+        elif spec.state == "reduced_by_line":
+            po = _demo_money.owes_less_by_line(po, admin)
         elif spec.state == "cancelled":
             po = purchase_orders.cancel_purchase_order(
                 po, cancelled_by=admin, reason="Sponsorship budget withdrawn."

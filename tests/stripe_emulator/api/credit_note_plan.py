@@ -10,7 +10,11 @@ credit note") and the guide "Generate credit notes programmatically":
   refunds, customer balance credits, and outside of Stripe credits must equal the
   post_payment_amount";
 * an invoice line is credited by amount or by quantity, and "you can't combine discount types on
-  an invoice line item"; nothing is credited beyond what the invoice billed.
+  an invoice line item"; nothing is credited beyond what the invoice billed, counting the earlier
+  entries of the same ``lines`` for that line as well as earlier credit notes;
+* on an invoice with tax, Stripe credits a line's tax with it ("If invoice is set up with
+  automatic_tax[enabled]=true, this amount is tax exclusive"); the emulator does not work that
+  tax out, so it refuses ``lines`` there rather than credit less than Stripe would.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ..models import (
     invoice_lines,
     invoice_total,
 )
+from ..tax_records import invoice_taxes
 from .context import Ctx, Params
 from .invoices import require_invoice
 from .params import merge_metadata, reject_unsupported
@@ -70,7 +75,10 @@ def plan_credit_note(ctx: Ctx, params: Params) -> CreditNotePlan:
     if "amount" in params and "lines" in params:
         raise parameters_exclusive("amount", "lines")
     if "lines" in params:
-        lines = [_line(ctx, invoice, line, index) for index, line in enumerate(params["lines"])]
+        _check_lines_against_tax(ctx, invoice, params["lines"])
+        lines: list[CreditNoteLineRec] = []
+        for index, line in enumerate(params["lines"]):
+            lines.append(_line(ctx, invoice, line, index, planned=lines))
         amount = sum(line.amount for line in lines)
     elif "amount" in params:
         lines, amount = [], params["amount"]
@@ -90,6 +98,24 @@ def plan_credit_note(ctx: Ctx, params: Params) -> CreditNotePlan:
     plan = CreditNotePlan(invoice, amount, lines, pre, amount - pre)
     _plan_post_payment(ctx, plan, params)
     return plan
+
+
+def _check_lines_against_tax(ctx: Ctx, invoice: InvoiceRec, lines: list[Params]) -> None:
+    # API reference, lines[].type: "`custom_line_item` is not valid when the invoice is set up
+    # with `automatic_tax[enabled]=true`".
+    for index, line in enumerate(lines):
+        if invoice.automatic_tax and line.get("type") == "custom_line_item":
+            raise invalid_request(
+                "`custom_line_item` is not valid when the invoice is set up with "
+                "`automatic_tax[enabled]=true`.",
+                param=f"lines[{index}][type]",
+            )
+    if any(invoice_taxes(ctx.account, invoice)[1]):
+        raise invalid_request(
+            "The Stripe emulator does not support `lines` on a credit note for an invoice with "
+            "tax (Stripe credits the line's tax too): credit it by `amount`.",
+            param="lines",
+        )
 
 
 def _plan_post_payment(ctx: Ctx, plan: CreditNotePlan, params: Params) -> None:
@@ -180,7 +206,9 @@ def _linked_refund(
     return refund, amount
 
 
-def _line(ctx: Ctx, invoice: InvoiceRec, params: Params, index: int) -> CreditNoteLineRec:
+def _line(
+    ctx: Ctx, invoice: InvoiceRec, params: Params, index: int, *, planned: list[CreditNoteLineRec]
+) -> CreditNoteLineRec:
     name = f"lines[{index}]"
     reject_unsupported_line(params, name)
     metadata = merge_metadata(params.get("metadata", {}), param=f"{name}[metadata]")
@@ -216,7 +244,7 @@ def _line(ctx: Ctx, invoice: InvoiceRec, params: Params, index: int) -> CreditNo
     item = _invoice_item(ctx, invoice, params, name)
     line.invoice_item, line.invoice_line_item = item.id, item.line_id
     line.description = item.description
-    _credit_item(ctx, invoice, item, line, params, name)
+    _credit_item(ctx, invoice, item, line, params, name, planned=planned)
     return line
 
 
@@ -255,6 +283,8 @@ def _credit_item(
     line: CreditNoteLineRec,
     params: Params,
     name: str,
+    *,
+    planned: list[CreditNoteLineRec],
 ) -> None:
     if "amount" in params and "quantity" in params:
         raise parameters_exclusive(f"{name}[amount]", f"{name}[quantity]")
@@ -268,8 +298,7 @@ def _credit_item(
         )
     earlier = [
         old
-        for note in issued_notes(ctx, invoice)
-        for old in note.lines
+        for old in [*(old for note in issued_notes(ctx, invoice) for old in note.lines), *planned]
         if old.invoice_item == item.id
     ]
     if any(old.credited_by != mode for old in earlier):

@@ -26,6 +26,7 @@ from .context import Ctx, Params
 from .customers import require_customer
 from .invoice_payments import add_invoice_payment, credit_invoice
 from .invoices import INVOICE_EXPANDABLE, require_invoice
+from .lists import newest_first, paginate
 from .params import expansions, merge_metadata, reject_unsupported, supported_currency
 from .pricing import check_amount_for_currency
 
@@ -146,6 +147,31 @@ def report_payment(ctx: Ctx, params: Params) -> JSON:
     )
     ctx.account.payment_records[record.id] = record
     return render_payment_record(record)
+
+
+def list_payment_records(ctx: Ctx, params: Params) -> JSON:
+    """The account's records, newest first; ``created_after``/``created_before`` are strict.
+
+    Changelog 2026-07-29.dahlia "Adds the ability to list Payment Records": ``GET
+    /v1/payment_records`` returns them "in reverse chronological order", paginated with
+    ``starting_after``/``ending_before``, filtered "by creation time range (``created_after``
+    and ``created_before``)"; the API reference: "created after this unix timestamp".
+    """
+    expansions(params, ())
+    after, before = params.get("created_after"), params.get("created_before")
+    selected = [
+        record
+        for record in newest_first(ctx.account.payment_records.values())
+        if (after is None or record.created > after) and (before is None or record.created < before)
+    ]
+    return paginate(
+        selected,
+        params,
+        url="/v1/payment_records",
+        render=render_payment_record,
+        id_of=lambda record: record.id,
+        kind="payment_record",
+    )
 
 
 def retrieve_payment_record(ctx: Ctx, params: Params, record_id: str) -> JSON:

@@ -58,6 +58,7 @@ from .payment_intents import (
 )
 from .payment_records import (
     attach_payment,
+    list_payment_records,
     report_canceled,
     report_failed,
     report_guaranteed,
@@ -199,6 +200,7 @@ ROUTES: list[Route] = [
         report_payment,
         "PaymentRecordReportPaymentParams",
     ),
+    _route("GET", "/v1/payment_records", list_payment_records, "PaymentRecordListParams"),
     _route(
         "GET",
         "/v1/payment_records/{record_id}",
