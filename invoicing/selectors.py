@@ -180,7 +180,24 @@ def reissue_refusal(po: PurchaseOrder) -> str:
         return _UNCOLLECTIBLE_WITH_PAYMENTS
     if po.balance_due <= 0:
         return "everything is paid; there is nothing left to invoice."
-    return ""
+    return _taxed_credit_refusal(po)
+
+
+def _taxed_credit_refusal(po: PurchaseOrder) -> str:
+    """A new invoice deducts what was already received or credited with a negative line, which
+    Stripe refuses on an invoice with automatic tax ("invoice items with ... negative amounts ...
+    cannot be added to automatic tax invoices"): refused here, before the old invoice is closed."""
+    if not po.conference.automatic_tax:
+        return ""
+    deducted = po.amount_received + po.amount_credited
+    if deducted <= 0:
+        return ""
+    return (
+        "its conference charges tax through Stripe Tax, and Stripe refuses the negative line a "
+        f"new invoice needs to deduct the {money.format_display(deducted, po.currency)} already "
+        "received or credited. Cancel it instead (the unpaid rest is credited at Stripe and the "
+        "payments stay), then create a new PO for what is still owed."
+    )
 
 
 def cancel_refusal(po: PurchaseOrder) -> str:

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import stripe
 
-from invoicing.errors import InvalidPurchaseOrder
+from invoicing.errors import InvalidPurchaseOrder, InvalidTransition
 from invoicing.models import Conference, PurchaseOrder, StripeCustomer
-from invoicing.services import purchase_orders
+from invoicing.selectors import reissue_refusal
+from invoicing.services import invoice_lifecycle, purchase_orders
 from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
 from tests.stripe_emulator.handle import EmulatorHandle
 
@@ -268,3 +269,30 @@ def test_a_customer_update_cut_short_resumes_without_writing_twice(
     ]
     assert len({entry["idempotency_key"] for entry in updates if entry["status"] == 200}) == 1
     assert len(client.v1.customers.list().data) == 1
+
+
+def test_a_part_paid_taxed_po_is_not_reissued_and_nothing_changes_at_stripe(
+    stripe_conference: Conference,
+    stripe_emulator: EmulatorHandle,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    """The replacement would deduct the money received with a negative line, which Stripe refuses
+    on an automatic-tax invoice: refused before the old invoice is closed by a credit note."""
+    stripe_emulator.configure(stripe_conference.stripe_secret_key, tax_rates={"DE": "19"})
+    stripe_conference.automatic_tax = True
+    stripe_conference.save()
+    po = _invoiced(make_purchase_order, conference=stripe_conference, billing_address=BERLIN)
+    stripe_emulator.pay_invoice(po.stripe_invoice_id, amount=100000)  # "Charge customer"
+    sync_stripe_invoice_status(po)
+    po.refresh_from_db()
+    assert po.status == PurchaseOrder.Status.PARTIALLY_PAID
+    assert "Stripe Tax" in reissue_refusal(po)
+
+    with pytest.raises(InvalidTransition, match=r"negative line .* 1,000\.00 USD already received"):
+        invoice_lifecycle.reissue_stripe_invoice(po)
+
+    po.refresh_from_db()
+    client = _client(stripe_emulator, stripe_conference)
+    assert (po.status, po.generation) == (PurchaseOrder.Status.PARTIALLY_PAID, 1)
+    assert client.v1.invoices.retrieve(po.stripe_invoice_id).status == "open"
+    assert client.v1.credit_notes.list({"invoice": po.stripe_invoice_id}).data == []
