@@ -284,3 +284,23 @@ def test_the_po_page_offers_action_buttons_only_to_whom_the_actions_allow(
     else:
         assert offered == {team.invoiced.reference: set(), team.unpaid.reference: set()}
         assert all("its organizers act on it" in page for page in pages.values())
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[role.value for role in Role])
+def test_the_po_list_offers_its_actions_only_to_whom_they_allow(
+    make_team: Callable[[str], Team], role: Role
+) -> None:
+    """A viewer gets no action menu (each action takes the change permission, an organizer's);
+    the actions still refuse on their own (``test_each_role_does_exactly_its_list``)."""
+    team = make_team("Own")
+    page = team.client(role).get(reverse(f"{PO}_changelist")).content.decode()
+    offered = set(re.findall(r'<option value="(\w+_selected)"', page))
+    expected = {
+        "approve_selected",
+        "retry_creation_selected",
+        "sync_selected",
+        "void_selected",
+        "reissue_selected",
+        "cancel_selected",
+    }
+    assert offered == (expected if role.includes(Role.ORGANIZER) else set())
