@@ -22,7 +22,7 @@ from django.db import transaction
 from invoicing import money
 from invoicing.access import may_reduce
 from invoicing.models import StripeWriteRequest
-from invoicing.services.keyed_writes import poisons_key
+from invoicing.services.keyed_writes import find_by_metadata, poisons_key
 from invoicing.services.ledger import apply_credit_note, apply_invoice_snapshot
 from invoicing.services.stripe_client import build_stripe_client
 from invoicing.services.stripe_write_requests import finish, lock_request, refuse
@@ -40,11 +40,7 @@ def _earlier_credit_note(
     client: stripe.StripeClient, row: StripeWriteRequest
 ) -> stripe.CreditNote | None:
     notes = client.v1.credit_notes.list({"invoice": row.stripe_invoice_id, "limit": 100})
-    for note in notes.auto_paging_iter():
-        metadata = note.metadata.to_dict() if note.metadata is not None else {}
-        if metadata.get("credit_note_request") == str(row.pk):
-            return note
-    return None
+    return find_by_metadata(notes.auto_paging_iter(), "credit_note_request", str(row.pk))
 
 
 def _invoice_line_ids(client: stripe.StripeClient, row: StripeWriteRequest) -> dict[int, str]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable
-from typing import Final, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Final, Protocol, TypeVar
 
 import stripe
 
@@ -22,8 +22,26 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+
+class _WithMetadata(Protocol):
+    @property
+    def metadata(self) -> stripe.StripeObject | None: ...
+
+
+_M = TypeVar("_M", bound=_WithMetadata)
+
 # Stripe keeps idempotency keys for at least 24 h; past this age we stop relying on them.
 IDEMPOTENCY_KEY_SAFE_AGE: Final = datetime.timedelta(hours=23)
+
+
+def find_by_metadata(objects: Iterable[_M], key: str, value: str) -> _M | None:
+    """The first Stripe object whose ``metadata[key]`` is ``value``: what an earlier run wrote
+    when its answer was lost, or once Stripe no longer remembers the key."""
+    for obj in objects:
+        metadata = obj.metadata.to_dict() if obj.metadata is not None else {}
+        if metadata.get(key) == value:
+            return obj
+    return None
 
 
 def poisons_key(exc: stripe.StripeError) -> bool:

@@ -34,7 +34,11 @@ from invoicing.logging import log_state_change
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment
 from invoicing.services import ledger_off_stripe
 from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE, InvoiceSnapshot
-from invoicing.services.keyed_writes import IDEMPOTENCY_KEY_SAFE_AGE, poisons_key
+from invoicing.services.keyed_writes import (
+    IDEMPOTENCY_KEY_SAFE_AGE,
+    find_by_metadata,
+    poisons_key,
+)
 from invoicing.services.ledger import apply_invoice_snapshot_locked, lock_purchase_order
 from invoicing.services.stripe_client import build_stripe_client
 
@@ -101,11 +105,8 @@ def _find_reported(client: stripe.StripeClient, payment: PurchaseOrderPayment) -
     """The record an earlier run reported for this payment, found by the uid in its metadata."""
     since = int((payment.recorded_at - _CLOCK_SKEW).timestamp())
     records = client.v1.payment_records.list(params={"created_after": since, "limit": 100})
-    for record in records.auto_paging_iter():
-        metadata = record.metadata.to_dict() if record.metadata is not None else {}
-        if metadata.get("payment_uid") == str(payment.uid):
-            return record.id
-    return None
+    record = find_by_metadata(records.auto_paging_iter(), "payment_uid", str(payment.uid))
+    return record.id if record is not None else None
 
 
 def _move_key(payment: PurchaseOrderPayment, step: str, exc: stripe.StripeError) -> None:

@@ -26,7 +26,7 @@ from django.db import transaction
 from invoicing import money
 from invoicing.access import may_refund
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment, StripeWriteRequest
-from invoicing.services.keyed_writes import poisons_key
+from invoicing.services.keyed_writes import find_by_metadata, poisons_key
 from invoicing.services.stripe_client import build_stripe_client
 from invoicing.services.stripe_write_requests import apply_refund_view, lock_request, refuse
 
@@ -137,11 +137,8 @@ def _earlier_refund(
     client: stripe.StripeClient, row: StripeWriteRequest, charge_id: str
 ) -> stripe.Refund | None:
     """A refund this request already made on the charge (a run that crashed before storing it)."""
-    for refund in client.v1.refunds.list({"charge": charge_id, "limit": 100}).auto_paging_iter():
-        metadata = refund.metadata.to_dict() if refund.metadata is not None else {}
-        if metadata.get("refund_request") == str(row.pk):
-            return refund
-    return None
+    refunds = client.v1.refunds.list({"charge": charge_id, "limit": 100})
+    return find_by_metadata(refunds.auto_paging_iter(), "refund_request", str(row.pk))
 
 
 def _send_refund(
