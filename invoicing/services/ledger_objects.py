@@ -23,9 +23,16 @@ from invoicing.models import CLOSED_DISPUTE_STATUSES, CreditPurpose
 
 StripeLike = stripe.StripeObject | Mapping[str, object]
 
-REFUND_STATUSES: Final = frozenset(
-    {"pending", "requires_action", "succeeded", "failed", "canceled"}
-)
+# How far a refund has come; a stale view never moves it back (Stripe: a refund "can fail after
+# it was reported as succeeded", never the other way round).
+REFUND_STAGE: Final[Mapping[str, int]] = {
+    "pending": 0,
+    "requires_action": 0,
+    "succeeded": 1,
+    "failed": 2,
+    "canceled": 2,
+}
+REFUND_STATUSES: Final = frozenset(REFUND_STAGE)
 # A refund in these states gave nothing back (any more): a failed refund's amount returns.
 REFUND_UNDONE: Final = frozenset({"failed", "canceled"})
 

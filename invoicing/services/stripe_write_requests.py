@@ -30,7 +30,12 @@ from invoicing.selectors import (
 )
 from invoicing.selectors_credit_lines import lines_amount, lines_refusal
 from invoicing.services.ledger import apply_refund, lock_purchase_order
-from invoicing.services.ledger_objects import REFUND_UNDONE, RefundFacts, StripeLike
+from invoicing.services.ledger_objects import (
+    REFUND_STAGE,
+    REFUND_UNDONE,
+    RefundFacts,
+    StripeLike,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -195,16 +200,6 @@ def record_broker_refusal(row: StripeWriteRequest) -> None:
 
 # --- A refund request follows its refunds at the bank ---------------------------------------------
 
-# How far a refund has come; a stale view never moves it back (Stripe: a refund "can fail after it
-# was reported as succeeded", never the other way round).
-_REFUND_RANK: Final = {
-    "pending": 0,
-    "requires_action": 0,
-    "succeeded": 1,
-    "failed": 2,
-    "canceled": 2,
-}
-
 # Refund.failure_reason (API reference, "The refund object"), in the organizer's words.
 _FAILURE_WORDS: Final = {
     "charge_for_pending_refund_disputed": "the payment was disputed while the refund was pending",
@@ -262,7 +257,7 @@ def _follow_refund(po: PurchaseOrder, facts: RefundFacts) -> None:
     plan: list[dict[str, Any]] = [dict(item) for item in row.plan]
     item = next(item for item in plan if item.get("refund") == facts.id)
     known = item.get("status")
-    if known is None or _REFUND_RANK[facts.status] > _REFUND_RANK.get(known, 0):
+    if known is None or REFUND_STAGE[facts.status] > REFUND_STAGE.get(known, 0):
         item["status"] = facts.status
         if facts.undone:
             item["failure_reason"] = facts.failure_reason or "unknown"
