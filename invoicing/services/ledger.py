@@ -45,6 +45,7 @@ from invoicing.services.ledger_core import (
     LockedPurchaseOrder,
     derive_status,
     lock_purchase_order,
+    seen_via,
     update_po_status,
     update_po_status_locked,
 )
@@ -146,7 +147,7 @@ def apply_invoice_snapshot_locked(
         recorded += ledger_balance.record_overpaid(
             locked,
             snapshot,
-            seen_via=f"{source}, event {event_id}" if event_id else source,
+            seen_via=seen_via(source, event_id),
             payment_date=payment_date,
         )
     update_po_status_locked(locked, stripe_event_id=event_id)
@@ -186,7 +187,7 @@ def _record_stripe_collected(
         )
     if delta <= 0:
         return ZERO
-    seen_via = f"{source}, event {event_id}" if event_id else source
+    via = seen_via(source, event_id)
     payment = PurchaseOrderPayment(
         amount=delta,
         method=Method.STRIPE,
@@ -194,7 +195,7 @@ def _record_stripe_collected(
         payment_date=payment_date or timezone.localdate(),
         note=(
             f"Stripe invoice {snapshot.id}: amount paid on Stripe {already} -> {paid} "
-            f"(seen via {seen_via})."
+            f"(seen via {via})."
         ),
         stripe_invoice_id=snapshot.id,
         stripe_amount_paid_after=on_stripe,
@@ -217,14 +218,14 @@ def _record_off_stripe_collected(
     at finalization (:mod:`.ledger_off_stripe` builds the entries; kept apart from the Stripe
     half above so each rule reads on its own).
     """
-    seen_via = f"{source}, event {event_id}" if event_id else source
+    via = seen_via(source, event_id)
     recorded = ZERO
     for entry in (
         ledger_off_stripe.missing_off_stripe_entry(
-            locked, snapshot, seen_via=seen_via, payment_date=payment_date
+            locked, snapshot, seen_via=via, payment_date=payment_date
         ),
         ledger_off_stripe.missing_credit_balance_entry(
-            locked, snapshot, seen_via=seen_via, payment_date=payment_date
+            locked, snapshot, seen_via=via, payment_date=payment_date
         ),
     ):
         if entry is not None:

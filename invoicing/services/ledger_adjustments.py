@@ -44,6 +44,7 @@ from invoicing.services import notifications
 from invoicing.services.ledger_core import (
     LockedPurchaseOrder,
     lock_purchase_order,
+    seen_via,
     update_po_status_locked,
 )
 from invoicing.services.ledger_objects import (
@@ -110,7 +111,7 @@ class _Origin:
 
     @property
     def seen_via(self) -> str:
-        return f"{self.source}, event {self.event_id}" if self.event_id else self.source
+        return seen_via(self.source, self.event_id)
 
 
 def _ensure_entry(

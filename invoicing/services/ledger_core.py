@@ -58,6 +58,11 @@ def lock_purchase_order(purchase_order: PurchaseOrder) -> LockedPurchaseOrder:
     )
 
 
+def seen_via(source: str, event_id: str = "") -> str:
+    """How an entry was seen, for its note and log line: the path, and the event if one."""
+    return f"{source}, event {event_id}" if event_id else source
+
+
 @dataclass(frozen=True)
 class LedgerTotals:
     """A PO's money, read once: what it owes and what it holds."""

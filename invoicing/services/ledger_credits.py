@@ -24,6 +24,7 @@ from invoicing.services.ledger_adjustments import check_fits, stripe_datetime
 from invoicing.services.ledger_core import (
     LockedPurchaseOrder,
     lock_purchase_order,
+    seen_via,
     update_po_status_locked,
 )
 from invoicing.services.ledger_objects import CreditNoteFacts, StripeLike
@@ -87,8 +88,7 @@ def apply_credit_note_locked(
     row = PurchaseOrderCredit.objects.filter(stripe_credit_note_id=facts.id).first()
     if row is not None and row.purchase_order_id != locked.pk:
         raise EventRejected(f"{what} is recorded on another purchase order.")
-    seen_via = f"{source}, event {event_id}" if event_id else source
-    ledger_balance.apply_post_payment(locked, facts, seen_via=seen_via)
+    ledger_balance.apply_post_payment(locked, facts, seen_via=seen_via(source, event_id))
     if row is None:
         row = PurchaseOrderCredit(
             purchase_order=locked,

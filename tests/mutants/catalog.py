@@ -644,7 +644,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 "invoicing/services/ledger_credits.py",
-                "    ledger_balance.apply_post_payment(locked, facts, seen_via=seen_via)\n",
+                "    ledger_balance.apply_post_payment(locked, facts, "
+                "seen_via=seen_via(source, event_id))\n",
                 "",
             ),
         ),
