@@ -49,8 +49,8 @@ def stack_environment(redis_server: RedisServer, **overrides: str) -> dict[str, 
         "CELERY_TASK_SOFT_TIME_LIMIT": str(TASK_SOFT_TIME_LIMIT),
         "TASK_RETRY_BACKOFF_BASE_SECONDS": "0.2",
         "TASK_RETRY_BACKOFF_MAX_SECONDS": str(RETRY_BACKOFF_MAX),
-        # The emulator enforces no rate here; the limiter still runs (through the private Redis).
-        "STRIPE_RATE_LIMIT_TEST_PER_SECOND": "400",
+        # The emulator enforces the sandbox's 25 requests/s, so the workers keep the account's
+        # default rate (through the private Redis); a slot more than 1 s away is a retry.
         "STRIPE_RATE_LIMIT_MAX_WAIT_SECONDS": "1",
         # The beat's recovery: approved POs idle this long are resumed, recorded events re-queued.
         # Shorter than the time a backlog takes to drain, each tick would queue every waiting PO
