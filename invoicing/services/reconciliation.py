@@ -26,6 +26,14 @@ Instead, per conference:
     (a); those the ledger does not hold yet find their PO (one ``invoice_payments`` call per
     PaymentIntent) and go through the ledger's row-locked functions, as webhooks do.
 
+**A full run** (``sync_stripe_invoices --full``) reads everything Stripe holds instead of what
+changed since the cursor: (b) lists every invoice whatever its status, (d) every refund, credit
+note and dispute, and a snapshot level with the PO's mirror is applied too (not only a newer one),
+so entries a webhook or an earlier version of this code never recorded are added. It costs about
+``(invoices + refunds + credit notes + disputes) / 100`` calls plus the lookups of money the ledger
+does not hold; run it once after an upgrade that gives the ledger new kinds of entries, or when an
+account's history is in doubt. Every entry is still keyed, so running it twice adds nothing.
+
 For every page of (a) and (b) the POs of the page's invoices are read in ONE query, and a snapshot
 whose rank (status, ``amount_paid``) is not above what the PO mirrors is skipped without touching
 the PO: it cannot change anything (``invoice_snapshots.mirrored_rank``). Only the rest reach
@@ -114,6 +122,7 @@ class ReconcileSummary:
     seconds: float = 0.0
     apply_seconds: float = 0.0  # in the ledger (row-locking transactions), of ``seconds``
     cursor: int | None = None
+    full: bool = False
     skipped: bool = False
     error_samples: list[str] = field(default_factory=list)
 
@@ -158,8 +167,12 @@ class _Reconciler:
         if len(self.summary.error_samples) < 5:
             self.summary.error_samples.append(message)
 
-    def apply_page(self, snapshots: Iterable[InvoiceSnapshot]) -> None:
-        """Apply a page's snapshots that can change something (one query for the page's POs)."""
+    def apply_page(self, snapshots: Iterable[InvoiceSnapshot], *, level_too: bool = False) -> None:
+        """Apply a page's snapshots that can change something (one query for the page's POs).
+
+        ``level_too``: also those level with the PO's mirror (a full run: entries may be missing
+        behind an unchanged status and amount paid); an older one never changes anything.
+        """
         best: dict[str, InvoiceSnapshot] = {}
         for snapshot in snapshots:
             kept = best.get(snapshot.id)
@@ -183,7 +196,9 @@ class _Reconciler:
         }
         for invoice_id, snapshot in best.items():
             mirror = mirrors.get(invoice_id)
-            if mirror is not None and snapshot.rank <= mirror[1]:
+            if mirror is not None and (
+                snapshot.rank < mirror[1] or (snapshot.rank == mirror[1] and not level_too)
+            ):
                 self.summary.unchanged += 1
                 continue
             if mirror is None and snapshot.metadata.get("conference") not in (
@@ -260,8 +275,8 @@ def _event_snapshots(reconciler: _Reconciler, events: list[Any]) -> list[Invoice
     return snapshots
 
 
-def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
-    """Run (a), (b) and (c) of the module docstring for one conference.
+def reconcile_conference(*, conference: Conference, full: bool = False) -> ReconcileSummary:
+    """Run (a) to (d) of the module docstring for one conference (``full``: a full run).
 
     Returns the summary (``skipped`` when another run holds the conference's lease).
 
@@ -269,7 +284,7 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
         StripeKeyMissing: the conference has no key.
         stripe.StripeError: Stripe failed; the run stopped, the cursor did not move.
     """
-    summary = ReconcileSummary(conference=conference.slug)
+    summary = ReconcileSummary(conference=conference.slug, full=full)
     started = time.monotonic()
     if not _acquire_lease(conference):
         summary.skipped = True
@@ -301,27 +316,30 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
             reconciler.apply_page(_event_snapshots(reconciler, events))
             money.add_events(events)
 
-        # (b) every open invoice, a page at a time
+        # (b) every open invoice (a full run: every invoice), a page at a time
         invoice_params: InvoiceListParams = {
-            "status": "open",
             "collection_method": "send_invoice",
             "limit": PAGE_SIZE,
             "expand": ["data.amount_paid_off_stripe"],  # includable: only when asked for
         }
+        if not full:
+            invoice_params["status"] = "open"
         for invoices in _prefetched(_pages(client, "/v1/invoices", invoice_params)):
             summary.invoice_pages += 1
-            summary.open_invoices += len(invoices)
             page = [reconciler.snapshot(invoice) for invoice in invoices]
-            reconciler.apply_page(snapshot for snapshot in page if snapshot is not None)
+            summary.open_invoices += (
+                sum(1 for s in page if s is not None and s.status == "open") if full else len(page)
+            )
+            reconciler.apply_page((s for s in page if s is not None), level_too=full)
 
         # (a') invoices paid while their webhooks were lost, as listed with the off-Stripe split
         wanted = {i for i, s in reconciler.split_pending.items() if s.status == "paid"}
         wanted -= reconciler.seen
         if wanted:
-            since = min(reconciler.split_pending[i].created for i in wanted)
+            paid_since = min(reconciler.split_pending[i].created for i in wanted)
             paid_params: InvoiceListParams = {
                 "status": "paid",
-                "created": {"gte": since},
+                "created": {"gte": paid_since},
                 "limit": PAGE_SIZE,
                 "expand": ["data.amount_paid_off_stripe"],
             }
@@ -364,7 +382,8 @@ def reconcile_conference(*, conference: Conference) -> ReconcileSummary:
             conference=conference,
             client=client,
             views=money,
-            since=since,
+            since=None if full else since,
+            with_disputes=full,
             summary=summary,
             note_error=reconciler._note_error,
         )

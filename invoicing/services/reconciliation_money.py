@@ -8,7 +8,8 @@ since the last run, in their current state). Of each object only its newest view
 current state beats an event's). Views whose facts the ledger already holds are skipped without a
 Stripe call or a lock (three queries for the whole run); the rest find their PO as webhooks do
 (:mod:`.money_events`: one ``invoice_payments`` call per PaymentIntent, cached for the run) and go
-through the same row-locked ledger functions.
+through the same row-locked ledger functions. A full run lists every refund, credit note and
+dispute instead (``since=None``, ``with_disputes``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from invoicing.services.stripe_pages import pages, prefetched
 from invoicing.services.stripe_write_requests import apply_refund_view
 
 if TYPE_CHECKING:
-    from stripe.params import CreditNoteListParams, RefundListParams
+    from stripe.params import CreditNoteListParams, DisputeListParams, RefundListParams
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +121,27 @@ def _already_held(facts: list[Facts]) -> set[str]:
             wanted |= {Kind.DISPUTE_REINSTATEMENT} if item.reinstated else set()
             done = item.id in disputes and disputes[item.id] >= item.stage and wanted <= kinds
         else:
-            done = item.id in credits and (credits[item.id] is not None or not item.voided)
+            wanted = _credit_note_entry_kinds(item)
+            done = (
+                item.id in credits
+                and (credits[item.id] is not None or not item.voided)
+                and wanted <= kinds
+            )
         if done:
             held.add(item.id)
     return held
+
+
+def _credit_note_entry_kinds(facts: CreditNoteFacts) -> set[PurchaseOrderPayment.Kind]:
+    """The ledger entries a credit note's post-payment part makes (``ledger_balance``)."""
+    kinds: set[PurchaseOrderPayment.Kind] = set()
+    for minor, kind, reversal in (
+        (facts.credit_balance_amount, Kind.TO_CREDIT_BALANCE, Kind.TO_CREDIT_BALANCE_REVERSAL),
+        (facts.out_of_band_amount, Kind.PAID_BACK_OFF_STRIPE, Kind.PAID_BACK_OFF_STRIPE_REVERSAL),
+    ):
+        if minor > 0:
+            kinds |= {kind, reversal} if facts.voided else {kind}
+    return kinds
 
 
 class _Finder:
@@ -179,8 +197,11 @@ def reconcile_money(
     since: int | None,
     summary: MoneySummary,
     note_error: Callable[[str], None],
+    with_disputes: bool = False,
 ) -> None:
     """List what was created since ``since`` (None: everything), then apply what changed.
+
+    ``with_disputes``: list the disputes too (otherwise only their events reach this run).
 
     Raises:
         stripe.StripeError: a list or lookup failed transiently; the run stops (nothing is
@@ -191,7 +212,16 @@ def reconcile_money(
     if since is not None:
         refund_params["created"] = {"gte": since}
         note_params["created"] = {"gte": since}
-    for path, params in (("/v1/refunds", refund_params), ("/v1/credit_notes", note_params)):
+    lists: list[tuple[str, Mapping[str, Any]]] = [
+        ("/v1/refunds", refund_params),
+        ("/v1/credit_notes", note_params),
+    ]
+    if with_disputes:
+        dispute_params: DisputeListParams = {"limit": 100}
+        if since is not None:
+            dispute_params["created"] = {"gte": since}
+        lists.append(("/v1/disputes", dispute_params))
+    for path, params in lists:
         for page in prefetched(pages(client, path, params)):
             summary.money_pages += 1
             for obj in page:

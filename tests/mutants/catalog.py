@@ -38,6 +38,7 @@ CUSTOMER_LOCK_TESTS = "tests/core/test_customer_lock.py"
 OFF_STRIPE_KEY_TESTS = "tests/core/test_off_stripe_keys.py"
 LEDGER_BALANCE = "invoicing/services/ledger_balance.py"
 BALANCE_MOVES_TESTS = "tests/core/test_credit_balance_moves.py"
+FULL_RECONCILIATION = "tests/pipeline/test_full_reconciliation.py"
 
 
 @dataclass(frozen=True)
@@ -655,5 +656,33 @@ MUTANTS: tuple[Mutant, ...] = (
             f"{BALANCE_MOVES_TESTS}::"
             "test_voiding_the_credit_note_reverses_its_entries_whatever_the_order",
         ),
+    ),
+    Mutant(
+        "reconcile-skips-credit-note-missing-its-balance-entry",
+        2,
+        "reconciliation counts a credit note as held once its credit row exists, though the "
+        "entries of its post-payment part are missing",
+        (
+            Edit(
+                "invoicing/services/reconciliation_money.py",
+                "                and wanted <= kinds\n",
+                "",
+            ),
+        ),
+        (FULL_RECONCILIATION,),
+    ),
+    Mutant(
+        "full-reconcile-skips-level-invoices",
+        2,
+        "a full reconciliation skips an invoice level with the PO's mirror, so entries missing "
+        "behind an unchanged status and amount paid are never added",
+        (
+            Edit(
+                RECONCILIATION,
+                "snapshot.rank == mirror[1] and not level_too",
+                "snapshot.rank == mirror[1]",
+            ),
+        ),
+        (FULL_RECONCILIATION,),
     ),
 )

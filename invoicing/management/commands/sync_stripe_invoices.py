@@ -1,7 +1,9 @@
-"""``manage.py sync_stripe_invoices [--conference <slug>]``: reconcile now, in this process.
+"""``manage.py sync_stripe_invoices [--conference <slug>] [--full]``: reconcile now, here.
 
 The same reconciliation the beat runs (``invoicing/services/reconciliation.py``), for one
-conference or every active conference with a Stripe key; prints what each run did.
+conference or every active conference with a Stripe key; prints what each run did. ``--full``
+reads every invoice, refund, credit note and dispute of the account, not only what changed since
+the last run: after an upgrade that records more of Stripe's money, or when in doubt.
 """
 
 from __future__ import annotations
@@ -21,9 +23,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--conference", metavar="SLUG", help="Only this conference.")
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help=(
+                "Read every invoice, refund, credit note and dispute at Stripe, not only what "
+                "changed since the last run (one call per 100 objects)."
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         slug: str | None = options["conference"]
+        full: bool = options["full"]
         if slug:
             conference = Conference.objects.filter(slug=slug).first()
             if conference is None:
@@ -36,7 +47,7 @@ class Command(BaseCommand):
         failures = 0
         for conference in conferences:
             try:
-                summary = reconciliation.reconcile_conference(conference=conference)
+                summary = reconciliation.reconcile_conference(conference=conference, full=full)
             except (stripe.StripeError, ValueError) as error:
                 failures += 1
                 self.stderr.write(f"{conference.slug}: failed: {describe_error(error)}")
@@ -46,6 +57,7 @@ class Command(BaseCommand):
                 continue
             self.stdout.write(
                 f"{conference.slug}: {summary.stripe_calls} Stripe call(s), "
+                f"{'full run: ' if full else ''}"
                 f"{summary.open_invoices} open invoice(s), {summary.events} event(s), "
                 f"{summary.retrieved} retrieved, {summary.applied} applied, "
                 f"{summary.money_applied} refund/dispute/credit note(s) applied, "
