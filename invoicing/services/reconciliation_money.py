@@ -39,7 +39,7 @@ from invoicing.services.money_events import (
     purchase_order_of_credit_note,
 )
 from invoicing.services.stripe_pages import pages, prefetched
-from invoicing.services.stripe_write_requests import apply_refund_view
+from invoicing.services.stripe_write_requests import apply_refund_view, refund_statuses_awaited
 
 if TYPE_CHECKING:
     from stripe.params import CreditNoteListParams, DisputeListParams, RefundListParams
@@ -92,7 +92,8 @@ def _parse(obj: Mapping[str, object]) -> Facts:
 
 
 def _already_held(facts: list[Facts]) -> set[str]:
-    """Ids whose facts the ledger holds already: applying them could change nothing."""
+    """Ids whose facts the ledger (and a request waiting for the refund) holds already: applying
+    them could change nothing."""
     ids = [item.id for item in facts]
     entries: dict[str, set[str]] = {}
     for object_id, kind in PurchaseOrderPayment.objects.filter(
@@ -109,13 +110,14 @@ def _already_held(facts: list[Facts]) -> set[str]:
             "stripe_dispute_id", "stage"
         )
     )
+    awaited = refund_statuses_awaited()
     held = set()
     for item in facts:
         kinds = entries.get(item.id, set())
         if isinstance(item, RefundFacts):
             wanted = {Kind.REFUND} if item.gave_money_back else set()
             wanted |= {Kind.REFUND_REVERSAL} if item.undone else set()
-            done = wanted <= kinds
+            done = wanted <= kinds and awaited.get(item.id, item.status) == item.status
         elif isinstance(item, DisputeFacts):
             wanted = {Kind.DISPUTE} if item.withdrawn else set()
             wanted |= {Kind.DISPUTE_REINSTATEMENT} if item.reinstated else set()

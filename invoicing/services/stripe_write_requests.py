@@ -240,6 +240,21 @@ def apply_refund_view(
     return change
 
 
+def refund_statuses_awaited() -> dict[str, str]:
+    """Each refund a request still waits for, with the status the request last saw of it.
+
+    The reconciliation applies a refund again when Stripe's status moved past that one, even
+    though the ledger holds it already (a request sent before requests followed their refunds).
+    """
+    awaited: dict[str, str] = {}
+    plans = StripeWriteRequest.objects.filter(kind=Kind.REFUND, state=State.PENDING)
+    for plan in plans.values_list("plan", flat=True):
+        for item in plan:
+            if item.get("refund"):
+                awaited[str(item["refund"])] = str(item.get("status") or "")
+    return awaited
+
+
 def _follow_refund(po: PurchaseOrder, facts: RefundFacts) -> None:
     """Record the refund's outcome on the PO's request that made it (none: a Dashboard refund)."""
     plans = StripeWriteRequest.objects.filter(purchase_order=po, kind=Kind.REFUND)

@@ -396,3 +396,30 @@ def test_the_request_is_done_once_the_bank_settles_its_refund(
     assert refundable_amount(po) == Decimal("2000.00")
     po.refresh_from_db()
     assert po.amount_received == Decimal("2000.00")
+
+
+def test_a_full_reconciliation_brings_a_request_left_waiting_up_to_its_settled_refund(
+    invoiced: PurchaseOrder,
+    stripe_emulator: EmulatorHandle,
+    admin_user: User,
+) -> None:
+    po = paid(stripe_emulator, invoiced, 300000, method="us_bank_account")
+    row = ask(po, Kind.REFUND, "1000.00", admin_user)
+    process_refund_request(write_request=row)
+    (refund_id,) = row.refund_ids
+    stripe_emulator.settle_refund(refund_id)
+    assert reconcile_conference(conference=po.conference).errors == 0
+    row.refresh_from_db()
+    assert row.state == State.SUCCEEDED
+    # What a version before requests followed their refunds left: the ledger holds the refund,
+    # the request still says it waits for the bank.
+    waiting = [{**item, "status": "pending"} for item in row.plan]
+    StripeWriteRequest.objects.filter(pk=row.pk).update(state=State.PENDING, plan=waiting)
+    entries = PurchaseOrderPayment.objects.count()
+
+    summary = reconcile_conference(conference=po.conference, full=True)
+    assert summary.errors == 0, summary.error_samples
+    row.refresh_from_db()
+    assert (row.state, write_request_outcome(row)) == (State.SUCCEEDED, "Done")
+    assert [item["status"] for item in row.plan] == ["succeeded"]
+    assert PurchaseOrderPayment.objects.count() == entries  # the ledger had it: nothing added

@@ -672,6 +672,24 @@ MUTANTS: tuple[Mutant, ...] = (
         (FULL_RECONCILIATION,),
     ),
     Mutant(
+        "reconcile-skips-refund-its-request-awaits",
+        2,
+        "reconciliation counts a refund as held once the ledger has it, though the request that "
+        "made it still waits for the bank",
+        (
+            Edit(
+                "invoicing/services/reconciliation_money.py",
+                "            done = wanted <= kinds and awaited.get(item.id, item.status) == "
+                "item.status\n",
+                "            done = wanted <= kinds\n",
+            ),
+        ),
+        (
+            "tests/core/test_refunds.py::"
+            "test_a_full_reconciliation_brings_a_request_left_waiting_up_to_its_settled_refund",
+        ),
+    ),
+    Mutant(
         "full-reconcile-skips-level-invoices",
         2,
         "a full reconciliation skips an invoice level with the PO's mirror, so entries missing "

@@ -56,9 +56,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"{conference.slug}: skipped (another run is in progress)")
                 continue
             self.stdout.write(
-                f"{conference.slug}: {summary.stripe_calls} Stripe call(s), "
-                f"{'full run: ' if full else ''}"
-                f"{summary.open_invoices} open invoice(s), {summary.events} event(s), "
+                f"{conference.slug}: {'full run, ' if full else ''}"
+                f"{summary.stripe_calls} Stripe call(s), {summary.open_invoices} open invoice(s), "
+                f"{summary.events} event(s), "
                 f"{summary.retrieved} retrieved, {summary.applied} applied, "
                 f"{summary.money_applied} refund/dispute/credit note(s) applied, "
                 f"{summary.unchanged} unchanged, {summary.errors} error(s)"
