@@ -6,7 +6,7 @@ with the invoice events, in the same pages), and the refunds and credit notes *c
 cursor, listed account-wide (one call a page each: the objects of the invoices that were active
 since the last run, in their current state). Of each object only its newest view is kept (a list's
 current state beats an event's). Views whose facts the ledger already holds are skipped without a
-Stripe call or a lock (three queries for the whole run); the rest find their PO as webhooks do
+Stripe call or a lock (four queries for the whole run); the rest find their PO as webhooks do
 (:mod:`.money_events`: one ``invoice_payments`` call per PaymentIntent, cached for the run) and go
 through the same row-locked ledger functions. A full run lists every refund, credit note and
 dispute instead (``since=None``, ``with_disputes``).
