@@ -83,7 +83,9 @@ def customer_held(po: PurchaseOrder) -> Iterator[StripeCustomer]:
     """Hold the PO's customer: no other invoice changes or copies its details meanwhile.
 
     Waits for another PO of the same customer to get from its customer update to its
-    finalization. Outside PostgreSQL (the SQLite demo, one worker) there is nothing to hold.
+    finalization, then reads the customer row again: what the PO holds was read before the wait,
+    and the other run may have changed the customer meanwhile. Outside PostgreSQL (the SQLite
+    demo, one worker) there is nothing to hold.
     """
     customer = claim_customer(po)
     if connection.vendor != "postgresql":
@@ -92,6 +94,8 @@ def customer_held(po: PurchaseOrder) -> Iterator[StripeCustomer]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock(%s)", [lock_key(customer)])
     try:
+        customer.refresh_from_db()
+        po.stripe_customer = customer  # what ensure_stripe_customer reads
         yield customer
     finally:
         with connection.cursor() as cursor:

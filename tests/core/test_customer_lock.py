@@ -75,6 +75,35 @@ def test_an_invoice_of_the_same_customer_waits_until_the_other_is_finalized(
         assert cursor.fetchone() == (0,)
 
 
+def test_a_run_that_waited_reads_the_customer_as_the_other_run_left_it(
+    contention: Contention,
+    stripe_emulator: EmulatorHandle,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    """The customer says Berlin (A's office) when PO A's run reads it and starts waiting; PO B's
+    run then moves it to Paris and finalizes. A must update it back before finalizing: deciding
+    on what it read before the wait, A would see "already Berlin" and print Paris."""
+    client = stripe_emulator.client(stripe_conference.stripe_secret_key)
+    po_a = make_purchase_order(
+        conference=stripe_conference, organization_name="Initech", billing_address=BERLIN
+    )
+    po_b = make_purchase_order(
+        conference=stripe_conference, organization_name="Initech", billing_address=PARIS
+    )
+    stripe_customers.ensure_stripe_customer(client, po_a)  # an earlier invoice of A's: Berlin
+
+    customer = stripe_customers.claim_customer(po_b)
+    with contention.hold(lambda: hold_customer(customer)) as run_b:
+        run_a = contention.start(lambda: stripe_invoicing.create_stripe_invoice(po_a))
+        run_a.wait_until_blocked(run_b, at="SELECT pg_advisory_lock")
+        stripe_customers.ensure_stripe_customer(client, po_b)  # B's customer step: Paris
+        run_b.run(lambda: stripe_invoicing.create_stripe_invoice(po_b))
+    run_a.outcome()
+
+    assert (printed_city(client, po_a), printed_city(client, po_b)) == ("Berlin", "Paris")
+
+
 def test_an_invoice_of_another_customer_does_not_wait(
     contention: Contention,
     stripe_emulator: EmulatorHandle,

@@ -157,6 +157,24 @@ MUTANTS: tuple[Mutant, ...] = (
             "test_an_invoice_of_the_same_customer_waits_until_the_other_is_finalized",
         ),
     ),
+    Mutant(
+        "customer-read-before-the-wait",
+        1,
+        "a run that waited for the customer's lock decides on the customer row it read before "
+        "waiting, not as the other run left it",
+        (
+            Edit(
+                STRIPE_CUSTOMERS,
+                "        customer.refresh_from_db()\n"
+                "        po.stripe_customer = customer  # what ensure_stripe_customer reads\n",
+                "",
+            ),
+        ),
+        (
+            f"{CUSTOMER_LOCK_TESTS}::"
+            "test_a_run_that_waited_reads_the_customer_as_the_other_run_left_it",
+        ),
+    ),
     # --- 2. The ledger equals Stripe -------------------------------------------------------------
     Mutant(
         "off-stripe-report-key-kept",
