@@ -146,12 +146,11 @@ def _credit_note_entry(
     return amount
 
 
-def apply_post_payment(
-    locked: LockedPurchaseOrder, facts: CreditNoteFacts, *, seen_via: str
-) -> Decimal:
-    """The entries for a credit note's post-payment part that is not a refund (refunds reach the
-    ledger as refunds); their reversals once it is void. Returns the change in money received."""
-    name = facts.number or facts.id
+def _post_payment_parts(
+    facts: CreditNoteFacts,
+) -> list[tuple[PurchaseOrderPayment.Kind, int, str]]:
+    """The parts of a credit note's post-payment amount that leave the PO without a refund
+    (refunds reach the ledger as refunds): their entry kind, amount (minor units) and words."""
     parts = (
         (
             Kind.TO_CREDIT_BALANCE,
@@ -160,12 +159,27 @@ def apply_post_payment(
         ),
         (Kind.PAID_BACK_OFF_STRIPE, facts.out_of_band_amount, "paid back outside Stripe"),
     )
+    return [(kind, minor, what) for kind, minor, what in parts if minor > 0]
+
+
+def post_payment_entry_kinds(facts: CreditNoteFacts) -> set[PurchaseOrderPayment.Kind]:
+    """The entries :func:`apply_post_payment` leaves in the ledger for this view of the note."""
+    kinds: set[PurchaseOrderPayment.Kind] = set()
+    for kind, _, _ in _post_payment_parts(facts):
+        kinds |= {kind, _REVERSAL[kind]} if facts.voided else {kind}
+    return kinds
+
+
+def apply_post_payment(
+    locked: LockedPurchaseOrder, facts: CreditNoteFacts, *, seen_via: str
+) -> Decimal:
+    """The entries for a credit note's post-payment part that is not a refund; their reversals
+    once it is void. Returns the change in money received."""
+    name = facts.number or facts.id
     change = ZERO
     # Stripe voids credit notes on open invoices only, where nothing is post-payment; a void view
     # of one that had a post-payment part is still undone here, never ignored.
-    for kind, minor, what in parts:
-        if minor <= 0:
-            continue
+    for kind, minor, what in _post_payment_parts(facts):
         amount = money.from_minor_units(minor, locked.currency)
         shown = money.format_display(amount, locked.currency)
         change += _credit_note_entry(

@@ -32,6 +32,7 @@ from invoicing.models import (
 from invoicing.retry import describe_error
 from invoicing.services.invoice_sync import find_purchase_order_for_invoice
 from invoicing.services.ledger import apply_credit_note, apply_dispute
+from invoicing.services.ledger_balance import post_payment_entry_kinds
 from invoicing.services.ledger_objects import CreditNoteFacts, DisputeFacts, RefundFacts
 from invoicing.services.money_events import (
     invoice_paid_by,
@@ -123,7 +124,7 @@ def _already_held(facts: list[Facts]) -> set[str]:
             wanted |= {Kind.DISPUTE_REINSTATEMENT} if item.reinstated else set()
             done = item.id in disputes and disputes[item.id] >= item.stage and wanted <= kinds
         else:
-            wanted = _credit_note_entry_kinds(item)
+            wanted = post_payment_entry_kinds(item)
             done = (
                 item.id in credits
                 and (credits[item.id] is not None or not item.voided)
@@ -132,18 +133,6 @@ def _already_held(facts: list[Facts]) -> set[str]:
         if done:
             held.add(item.id)
     return held
-
-
-def _credit_note_entry_kinds(facts: CreditNoteFacts) -> set[PurchaseOrderPayment.Kind]:
-    """The ledger entries a credit note's post-payment part makes (``ledger_balance``)."""
-    kinds: set[PurchaseOrderPayment.Kind] = set()
-    for minor, kind, reversal in (
-        (facts.credit_balance_amount, Kind.TO_CREDIT_BALANCE, Kind.TO_CREDIT_BALANCE_REVERSAL),
-        (facts.out_of_band_amount, Kind.PAID_BACK_OFF_STRIPE, Kind.PAID_BACK_OFF_STRIPE_REVERSAL),
-    ):
-        if minor > 0:
-            kinds |= {kind, reversal} if facts.voided else {kind}
-    return kinds
 
 
 class _Finder:
