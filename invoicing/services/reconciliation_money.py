@@ -40,7 +40,7 @@ from invoicing.services.money_events import (
     purchase_order_of_credit_note,
 )
 from invoicing.services.stripe_pages import pages, prefetched
-from invoicing.services.stripe_write_requests import apply_refund_view, refund_statuses_awaited
+from invoicing.services.stripe_write_requests import apply_refund_view, refunds_moving_a_request
 
 if TYPE_CHECKING:
     from stripe.params import CreditNoteListParams, DisputeListParams, RefundListParams
@@ -111,14 +111,14 @@ def _already_held(facts: list[Facts]) -> set[str]:
             "stripe_dispute_id", "stage"
         )
     )
-    awaited = refund_statuses_awaited()
+    moving_requests = refunds_moving_a_request(f for f in facts if isinstance(f, RefundFacts))
     held = set()
     for item in facts:
         kinds = entries.get(item.id, set())
         if isinstance(item, RefundFacts):
             wanted = {Kind.REFUND} if item.gave_money_back else set()
             wanted |= {Kind.REFUND_REVERSAL} if item.undone else set()
-            done = wanted <= kinds and awaited.get(item.id, item.status) == item.status
+            done = wanted <= kinds and item.id not in moving_requests
         elif isinstance(item, DisputeFacts):
             wanted = {Kind.DISPUTE} if item.withdrawn else set()
             wanted |= {Kind.DISPUTE_REINSTATEMENT} if item.reinstated else set()

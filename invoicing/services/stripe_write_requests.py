@@ -12,7 +12,7 @@ the request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
@@ -240,19 +240,28 @@ def apply_refund_view(
     return change
 
 
-def refund_statuses_awaited() -> dict[str, str]:
-    """Each refund a request still waits for, with the status the request last saw of it.
+def _moves_request(known: str | None, status: str) -> bool:
+    """Whether a view of a refund at ``status`` moves the request that last saw it at ``known``."""
+    return known is None or REFUND_STAGE[status] > REFUND_STAGE.get(known, 0)
 
-    The reconciliation applies a refund again when Stripe's status moved past that one, even
-    though the ledger holds it already (a request sent before requests followed their refunds).
+
+def refunds_moving_a_request(refunds: Iterable[RefundFacts]) -> set[str]:
+    """The refunds whose view would move a request still waiting for them.
+
+    The reconciliation applies those even though the ledger holds them already (a request sent
+    before requests followed their refunds).
     """
-    awaited: dict[str, str] = {}
+    awaited: dict[str, str | None] = {}
     plans = StripeWriteRequest.objects.filter(kind=Kind.REFUND, state=State.PENDING)
     for plan in plans.values_list("plan", flat=True):
         for item in plan:
             if item.get("refund"):
-                awaited[str(item["refund"])] = str(item.get("status") or "")
-    return awaited
+                awaited[str(item["refund"])] = item.get("status")
+    return {
+        refund.id
+        for refund in refunds
+        if refund.id in awaited and _moves_request(awaited[refund.id], refund.status)
+    }
 
 
 def _follow_refund(po: PurchaseOrder, facts: RefundFacts) -> None:
@@ -271,8 +280,7 @@ def _follow_refund(po: PurchaseOrder, facts: RefundFacts) -> None:
     row = StripeWriteRequest.objects.select_for_update().get(pk=pk)
     plan: list[dict[str, Any]] = [dict(item) for item in row.plan]
     item = next(item for item in plan if item.get("refund") == facts.id)
-    known = item.get("status")
-    if known is None or REFUND_STAGE[facts.status] > REFUND_STAGE.get(known, 0):
+    if _moves_request(item.get("status"), facts.status):
         item["status"] = facts.status
         if facts.undone:
             item["failure_reason"] = facts.failure_reason or "unknown"
