@@ -13,6 +13,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from invoicing.models import Conference, PurchaseOrder
 from invoicing.services import purchase_orders
 from invoicing.services.purchase_orders import LineItemInput
+from invoicing.services.stripe_invoicing import create_stripe_invoice
 from tests.stripe_emulator.handle import EmulatorHandle
 
 MakeConference = Callable[..., Conference]
@@ -91,6 +92,15 @@ def stripe_conference(
     settings.STRIPE_API_BASE = stripe_emulator.base_url
     settings.STRIPE_MAX_NETWORK_RETRIES = 0  # tests that want retries set them
     return make_conference(secret_key=stripe_secret_key)
+
+
+def invoiced_here(po: PurchaseOrder) -> PurchaseOrder:
+    """``po`` approved without the signal (no creation task queued) and invoiced in this process."""
+    PurchaseOrder.objects.filter(pk=po.pk).update(status=PurchaseOrder.Status.APPROVED)
+    po.refresh_from_db()
+    create_stripe_invoice(po)
+    po.refresh_from_db()
+    return po
 
 
 def api_calls(emulator: EmulatorHandle, secret_key: str) -> list[tuple[str, str]]:

@@ -24,10 +24,10 @@ from invoicing.models import (
 from invoicing.selectors_credit_lines import creditable_lines
 from invoicing.services.amount_owed import process_reduce_request
 from invoicing.services.ledger import apply_credit_note
-from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
+from invoicing.services.stripe_invoicing import sync_stripe_invoice_status
 from invoicing.services.stripe_write_requests import InvalidStripeWriteRequest, record_request
 from invoicing.timeline import purchase_order_timeline
-from tests.core.conftest import MakePurchaseOrder
+from tests.core.conftest import MakePurchaseOrder, invoiced_here
 from tests.stripe_emulator.handle import EmulatorHandle
 
 pytestmark = pytest.mark.django_db
@@ -44,12 +44,7 @@ def invoiced(
     stripe_conference: Conference, make_purchase_order: MakePurchaseOrder
 ) -> PurchaseOrder:
     """An invoiced PO of 6,350.00 USD on a fresh emulator account (no webhooks: syncs only)."""
-    po = make_purchase_order(conference=stripe_conference, approve=False)
-    PurchaseOrder.objects.filter(pk=po.pk).update(status=Status.APPROVED)  # no signal: no task
-    po.refresh_from_db()
-    create_stripe_invoice(po)
-    po.refresh_from_db()
-    return po
+    return invoiced_here(make_purchase_order(conference=stripe_conference, approve=False))
 
 
 @pytest.fixture

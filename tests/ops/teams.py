@@ -23,8 +23,8 @@ from invoicing.models import (
     StripeEvent,
 )
 from invoicing.services import conference_access
-from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
-from tests.core.conftest import MakePurchaseOrder
+from invoicing.services.stripe_invoicing import sync_stripe_invoice_status
+from tests.core.conftest import MakePurchaseOrder, invoiced_here
 from tests.stripe_emulator.handle import EmulatorHandle
 
 PASSWORD = "a-team-members-password"
@@ -50,12 +50,7 @@ class Team:
 
 
 def _invoiced(make: MakePurchaseOrder, conference: Conference, reference: str) -> PurchaseOrder:
-    po = make(conference=conference, approve=False, reference=reference)
-    PurchaseOrder.objects.filter(pk=po.pk).update(status=Status.APPROVED)  # no signal: no task
-    po.refresh_from_db()
-    create_stripe_invoice(po)
-    po.refresh_from_db()
-    return po
+    return invoiced_here(make(conference=conference, approve=False, reference=reference))
 
 
 def build_team(

@@ -21,8 +21,7 @@ from django.urls import reverse
 from config.celery import app as celery_app
 from invoicing.models import Conference, PurchaseOrder, StripeEvent, StripeSyncState
 from invoicing.services.stripe_client import clear_stripe_clients
-from invoicing.services.stripe_invoicing import create_stripe_invoice
-from tests.core.conftest import MakePurchaseOrder
+from tests.core.conftest import MakePurchaseOrder, invoiced_here
 from tests.stripe_emulator.handle import EmulatorHandle
 from tests.support.celery_workers import wait_until
 from tests.support.redis_server import free_port
@@ -67,11 +66,7 @@ def invoiced(
     stripe_conference: Conference, make_purchase_order: MakePurchaseOrder
 ) -> PurchaseOrder:
     """An invoiced PO (6,350.00 USD); its account has no webhook endpoint: only syncs see it."""
-    po = make_purchase_order(conference=stripe_conference, approve=False)
-    PurchaseOrder.objects.filter(pk=po.pk).update(status=Status.APPROVED)  # no signal: no task
-    po.refresh_from_db()
-    create_stripe_invoice(po)
-    po.refresh_from_db()
+    po = invoiced_here(make_purchase_order(conference=stripe_conference, approve=False))
     assert po.status == Status.INVOICED
     return po
 

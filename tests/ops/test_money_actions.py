@@ -19,8 +19,8 @@ from django.urls import reverse
 
 from invoicing.models import Conference, ConferenceRole, PurchaseOrder, Role, StripeWriteRequest
 from invoicing.services.stripe_client import clear_stripe_clients
-from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
-from tests.core.conftest import MakePurchaseOrder
+from invoicing.services.stripe_invoicing import sync_stripe_invoice_status
+from tests.core.conftest import MakePurchaseOrder, invoiced_here
 from tests.stripe_emulator.handle import EmulatorHandle
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
@@ -42,10 +42,7 @@ def part_paid(
     stripe_emulator: EmulatorHandle,
 ) -> PurchaseOrder:
     """6,350.00 USD invoiced, 2,000.00 paid by card: something to refund and something owed."""
-    po = make_purchase_order(conference=stripe_conference, approve=False)
-    PurchaseOrder.objects.filter(pk=po.pk).update(status=Status.APPROVED)  # no signal: no task
-    po.refresh_from_db()
-    create_stripe_invoice(po)
+    po = invoiced_here(make_purchase_order(conference=stripe_conference, approve=False))
     stripe_emulator.pay_invoice(po.stripe_invoice_id, amount=200000)
     sync_stripe_invoice_status(po)
     po.refresh_from_db()

@@ -16,9 +16,9 @@ from invoicing import background
 from invoicing.background import Job
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, StripeWriteRequest
 from invoicing.selectors import refundable_amount, write_request_outcome
-from invoicing.services.stripe_invoicing import create_stripe_invoice, sync_stripe_invoice_status
+from invoicing.services.stripe_invoicing import sync_stripe_invoice_status
 from invoicing.services.stripe_write_requests import record_request
-from tests.core.conftest import MakePurchaseOrder
+from tests.core.conftest import MakePurchaseOrder, invoiced_here
 from tests.pipeline.conftest import wait_for, wait_for_events_settled, wait_for_status
 from tests.stripe_emulator.handle import EmulatorHandle
 
@@ -105,9 +105,7 @@ def test_a_request_the_broker_refused_is_failed_and_nothing_is_sent(
     unreachable_broker: str,
 ) -> None:
     """The organizer is told, and the row can never run later behind their back."""
-    po = make_purchase_order(conference=stripe_conference, approve=False)
-    PurchaseOrder.objects.filter(pk=po.pk).update(status=Status.APPROVED)  # no signal: no task
-    create_stripe_invoice(po)
+    po = invoiced_here(make_purchase_order(conference=stripe_conference, approve=False))
     stripe_emulator.pay_invoice(po.stripe_invoice_id, amount=100000)
     sync_stripe_invoice_status(po)
     stripe_emulator.clear_requests(stripe_secret_key)
