@@ -266,8 +266,8 @@ class PaymentLedgerInline(
     def stripe_report_display(self, obj: PurchaseOrderPayment) -> str:
         """Where a payment made outside Stripe stands at Stripe, and why if it went nowhere."""
         parts = []
-        if obj.left_po_description():
-            parts.append(obj.left_po_description())
+        if left_po := obj.left_po_description():
+            parts.append(left_po)
         elif obj.method == Method.CREDIT_BALANCE:
             parts.append(f"credit balance applied to invoice {obj.applied_invoice_id}")
         elif obj.stripe_attached_at is not None:
