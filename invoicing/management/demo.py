@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import urlsplit
 
 import redis
@@ -22,6 +23,37 @@ SECRET_KEY_FILE_NAME = "dev-secret-key"  # noqa: S105 (a file name)
 # The Stripe emulator lives with the tests: a checkout has it, an installed package does not.
 EMULATOR_MODULE = "tests.stripe_emulator"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class WholeLines:
+    """A text stream that reaches ``stream`` in whole lines, one ``write`` per batch of lines.
+
+    Several writers share the demo's terminal: honcho's printer (``print`` writes a line and its
+    newline in two calls), the seeder thread and, through the same file, anything it starts. A
+    line written in parts could be split by another writer's line; here each thread's text waits
+    until its newline and is then written whole, under a lock.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._pending = threading.local()
+
+    def write(self, text: str) -> int:
+        pending = getattr(self._pending, "text", "") + text
+        complete, newline, rest = pending.rpartition("\n")
+        self._pending.text = rest
+        if newline:
+            with self._lock:
+                self._stream.write(complete + newline)
+                self._stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        """Whole lines are flushed as they are written; a part line waits for its newline."""
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
 
 
 def emulator_checkout() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,33 @@ def test_without_the_emulator_the_demo_says_it_needs_a_checkout_and_starts_nothi
     with pytest.raises(CommandError, match=r"needs a checkout of the repository.*`make run`"):
         call_command(rundemo.Command())
     assert not settings.VAR_DIR.exists()
+
+
+def test_whole_lines_keep_a_line_written_in_parts_whole_when_another_thread_writes(
+    tmp_path: Path,
+) -> None:
+    """honcho prints a line and its newline in two writes; another writer came between them once."""
+    path = tmp_path / "terminal.log"
+    with path.open("a", buffering=1, encoding="utf-8") as terminal:
+        terminal.reconfigure(write_through=True)  # as under PYTHONUNBUFFERED=1
+        out = demo.WholeLines(terminal)
+        first_part_written, other_line_written = threading.Event(), threading.Event()
+
+        def printer() -> None:
+            out.write('worker | {"event": "received"}')
+            first_part_written.set()
+            other_line_written.wait(timeout=10)
+            out.write("\n")
+
+        thread = threading.Thread(target=printer)
+        thread.start()
+        assert first_part_written.wait(timeout=10)
+        out.write('seed | {"event": "invoice_sent"}\nseed | done\n')
+        other_line_written.set()
+        thread.join(timeout=10)
+
+    assert path.read_text(encoding="utf-8").splitlines() == [
+        'seed | {"event": "invoice_sent"}',
+        "seed | done",
+        'worker | {"event": "received"}',
+    ]

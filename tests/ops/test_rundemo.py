@@ -272,5 +272,13 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(demo: Demo) -> None:
     ]
     assert worker_lines, "no JSON log line from the worker"
     assert all(isinstance(json.loads(line), dict) for line in worker_lines)
+    # seed_demo's own lines (it invoices DEMO-1006 in its process) come through the printer too,
+    # whole, instead of landing inside a worker line.
+    seed_lines = [
+        line.split("| ", 1)[1]
+        for line in output.splitlines()
+        if re.match(r"^\S+ seed +\| \{", line)
+    ]
+    assert any(json.loads(line).get("event") == "invoice_sent" for line in seed_lines), seed_lines
     assert "sk_test_emulator_democon_2026_account" not in output
     assert re.search(r"whsec_(?!…)", output) is None

@@ -22,6 +22,7 @@ Ctrl-C (or SIGTERM) stops everything it started. Ports and addresses come from t
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import shlex
 import shutil
@@ -33,17 +34,19 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
+from honcho.printer import Message, Printer
 
 from invoicing.management.commands.seed_demo import DEMO_SLUG, PASSWORD_FILE_NAME
 from invoicing.management.demo import (
     EMULATOR_MODULE,
     DemoAddresses,
+    WholeLines,
     demo_web_command,
     dev_secret_key,
     emulator_checkout,
@@ -240,7 +243,9 @@ class Command(BaseCommand):
         *,
         seed: bool,
     ) -> None:
-        manager = Manager()
+        # One stream for every writer, so no line is split by another's (see WholeLines).
+        printer = Printer(WholeLines(sys.stdout))
+        manager = Manager(printer)
         python = shlex.quote(sys.executable)
         manager.add_process(
             "emulator",
@@ -258,10 +263,10 @@ class Command(BaseCommand):
         stopping = threading.Event()
         seeder = DemoSeeder(
             manager=manager,
+            printer=printer,
             env=env,
             addresses=addresses,
             var_dir=var_dir,
-            out=self.stdout,
             stopping=stopping,
             seed=seed,
         )
@@ -282,25 +287,29 @@ class Command(BaseCommand):
 
 
 class DemoSeeder(threading.Thread):
-    """Waits for the emulator and the web, seeds the demo, prints where everything is."""
+    """Waits for the emulator and the web, seeds the demo, prints where everything is.
+
+    ``seed_demo``'s output goes through the printer as the ``seed`` process's lines: written
+    straight to the shared terminal, its lines could land inside another process's line.
+    """
 
     def __init__(
         self,
         *,
         manager: Manager,
+        printer: Printer,
         env: dict[str, str],
         addresses: DemoAddresses,
         var_dir: Path,
-        out: TextIO | Any,
         stopping: threading.Event,
         seed: bool,
     ) -> None:
         super().__init__(name="demo-seeder", daemon=True)
         self.manager = manager
+        self.printer = printer
         self.env = env
         self.addresses = addresses
         self.var_dir = var_dir
-        self.out = out
         self.stopping = stopping
         self.seed = seed
         self.failed = ""
@@ -322,15 +331,23 @@ class DemoSeeder(threading.Thread):
                 [sys.executable, "manage.py", "seed_demo", "--site-url", web],
                 cwd=REPO_ROOT,
                 env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
             )
+            for line in iter(self._process.stdout.readline, b"") if self._process.stdout else ():
+                self._print(line)
             code = self._process.wait()
             if self.stopping.is_set():
                 return
             if code != 0:
                 self._fail(f"seed_demo failed (exit code {code}); see its output above.")
                 return
-        self.out.write(self.banner())
-        self.out.flush()
+        self.printer.output.write(self.banner())
+
+    def _print(self, line: bytes) -> None:
+        self.printer.write(
+            Message(type="line", data=line, time=datetime.datetime.now(), name="seed", colour=None)
+        )
 
     def _fail(self, message: str) -> None:
         self.failed = message
