@@ -91,30 +91,6 @@ def settled(conference: Any) -> bool:
     ).exists()
 
 
-def account_events(stack: Stack, conference: Any) -> list[dict[str, Any]]:
-    """Every event of the conference's Stripe account, oldest first, as the JSON Stripe posts."""
-    import json
-    import urllib.request
-
-    events: list[dict[str, Any]] = []
-    cursor = ""
-    while True:
-        url = f"{stack.emulator.base_url}/v1/events?limit=100" + (
-            f"&starting_after={cursor}" if cursor else ""
-        )
-        request = urllib.request.Request(
-            url, headers={"Authorization": f"Bearer {conference.stripe_secret_key}"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            page = json.load(response)
-        events.extend(page["data"])
-        if not page["has_more"]:
-            break
-        cursor = page["data"][-1]["id"]
-    events.reverse()
-    return events
-
-
 def _report(samples: list[RssSample], phase: str, unit: str) -> list[str]:
     lines = []
     for pid in sorted({s.pid for s in samples if s.phase == phase}):
@@ -165,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             half = to_minor_units(due, currency) // 2
             stack.emulator.pay_invoice(invoice_id, amount=half)  # a first part...
             stack.emulator.pay_invoice(invoice_id)  # ...and the rest
-        events = account_events(stack, conference)
+        events = stack.emulator.raw_events(conference.stripe_secret_key)
         available = len(events)
         started = time.monotonic()
         done = 0

@@ -21,7 +21,6 @@ import json
 import logging
 import re
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,16 +56,6 @@ from tests.support.secret_guard import SecretGuard, SecretRegistry, mask, record
 __all__ = ["make_conference", "make_purchase_order"]
 
 STRIPE_ID = re.compile(r"\b(?:in|cus|ii|inpay|we|evt)_[A-Za-z0-9]+")
-
-
-def raw_events(emulator: EmulatorHandle, secret_key: str) -> list[dict[str, Any]]:
-    """The account's events as Stripe would POST them, oldest first."""
-    request = urllib.request.Request(
-        f"{emulator.base_url}/v1/events?limit=100",
-        headers={"Authorization": f"Bearer {secret_key}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return list(reversed(json.loads(response.read())["data"]))
 
 
 def signing_secret(emulator: EmulatorHandle, secret_key: str) -> str:
@@ -118,7 +107,7 @@ def test_an_event_signed_for_one_conference_fails_at_another(
     for po in (po_a, po_b):
         create_stripe_invoice(po)
     stripe_emulator.pay_invoice(po_a.stripe_invoice_id, amount=200_00)
-    events = [event for event in raw_events(stripe_emulator, a.stripe_secret_key)]
+    events = stripe_emulator.raw_events(a.stripe_secret_key)
     assert any(event["type"] == "invoice.updated" for event in events)
 
     def post(conference: Conference, event: dict[str, Any], secret: str) -> Any:
@@ -214,7 +203,7 @@ def test_every_request_for_a_conferences_objects_carries_its_key(
             create_stripe_invoice(po)
         stripe_emulator.pay_invoice(first.stripe_invoice_id, amount=100_00)
         stripe_emulator.pay_invoice(second.stripe_invoice_id)
-        for event in raw_events(stripe_emulator, conference.stripe_secret_key):
+        for event in stripe_emulator.raw_events(conference.stripe_secret_key):
             recorded = webhook_intake.record_stripe_event(conference=conference, event=event)
             stripe_events.process_stripe_event(stripe_event_id=recorded.stripe_event.pk)
         sync_stripe_invoice_status(first)

@@ -20,9 +20,7 @@ and ``compare_with_stripe`` finds nothing to report.
 
 from __future__ import annotations
 
-import json
 import random
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -109,23 +107,6 @@ class History:
     counts: Counter[str] = field(default_factory=Counter)
 
 
-def list_events(emulator: EmulatorHandle, secret_key: str) -> list[dict[str, Any]]:
-    """Every event of the account, as raw JSON (the body a webhook would carry), oldest first."""
-    found: list[dict[str, Any]] = []
-    after = ""
-    while True:
-        request = urllib.request.Request(
-            f"{emulator.base_url}/v1/events?limit=100{after}",
-            headers={"Authorization": f"Bearer {secret_key}"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            page = json.loads(response.read())
-        found.extend(page["data"])
-        if not page["has_more"]:
-            return list(reversed(found))
-        after = f"&starting_after={page['data'][-1]['id']}"
-
-
 def expected_status(*, total: int, paid: int, refunds: int, disputes: int, credits: int,
                     to_balance: int, paid_back: int, invoice_status: str) -> str:  # fmt: skip
     """The PO status Stripe's amounts imply (README, the ledger section), from Stripe's side.
@@ -200,7 +181,7 @@ def test_refunds_disputes_and_credit_notes_reach_the_ledger_exactly_once(
         history = History()
 
         def refresh_pool() -> None:
-            for event in list_events(stripe_emulator, key):
+            for event in stripe_emulator.raw_events(key):
                 if event["id"] not in history.events_seen:
                     history.events_seen.add(event["id"])
                     history.pool.append(event)

@@ -26,7 +26,6 @@ import datetime
 import functools
 import json
 import random
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -110,23 +109,6 @@ class History:
     counts: Counter[str] = field(default_factory=Counter)
 
 
-def list_events(emulator: EmulatorHandle, secret_key: str) -> list[dict[str, Any]]:
-    """Every event of the account, as raw JSON (the body a webhook would carry), oldest first."""
-    found: list[dict[str, Any]] = []
-    after = ""
-    while True:
-        request = urllib.request.Request(
-            f"{emulator.base_url}/v1/events?limit=100{after}",
-            headers={"Authorization": f"Bearer {secret_key}"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            page = json.loads(response.read())
-        found.extend(page["data"])
-        if not page["has_more"]:
-            return list(reversed(found))
-        after = f"&starting_after={page['data'][-1]['id']}"
-
-
 def sync_po(pk: int) -> None:
     sync_stripe_invoice_status(PurchaseOrder.objects.get(pk=pk))
 
@@ -185,7 +167,7 @@ def test_the_ledger_always_equals_stripe(
         history = History()
 
         def refresh_pool() -> None:
-            for event in list_events(stripe_emulator, key):
+            for event in stripe_emulator.raw_events(key):
                 if event["id"] not in history.events_seen:
                     history.events_seen.add(event["id"])
                     history.pool.append(event)

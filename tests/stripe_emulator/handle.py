@@ -191,6 +191,18 @@ class EmulatorHandle:
         data: list[dict[str, Any]] = result["data"]
         return data
 
+    def raw_events(self, secret_key: str) -> list[dict[str, Any]]:
+        """Every event of the account through ``GET /v1/events``, oldest first: the JSON a webhook
+        delivery would carry, for tests that deliver events themselves."""
+        events: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            page = self._call("GET", f"/v1/events?limit=100{after}", secret_key=secret_key)
+            events.extend(page["data"])
+            if not page["has_more"]:
+                return events[::-1]
+            after = f"&starting_after={page['data'][-1]['id']}"
+
     def clear_requests(self, secret_key: str | None = None) -> None:
         self._call("DELETE", "/_emulator/requests", secret_key=secret_key)
 
