@@ -22,6 +22,7 @@ from django.db import transaction
 from invoicing import money
 from invoicing.access import may_reduce
 from invoicing.models import StripeWriteRequest
+from invoicing.services.invoice_snapshots import WITH_OFF_STRIPE
 from invoicing.services.keyed_writes import find_by_metadata, poisons_key
 from invoicing.services.ledger import apply_credit_note, apply_invoice_snapshot
 from invoicing.services.stripe_client import build_stripe_client
@@ -159,7 +160,9 @@ def process_reduce_request(*, write_request: StripeWriteRequest) -> None:
             locked.stripe_credit_note_id = note.id
             locked.save(update_fields=["stripe_credit_note_id", "updated_at"])
         row.refresh_from_db()
-    invoice = client.v1.invoices.retrieve(row.stripe_invoice_id)
+    # With amount_paid_off_stripe: a view without it would move the PO's mirror of the invoice
+    # past money the ledger cannot record from it, and the reconciliation would then skip it.
+    invoice = client.v1.invoices.retrieve(row.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE})
     apply_invoice_snapshot(purchase_order=po, invoice=invoice, source="reduce")
     apply_credit_note(purchase_order=po, credit_note=note, source="reduce")
     finish(row, state=State.SUCCEEDED)

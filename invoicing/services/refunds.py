@@ -4,7 +4,8 @@ Three steps, each resumable, so the task may run twice or crash anywhere without
 
 1. **Plan** (once, stored on the row before any refund is made): which charges give back how much.
    The PO's invoice payments are listed at Stripe, newest first, and each charge gives at most what
-   it has left to refund (disputed charges are skipped: Stripe refuses them). If Stripe can give
+   it has left to refund (a charge whose dispute is open or lost is skipped: Stripe refuses it;
+   one whose dispute was won is refunded like any other). If Stripe can give
    back less than was asked, the request fails and nothing is refunded.
 2. **Refund** each planned charge, under a key derived from the row (``refund-<uid>-<charge>``)
    with ``metadata[refund_request]``; before sending, the charge's refunds are listed, so a refund
@@ -69,7 +70,7 @@ def _refundable_charges(client: stripe.StripeClient, po: PurchaseOrder) -> list[
             if not isinstance(charge, stripe.Charge) or charge.status != "succeeded":
                 continue
             left = charge.amount - charge.amount_refunded
-            if left > 0 and not charge.disputed:
+            if left > 0 and not (charge.disputed and _held_by_a_dispute(client, charge.id)):
                 charges.append(
                     {
                         "charge": charge.id,
@@ -81,6 +82,21 @@ def _refundable_charges(client: stripe.StripeClient, po: PurchaseOrder) -> list[
                 )
     charges.sort(key=lambda item: (item["created"], item["charge"]), reverse=True)
     return charges
+
+
+def _held_by_a_dispute(client: stripe.StripeClient, charge_id: str) -> bool:
+    """Whether a dispute keeps Stripe from refunding the charge.
+
+    ``Charge.disputed`` stays true once a dispute is won, when the charge can be refunded again;
+    while a chargeback is open or lost Stripe refuses with ``charge_disputed``, unless the dispute
+    says ``is_charge_refundable`` (an inquiry: "it's still possible to refund the disputed
+    payment", Stripe's Dispute object).
+    """
+    disputes = client.v1.disputes.list({"charge": charge_id, "limit": 100})
+    return any(
+        dispute.status != "won" and not dispute.is_charge_refundable
+        for dispute in disputes.auto_paging_iter()
+    )
 
 
 def _plan(client: stripe.StripeClient, row: StripeWriteRequest) -> list[dict[str, Any]]:

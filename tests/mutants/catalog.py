@@ -720,4 +720,39 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         (FULL_RECONCILIATION,),
     ),
+    Mutant(
+        "refund-skips-won-dispute",
+        2,
+        "a refund plan counts a charge whose dispute was won as never refundable (Stripe keeps "
+        "Charge.disputed set), so money the ledger holds again cannot be given back",
+        (
+            Edit(
+                "invoicing/services/refunds.py",
+                "if left > 0 and not (charge.disputed and _held_by_a_dispute(client, charge.id)):",
+                "if left > 0 and not charge.disputed:",
+            ),
+        ),
+        (
+            "tests/core/test_refunds.py::"
+            "test_a_charge_whose_dispute_was_won_is_refunded_and_one_still_disputed_is_not",
+        ),
+    ),
+    Mutant(
+        "reduce-applies-a-view-without-the-split",
+        2,
+        "a reduction applies the invoice retrieved without amount_paid_off_stripe: the mirror "
+        "moves past a payment the ledger cannot record from that view, and the reconciliation "
+        "skips the invoice as unchanged",
+        (
+            Edit(
+                "invoicing/services/amount_owed.py",
+                'row.stripe_invoice_id, params={"expand": WITH_OFF_STRIPE}',
+                "row.stripe_invoice_id",
+            ),
+        ),
+        (
+            "tests/core/test_refunds.py::"
+            "test_a_reduction_brings_in_a_payment_no_webhook_brought_yet",
+        ),
+    ),
 )
