@@ -124,7 +124,7 @@ def void_refusal(po: PurchaseOrder) -> str:
     if po.stripe_invoice_status in VOIDED_STATUSES:
         return "its invoice is already void."
     if po.stripe_invoice_status == StripeInvoiceStatus.PAID:
-        return "its invoice is paid: nothing to void (refund it at Stripe instead)."
+        return "its invoice is paid, and Stripe never voids a paid invoice."
     if not po.has_complete_invoice:
         return "its invoice is not sent yet (still being created)."
     if _part_paid_at_stripe(po):
@@ -204,11 +204,17 @@ def cancel_refusal(po: PurchaseOrder) -> str:
     """Why the PO cannot be cancelled ("" when it can)."""
     if po.status == Status.CANCELLED:
         return "it is already cancelled."
-    if po.status in {Status.PAID, Status.OVERPAID}:
+    if po.status in {Status.PAID, Status.OVERPAID} and refundable_amount(po) > 0:
         return (
             f"it is {po.get_status_display().lower()}: refund the payments first, then cancel "
             "(a part-paid PO is cancelled directly: the unpaid rest is credited at Stripe and "
             "the payments stay)."
+        )
+    if po.status in {Status.PAID, Status.OVERPAID}:
+        return (
+            f"it is {po.get_status_display().lower()} by wire, check or other payments, which "
+            "are given back outside Stripe; this app cannot record money given back that way "
+            "yet, so the PO stays as it is."
         )
     if _uncollectible_with_payments(po):
         return _UNCOLLECTIBLE_WITH_PAYMENTS

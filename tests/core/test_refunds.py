@@ -23,7 +23,7 @@ from invoicing.models import (
     Role,
     StripeWriteRequest,
 )
-from invoicing.selectors import refundable_amount, write_request_outcome
+from invoicing.selectors import cancel_refusal, refundable_amount, write_request_outcome
 from invoicing.services.amount_owed import process_reduce_request
 from invoicing.services.reconciliation import reconcile_conference
 from invoicing.services.refunds import process_refund_request
@@ -253,6 +253,18 @@ def test_a_charge_whose_dispute_was_won_is_refunded_and_one_still_disputed_is_no
     assert (row.state, row.error) == (State.SUCCEEDED, "")
     (refund,) = refunds_at_stripe(stripe_emulator, stripe_secret_key)
     assert (refund.charge, refund.amount, refund.status) == (older.id, 150000, "succeeded")
+
+
+def test_a_po_paid_through_stripe_is_cancelled_once_its_payments_are_refunded(
+    invoiced: PurchaseOrder,
+    stripe_emulator: EmulatorHandle,
+    admin_user: User,
+) -> None:
+    po = paid(stripe_emulator, invoiced, 635000)
+    assert cancel_refusal(po).startswith("it is paid: refund the payments first, then cancel")
+    process_refund_request(write_request=ask(po, Kind.REFUND, "6350.00", admin_user))
+    po.refresh_from_db()
+    assert (po.status, cancel_refusal(po)) == (Status.REFUNDED, "")
 
 
 def test_an_ach_refund_waits_for_the_bank(

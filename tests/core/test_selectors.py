@@ -65,9 +65,10 @@ def test_a_paid_po_is_not_cancelled_by_the_admin_nor_the_service(
         po, amount=po.total, method="wire", payment_date=datetime.date(2026, 11, 26)
     )
     assert po.status == Status.PAID
+    # Paid by wire: no refund through this app can give it back, so the words do not ask one.
     reason = (
-        "it is paid: refund the payments first, then cancel (a part-paid PO is cancelled "
-        "directly: the unpaid rest is credited at Stripe and the payments stay)."
+        "it is paid by wire, check or other payments, which are given back outside Stripe; this "
+        "app cannot record money given back that way yet, so the PO stays as it is."
     )
     assert cancel_refusal(po) == reason
     with pytest.raises(InvalidTransition) as refused:
