@@ -19,6 +19,7 @@ send); a known customer saves one (or, when the PO's billing details changed, up
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import stripe
@@ -256,9 +257,18 @@ def _persist_invoice_created(
 
 
 def _persist_step(
-    po: PurchaseOrder, invoice: stripe.Invoice, *, stamp: str, always: bool = False
+    po: PurchaseOrder,
+    invoice: stripe.Invoice,
+    *,
+    stamp: str,
+    always: bool = False,
+    first_time: Callable[[PurchaseOrder], None] | None = None,
 ) -> PurchaseOrder:
-    """Store one step's result in its own transaction: its timestamp, then the snapshot."""
+    """Store one step's result in its own transaction: its timestamp, then the snapshot.
+
+    ``first_time`` runs in that transaction only if this run is the one stamping the step: two
+    runs of one PO may both reach it, and what happens once (the PO's story) must not twice.
+    """
     with transaction.atomic():
         locked = lock_purchase_order(po)
         extra: tuple[str, ...] = ()
@@ -268,7 +278,35 @@ def _persist_step(
         apply_invoice_snapshot_locked(
             locked, InvoiceSnapshot.from_invoice(invoice), source=stamp, extra_fields=extra
         )
+        if extra and first_time is not None:
+            first_time(locked)
     return locked
+
+
+def send_invoice(
+    client: stripe.StripeClient, po: PurchaseOrder, invoice: stripe.Invoice
+) -> PurchaseOrder:
+    """Send the finalized invoice (internal; one key per PO and generation, so a second run's
+    send is Stripe's replay) and mark the PO sent; the run that marks it tells the story."""
+
+    def sent(locked: PurchaseOrder) -> None:
+        record_activity(
+            purchase_order=locked,
+            kind=PurchaseOrderActivity.Kind.INVOICE_SENT,
+            detail=money.format_display(
+                money.from_minor_units(invoice.amount_due, locked.currency), locked.currency
+            ),
+        )
+        log_state_change(
+            logger, event="invoice_sent", po_reference=locked.reference, invoice_id=invoice.id
+        )
+
+    invoice = keyed_write(
+        po,
+        "send",
+        lambda key: client.v1.invoices.send_invoice(invoice.id, options={"idempotency_key": key}),
+    )
+    return _persist_step(po, invoice, stamp="invoice_sent_at", first_time=sent)
 
 
 def _check_lines(po: PurchaseOrder, invoice: stripe.Invoice, expected_subtotal: int) -> None:
@@ -412,24 +450,7 @@ def create_stripe_invoice(purchase_order: PurchaseOrder) -> str:
     invoice_id = invoice.id
 
     if invoice.status == StripeInvoiceStatus.OPEN and po.invoice_sent_at is None:
-        invoice = keyed_write(
-            po,
-            "send",
-            lambda key: client.v1.invoices.send_invoice(
-                invoice_id, options={"idempotency_key": key}
-            ),
-        )
-        po = _persist_step(po, invoice, stamp="invoice_sent_at")
-        record_activity(
-            purchase_order=po,
-            kind=PurchaseOrderActivity.Kind.INVOICE_SENT,
-            detail=money.format_display(
-                money.from_minor_units(invoice.amount_due, po.currency), po.currency
-            ),
-        )
-        log_state_change(
-            logger, event="invoice_sent", po_reference=po.reference, invoice_id=invoice_id
-        )
+        po = send_invoice(client, po, invoice)
     elif po.invoice_sent_at is None:
         logger.warning(
             "po %s: invoice %s is %s at Stripe; not sending it",

@@ -21,8 +21,14 @@ import pytest
 import stripe
 
 from invoicing.errors import InvalidPayment
-from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment
+from invoicing.models import (
+    Conference,
+    PurchaseOrder,
+    PurchaseOrderActivity,
+    PurchaseOrderPayment,
+)
 from invoicing.services import (
+    invoice_creation,
     invoice_sync,
     ledger,
     purchase_orders,
@@ -201,6 +207,42 @@ def test_a_creation_run_stores_its_new_invoice_under_the_po_row_lock(
         ("POST", f"{invoice}/finalize", False),
         ("POST", f"{invoice}/send", False),
     ]
+
+
+def test_two_runs_sending_one_invoice_tell_its_story_once(
+    stripe_emulator: EmulatorHandle,
+    stripe_secret_key: str,
+    stripe_conference: Conference,
+    make_purchase_order: MakePurchaseOrder,
+) -> None:
+    """An earlier run's send reached Stripe but its answer was lost: the invoice is open and not
+    marked sent. Two runs resume (a redelivery and the resume task) and both read it so; one
+    sends and marks it sent, then the other sends under the same key (Stripe's replay) with the
+    PO it read before. Marking it finds it marked: the story says "Invoice created and sent"
+    once."""
+    po = make_purchase_order(conference=stripe_conference)
+    stripe_emulator.configure(
+        stripe_secret_key,
+        fail_next=[{"error": "reset_after_commit", "method": "POST", "path": "/send$"}],
+    )
+    with pytest.raises(stripe.APIConnectionError):
+        stripe_invoicing.create_stripe_invoice(po)
+    read_by_the_second_run = PurchaseOrder.objects.get(pk=po.pk)
+    assert read_by_the_second_run.invoice_sent_at is None
+
+    stripe_invoicing.create_stripe_invoice(po)  # the first run: sends, marks, tells
+    client = stripe_emulator.client(stripe_secret_key)
+    invoice = client.v1.invoices.retrieve(po.stripe_invoice_id)
+    invoice_creation.send_invoice(client, read_by_the_second_run, invoice)
+
+    po.refresh_from_db()
+    assert (po.status, po.invoice_sent_at is not None) == (Status.INVOICED, True)
+    sent = PurchaseOrderActivity.objects.filter(
+        purchase_order=po, kind=PurchaseOrderActivity.Kind.INVOICE_SENT
+    )
+    assert sent.count() == 1
+    sends = [a for a in _answered(stripe_emulator, stripe_secret_key) if a[1].endswith("/send")]
+    assert [replayed for _, _, replayed in sends][-2:] == [True, True]  # one send at Stripe
 
 
 def test_a_creation_run_that_finds_the_invoice_stored_by_another_run_resumes_from_stripe(
