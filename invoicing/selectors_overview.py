@@ -43,6 +43,7 @@ from django.utils import timezone
 from invoicing.models import (
     COUNTED_CREDIT_PURPOSES,
     MONEY_OUTPUT,
+    REFUND_KINDS,
     ZERO,
     Conference,
     PurchaseOrder,
@@ -104,7 +105,8 @@ def with_money_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrd
     ``_balance``).
 
     The SQL twin of ``PurchaseOrder.total`` (plus the invoice's tax) / ``amount_credited`` /
-    ``amount_owed`` / ``amount_received`` (net) / ``balance_due``, one query for any number of POs.
+    ``amount_owed`` (:func:`~invoicing.models.owed_after_refunds`) / ``amount_received`` (net) /
+    ``balance_due``, one query for any number of POs.
     """
     line_total = (
         PurchaseOrderLineItem.objects.filter(purchase_order=OuterRef("pk"))
@@ -117,6 +119,13 @@ def with_money_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrd
     )
     paid_total = (
         PurchaseOrderPayment.objects.filter(purchase_order=OuterRef("pk"))
+        .order_by()
+        .values("purchase_order")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    refunds_total = (
+        PurchaseOrderPayment.objects.filter(purchase_order=OuterRef("pk"), kind__in=REFUND_KINDS)
         .order_by()
         .values("purchase_order")
         .annotate(total=Sum("amount"))
@@ -141,10 +150,27 @@ def with_money_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrd
             + Coalesce(F("stripe_invoice_tax"), zero),
             admin_paid=Coalesce(Subquery(paid_total, output_field=MONEY_OUTPUT), zero),
             admin_credited=Coalesce(Subquery(credited_total, output_field=MONEY_OUTPUT), zero),
+            admin_refunded=-Coalesce(Subquery(refunds_total, output_field=MONEY_OUTPUT), zero),
+        )
+        .annotate(
+            # owed_after_refunds: a refund beyond what was held past the credited total lowers
+            # what is owed.
+            admin_held_beyond_owed=Greatest(
+                F("admin_paid") + F("admin_refunded") - F("admin_total") + F("admin_credited"),
+                zero,
+                output_field=MONEY_OUTPUT,
+            )
         )
         .annotate(
             admin_owed=ExpressionWrapper(
-                F("admin_total") - F("admin_credited"), output_field=MONEY_OUTPUT
+                F("admin_total")
+                - F("admin_credited")
+                - Greatest(
+                    F("admin_refunded") - F("admin_held_beyond_owed"),
+                    zero,
+                    output_field=MONEY_OUTPUT,
+                ),
+                output_field=MONEY_OUTPUT,
             )
         )
         .annotate(

@@ -59,7 +59,9 @@ _ACTIONS: dict[str, dict[str, Any]] = {
         "explanation": (
             "The worker refunds this amount of the PO's card and bank payments at Stripe, the "
             "newest payment first; the money goes back to the customer and leaves the ledger once "
-            "Stripe confirms it (bank refunds take a few days). This cannot be undone."
+            "Stripe confirms it (bank refunds take a few days). The PO then owes that much less, "
+            "as Stripe's invoice never asks refunded money again (a refund of an overpayment "
+            "leaves it paid). This cannot be undone."
         ),
         "job": Job.REFUND,
         "done": "refund of {amount} queued; the ledger shows it once Stripe confirms.",

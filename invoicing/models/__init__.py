@@ -21,6 +21,7 @@ from invoicing.models.amounts import (
     MONEY_MAX_DIGITS,
     MONEY_OUTPUT,
     ZERO,
+    owed_after_refunds,
 )
 from invoicing.models.conferences import (
     DEFAULT_PAYMENT_METHOD_TYPES,
@@ -34,6 +35,7 @@ from invoicing.models.conferences import (
 from invoicing.models.money_kinds import (
     CLOSED_DISPUTE_STATUSES,
     COUNTED_CREDIT_PURPOSES,
+    REFUND_KINDS,
     CreditPurpose,
 )
 from invoicing.models.notifications import (
@@ -62,6 +64,7 @@ __all__ = [
     "MONEY_MAX_DIGITS",
     "MONEY_OUTPUT",
     "PURCHASE_ORDER_STATUSES",
+    "REFUND_KINDS",
     "ZERO",
     "Conference",
     "ConferenceRole",
@@ -83,6 +86,7 @@ __all__ = [
     "StripeSyncState",
     "StripeWriteRequest",
     "default_payment_method_types",
+    "owed_after_refunds",
     "validate_currency",
     "validate_payment_method_types",
 ]

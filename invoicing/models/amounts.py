@@ -17,3 +17,16 @@ ZERO = Decimal("0")
 MONEY_OUTPUT: DecimalField[Decimal, Decimal] = DecimalField(
     max_digits=MONEY_MAX_DIGITS + 6, decimal_places=MONEY_DECIMAL_PLACES
 )
+
+
+def owed_after_refunds(*, owed: Decimal, received: Decimal, refunded: Decimal) -> Decimal:
+    """What a PO owes once its refunds count: money given back is not asked for again.
+
+    ``owed``: the total (plus tax) less the credits that count; ``received``: net, refunds and
+    disputes deducted; ``refunded``: the refunds that succeeded (>= 0). A refund first gives back
+    what the PO held beyond ``owed`` (an overpayment, which leaves it paid); the rest lowers what
+    is owed, as Stripe's invoice never asks refunded money again. A dispute lowers nothing: money
+    taken back by the customer's bank is still owed.
+    """
+    held_beyond_owed = max(ZERO, received + refunded - owed)
+    return owed - max(ZERO, refunded - held_beyond_owed)

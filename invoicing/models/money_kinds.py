@@ -23,5 +23,9 @@ COUNTED_CREDIT_PURPOSES: Final = frozenset(
 )
 
 
+# Ledger entry kinds (``PurchaseOrderPayment.kind``) whose sum, negated, is what was refunded.
+REFUND_KINDS: Final = ("refund", "refund_reversal")
+
+
 # Dispute statuses after which nothing moves any more (Stripe's ``Dispute.status``).
 CLOSED_DISPUTE_STATUSES: Final = frozenset({"won", "lost", "warning_closed", "prevented"})

@@ -14,7 +14,12 @@ from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 
 from invoicing.billing_details import BUYER_PO_NUMBER_LABEL, CUSTOM_FIELD_VALUE_MAX
-from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS, ZERO
+from invoicing.models.amounts import (
+    MONEY_DECIMAL_PLACES,
+    MONEY_MAX_DIGITS,
+    ZERO,
+    owed_after_refunds,
+)
 from invoicing.models.conferences import (
     Conference,
     StripeCustomer,
@@ -23,7 +28,11 @@ from invoicing.models.conferences import (
     validate_currency,
     validate_tax_ids,
 )
-from invoicing.models.money_kinds import CLOSED_DISPUTE_STATUSES, COUNTED_CREDIT_PURPOSES
+from invoicing.models.money_kinds import (
+    CLOSED_DISPUTE_STATUSES,
+    COUNTED_CREDIT_PURPOSES,
+    REFUND_KINDS,
+)
 from invoicing.stripe_invoice_status import PAST_OPEN_STATUSES
 
 
@@ -251,10 +260,23 @@ class PurchaseOrder(models.Model):
         return result
 
     @property
+    def amount_refunded(self) -> Decimal:
+        """The refunds that succeeded (>= 0): refund entries less their reversals."""
+        result: Decimal = self.payments.filter(kind__in=REFUND_KINDS).aggregate(
+            total=Coalesce(Sum("amount"), ZERO)
+        )["total"]
+        return -result
+
+    @property
     def amount_owed(self) -> Decimal:
-        """What the company owes: the lines plus any tax Stripe Tax put on the invoice, less the
-        credits that count (the tax is stored on the PO, so a re-issue keeps counting it)."""
-        return self.total + (self.stripe_invoice_tax or ZERO) - self.amount_credited
+        """What the company owes: the lines plus any tax Stripe Tax put on the invoice (stored on
+        the PO, so a re-issue keeps counting it), less the credits that count and the refunds
+        that did not give back an overpayment (:func:`owed_after_refunds`)."""
+        return owed_after_refunds(
+            owed=self.total + (self.stripe_invoice_tax or ZERO) - self.amount_credited,
+            received=self.amount_received,
+            refunded=self.amount_refunded,
+        )
 
     @property
     def balance_due(self) -> Decimal:

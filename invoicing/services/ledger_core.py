@@ -3,7 +3,8 @@
 Every money operation locks the PO row once (:func:`lock_purchase_order`, ``SELECT ... FOR
 UPDATE``), writes, and derives the status once (:func:`update_po_status_locked`). The status
 compares what the PO has received, net (payments less refunds less disputed funds withdrawn and
-not reinstated), with what it owes (its total less the credit notes that count).
+not reinstated), with what it owes (its total less the credit notes that count and the refunds
+that did not give back an overpayment: :func:`~invoicing.models.owed_after_refunds`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from invoicing import money
 from invoicing.logging import log_state_change
 from invoicing.models import (
     COUNTED_CREDIT_PURPOSES,
+    REFUND_KINDS,
     ZERO,
     PurchaseOrder,
     PurchaseOrderCredit,
     PurchaseOrderLineItem,
     PurchaseOrderPayment,
+    owed_after_refunds,
 )
 from invoicing.models.amounts import MONEY_OUTPUT as _MONEY
 from invoicing.services import notifications
@@ -75,11 +78,16 @@ class LedgerTotals:
     # Moved to the customer's credit balance at Stripe (<= 0): gone from the PO, yet not given
     # back to the customer, so a PO whose money all went there is settled, not refunded.
     to_credit_balance: Decimal = ZERO
+    refunded: Decimal = ZERO  # refunds that succeeded (>= 0)
 
     @property
     def owed(self) -> Decimal:
         # With Stripe Tax, "paid" means the invoice's total (lines plus tax) was collected.
-        return self.total + self.tax - self.credited
+        return owed_after_refunds(
+            owed=self.total + self.tax - self.credited,
+            received=self.received,
+            refunded=self.refunded,
+        )
 
 
 _TO_CREDIT_BALANCE = (Kind.TO_CREDIT_BALANCE, Kind.TO_CREDIT_BALANCE_REVERSAL)
@@ -118,6 +126,7 @@ def ledger_totals(purchase_order: PurchaseOrder) -> LedgerTotals:
             ledger_to_credit_balance=Coalesce(
                 _sum(entries.filter(kind__in=_TO_CREDIT_BALANCE), F("amount")), zero
             ),
+            ledger_refunds=Coalesce(_sum(entries.filter(kind__in=REFUND_KINDS), F("amount")), zero),
             ledger_credited=Coalesce(
                 _sum(
                     PurchaseOrderCredit.objects.filter(
@@ -133,6 +142,7 @@ def ledger_totals(purchase_order: PurchaseOrder) -> LedgerTotals:
             "ledger_received",
             "ledger_paid_in",
             "ledger_to_credit_balance",
+            "ledger_refunds",
             "ledger_credited",
             "stripe_invoice_tax",
         )
@@ -145,6 +155,7 @@ def ledger_totals(purchase_order: PurchaseOrder) -> LedgerTotals:
         paid_in=row["ledger_paid_in"],
         received=row["ledger_received"],
         to_credit_balance=row["ledger_to_credit_balance"],
+        refunded=-row["ledger_refunds"],
     )
 
 

@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
 
-from invoicing.errors import EventRejected
+from invoicing.errors import EventRejected, InvalidPayment
 from invoicing.models import (
     Notification,
     NotificationKind,
@@ -130,7 +130,9 @@ def test_a_refund_is_recorded_once_however_often_it_is_seen(paid_po: PurchaseOrd
     assert changes == [Decimal("-1000.00"), 0, 0]
     assert entries(paid_po)[1:] == [(Kind.REFUND, Decimal("-1000.000"))]
     assert paid_po.amount_received == Decimal("5350.000")
-    assert paid_po.status == Status.PARTIALLY_PAID
+    # Given back, so owed no more: the PO stays paid (Stripe's invoice asks nothing either).
+    assert (paid_po.amount_owed, paid_po.balance_due) == (Decimal("5350.000"), Decimal(0))
+    assert paid_po.status == Status.PAID
     rest = refund(535000)
     ledger.apply_refund(purchase_order=paid_po, refund=rest, source="test")
     assert paid_po.amount_received == 0
@@ -372,15 +374,30 @@ def test_database_constraints_back_refunds_disputes_and_credits(paid_po: Purchas
     assert PurchaseOrderCredit.objects.count() == 1
 
 
-def test_record_payment_refuses_nothing_new_for_refunded_pos(paid_po: PurchaseOrder) -> None:
-    """A wire on a refunded PO is a payment like any other: the status follows the ledger."""
+def test_a_wire_on_a_refunded_po_is_recorded_on_purpose_and_the_po_is_paid(
+    paid_po: PurchaseOrder,
+) -> None:
+    """The card payment was given back, so the PO owes nothing: a wire then (the company pays
+    another way) is more than is due and needs its reason; the refund then counts as giving back
+    what was paid twice, and the PO is paid."""
     ledger.apply_refund(purchase_order=paid_po, refund=refund(635000), source="t")
     assert paid_po.status == Status.REFUNDED
+    assert paid_po.balance_due == 0
+    day = datetime.date(2026, 12, 2)
+    with pytest.raises(InvalidPayment, match=r"more than the 0\.00 USD still due"):
+        purchase_orders.record_payment(
+            paid_po, amount=Decimal("6350"), method="wire", payment_date=day
+        )
     purchase_orders.record_payment(
-        paid_po, amount=Decimal("6350"), method="wire", payment_date=datetime.date(2026, 12, 2)
+        paid_po,
+        amount=Decimal("6350"),
+        method="wire",
+        payment_date=day,
+        overpayment_reason="Paid by wire after the card refund",
     )
     paid_po.refresh_from_db()
     assert paid_po.status == Status.PAID
+    assert paid_po.balance_due == 0
 
 
 def test_the_po_page_shows_refunds_credits_and_the_open_dispute_read_only(
@@ -405,9 +422,11 @@ def test_the_po_page_shows_refunds_credits_and_the_open_dispute_read_only(
     assert "-1,000.00" in page or "-1000.00" in page
     assert "ACME-0001-CN-07" in page
     assert "OPEN: dp_shown_1 (needs response, fraudulent)" in page
-    # Net received 6350 - 1000 - 500 = 4850; owed 6350 - 350 = 6000.
+    # Net received 6350 - 1000 - 500 = 4850; owed 6350 - 350 - 1000 given back = 5000.
     assert "4,850.00" in page or "4850.00" in page
-    assert "1,150.00" in page or "1150.00" in page  # the balance
+    assert "150.00" in page  # the balance
+    assert "1,150.00" not in page
+    assert "1150.00" not in page
     assert "Lowers what is owed" in page
     # Read-only: tables, not forms (nothing about them is posted with the PO's form).
     assert 'name="credits-' not in page

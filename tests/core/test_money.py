@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from invoicing import money
+from invoicing.models import owed_after_refunds
 from invoicing.money import AmountNotRepresentable
 
 ALL_SPECIAL = sorted(money.ZERO_DECIMAL_CURRENCIES | money.THREE_DECIMAL_CURRENCIES | {"isk"})
@@ -219,3 +220,23 @@ def test_absurd_total_is_explained_in_the_organizers_words() -> None:
         "The total, 99,999,999,999.99 USD, is more than Stripe can charge on one invoice "
         "(999,999.99 USD at most). Split it into several purchase orders."
     )
+
+
+@pytest.mark.parametrize(
+    ("owed", "received", "refunded", "expected", "why"),
+    [
+        ("4500", "4500", "0", "4500", "no refund: the credited total"),
+        ("4500", "3500", "1000", "3500", "paid, then 1,000 given back: owed no more"),
+        ("4500", "1000", "1000", "3500", "2,000 paid, 1,000 given back: Stripe asks 2,500"),
+        ("2350", "0", "2350", "0", "all given back"),
+        ("4500", "4500", "500", "4500", "5,000 paid, the overpaid 500 given back"),
+        ("4500", "4200", "800", "4200", "5,000 paid, 800 given back: 500 overpaid, 300 forgiven"),
+        ("4500", "0", "0", "4500", "a lost dispute took it all: still owed"),
+    ],
+)
+def test_a_refund_lowers_what_is_owed_once_it_gives_back_more_than_the_overpayment(
+    owed: str, received: str, refunded: str, expected: str, why: str
+) -> None:
+    assert owed_after_refunds(
+        owed=Decimal(owed), received=Decimal(received), refunded=Decimal(refunded)
+    ) == Decimal(expected), why

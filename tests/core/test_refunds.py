@@ -126,7 +126,8 @@ def test_a_partial_refund_takes_the_newest_payment_first(
     po.refresh_from_db()
     refunded = PurchaseOrderPayment.objects.filter(purchase_order=po, kind=Entry.REFUND)
     assert sorted(entry.amount for entry in refunded) == [Decimal("-4350.00"), Decimal("-650.00")]
-    assert (po.amount_received, po.status) == (Decimal("1350.00"), Status.PARTIALLY_PAID)
+    # What was given back is owed no more: the PO is paid, as Stripe's invoice is.
+    assert (po.amount_received, po.balance_due, po.status) == (Decimal("1350.00"), 0, Status.PAID)
 
 
 def test_a_crash_after_stripe_refunded_resumes_without_refunding_again(

@@ -113,7 +113,11 @@ def expected_status(*, total: int, paid: int, refunds: int, disputes: int, credi
 
     What credit notes credited to the customer's balance or paid back outside Stripe left the PO;
     money that went to the balance was not given back, so it never makes the PO refunded."""
-    net, owed = paid - refunds - disputes - to_balance - paid_back, total - credits
+    net = paid - refunds - disputes - to_balance - paid_back
+    # A refund gives back first what was held beyond the credited total; the rest is owed no more
+    # (Stripe's invoice never asks refunded money again). Disputed money is still owed.
+    held_beyond = max(0, net + refunds - (total - credits))
+    owed = total - credits - max(0, refunds - held_beyond)
     if paid > 0 and net + to_balance <= 0:
         return Status.REFUNDED
     if net == owed and (net > 0 or credits > 0):
