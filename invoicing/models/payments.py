@@ -46,7 +46,9 @@ class PurchaseOrderPayment(models.Model):
     ``stripe_invoice_id``, so no amount counts on two POs: ``to_credit_balance`` is what Stripe
     credited to the customer's balance, from an overpaid invoice (keyed by the invoice and its
     ``amount_overpaid`` after the entry, ``overpaid_after``) or a credit note's ``credit_amount``
-    (keyed by the credit note, ``stripe_object_id``); ``paid_back_off_stripe`` is a credit note's
+    (keyed by the credit note, ``stripe_object_id``) or the credit balance a voided invoice had
+    applied, which Stripe gives back to the customer (keyed by the invoice, its id also in
+    ``stripe_object_id``); ``paid_back_off_stripe`` is a credit note's
     ``out_of_band_amount``. A voided credit note adds the opposite ``*_reversal`` entries.
     """
 
@@ -260,9 +262,17 @@ class PurchaseOrderPayment(models.Model):
         shown = money.format_display(abs(self.amount), self.purchase_order.currency)
         source = (
             f"credit note {self.reference or self.stripe_object_id}"
-            if self.stripe_object_id
+            if self.stripe_object_id and self.stripe_object_id != self.stripe_invoice_id
             else f"invoice {self.stripe_invoice_id}"
         )
+        if (
+            self.kind == self.Kind.TO_CREDIT_BALANCE
+            and self.stripe_object_id == self.stripe_invoice_id
+        ):
+            return (
+                f"{shown} back on the customer's credit balance at Stripe (invoice "
+                f"{self.stripe_invoice_id} voided)"
+            )
         descriptions = {
             self.Kind.TO_CREDIT_BALANCE: (
                 f"{shown} moved to the customer's credit balance at Stripe ({source})"

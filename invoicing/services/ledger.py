@@ -16,8 +16,8 @@ the Stripe payments already recorded *for that invoice*, and the database's uniq
 ``(stripe_invoice_id, stripe_amount_paid_after)`` backs that up. Money that reached the invoice
 without Stripe collecting it (staff payments reported as PaymentRecords, amounts marked paid
 outside Stripe, a customer credit balance) is the business of :mod:`.ledger_off_stripe`; what
-Stripe credited to the customer's balance from an overpaid invoice leaves the PO in the same
-step (:mod:`.ledger_balance`).
+Stripe credited to the customer's balance from an overpaid invoice, and the credit balance a
+voided invoice gave back to the customer, leave the PO in the same step (:mod:`.ledger_balance`).
 """
 
 from __future__ import annotations
@@ -145,6 +145,12 @@ def apply_invoice_snapshot_locked(
             locked, snapshot, source=source, event_id=event_id, payment_date=payment_date
         )
         recorded += ledger_balance.record_overpaid(
+            locked,
+            snapshot,
+            seen_via=seen_via(source, event_id),
+            payment_date=payment_date,
+        )
+        recorded += ledger_balance.record_balance_returned(
             locked,
             snapshot,
             seen_via=seen_via(source, event_id),

@@ -114,6 +114,57 @@ def record_overpaid(
     return entry.amount
 
 
+# --- Voided invoices ------------------------------------------------------------------------------
+
+
+def record_balance_returned(
+    locked: LockedPurchaseOrder,
+    snapshot: InvoiceSnapshot,
+    *,
+    seen_via: str,
+    payment_date: datetime.date | None,
+) -> Decimal:
+    """Take the credit balance a voided invoice had applied off the PO: Stripe gave it back.
+
+    Stripe (API changelog 2019-12-03): "Customer balances applied to all invoices are now
+    debited or credited back to the customer when voided." The balance pays the customer's next
+    invoice, where it is counted again, so it must not count here too (nor be carried to a
+    re-issued invoice as received). Keyed by the invoice (``stripe_object_id``), once. Returns
+    the (negative) change.
+    """
+    if snapshot.status != StripeInvoiceStatus.VOID:
+        return ZERO
+    applied = PurchaseOrderPayment.objects.filter(
+        purchase_order=locked,
+        kind=Kind.PAYMENT,
+        method=Method.CREDIT_BALANCE,
+        applied_invoice_id=snapshot.id,
+    ).first()
+    if (
+        applied is None
+        or PurchaseOrderPayment.objects.filter(
+            kind=Kind.TO_CREDIT_BALANCE, stripe_object_id=snapshot.id
+        ).exists()
+    ):
+        return ZERO
+    shown = money.format_display(applied.amount, locked.currency)
+    entry = PurchaseOrderPayment(
+        kind=Kind.TO_CREDIT_BALANCE,
+        method=Method.CREDIT_BALANCE,
+        amount=-applied.amount,
+        reference=snapshot.number or snapshot.id,
+        payment_date=payment_date or timezone.localdate(),
+        note=(
+            f"Invoice {snapshot.id} voided: Stripe returned the {shown} of credit balance it had "
+            f"applied to the customer's credit balance (seen via {seen_via})."
+        ),
+        stripe_invoice_id=snapshot.id,
+        stripe_object_id=snapshot.id,
+    )
+    _insert(locked, entry, seen_via=seen_via)
+    return entry.amount
+
+
 # --- Credit notes on paid invoices ---------------------------------------------------------------
 
 

@@ -755,4 +755,24 @@ MUTANTS: tuple[Mutant, ...] = (
             "test_a_reduction_brings_in_a_payment_no_webhook_brought_yet",
         ),
     ),
+    Mutant(
+        "void-keeps-the-returned-credit-balance",
+        2,
+        "a voided invoice's applied credit balance, which Stripe gives back to the customer, "
+        "leaves the PO: otherwise a re-issue carries it forward as received while Stripe applies "
+        "it again to the new invoice, and a cancelled PO keeps it",
+        (
+            Edit(
+                "invoicing/services/ledger_balance.py",
+                "    if snapshot.status != StripeInvoiceStatus.VOID:",
+                "    if True:",
+            ),
+        ),
+        (
+            "tests/core/test_void_credit_balance.py::"
+            "test_a_reissue_counts_the_credit_balance_once_and_asks_for_the_rest",
+            "tests/core/test_void_credit_balance.py::"
+            "test_cancel_leaves_the_credit_balance_with_the_customer",
+        ),
+    ),
 )

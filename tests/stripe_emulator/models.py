@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from .balance_records import CustomerBalanceTxnRec
 from .clock import Clock
 from .config import LIVE_RATE_LIMIT, SANDBOX_RATE_LIMIT, AccountConfig
 from .ids import new_id
@@ -43,6 +44,7 @@ class CustomerRec:
     tax_exempt: str = "none"
     balance: int = 0  # negative: credit the customer has with the account
     tax_ids: list[TaxIdRec] = field(default_factory=list)
+    balance_transactions: list[CustomerBalanceTxnRec] = field(default_factory=list)
     deleted: bool = False
     seq: int = 0
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import stripe
-from django.db.models import Sum
+from django.db.models import F, Sum
 
 from invoicing import money
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderCredit, PurchaseOrderPayment
@@ -96,7 +96,8 @@ def compare_with_stripe(
             invoice.amount_paid_off_stripe or 0, invoice.currency
         )
         overpaid[invoice.id] = money.from_minor_units(invoice.amount_overpaid, invoice.currency)
-        if invoice.status != "draft" and invoice.starting_balance < 0:
+        # Voiding gives the applied balance back to the customer (API changelog 2019-12-03).
+        if invoice.status not in ("draft", "void") and invoice.starting_balance < 0:
             applied = min(invoice.ending_balance or 0, 0) - invoice.starting_balance
             credit_applied[invoice.id] = money.from_minor_units(applied, invoice.currency)
 
@@ -251,6 +252,8 @@ def _compare_money_going_back(
     for entry in entries:
         if entry.overpaid_after is not None:
             continue  # an overpaid invoice's excess: compared with amount_overpaid
+        if entry.stripe_object_id and entry.stripe_object_id == entry.stripe_invoice_id:
+            continue  # a voided invoice's balance given back: compared with the balance applied
         ours[entry.stripe_invoice_id][buckets[Kind(entry.kind)]] -= entry.amount
     credits = PurchaseOrderCredit.objects.filter(
         purchase_order__conference=conference, voided_at__isnull=True
@@ -293,6 +296,15 @@ def _compare_off_stripe(
             .annotate(total=Sum("amount"))
         )
         ours_by_invoice = {row["applied_invoice_id"]: row["total"] for row in rows}
+        if methods == (Method.CREDIT_BALANCE,):
+            returned = PurchaseOrderPayment.objects.filter(
+                purchase_order__conference=conference,
+                kind=PurchaseOrderPayment.Kind.TO_CREDIT_BALANCE,
+                stripe_object_id=F("stripe_invoice_id"),
+            )
+            for entry in returned:
+                invoice_id = entry.stripe_invoice_id
+                ours_by_invoice[invoice_id] = ours_by_invoice.get(invoice_id, 0) + entry.amount
         for invoice_id in sorted(set(ours_by_invoice) | {k for k, v in stripe_side.items() if v}):
             stripe_says = stripe_side.get(invoice_id, Decimal(0))
             ours = ours_by_invoice.get(invoice_id, Decimal(0))

@@ -25,6 +25,7 @@ from ..models import (
 )
 from ..render import render_invoice
 from .context import Ctx, Params
+from .customer_balance import move_balance, return_applied_balance
 from .customers import copy_customer_fields
 from .events import emit, previous_attributes
 from .invoice_payments import (
@@ -72,12 +73,10 @@ def _apply_customer_balance(ctx: Ctx, invoice: InvoiceRec) -> None:
     finalized"; or a debit): ``starting_balance`` is fixed, ``ending_balance`` is what remains
     and becomes the customer's balance.
     """
-    customer = ctx.account.customers[invoice.customer]
     balance = starting_balance(ctx.account, invoice)
     invoice.starting_balance = balance
     invoice.ending_balance = min(invoice_total(ctx.account, invoice) + balance, 0)
-    if customer.currency == invoice.currency:
-        customer.balance = invoice.ending_balance
+    move_balance(ctx, invoice, amount=invoice.ending_balance - balance, type_="applied_to_invoice")
 
 
 def advance_automatic_invoices(ctx: Ctx) -> None:
@@ -155,6 +154,7 @@ def void_invoice(ctx: Ctx, params: Params, invoice_id: str) -> JSON:
     after = render_invoice(ctx.account, invoice)
     emit(ctx, "invoice.voided", after)
     emit(ctx, "invoice.updated", after, previous_attributes(before, after))
+    return_applied_balance(ctx, invoice)
     return render_invoice(ctx.account, invoice, expand=expand)
 
 

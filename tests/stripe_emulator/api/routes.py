@@ -18,6 +18,7 @@ from .credit_notes import (
     update_credit_note,
     void_credit_note,
 )
+from .customer_balance import list_balance_transactions
 from .customers import (
     create_customer,
     delete_customer,
@@ -101,6 +102,12 @@ ROUTES: list[Route] = [
         "POST", "/v1/customers/{customer_id}/tax_ids", create_tax_id, "CustomerCreateTaxIdParams"
     ),
     _route("GET", "/v1/customers/{customer_id}/tax_ids", list_tax_ids, "CustomerListTaxIdsParams"),
+    _route(
+        "GET",
+        "/v1/customers/{customer_id}/balance_transactions",
+        list_balance_transactions,
+        "CustomerListBalanceTransactionsParams",
+    ),
     _route(
         "GET",
         "/v1/customers/{customer_id}/tax_ids/{tax_id}",
