@@ -21,7 +21,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing.admin import receivables_chart
-from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, Role
+from invoicing.models import (
+    Conference,
+    PurchaseOrder,
+    PurchaseOrderCredit,
+    PurchaseOrderLineItem,
+    PurchaseOrderPayment,
+    Role,
+)
 from invoicing.selectors_overview import ChartPoint, receivables_overview
 from invoicing.services.conference_access import grant_conference_role
 from tests.ops.receivables_data import expected_figures, generate
@@ -205,3 +212,63 @@ def test_export_with_a_filter_the_list_does_not_know_is_refused() -> None:
         reverse("admin:invoicing_purchaseorder_export") + "?conference__stripe_secret_key=x"
     )
     assert response.status_code == 400
+
+
+def _po_with(conference: Conference, reference: str, status: str, total: str) -> PurchaseOrder:
+    po = PurchaseOrder.objects.create(
+        conference=conference,
+        reference=reference,
+        organization_name="Initech",
+        contact_email="ap@example.com",
+        currency="usd",
+        status=status,
+    )
+    PurchaseOrderLineItem.objects.create(
+        purchase_order=po, position=1, description="Booth", quantity=1, unit_price=Decimal(total)
+    )
+    return po
+
+
+def test_export_balance_and_credited_are_the_admins() -> None:
+    conference = _conference("export-words")
+    # Cancelled before any invoice or payment: the admin says it owes nothing.
+    _po_with(conference, "DEMO-1005", PurchaseOrder.Status.CANCELLED, "1500.00")
+    reduced = _po_with(conference, "DEMO-1006", PurchaseOrder.Status.PARTIALLY_PAID, "1500.00")
+    PurchaseOrderCredit.objects.create(
+        purchase_order=reduced,
+        stripe_credit_note_id="cn_1",
+        stripe_invoice_id="in_1",
+        amount=Decimal("500.00"),
+        purpose=PurchaseOrderCredit.Purpose.REDUCE,
+    )
+    PurchaseOrderCredit.objects.create(  # a re-issue's moved remainder: not counted
+        purchase_order=reduced,
+        stripe_credit_note_id="cn_2",
+        stripe_invoice_id="in_0",
+        amount=Decimal("1500.00"),
+        purpose=PurchaseOrderCredit.Purpose.REISSUE,
+    )
+    PurchaseOrderPayment.objects.create(
+        purchase_order=reduced,
+        amount=Decimal("300.00"),
+        method="wire",
+        payment_date=datetime.date(2026, 1, 5),
+    )
+    client = _person(conference, Role.VIEWER, "accountant")
+
+    response = client.get(reverse("admin:invoicing_purchaseorder_export"))
+    rows = {row["reference"]: row for row in _csv(response)}
+
+    assert list(rows["DEMO-1005"])[-2:] == ["cancelled_at", "credited"]  # appended, order kept
+    changelist = client.get(reverse("admin:invoicing_purchaseorder_changelist")).content.decode()
+    assert "nothing (cancelled)" in changelist
+    assert rows["DEMO-1005"]["balance"] == "0.00"
+    assert rows["DEMO-1005"]["credited"] == "0.00"
+    row = rows["DEMO-1006"]
+    assert (row["total"], row["credited"], row["received"], row["balance"]) == (
+        "1500.00",
+        "500.00",
+        "300.00",
+        "700.00",
+    )
+    assert reduced.amount_credited == Decimal("500.00")  # the figure the PO page shows
