@@ -381,9 +381,16 @@ class ManualPaymentFormSet(
                     request, f"{purchase_order.reference}: payment not recorded: {error}"
                 )
                 continue
-            self.new_objects.append(payment)
             purchase_order.refresh_from_db(fields=["status"])
             amount = amount_or_dash(payment.amount, purchase_order.currency)
+            if payment.repeated_submit:
+                messages.info(
+                    request,
+                    f"{purchase_order.reference}: this payment ({amount}) was already recorded "
+                    "(a repeated submit); nothing new was recorded.",
+                )
+                continue
+            self.new_objects.append(payment)
             messages.success(
                 request,
                 f"{purchase_order.reference}: recorded a {payment.get_method_display().lower()} "
