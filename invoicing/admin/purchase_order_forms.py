@@ -340,6 +340,10 @@ class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
         return payment_date
 
 
+class PaymentRefused(Exception):
+    """The payment could not be recorded: the whole save is undone, so no success is claimed."""
+
+
 class ManualPaymentFormSet(
     BaseInlineFormSet[PurchaseOrderPayment, PurchaseOrder, forms.ModelForm[PurchaseOrderPayment]]
 ):
@@ -377,10 +381,10 @@ class ManualPaymentFormSet(
                     overpayment_reason=data.get("overpayment_reason") or "",
                 )
             except InvalidPayment as error:
-                messages.error(
-                    request, f"{purchase_order.reference}: payment not recorded: {error}"
-                )
-                continue
+                raise PaymentRefused(
+                    f"{purchase_order.reference}: payment not recorded: {error} Nothing on this "
+                    "page was saved."
+                ) from error
             purchase_order.refresh_from_db(fields=["status"])
             amount = amount_or_dash(payment.amount, purchase_order.currency)
             if payment.repeated_submit:

@@ -33,6 +33,7 @@ from invoicing.admin.purchase_order_forms import (
     ManualPaymentFormSet,
     ManualPaymentInline,
     PaymentLedgerInline,
+    PaymentRefused,
     PurchaseOrderAdminForm,
     is_locked,
 )
@@ -348,7 +349,7 @@ class PurchaseOrderAdmin(
             }
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
-        except ConcurrentChange as error:
+        except (ConcurrentChange, PaymentRefused) as error:
             messages.error(request, str(error))
             return HttpResponseRedirect(request.get_full_path())
 

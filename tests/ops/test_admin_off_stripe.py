@@ -74,14 +74,19 @@ def test_more_than_is_due_needs_a_reason_and_then_shows_where_it_went(
     admin_client: Client, invoiced_po: PurchaseOrder, stripe_emulator: EmulatorHandle
 ) -> None:
     too_much = manual_payment(amount="5400.00", reference="WIRE-10")
-    response = admin_client.post(
-        change_url(invoiced_po), form_data(invoiced_po, **too_much), follow=True
-    )
+    fields = form_data(invoiced_po, **too_much, notes="Called their bank")
+    response = admin_client.post(change_url(invoiced_po), fields, follow=True)
+    said = messages_of(response)
+    # Refused, in the admin's money format, and nothing else claimed or kept.
     assert any(
-        "payment not recorded: 5400.00 USD is more than the 5350.00 USD still due" in message
-        for message in messages_of(response)
+        "payment not recorded: 5,400.00 USD is more than the 5,350.00 USD still due" in message
+        and message.endswith("Nothing on this page was saved.")
+        for message in said
     )
+    assert not any("successfully" in message for message in said), said
     assert not invoiced_po.payments.filter(method="wire").exists()
+    invoiced_po.refresh_from_db()
+    assert invoiced_po.notes != "Called their bank"
 
     on_purpose = {**too_much, "payments-2-0-overpayment_reason": "Bank charges included twice"}
     admin_client.post(change_url(invoiced_po), form_data(invoiced_po, **on_purpose), follow=True)
