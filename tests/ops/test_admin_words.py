@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
+from django.test import Client
+from django.urls import reverse
 
 from invoicing.admin.purchase_order_money import MoneyRequestForm
-from invoicing.models import StripeWriteRequest
+from invoicing.models import Conference, PurchaseOrder, StripeWriteRequest
 
 Kind = StripeWriteRequest.Kind
+State = StripeWriteRequest.State
+Status = PurchaseOrder.Status
+
+
+def a_po(
+    status: str = Status.PARTIALLY_PAID, currency: str = "usd", **fields: object
+) -> PurchaseOrder:
+    conference, _ = Conference.objects.get_or_create(slug="words", defaults={"name": "Words"})
+    return PurchaseOrder.objects.create(
+        conference=conference,
+        reference=f"DEMO-{PurchaseOrder.objects.count() + 1001}",
+        organization_name="Initech",
+        contact_email="ap@example.com",
+        currency=currency,
+        status=status,
+        **fields,
+    )
+
+
+def page(po: PurchaseOrder) -> str:
+    return reverse("admin:invoicing_purchaseorder_change", args=[po.pk])
 
 
 @pytest.mark.parametrize(
@@ -28,3 +53,32 @@ def test_each_money_form_says_where_its_reason_goes() -> None:
     assert "memo" not in refund.fields["reason"].help_text.replace("no credit note or memo", "")
     assert "metadata" in refund.fields["reason"].help_text
     assert "credit note's memo" in reduce.fields["reason"].help_text
+
+
+@pytest.mark.django_db
+def test_a_request_row_shows_money_and_the_state_column_words(admin_client: Client) -> None:
+    po = a_po()
+    done = StripeWriteRequest.objects.create(
+        purchase_order=po,
+        kind=Kind.REFUND,
+        amount=Decimal("2350"),
+        reason="x",
+        state=State.SUCCEEDED,
+    )
+    bounced = StripeWriteRequest.objects.create(
+        purchase_order=po,
+        kind=Kind.REFUND,
+        amount=Decimal("10"),
+        reason="x",
+        state=State.FAILED,
+        plan=[{"charge": "ch_1", "amount": 1000, "refund": "re_1", "status": "failed"}],
+    )
+    reduced = StripeWriteRequest.objects.create(
+        purchase_order=a_po(currency="jpy"), kind=Kind.REDUCE, amount=Decimal("5000"), reason="x"
+    )
+    assert str(done) == "Refund of 2,350.00 USD (Done)"
+    assert str(bounced) == "Refund of 10.00 USD (Failed at the bank)"
+    assert str(reduced) == "Reduce amount owed of 5,000 JPY (Queued)"
+    html = admin_client.get(page(po)).content.decode()
+    assert "Refund of 2,350.00 USD (Done)" in html
+    assert "Refund of 10.00 USD (Failed at the bank)" in html
