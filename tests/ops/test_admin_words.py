@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from invoicing.admin.purchase_order_money import MoneyRequestForm
-from invoicing.models import Conference, PurchaseOrder, StripeWriteRequest
+from invoicing.models import Conference, PurchaseOrder, PurchaseOrderCredit, StripeWriteRequest
 
 Kind = StripeWriteRequest.Kind
 State = StripeWriteRequest.State
@@ -82,3 +82,27 @@ def test_a_request_row_shows_money_and_the_state_column_words(admin_client: Clie
     html = admin_client.get(page(po)).content.decode()
     assert "Refund of 2,350.00 USD (Done)" in html
     assert "Refund of 10.00 USD (Failed at the bank)" in html
+
+
+@pytest.mark.django_db
+def test_a_credit_notes_reason_shows_stripes_code_in_words_and_the_memo(
+    admin_client: Client,
+) -> None:
+    po = a_po()
+    for number, (reason, memo) in enumerate(
+        [("order_change", "Booth cancelled"), ("", "Typed at Stripe"), ("duplicate", "")]
+    ):
+        PurchaseOrderCredit.objects.create(
+            purchase_order=po,
+            stripe_credit_note_id=f"cn_{number}",
+            stripe_invoice_id="in_1",
+            amount=Decimal("500"),
+            purpose=PurchaseOrderCredit.Purpose.REDUCE,
+            reason=reason,
+            memo=memo,
+        )
+    html = admin_client.get(page(po)).content.decode()
+    assert "<td>Order change: Booth cancelled</td>" in html
+    assert "<td>Typed at Stripe</td>" in html
+    assert "<td>Duplicate</td>" in html
+    assert "order_change" not in html
