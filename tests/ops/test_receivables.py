@@ -119,8 +119,9 @@ def test_overview_page_shows_figures_links_and_an_accessible_chart() -> None:
     page = response.content.decode()
     assert response.status_code == 200
     # JPY has no decimals: the figures show none.
-    assert f"{want.outstanding:.0f} JPY" in page
-    assert f"{want.invoiced:.0f} JPY" in page
+    assert f"{want.outstanding:,.0f} JPY" in page  # grouped like the rest of the admin
+    assert f"{want.invoiced:,.0f} JPY" in page
+    assert want.invoiced >= 1000
     assert re.search(
         r'<svg[^>]+role="img"[^>]+aria-labelledby="chart-jpy-title chart-jpy-desc"', page
     )
@@ -156,13 +157,13 @@ def test_chart_scales_to_its_largest_month_and_labels_every_bar() -> None:
     ]
     svg = str(receivables_chart.render(points, currency="usd", title_id="t"))
     assert svg.count("<rect") == 12 * 2 + 2  # two per month, two in the legend
-    assert "Dec 2026: collected 4800.00 USD, outstanding 7200.00 USD" in svg
+    assert "Dec 2026: collected 4,800.00 USD, outstanding 7,200.00 USD" in svg
     # The axis goes to the next 1/2/5 x 10^n above December's 12,000: 20,000, in quarters.
     assert ">20000.00<" in svg
     assert ">15000.00<" in svg
     assert ">0.00<" in svg
     assert "<desc" in svg
-    assert "Now: collected 4800.00 USD, outstanding 7200.00 USD." in svg
+    assert "Now: collected 4,800.00 USD, outstanding 7,200.00 USD." in svg
 
 
 def _csv(response: object) -> list[dict[str, str]]:
