@@ -7,9 +7,11 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from invoicing.admin.purchase_order_money import MoneyRequestForm
 from invoicing.models import Conference, PurchaseOrder, PurchaseOrderCredit, StripeWriteRequest
+from invoicing.timeline import purchase_order_timeline
 
 Kind = StripeWriteRequest.Kind
 State = StripeWriteRequest.State
@@ -106,3 +108,22 @@ def test_a_credit_notes_reason_shows_stripes_code_in_words_and_the_memo(
     assert "<td>Typed at Stripe</td>" in html
     assert "<td>Duplicate</td>" in html
     assert "order_change" not in html
+
+
+@pytest.mark.django_db
+def test_the_history_names_credit_notes_keeping_capitals() -> None:
+    po = a_po(status=Status.CANCELLED)
+    for number, purpose in enumerate(
+        [PurchaseOrderCredit.Purpose.CANCEL, PurchaseOrderCredit.Purpose.EXTERNAL]
+    ):
+        PurchaseOrderCredit.objects.create(
+            purchase_order=po,
+            stripe_credit_note_id=f"cn_h{number}",
+            stripe_invoice_id="in_1",
+            amount=Decimal("500"),
+            purpose=purpose,
+            issued_at=timezone.now(),
+        )
+    said = {entry.what for entry in purchase_order_timeline(po)}
+    assert "Credit note (unpaid remainder of a cancelled PO)" in said
+    assert "Credit note (issued at Stripe (Dashboard or another app))" in said
