@@ -165,6 +165,39 @@ def format_tax_ids(value: Sequence[Mapping[str, str]] | None) -> str:
     return "\n".join(f"{item['type']} {item['value']}" for item in value or [])
 
 
+def tax_id_type_name(kind: str) -> str:
+    """A Stripe tax ID type as people write it: ``eu_vat`` is EU VAT, ``us_ein`` US EIN (Stripe's
+    types are a country or region and acronyms)."""
+    return kind.replace("_", " ").upper()
+
+
+def tax_id_lines(value: Sequence[Mapping[str, str]] | None) -> list[str]:
+    """One line per tax ID, for reading: ``EU VAT: DE123456789``."""
+    return [f"{tax_id_type_name(item['type'])}: {item['value']}" for item in value or []]
+
+
+def address_lines(value: Mapping[str, str] | None) -> list[str]:
+    """The address as it is written on an envelope: streets, then city line, then country.
+
+    The US and Canada write "City, ST 12345"; elsewhere the postal code comes first
+    ("10117 Berlin"), with a state or region after the city.
+    """
+    address = normalize_address(value)
+    country = address.get("country", "")
+    postal_code, city, state = (address.get(key, "") for key in ("postal_code", "city", "state"))
+    if country in {"US", "CA"}:
+        city_line = " ".join(
+            part for part in (", ".join(filter(None, (city, state))), postal_code) if part
+        )
+    else:
+        city_line = ", ".join(filter(None, (" ".join(filter(None, (postal_code, city))), state)))
+    return [
+        line
+        for line in (address.get("line1", ""), address.get("line2", ""), city_line, country)
+        if line
+    ]
+
+
 def custom_field_problems(fields: Sequence[Mapping[str, Any]]) -> list[str]:
     """Stripe's limits on an invoice's custom fields, in an organizer's words."""
     problems: list[str] = []

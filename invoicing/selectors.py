@@ -372,10 +372,6 @@ def reduce_amount_refusal(po: PurchaseOrder, amount: object) -> str:
 
 
 def write_request_outcome(row: StripeWriteRequest) -> str:
-    """Where a request stands, for the organizer (the row follows its refunds at the bank; the
-    error says why one failed)."""
-    if row.state == StripeWriteRequest.State.FAILED and any(
-        item.get("status") in {"failed", "canceled"} for item in row.plan
-    ):
-        return "Failed at the bank"
-    return row.get_state_display()
+    """Where a request stands, for the organizer (the row's own words, which its title shows too:
+    ``StripeWriteRequest.state_words``)."""
+    return row.state_words

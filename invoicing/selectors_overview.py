@@ -181,6 +181,16 @@ def with_money_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrd
     )
 
 
+def owes_nothing(status: str) -> bool:
+    """A cancelled PO owes nothing, whatever its lines add up to: its balance is shown as nil."""
+    return status == Status.CANCELLED
+
+
+def balance_owed(status: str, balance: Decimal) -> Decimal:
+    """The balance the admin and the exports show: ``balance``, or zero when the PO owes nothing."""
+    return ZERO if owes_nothing(status) else balance
+
+
 def overdue(age: AgeRange | None, *, now: datetime.datetime) -> Q:
     """Owed POs with a positive balance, past due (within ``age``; None: any age).
 

@@ -113,7 +113,7 @@ def purchase_order_timeline(po: PurchaseOrder) -> list[TimelineEntry]:
         entries.append(
             TimelineEntry(
                 at=credit.recorded_at,
-                what=f"Credit note ({credit.get_purpose_display().lower()})",
+                what=f"Credit note ({_in_a_sentence(credit.get_purpose_display())})",
                 who="Stripe",
                 detail=(
                     f"{money.format_display(credit.amount, po.currency)}, "
@@ -154,3 +154,9 @@ def invoice_generations(po: PurchaseOrder) -> list[InvoiceGeneration]:
             )
         )
     return replaced
+
+
+def _in_a_sentence(label: str) -> str:
+    """A choice's label inside a sentence: only its first letter lowered, so "PO" and "Stripe"
+    keep their capitals."""
+    return label[:1].lower() + label[1:]

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from invoicing import money
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment
+from invoicing.selectors_overview import balance_owed
 
 if TYPE_CHECKING:
     from django.contrib import admin
@@ -50,6 +51,7 @@ PURCHASE_ORDER_COLUMNS = (
     "invoice_id",
     "invoice_due_date",
     "cancelled_at",
+    "credited",
 )
 # The annotations come from ``with_money_totals`` (invoicing/selectors_overview.py).
 _PURCHASE_ORDER_FIELDS = (
@@ -67,6 +69,7 @@ _PURCHASE_ORDER_FIELDS = (
     "stripe_invoice_id",
     "invoice_due_at",
     "cancelled_at",
+    "admin_credited",
 )
 # The entry's kind as the PO page names it ("Moved to the customer's credit balance (Stripe)").
 _KIND_LABELS = dict(PurchaseOrderPayment.Kind.choices)
@@ -118,6 +121,7 @@ def purchase_order_rows(queryset: QuerySet[PurchaseOrder]) -> Iterator[list[str]
         invoice_id,
         due_at,
         cancelled_at,
+        credited,
     ) in rows.iterator(chunk_size=_CHUNK):
         yield [
             slug,
@@ -128,12 +132,15 @@ def purchase_order_rows(queryset: QuerySet[PurchaseOrder]) -> Iterator[list[str]
             currency.upper(),
             money.plain_amount(total, currency),
             money.plain_amount(paid, currency),
-            money.plain_amount(balance, currency),
+            # The admin's balance: a cancelled PO owes nothing, whatever its lines add up to.
+            money.plain_amount(balance_owed(status, balance), currency),
             iso(approved_at),
             text(number),
             invoice_id,
             iso(due_at.astimezone(datetime.UTC).date()) if due_at else "",
             iso(cancelled_at),
+            # Counted credit notes, so that total - credited - received = balance (not cancelled).
+            money.plain_amount(credited, currency),
         ]
 
 

@@ -340,6 +340,10 @@ class ManualPaymentForm(forms.ModelForm[PurchaseOrderPayment]):
         return payment_date
 
 
+class PaymentRefused(Exception):
+    """The payment could not be recorded: the whole save is undone, so no success is claimed."""
+
+
 class ManualPaymentFormSet(
     BaseInlineFormSet[PurchaseOrderPayment, PurchaseOrder, forms.ModelForm[PurchaseOrderPayment]]
 ):
@@ -377,13 +381,20 @@ class ManualPaymentFormSet(
                     overpayment_reason=data.get("overpayment_reason") or "",
                 )
             except InvalidPayment as error:
-                messages.error(
-                    request, f"{purchase_order.reference}: payment not recorded: {error}"
+                raise PaymentRefused(
+                    f"{purchase_order.reference}: payment not recorded: {error} Nothing on this "
+                    "page was saved."
+                ) from error
+            purchase_order.refresh_from_db(fields=["status"])
+            amount = amount_or_dash(payment.amount, purchase_order.currency)
+            if payment.repeated_submit:
+                messages.info(
+                    request,
+                    f"{purchase_order.reference}: this payment ({amount}) was already recorded "
+                    "(a repeated submit); nothing new was recorded.",
                 )
                 continue
             self.new_objects.append(payment)
-            purchase_order.refresh_from_db(fields=["status"])
-            amount = amount_or_dash(payment.amount, purchase_order.currency)
             messages.success(
                 request,
                 f"{purchase_order.reference}: recorded a {payment.get_method_display().lower()} "

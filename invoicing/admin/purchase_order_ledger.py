@@ -32,6 +32,22 @@ def _when(value: object) -> str:
     return "-" if value is None else str(value)[:16]
 
 
+# Stripe's credit note reasons (CreditNote.reason), in words.
+_CREDIT_NOTE_REASONS = {
+    "duplicate": "Duplicate",
+    "fraudulent": "Fraudulent",
+    "order_change": "Order change",
+    "product_unsatisfactory": "Product unsatisfactory",
+}
+
+
+def credit_note_reason(reason: str, memo: str) -> str:
+    """Stripe's reason code in words, then the memo (the organizer's reason): "Order change:
+    Booth cancelled"; either alone when the other is empty."""
+    code = _CREDIT_NOTE_REASONS.get(reason, reason.replace("_", " ").capitalize())
+    return ": ".join(part for part in (code, memo.strip()) if part) or "-"
+
+
 def credit_notes_table(po: PurchaseOrder) -> SafeString | str:
     """Each credit note: what it took off the amount owed, and whether it still does."""
     rows = []
@@ -48,7 +64,7 @@ def credit_notes_table(po: PurchaseOrder) -> SafeString | str:
                 amount_or_dash(credit.amount, po.currency),
                 credit.get_purpose_display(),
                 counted,
-                credit.reason or credit.memo or "-",
+                credit_note_reason(credit.reason, credit.memo),
                 credit.stripe_invoice_id,
                 _when(credit.issued_at),
                 _when(credit.voided_at),

@@ -80,6 +80,17 @@ _ACTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+# Where the reason goes: Stripe's refund has no memo, only our metadata (services/refunds.py);
+# the credit note shows it as its memo (services/amount_owed.py).
+_REASON_HELP: dict[str, str] = {
+    Kind.REFUND: (
+        "Kept with the request and stored on each refund at Stripe (its metadata, as "
+        "“reason”, first 500 characters); a refund has no credit note or memo."
+    ),
+    Kind.REDUCE: "Kept with the request and sent to Stripe (the credit note's memo).",
+}
+
+
 def _line_field_name(line: CreditableLine) -> str:
     return f"line_{line.position}"
 
@@ -88,20 +99,22 @@ class MoneyRequestForm(forms.Form):
     """An amount and a reason; a reduction may instead credit a quantity of each PO line."""
 
     amount = forms.DecimalField(max_digits=14, decimal_places=3)  # zero: the rules say why
-    reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Kept with the request and sent to Stripe (the credit note's memo).",
-    )
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
 
     def __init__(
         self,
         *args: Any,
+        kind: str,
         check: Any,
         lines: Sequence[CreditableLine] = (),
         currency: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["reason"].help_text = _REASON_HELP[kind]
+        if currency:
+            # The browser offers only amounts the currency has (0.01 USD, 1 JPY, 0.010 KWD).
+            self.fields["amount"].widget.attrs["step"] = str(money.smallest_amount(currency))
         self._check = check
         self._lines = list(lines)
         if not self._lines:
@@ -239,6 +252,7 @@ class PurchaseOrderMoneyViews(_Base):
 
         form = MoneyRequestForm(
             request.POST or None,
+            kind=kind,
             check=check,
             lines=creditable_lines(po) if kind == Kind.REDUCE else [],
             currency=po.currency,

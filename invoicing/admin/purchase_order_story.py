@@ -24,6 +24,7 @@ from invoicing import access, selectors
 from invoicing.admin.common import amount_or_dash
 from invoicing.failure_advice import advise
 from invoicing.models import PurchaseOrder, Role
+from invoicing.selectors_overview import owes_nothing
 from invoicing.timeline import invoice_generations, purchase_order_timeline
 
 Status = PurchaseOrder.Status
@@ -176,8 +177,8 @@ class PurchaseOrderStory:
 
     @staticmethod
     def owed_display(obj: PurchaseOrder, balance: Any) -> str:
-        """A cancelled PO owes nothing, whatever its lines add up to."""
-        if obj.status == Status.CANCELLED:
+        """The balance in words; the rule of what a PO owes is the selector's (``owes_nothing``)."""
+        if owes_nothing(obj.status):
             return "nothing (cancelled)"
         return amount_or_dash(balance, obj.currency)
 

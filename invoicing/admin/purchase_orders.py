@@ -18,10 +18,11 @@ from django.db.models import (
 )
 from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.defaultfilters import linebreaksbr
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from invoicing import access
+from invoicing import access, billing_details
 from invoicing.admin.common import amount_or_dash, staff_member
 from invoicing.admin.exports import PurchaseOrderExports
 from invoicing.admin.purchase_order_actions import PurchaseOrderActions
@@ -33,6 +34,7 @@ from invoicing.admin.purchase_order_forms import (
     ManualPaymentFormSet,
     ManualPaymentInline,
     PaymentLedgerInline,
+    PaymentRefused,
     PurchaseOrderAdminForm,
     is_locked,
 )
@@ -67,6 +69,16 @@ _CREATION_STEPS = (
     "invoice_finalized_at",
     "invoice_sent_at",
 )
+
+
+# Read-only (approved) billing details are shown as people read them, not as the stored JSON.
+_READ_AS = {"billing_address": "billing_address_display", "tax_ids": "tax_ids_display"}
+
+
+def _lines(lines: list[str]) -> SafeString | str:
+    if not lines:
+        return "-"
+    return linebreaksbr("\n".join(lines), autoescape=True)
 
 
 class ConcurrentChange(Exception):
@@ -182,12 +194,18 @@ class PurchaseOrderAdmin(
     ) -> list[str]:
         fields = list(self._READONLY_ALWAYS)
         if is_locked(obj):
-            fields += [name for name in EDITABLE_IN_DRAFT if name not in EDITABLE_ALWAYS]
+            fields += [
+                _READ_AS.get(name, name)
+                for name in EDITABLE_IN_DRAFT
+                if name not in EDITABLE_ALWAYS
+            ]
         return fields
 
     def get_fieldsets(self, request: HttpRequest, obj: PurchaseOrder | None = None) -> Any:
         terms_fields: list[str] = list(EDITABLE_IN_DRAFT)
-        if not is_locked(obj):
+        if is_locked(obj):
+            terms_fields = [_READ_AS.get(name, name) for name in terms_fields]
+        else:
             terms_fields.append("approve")
         terms = (None, {"fields": terms_fields})
         if obj is None:
@@ -298,6 +316,14 @@ class PurchaseOrderAdmin(
     def balance_display(self, obj: PurchaseOrder) -> str:
         return self.owed_display(obj, self._amount(obj, "balance"))
 
+    @admin.display(description="Billing address")
+    def billing_address_display(self, obj: PurchaseOrder) -> SafeString | str:
+        return _lines(billing_details.address_lines(obj.billing_address))
+
+    @admin.display(description="Tax IDs")
+    def tax_ids_display(self, obj: PurchaseOrder) -> SafeString | str:
+        return _lines(billing_details.tax_id_lines(obj.tax_ids))
+
     @admin.display(description="Credited on this invoice")
     def invoice_credit_display(self, obj: PurchaseOrder) -> str:
         return amount_or_dash(obj.invoice_credit, obj.currency)
@@ -348,7 +374,7 @@ class PurchaseOrderAdmin(
             }
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
-        except ConcurrentChange as error:
+        except (ConcurrentChange, PaymentRefused) as error:
             messages.error(request, str(error))
             return HttpResponseRedirect(request.get_full_path())
 

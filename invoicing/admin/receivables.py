@@ -102,7 +102,7 @@ class ReceivablesViews(_Base):
             code = figures.currency
 
             def fmt(value: Any, code: str = code) -> str:
-                return money.format_amount(value, code)
+                return money.format_display(value, code)
 
             points = overview.history.get(code, ())
             sections.append(

@@ -53,7 +53,7 @@ def render(points: Sequence[ChartPoint], *, currency: str, title_id: str) -> Saf
         return TOP + plot_height - float(value / top) * plot_height
 
     def amount(value: Decimal) -> str:
-        return money.format_amount(value, currency)
+        return money.format_display(value, currency)
 
     ticks = [top * Decimal(i) / 4 for i in range(5)]
     grid = format_html_join(

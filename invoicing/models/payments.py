@@ -103,6 +103,9 @@ class PurchaseOrderPayment(models.Model):
     # Idempotency keys of the Stripe writes reporting this payment: pay-<uid>-<step>. Also what a
     # form posts back, so submitting it twice records one payment.
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Not a column: True on the payment ``record_payment`` returns for a form submitted again
+    # (the same ``uid``), so the admin says it was already recorded rather than recorded twice.
+    repeated_submit: bool = False
     # Moves past a key Stripe poisoned with a 5xx, once Stripe shows the write did not happen.
     key_epoch = models.PositiveIntegerField(default=0)
     applied_invoice_id = models.CharField(

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from invoicing import money
 from invoicing.models.amounts import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 from invoicing.models.purchase_orders import PurchaseOrder
 
@@ -78,7 +79,19 @@ class StripeWriteRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} of {self.amount} ({self.get_state_display()})"
+        # The inline row's title: the amount as money and the words of the State column.
+        amount = money.format_display(self.amount, self.purchase_order.currency)
+        return f"{self.get_kind_display()} of {amount} ({self.state_words})"
+
+    @property
+    def state_words(self) -> str:
+        """Where the request stands, for the organizer (the row follows its refunds at the bank;
+        the error says why one failed)."""
+        if self.state == self.State.FAILED and any(
+            item.get("status") in {"failed", "canceled"} for item in self.plan
+        ):
+            return "Failed at the bank"
+        return self.get_state_display()
 
     @property
     def refund_ids(self) -> list[str]:

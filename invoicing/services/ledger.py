@@ -267,8 +267,8 @@ def record_payment(
     More than is still due needs ``overpayment_reason``
     (:func:`.ledger_off_stripe.manual_payment_problem`); one recorded while the invoice is being
     created is reported once it is sent. ``uid``: the form's
-    own key for this payment; the same ``uid`` again returns the payment already recorded
-    (a double submit records, and reports, once).
+    own key for this payment; the same ``uid`` again returns the payment already recorded, marked
+    ``repeated_submit`` (a double submit records, and reports, once).
 
     Manual payments (wire, check, other) need an approved, not cancelled PO. A ``stripe`` payment is
     recorded whatever the PO's state: the money really moved at Stripe, and a ledger that forgot it
@@ -315,6 +315,7 @@ def record_payment(
             recorded = _recorded_before(locked, payment)
             if recorded is not None:
                 purchase_order.status = locked.status
+                recorded.repeated_submit = True
                 return recorded
             _check_manual_payment(locked, payment)
         _add_payment(locked, payment, source=source, stripe_event_id=stripe_event_id)

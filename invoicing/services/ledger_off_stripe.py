@@ -163,8 +163,8 @@ def manual_payment_problem(
     """
     due = max(locked.balance_due, ZERO)
     if amount > due and not overpayment_reason.strip():
-        shown = money.format_amount(amount, locked.currency)
-        still_due = money.format_amount(due, locked.currency)
+        shown = money.format_display(amount, locked.currency)
+        still_due = money.format_display(due, locked.currency)
         return (
             f"{shown} is more than the {still_due} still due on PO {locked.reference}. Record at "
             "most that, or give an overpayment reason to record it on purpose"

@@ -112,9 +112,9 @@ def test_overview_chart_and_csv_export(
     expect(page.locator("h1")).to_have_text("Receivables of LedgerCon 2026")
     figures = page.locator("ul.figures")
     expect(figures.locator("[data-figure=outstanding]")).to_contain_text(
-        f"{want.outstanding:.2f} USD"
+        f"{want.outstanding:,.2f} USD"
     )
-    expect(figures.locator("[data-figure=collected]")).to_contain_text(f"{want.collected:.2f} USD")
+    expect(figures.locator("[data-figure=collected]")).to_contain_text(f"{want.collected:,.2f} USD")
     chart = page.get_by_role("img", name="Collected and outstanding, USD, at each month's end")
     expect(chart).to_be_visible()
     box = chart.bounding_box()

@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from invoicing import billing_details
 from invoicing.models import PurchaseOrder
 from invoicing.services.stripe_invoicing import create_stripe_invoice
 from tests.core.conftest import MakeConference, MakePurchaseOrder
@@ -107,3 +108,37 @@ def test_the_po_page_links_the_invoice_pdf(
     assert f'href="{po.stripe_invoice_pdf}"' in page
     assert "Download PDF" in page
     assert "4500-1" in page
+
+
+def test_an_approved_pos_billing_details_read_as_an_address_and_tax_ids(
+    admin_client: Client, make_purchase_order: MakePurchaseOrder
+) -> None:
+    po = make_purchase_order(
+        billing_address={
+            "line1": "Friedrichstr. 10",
+            "city": "Berlin",
+            "postal_code": "10117",
+            "country": "DE",
+        },
+        tax_ids=[{"type": "eu_vat", "value": "DE123456789"}, {"type": "us_ein", "value": "12-3"}],
+    )
+    assert po.status == PurchaseOrder.Status.APPROVED  # read-only now
+    page = _text(admin_client.get(reverse("admin:invoicing_purchaseorder_change", args=[po.pk])))
+    assert "Friedrichstr. 10<br>10117 Berlin<br>DE" in page
+    assert "EU VAT: DE123456789<br>US EIN: 12-3" in page
+    assert "&quot;line1&quot;" not in page  # not the stored JSON
+    assert "&quot;eu_vat&quot;" not in page
+
+
+def test_a_us_address_reads_city_state_zip() -> None:
+    lines = billing_details.address_lines(
+        {
+            "line1": "1 Main St",
+            "city": "Springfield",
+            "state": "IL",
+            "postal_code": "62701",
+            "country": "US",
+        }
+    )
+    assert lines == ["1 Main St", "Springfield, IL 62701", "US"]
+    assert billing_details.address_lines({}) == []

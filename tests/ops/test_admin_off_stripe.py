@@ -33,30 +33,60 @@ def test_the_form_carries_its_own_key_and_a_double_submit_records_one_payment(
         invoiced_po,
         **manual_payment(amount="1000.00", reference="WIRE-9", payment_uid=key.group(1)),
     )
-    for _ in range(2):
-        response = admin_client.post(change_url(invoiced_po), fields, follow=True)
-        assert response.status_code == 200
+    first, again = (admin_client.post(change_url(invoiced_po), fields, follow=True) for _ in "12")
+    assert first.status_code == again.status_code == 200
     (wire,) = invoiced_po.payments.filter(method="wire")
     assert wire.uid == uuid.UUID(key.group(1))
     assert wire.applied_invoice_id == invoiced_po.stripe_invoice_id
     assert any(
         f"being reported to Stripe invoice {invoiced_po.stripe_invoice_id}" in message
-        for message in messages_of(response)
+        for message in messages_of(first)
     )
+
+
+def test_a_repeated_submit_says_the_payment_was_already_recorded(
+    admin_client: Client, invoiced_po: PurchaseOrder
+) -> None:
+    html = page_text(admin_client.get(change_url(invoiced_po)))
+    key = re.search(r'name="payments-2-0-payment_uid" value="([0-9a-f-]{36})"', html)
+    assert key is not None
+    fields = form_data(
+        invoiced_po,
+        **manual_payment(
+            amount="100.00", reference="CHK-7", method="check", payment_uid=key.group(1)
+        ),
+    )
+    first, again = (
+        messages_of(admin_client.post(change_url(invoiced_po), fields, follow=True))
+        for _ in range(2)
+    )
+    assert any("recorded a check payment of 100.00 USD" in message for message in first)
+    assert not any("recorded a check payment" in message for message in again)
+    assert any(
+        "this payment (100.00 USD) was already recorded (a repeated submit); nothing new was "
+        "recorded" in message
+        for message in again
+    )
+    assert invoiced_po.payments.filter(method="check").count() == 1
 
 
 def test_more_than_is_due_needs_a_reason_and_then_shows_where_it_went(
     admin_client: Client, invoiced_po: PurchaseOrder, stripe_emulator: EmulatorHandle
 ) -> None:
     too_much = manual_payment(amount="5400.00", reference="WIRE-10")
-    response = admin_client.post(
-        change_url(invoiced_po), form_data(invoiced_po, **too_much), follow=True
-    )
+    fields = form_data(invoiced_po, **too_much, notes="Called their bank")
+    response = admin_client.post(change_url(invoiced_po), fields, follow=True)
+    said = messages_of(response)
+    # Refused, in the admin's money format, and nothing else claimed or kept.
     assert any(
-        "payment not recorded: 5400.00 USD is more than the 5350.00 USD still due" in message
-        for message in messages_of(response)
+        "payment not recorded: 5,400.00 USD is more than the 5,350.00 USD still due" in message
+        and message.endswith("Nothing on this page was saved.")
+        for message in said
     )
+    assert not any("successfully" in message for message in said), said
     assert not invoiced_po.payments.filter(method="wire").exists()
+    invoiced_po.refresh_from_db()
+    assert invoiced_po.notes != "Called their bank"
 
     on_purpose = {**too_much, "payments-2-0-overpayment_reason": "Bank charges included twice"}
     admin_client.post(change_url(invoiced_po), form_data(invoiced_po, **on_purpose), follow=True)

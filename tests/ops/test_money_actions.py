@@ -113,6 +113,10 @@ def test_a_finance_admin_refunds_from_the_po_page(
     finance = signed_in(part_paid.conference, Role.FINANCE)
     form = finance.get(page(part_paid, "refund"))
     assert "Can still be refunded: <strong>2,000.00 USD</strong>" in form.content.decode()
+    # The refund's own words (it has no credit note), and only USD's cents in the browser.
+    assert "stored on each refund at Stripe (its metadata" in form.content.decode()
+    assert "memo)" not in form.content.decode()
+    assert 'step="0.01"' in form.content.decode()
     refused = finance.post(page(part_paid, "refund"), {"amount": "2500", "reason": "Dropped out"})
     assert "2500.00 USD is more than what can still be refunded (2000.00 USD)." in (
         refused.content.decode()
@@ -140,6 +144,9 @@ def test_an_organizer_reduces_what_the_invoice_asks(
     part_paid: PurchaseOrder, stripe_emulator: EmulatorHandle, stripe_secret_key: str
 ) -> None:
     organizer = signed_in(part_paid.conference, Role.ORGANIZER)
+    form = organizer.get(page(part_paid, "reduce")).content.decode()
+    assert "sent to Stripe (the credit note&#x27;s memo)" in form
+    assert 'step="0.01"' in form
     response = organizer.post(
         page(part_paid, "reduce"), {"amount": "350.00", "reason": "Booth cancelled"}, follow=True
     )

@@ -21,7 +21,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing.admin import receivables_chart
-from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, Role
+from invoicing.models import (
+    Conference,
+    PurchaseOrder,
+    PurchaseOrderCredit,
+    PurchaseOrderLineItem,
+    PurchaseOrderPayment,
+    Role,
+)
 from invoicing.selectors_overview import ChartPoint, receivables_overview
 from invoicing.services.conference_access import grant_conference_role
 from tests.ops.receivables_data import expected_figures, generate
@@ -112,8 +119,9 @@ def test_overview_page_shows_figures_links_and_an_accessible_chart() -> None:
     page = response.content.decode()
     assert response.status_code == 200
     # JPY has no decimals: the figures show none.
-    assert f"{want.outstanding:.0f} JPY" in page
-    assert f"{want.invoiced:.0f} JPY" in page
+    assert f"{want.outstanding:,.0f} JPY" in page  # grouped like the rest of the admin
+    assert f"{want.invoiced:,.0f} JPY" in page
+    assert want.invoiced >= 1000
     assert re.search(
         r'<svg[^>]+role="img"[^>]+aria-labelledby="chart-jpy-title chart-jpy-desc"', page
     )
@@ -149,13 +157,13 @@ def test_chart_scales_to_its_largest_month_and_labels_every_bar() -> None:
     ]
     svg = str(receivables_chart.render(points, currency="usd", title_id="t"))
     assert svg.count("<rect") == 12 * 2 + 2  # two per month, two in the legend
-    assert "Dec 2026: collected 4800.00 USD, outstanding 7200.00 USD" in svg
+    assert "Dec 2026: collected 4,800.00 USD, outstanding 7,200.00 USD" in svg
     # The axis goes to the next 1/2/5 x 10^n above December's 12,000: 20,000, in quarters.
     assert ">20000.00<" in svg
     assert ">15000.00<" in svg
     assert ">0.00<" in svg
     assert "<desc" in svg
-    assert "Now: collected 4800.00 USD, outstanding 7200.00 USD." in svg
+    assert "Now: collected 4,800.00 USD, outstanding 7,200.00 USD." in svg
 
 
 def _csv(response: object) -> list[dict[str, str]]:
@@ -205,3 +213,63 @@ def test_export_with_a_filter_the_list_does_not_know_is_refused() -> None:
         reverse("admin:invoicing_purchaseorder_export") + "?conference__stripe_secret_key=x"
     )
     assert response.status_code == 400
+
+
+def _po_with(conference: Conference, reference: str, status: str, total: str) -> PurchaseOrder:
+    po = PurchaseOrder.objects.create(
+        conference=conference,
+        reference=reference,
+        organization_name="Initech",
+        contact_email="ap@example.com",
+        currency="usd",
+        status=status,
+    )
+    PurchaseOrderLineItem.objects.create(
+        purchase_order=po, position=1, description="Booth", quantity=1, unit_price=Decimal(total)
+    )
+    return po
+
+
+def test_export_balance_and_credited_are_the_admins() -> None:
+    conference = _conference("export-words")
+    # Cancelled before any invoice or payment: the admin says it owes nothing.
+    _po_with(conference, "DEMO-1005", PurchaseOrder.Status.CANCELLED, "1500.00")
+    reduced = _po_with(conference, "DEMO-1006", PurchaseOrder.Status.PARTIALLY_PAID, "1500.00")
+    PurchaseOrderCredit.objects.create(
+        purchase_order=reduced,
+        stripe_credit_note_id="cn_1",
+        stripe_invoice_id="in_1",
+        amount=Decimal("500.00"),
+        purpose=PurchaseOrderCredit.Purpose.REDUCE,
+    )
+    PurchaseOrderCredit.objects.create(  # a re-issue's moved remainder: not counted
+        purchase_order=reduced,
+        stripe_credit_note_id="cn_2",
+        stripe_invoice_id="in_0",
+        amount=Decimal("1500.00"),
+        purpose=PurchaseOrderCredit.Purpose.REISSUE,
+    )
+    PurchaseOrderPayment.objects.create(
+        purchase_order=reduced,
+        amount=Decimal("300.00"),
+        method="wire",
+        payment_date=datetime.date(2026, 1, 5),
+    )
+    client = _person(conference, Role.VIEWER, "accountant")
+
+    response = client.get(reverse("admin:invoicing_purchaseorder_export"))
+    rows = {row["reference"]: row for row in _csv(response)}
+
+    assert list(rows["DEMO-1005"])[-2:] == ["cancelled_at", "credited"]  # appended, order kept
+    changelist = client.get(reverse("admin:invoicing_purchaseorder_changelist")).content.decode()
+    assert "nothing (cancelled)" in changelist
+    assert rows["DEMO-1005"]["balance"] == "0.00"
+    assert rows["DEMO-1005"]["credited"] == "0.00"
+    row = rows["DEMO-1006"]
+    assert (row["total"], row["credited"], row["received"], row["balance"]) == (
+        "1500.00",
+        "500.00",
+        "300.00",
+        "700.00",
+    )
+    assert reduced.amount_credited == Decimal("500.00")  # the figure the PO page shows

@@ -181,7 +181,7 @@ def test_more_than_is_due_is_refused_or_an_overpayment_on_purpose_pays_the_next_
     calls = len(stripe_emulator.requests(key))
 
     with pytest.raises(
-        InvalidPayment, match=r"7000\.00 USD is more than the 6350\.00 USD still due"
+        InvalidPayment, match=r"7,000\.00 USD is more than the 6,350\.00 USD still due"
     ):
         record_wire(po, "7000.00")
     assert not PurchaseOrderPayment.objects.filter(purchase_order=po).exists()
