@@ -101,8 +101,8 @@ AGE_RANGE_BY_SLUG: Final[Mapping[str, AgeRange]] = {age.slug: age for age in AGE
 
 
 def with_money_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrder]:
-    """Annotate the admin's money columns (``admin_total``, ``_credited``, ``_owed``, ``_paid``,
-    ``_balance``).
+    """Annotate the admin's money columns (``admin_total``, ``_credited``, ``_given_back``,
+    ``_owed``, ``_paid``, ``_balance``).
 
     The SQL twin of ``PurchaseOrder.total`` (plus the invoice's tax) / ``amount_credited`` /
     ``amount_owed`` (:func:`~invoicing.models.owed_after_refunds`) / ``amount_received`` (net) /
@@ -154,7 +154,7 @@ def with_money_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrd
         )
         .annotate(
             # owed_after_refunds: a refund beyond what was held past the credited total lowers
-            # what is owed.
+            # what is owed (``admin_given_back``).
             admin_held_beyond_owed=Greatest(
                 F("admin_paid") + F("admin_refunded") - F("admin_total") + F("admin_credited"),
                 zero,
@@ -162,14 +162,15 @@ def with_money_totals(queryset: QuerySet[PurchaseOrder]) -> QuerySet[PurchaseOrd
             )
         )
         .annotate(
+            admin_given_back=Greatest(
+                F("admin_refunded") - F("admin_held_beyond_owed"),
+                zero,
+                output_field=MONEY_OUTPUT,
+            )
+        )
+        .annotate(
             admin_owed=ExpressionWrapper(
-                F("admin_total")
-                - F("admin_credited")
-                - Greatest(
-                    F("admin_refunded") - F("admin_held_beyond_owed"),
-                    zero,
-                    output_field=MONEY_OUTPUT,
-                ),
+                F("admin_total") - F("admin_credited") - F("admin_given_back"),
                 output_field=MONEY_OUTPUT,
             )
         )

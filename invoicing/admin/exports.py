@@ -52,6 +52,7 @@ PURCHASE_ORDER_COLUMNS = (
     "invoice_due_date",
     "cancelled_at",
     "credited",
+    "given_back",
 )
 # The annotations come from ``with_money_totals`` (invoicing/selectors_overview.py).
 _PURCHASE_ORDER_FIELDS = (
@@ -70,6 +71,7 @@ _PURCHASE_ORDER_FIELDS = (
     "invoice_due_at",
     "cancelled_at",
     "admin_credited",
+    "admin_given_back",
 )
 # The entry's kind as the PO page names it ("Moved to the customer's credit balance (Stripe)").
 _KIND_LABELS = dict(PurchaseOrderPayment.Kind.choices)
@@ -122,6 +124,7 @@ def purchase_order_rows(queryset: QuerySet[PurchaseOrder]) -> Iterator[list[str]
         due_at,
         cancelled_at,
         credited,
+        given_back,
     ) in rows.iterator(chunk_size=_CHUNK):
         yield [
             slug,
@@ -139,8 +142,10 @@ def purchase_order_rows(queryset: QuerySet[PurchaseOrder]) -> Iterator[list[str]
             invoice_id,
             iso(due_at.astimezone(datetime.UTC).date()) if due_at else "",
             iso(cancelled_at),
-            # Counted credit notes, so that total - credited - received = balance (not cancelled).
+            # Counted credit notes and refunds owed no more (owed_after_refunds), so that
+            # total - credited - given_back - received = balance (unless cancelled).
             money.plain_amount(credited, currency),
+            money.plain_amount(given_back, currency),
         ]
 
 

@@ -43,6 +43,7 @@ from invoicing.admin.purchase_order_money import PurchaseOrderMoneyViews, Stripe
 from invoicing.admin.purchase_order_story import NeedsAttentionFilter, PurchaseOrderStory
 from invoicing.admin.receivables import ReceivablesFilter
 from invoicing.models import (
+    ZERO,
     PurchaseOrder,
     PurchaseOrderLineItem,
     Role,
@@ -155,6 +156,7 @@ class PurchaseOrderAdmin(
         "invoice_creation_blocked",
         "total_display",
         "credited_display",
+        "given_back_display",
         "received_display",
         "balance_display",
         "dispute_display",
@@ -213,7 +215,13 @@ class PurchaseOrderAdmin(
         status_fields: list[Any] = [
             self.page_actions_field(request, obj),
             "status",
-            ("total_display", "credited_display", "received_display", "balance_display"),
+            (
+                "total_display",
+                "credited_display",
+                "given_back_display",
+                "received_display",
+                "balance_display",
+            ),
             ("created_by", "last_edited_by"),
             ("approved_at", "approved_by"),
             ("cancelled_at", "cancelled_by"),
@@ -272,8 +280,8 @@ class PurchaseOrderAdmin(
         value = getattr(obj, f"admin_{name}", None)
         if isinstance(value, Decimal):
             return value
-        if name == "total":
-            return obj.amount_owed
+        if name == "total":  # as the list's: the lines plus any tax, before anything came off
+            return obj.total + (obj.stripe_invoice_tax or ZERO)
         return obj.amount_received if name == "paid" else obj.balance_due
 
     @admin.display(description="Total", ordering="admin_total")
@@ -291,6 +299,10 @@ class PurchaseOrderAdmin(
     @admin.display(description="Credited (credit notes)")
     def credited_display(self, obj: PurchaseOrder) -> str:
         return amount_or_dash(obj.amount_credited, obj.currency)
+
+    @admin.display(description="Given back (refunds owed no more)")
+    def given_back_display(self, obj: PurchaseOrder) -> str:
+        return amount_or_dash(obj.amount_given_back, obj.currency)
 
     @admin.display(description="Credit notes (read-only)")
     def credit_notes_display(self, obj: PurchaseOrder) -> SafeString | str:

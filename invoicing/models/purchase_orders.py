@@ -279,6 +279,12 @@ class PurchaseOrder(models.Model):
         )
 
     @property
+    def amount_given_back(self) -> Decimal:
+        """The refunds that lowered what is owed: what they gave back beyond an overpayment."""
+        before = self.total + (self.stripe_invoice_tax or ZERO) - self.amount_credited
+        return before - self.amount_owed
+
+    @property
     def balance_due(self) -> Decimal:
         return self.amount_owed - self.amount_received
 

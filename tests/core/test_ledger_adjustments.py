@@ -424,6 +424,7 @@ def test_the_po_page_shows_refunds_credits_and_the_open_dispute_read_only(
     assert "OPEN: dp_shown_1 (needs response, fraudulent)" in page
     # Net received 6350 - 1000 - 500 = 4850; owed 6350 - 350 - 1000 given back = 5000.
     assert "4,850.00" in page or "4850.00" in page
+    assert "Given back (refunds owed no more)" in page
     assert "150.00" in page  # the balance
     assert "1,150.00" not in page
     assert "1150.00" not in page

@@ -775,4 +775,36 @@ MUTANTS: tuple[Mutant, ...] = (
             "test_cancel_leaves_the_credit_balance_with_the_customer",
         ),
     ),
+    Mutant(
+        "refunded-money-owed-again",
+        2,
+        "a refund beyond an overpayment does not lower what the PO owes, so a paid PO refunded "
+        "in part shows the refund due again while Stripe's invoice never asks it",
+        (
+            Edit(
+                "invoicing/models/amounts.py",
+                "    return owed - max(ZERO, refunded - held_beyond_owed)\n",
+                "    return owed\n",
+            ),
+        ),
+        (
+            "tests/core/test_money.py::"
+            "test_a_refund_lowers_what_is_owed_once_it_gives_back_more_than_the_overpayment",
+            "tests/core/test_refunds.py::test_a_partial_refund_takes_the_newest_payment_first",
+        ),
+    ),
+    Mutant(
+        "invoice-sent-story-told-by-every-run",
+        1,
+        "every creation run that sends the invoice tells the PO's story, not only the one that "
+        "marks it sent, so two runs of one PO write 'Invoice created and sent' twice",
+        (
+            Edit(
+                INVOICE_CREATION,
+                "        if extra and first_time is not None:\n",
+                "        if first_time is not None:\n",
+            ),
+        ),
+        ("tests/core/test_locks.py::test_two_runs_sending_one_invoice_tell_its_story_once",),
+    ),
 )

@@ -255,12 +255,31 @@ def test_export_balance_and_credited_are_the_admins() -> None:
         method="wire",
         payment_date=datetime.date(2026, 1, 5),
     )
+    # Paid 1,500.00 at Stripe, 400.00 of it refunded: owed no more, so nothing is due.
+    refunded = _po_with(conference, "DEMO-1007", PurchaseOrder.Status.PAID, "1500.00")
+    PurchaseOrderPayment.objects.create(
+        purchase_order=refunded,
+        amount=Decimal("1500.00"),
+        method="stripe",
+        payment_date=datetime.date(2026, 1, 5),
+        stripe_invoice_id="in_7",
+        stripe_amount_paid_after=150000,
+    )
+    PurchaseOrderPayment.objects.create(
+        purchase_order=refunded,
+        kind=PurchaseOrderPayment.Kind.REFUND,
+        amount=Decimal("-400.00"),
+        method="stripe",
+        payment_date=datetime.date(2026, 1, 9),
+        stripe_invoice_id="in_7",
+        stripe_object_id="re_7",
+    )
     client = _person(conference, Role.VIEWER, "accountant")
 
     response = client.get(reverse("admin:invoicing_purchaseorder_export"))
     rows = {row["reference"]: row for row in _csv(response)}
 
-    assert list(rows["DEMO-1005"])[-2:] == ["cancelled_at", "credited"]  # appended, order kept
+    assert list(rows["DEMO-1005"])[-3:] == ["cancelled_at", "credited", "given_back"]  # appended
     changelist = client.get(reverse("admin:invoicing_purchaseorder_changelist")).content.decode()
     assert "nothing (cancelled)" in changelist
     assert rows["DEMO-1005"]["balance"] == "0.00"
@@ -273,3 +292,11 @@ def test_export_balance_and_credited_are_the_admins() -> None:
         "700.00",
     )
     assert reduced.amount_credited == Decimal("500.00")  # the figure the PO page shows
+    row = rows["DEMO-1007"]
+    assert (row["total"], row["given_back"], row["received"], row["balance"]) == (
+        "1500.00",
+        "400.00",
+        "1100.00",
+        "0.00",
+    )
+    assert refunded.balance_due == 0  # the PO page's figure
