@@ -212,9 +212,8 @@ def cancel_refusal(po: PurchaseOrder) -> str:
         )
     if po.status in {Status.PAID, Status.OVERPAID}:
         return (
-            f"it is {po.get_status_display().lower()} by wire, check or other payments, which "
-            "are given back outside Stripe; this app cannot record money given back that way "
-            "yet, so the PO stays as it is."
+            f"it is {po.get_status_display().lower()} by wire, check or other payments: give "
+            "the money back outside Stripe and record it (Record money paid back…), then cancel."
         )
     if _uncollectible_with_payments(po):
         return _UNCOLLECTIBLE_WITH_PAYMENTS

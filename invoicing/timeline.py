@@ -82,9 +82,11 @@ def purchase_order_timeline(po: PurchaseOrder) -> list[TimelineEntry]:
         )
     for payment in po.payments.select_related("created_by"):
         is_payment = payment.kind == PurchaseOrderPayment.Kind.PAYMENT
+        # Paid back outside Stripe: by wire, check or other, like a payment (no Stripe object).
+        by_method = is_payment or payment.kind == PurchaseOrderPayment.Kind.REFUND_OFF_STRIPE
         # Money that left the PO without a refund is said in words, not "by <method>".
         left_po = payment.left_po_description()
-        how = payment.get_method_display() if is_payment else payment.stripe_object_id
+        how = payment.get_method_display() if by_method else payment.stripe_object_id
         detail = f"{money.format_display(payment.amount, po.currency)} by {how}"
         if left_po:
             detail = left_po

@@ -23,8 +23,9 @@ COUNTED_CREDIT_PURPOSES: Final = frozenset(
 )
 
 
-# Ledger entry kinds (``PurchaseOrderPayment.kind``) whose sum, negated, is what was refunded.
-REFUND_KINDS: Final = ("refund", "refund_reversal")
+# Ledger entry kinds (``PurchaseOrderPayment.kind``) whose sum, negated, is what was refunded:
+# Stripe's refunds (less those that failed) and money paid back outside Stripe.
+REFUND_KINDS: Final = ("refund", "refund_reversal", "refund_off_stripe")
 
 
 # Dispute statuses after which nothing moves any more (Stripe's ``Dispute.status``).

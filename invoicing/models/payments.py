@@ -18,9 +18,13 @@ _STRIPE_OBJECT_KINDS = ["refund", "refund_reversal", "dispute", "dispute_reinsta
 # overpayment, a credit note's ``credit_amount``) or paid back outside Stripe (``out_of_band``).
 _LEFT_KINDS = ["to_credit_balance", "paid_back_off_stripe"]
 _LEFT_REVERSALS = ["to_credit_balance_reversal", "paid_back_off_stripe_reversal"]
-_KINDS = ["payment", *_STRIPE_OBJECT_KINDS, *_LEFT_KINDS, *_LEFT_REVERSALS]
+# Money an organizer paid back to the customer outside Stripe (wire, check, other): keyed by our
+# own row (``uid``), never at Stripe.
+_REFUND_OFF_STRIPE = "refund_off_stripe"
+_OFF_STRIPE_METHODS = ["wire", "check", "other"]
+_KINDS = ["payment", *_STRIPE_OBJECT_KINDS, *_LEFT_KINDS, *_LEFT_REVERSALS, _REFUND_OFF_STRIPE]
 _MONEY_IN = ["payment", "refund_reversal", "dispute_reinstatement", *_LEFT_REVERSALS]
-_MONEY_OUT = ["refund", "dispute", *_LEFT_KINDS]
+_MONEY_OUT = ["refund", "dispute", *_LEFT_KINDS, _REFUND_OFF_STRIPE]
 
 
 class PurchaseOrderPayment(models.Model):
@@ -50,6 +54,10 @@ class PurchaseOrderPayment(models.Model):
     applied, which Stripe gives back to the customer (keyed by the invoice, its id also in
     ``stripe_object_id``); ``paid_back_off_stripe`` is a credit note's
     ``out_of_band_amount``. A voided credit note adds the opposite ``*_reversal`` entries.
+
+    ``refund_off_stripe`` is money the conference paid back to the customer outside Stripe (wire,
+    check, other), recorded by a finance admin with its reason in ``note``: keyed by our own row
+    (``uid``, which the form posts back), never reported to Stripe, and a refund for the status.
     """
 
     class Kind(models.TextChoices):
@@ -68,6 +76,7 @@ class PurchaseOrderPayment(models.Model):
             "paid_back_off_stripe_reversal",
             "Credit note voided: payment back outside Stripe undone",
         )
+        REFUND_OFF_STRIPE = _REFUND_OFF_STRIPE, "Paid back outside Stripe"
 
     class Method(models.TextChoices):
         STRIPE = "stripe", "Stripe"
@@ -220,8 +229,24 @@ class PurchaseOrderPayment(models.Model):
                     & Q(stripe_amount_paid_after__isnull=True)
                     & ~Q(stripe_invoice_id="")
                     & ~Q(stripe_object_id="")
+                )
+                | (
+                    Q(kind=_REFUND_OFF_STRIPE, method__in=_OFF_STRIPE_METHODS)
+                    & Q(stripe_invoice_id="", stripe_amount_paid_after__isnull=True)
+                    & Q(stripe_object_id="")
                 ),
                 name="payment_stripe_fields_per_kind",
+            ),
+            # Paid back outside Stripe: never counted against an invoice or reported there, and
+            # always with its reason (kept in ``note``).
+            models.CheckConstraint(
+                condition=~Q(kind=_REFUND_OFF_STRIPE)
+                | (
+                    Q(applied_invoice_id="", off_stripe_paid_after=None, report_to_stripe=False)
+                    & Q(stripe_payment_record_id="", overpayment_reason="")
+                    & ~Q(note="")
+                ),
+                name="payment_refund_off_stripe_fields",
             ),
             # Left the PO: from an overpaid invoice (keyed by Stripe's figure after it) or from
             # a credit note (keyed by its id), never both, never with off-Stripe report fields.
@@ -256,6 +281,8 @@ class PurchaseOrderPayment(models.Model):
         amount = money.format_display(self.amount, self.purchase_order.currency)
         if self.kind == self.Kind.PAYMENT:
             return f"{amount} by {self.get_method_display()} on {self.payment_date}"
+        if self.kind == self.Kind.REFUND_OFF_STRIPE:
+            return f"{amount} paid back by {self.get_method_display()} on {self.payment_date}"
         return self.left_po_description() or (
             f"{self.get_kind_display()} {self.stripe_object_id}: {amount}"
         )

@@ -50,6 +50,7 @@ from invoicing.services.ledger_core import (
     update_po_status_locked,
 )
 from invoicing.services.ledger_credits import apply_credit_note
+from invoicing.services.ledger_paid_back import record_paid_back
 from invoicing.stripe_invoice_status import StripeInvoiceStatus
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ __all__ = [
     "apply_refund",
     "derive_status",
     "lock_purchase_order",
+    "record_paid_back",
     "record_payment",
     "stripe_paid_total",
     "update_po_status",

@@ -336,7 +336,7 @@ def test_cancel_is_idempotent_and_refused_when_paid(make_purchase_order: MakePur
     assert second.cancellation_reason == "duplicate order"
     paid = make_purchase_order()
     purchase_orders.record_payment(paid, amount=paid.total, method="wire", payment_date=TODAY)
-    with pytest.raises(InvalidTransition, match="given back outside Stripe"):
+    with pytest.raises(InvalidTransition, match="give the money back outside Stripe"):
         purchase_orders.cancel_purchase_order(paid, reason="Duplicate order")
 
 

@@ -65,10 +65,10 @@ def test_a_paid_po_is_not_cancelled_by_the_admin_nor_the_service(
         po, amount=po.total, method="wire", payment_date=datetime.date(2026, 11, 26)
     )
     assert po.status == Status.PAID
-    # Paid by wire: no refund through this app can give it back, so the words do not ask one.
+    # Paid by wire: no Stripe refund can give it back, so the words point at recording it.
     reason = (
-        "it is paid by wire, check or other payments, which are given back outside Stripe; this "
-        "app cannot record money given back that way yet, so the PO stays as it is."
+        "it is paid by wire, check or other payments: give the money back outside Stripe and "
+        "record it (Record money paid back…), then cancel."
     )
     assert cancel_refusal(po) == reason
     with pytest.raises(InvalidTransition) as refused:

@@ -250,6 +250,8 @@ def _compare_money_going_back(
         kind=Kind.PAYMENT
     )
     for entry in entries:
+        if entry.kind == Kind.REFUND_OFF_STRIPE:
+            continue  # paid back outside Stripe by the organizer: never at Stripe
         if entry.overpaid_after is not None:
             continue  # an overpaid invoice's excess: compared with amount_overpaid
         if entry.stripe_object_id and entry.stripe_object_id == entry.stripe_invoice_id:
