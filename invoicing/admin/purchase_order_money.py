@@ -39,6 +39,7 @@ from invoicing.selectors_credit_lines import (
     creditable_lines,
     credited_lines_text,
 )
+from invoicing.selectors_paid_back import paid_back_refusal
 from invoicing.services import stripe_write_requests
 from invoicing.services.stripe_write_requests import InvalidStripeWriteRequest
 
@@ -226,6 +227,7 @@ class PurchaseOrderMoneyViews(_Base):
         return {
             Kind.REFUND: refund_refusal(po, by=by),
             Kind.REDUCE: reduce_refusal(po, by=by),
+            "paid_back": paid_back_refusal(po, by=by),  # purchase_order_paid_back.py
         }
 
     def _money_view(self, kind: str) -> Any:

@@ -40,6 +40,7 @@ from invoicing.admin.purchase_order_forms import (
 )
 from invoicing.admin.purchase_order_ledger import credit_notes_table, disputes_table
 from invoicing.admin.purchase_order_money import PurchaseOrderMoneyViews, StripeWriteRequestInline
+from invoicing.admin.purchase_order_paid_back import PurchaseOrderPaidBackView
 from invoicing.admin.purchase_order_story import NeedsAttentionFilter, PurchaseOrderStory
 from invoicing.admin.receivables import ReceivablesFilter
 from invoicing.models import (
@@ -104,6 +105,7 @@ class PurchaseOrderAdmin(
     PurchaseOrderExports,
     PurchaseOrderQuerySetMixin,
     PurchaseOrderMoneyViews,
+    PurchaseOrderPaidBackView,
     PurchaseOrderStory,
     PurchaseOrderActions,
 ):
@@ -376,7 +378,11 @@ class PurchaseOrderAdmin(
         po = self.get_object(request, object_id) if object_id else None
         if po is not None:
             # The buttons of the money actions this person may take on this PO, and only those.
-            labels = {"refund": "Refund payments…", "reduce": "Reduce amount owed…"}
+            labels = {
+                "refund": "Refund payments…",
+                "reduce": "Reduce amount owed…",
+                "paid_back": "Record money paid back…",
+            }
             refusals = self.money_refusals(request, po)
             extra_context = {
                 **(extra_context or {}),

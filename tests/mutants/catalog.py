@@ -807,4 +807,21 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/core/test_locks.py::test_two_runs_sending_one_invoice_tell_its_story_once",),
     ),
+    Mutant(
+        "paid-back-off-an-open-invoice",
+        2,
+        "money an invoice still taking payments counts as paid at Stripe (a wire reported, or to "
+        "be reported, to it) may be recorded as paid back, so the ledger gives back money Stripe "
+        "goes on counting as paid",
+        (
+            Edit(
+                "invoicing/selectors_paid_back.py",
+                "    return max(ZERO, held_off_stripe(po) - on_open_invoice(po))\n",
+                "    return max(ZERO, held_off_stripe(po))\n",
+            ),
+        ),
+        (
+            "tests/core/test_paid_back.py::test_a_payment_an_invoice_counts_as_paid_is_not_paid_back",
+        ),
+    ),
 )
