@@ -191,6 +191,20 @@ def charge_limit_problem(total: Decimal, currency: str) -> str:
     return ""
 
 
+def entered_amount_problem(amount: object, currency: str) -> str:
+    """Why what an organizer entered is not an amount to move in ``currency``, in their words
+    ("" when it is: a finite Decimal above zero with no more decimals than the currency has)."""
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        return "enter an amount."
+    if amount <= 0:
+        return "the amount must be greater than zero."
+    try:
+        to_minor_units(amount, currency)
+    except AmountNotRepresentable as error:
+        return str(error)
+    return ""
+
+
 def _require_decimal(amount: object) -> Decimal:
     # bool is an int subclass; neither floats nor bools are amounts.
     if isinstance(amount, bool) or not isinstance(amount, Decimal | int):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
@@ -318,14 +318,9 @@ def refund_refusal(po: PurchaseOrder, *, by: Person | None) -> str:
 
 
 def _amount_refusal(amount: object, po: PurchaseOrder, *, most: Decimal, what: str) -> str:
-    if not isinstance(amount, Decimal) or not amount.is_finite():
-        return "enter an amount."
-    if amount <= 0:
-        return "the amount must be greater than zero."
-    try:
-        money.to_minor_units(amount, po.currency)
-    except money.AmountNotRepresentable as error:
-        return str(error)
+    if why := money.entered_amount_problem(amount, po.currency):
+        return why
+    amount = cast(Decimal, amount)  # what entered_amount_problem accepts
     if amount > most:
         return (
             f"{money.format_amount(amount, po.currency)} is more than {what} "

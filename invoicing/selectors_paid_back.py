@@ -13,7 +13,7 @@ on counting money the customer no longer paid.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
@@ -94,14 +94,9 @@ def paid_back_refusal(po: PurchaseOrder, amount: object = None, *, by: Person | 
     most = paid_back_amount(po)
     if amount is None:
         return "" if most > 0 else _open_invoice_words(po, others=False)
-    if not isinstance(amount, Decimal) or not amount.is_finite():
-        return "enter an amount."
-    if amount <= 0:
-        return "the amount must be greater than zero."
-    try:
-        money.to_minor_units(amount, po.currency)
-    except money.AmountNotRepresentable as error:
-        return str(error)
+    if why := money.entered_amount_problem(amount, po.currency):
+        return why
+    amount = cast(Decimal, amount)  # what entered_amount_problem accepts
     shown = money.format_amount(amount, po.currency)
     if amount > held:
         return (

@@ -240,3 +240,25 @@ def test_a_refund_lowers_what_is_owed_once_it_gives_back_more_than_the_overpayme
     assert owed_after_refunds(
         owed=Decimal(owed), received=Decimal(received), refunded=Decimal(refunded)
     ) == Decimal(expected), why
+
+
+@pytest.mark.parametrize(
+    ("entered", "currency", "problem"),
+    [
+        (Decimal("10.00"), "usd", ""),
+        (Decimal("500"), "jpy", ""),
+        (None, "usd", "enter an amount."),
+        (Decimal("NaN"), "usd", "enter an amount."),
+        ("10", "usd", "enter an amount."),
+        (Decimal("0"), "usd", "the amount must be greater than zero."),
+        (Decimal("-1"), "usd", "the amount must be greater than zero."),
+    ],
+)
+def test_an_entered_amount_is_a_positive_decimal_of_the_currency(
+    entered: object, currency: str, problem: str
+) -> None:
+    assert money.entered_amount_problem(entered, currency) == problem
+
+
+def test_an_entered_amount_with_more_decimals_than_the_currency_says_so() -> None:
+    assert "JPY" in money.entered_amount_problem(Decimal("500.5"), "jpy")
