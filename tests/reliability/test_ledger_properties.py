@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 import stripe
 from django.db import connections
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pytest_django.fixtures import Settings as SettingsWrapper
@@ -121,8 +121,10 @@ def expected_status(invoice: dict[str, Any], total_minor: int, elsewhere: int = 
     """The PO status the invoice implies (the README's table), computed independently.
 
     ``elsewhere``: staff payments that never reached the invoice (it was void or paid first).
+    What Stripe credited to the customer's balance from an overpaid invoice (``amount_overpaid``)
+    left the PO: the customer's next invoice counts it.
     """
-    paid = invoice["amount_paid"] + elsewhere
+    paid = invoice["amount_paid"] + elsewhere - invoice["amount_overpaid"]
     if paid == total_minor:
         return Status.PAID
     if paid > total_minor:
@@ -150,6 +152,18 @@ def test_the_ledger_always_equals_stripe(
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         database=None,
+    )
+    # Found in CI: wires reported late and an ACH debit settling after them overpay the invoice;
+    # Stripe credits the excess to the customer's balance, which leaves the PO (paid, not over).
+    @example(
+        history_steps=[
+            ("wire", (0.1, False)),
+            ("ach_pending", 0.5),
+            ("mark_uncollectible", None),
+            ("wire", (0.5, False)),
+            ("ach_settle", 0),
+        ],
+        seed=0,
     )
     @given(history_steps=st.lists(steps, min_size=1, max_size=12), seed=st.integers(0, 2**32))
     def run(history_steps: list[Step], seed: int) -> None:
