@@ -13,14 +13,13 @@ from decimal import Decimal
 from html import unescape
 
 import pytest
-from django.contrib.auth.models import User
-from django.test import Client
 from django.urls import reverse
 
-from invoicing.models import Conference, ConferenceRole, PurchaseOrder, PurchaseOrderPayment, Role
+from invoicing.models import Conference, PurchaseOrder, PurchaseOrderPayment, Role
 from invoicing.services import purchase_orders
 from tests.core.conftest import MakeConference, MakePurchaseOrder
 from tests.ops.test_admin import messages_of, page_text
+from tests.ops.test_money_actions import signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -48,14 +47,6 @@ def overpaid(
     po.refresh_from_db()
     assert po.status == Status.OVERPAID
     return po
-
-
-def signed_in(conference: Conference, role: Role) -> Client:
-    user = User.objects.create_user(username=f"{role}-pb", is_staff=True)
-    ConferenceRole.objects.create(conference=conference, user=user, role=role)
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def url(po: PurchaseOrder, kind: str = "change") -> str:
