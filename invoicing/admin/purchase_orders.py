@@ -44,7 +44,6 @@ from invoicing.admin.purchase_order_paid_back import PurchaseOrderPaidBackView
 from invoicing.admin.purchase_order_story import NeedsAttentionFilter, PurchaseOrderStory
 from invoicing.admin.receivables import ReceivablesFilter
 from invoicing.models import (
-    ZERO,
     PurchaseOrder,
     PurchaseOrderLineItem,
     Role,
@@ -283,7 +282,7 @@ class PurchaseOrderAdmin(
         if isinstance(value, Decimal):
             return value
         if name == "total":  # as the list's: the lines plus any tax, before anything came off
-            return obj.total + (obj.stripe_invoice_tax or ZERO)
+            return obj.total_with_tax
         return obj.amount_received if name == "paid" else obj.balance_due
 
     @admin.display(description="Total", ordering="admin_total")

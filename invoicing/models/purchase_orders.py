@@ -268,12 +268,17 @@ class PurchaseOrder(models.Model):
         return -result
 
     @property
+    def total_with_tax(self) -> Decimal:
+        """What the company is asked for: the lines plus any tax Stripe Tax put on the invoice
+        (stored on the PO, so a re-issue keeps counting it)."""
+        return self.total + (self.stripe_invoice_tax or ZERO)
+
+    @property
     def amount_owed(self) -> Decimal:
-        """What the company owes: the lines plus any tax Stripe Tax put on the invoice (stored on
-        the PO, so a re-issue keeps counting it), less the credits that count and the refunds
-        that did not give back an overpayment (:func:`owed_after_refunds`)."""
+        """What the company owes: :attr:`total_with_tax` less the credits that count and the
+        refunds that did not give back an overpayment (:func:`owed_after_refunds`)."""
         return owed_after_refunds(
-            owed=self.total + (self.stripe_invoice_tax or ZERO) - self.amount_credited,
+            owed=self.total_with_tax - self.amount_credited,
             received=self.amount_received,
             refunded=self.amount_refunded,
         )
@@ -281,8 +286,7 @@ class PurchaseOrder(models.Model):
     @property
     def amount_given_back(self) -> Decimal:
         """The refunds that lowered what is owed: what they gave back beyond an overpayment."""
-        before = self.total + (self.stripe_invoice_tax or ZERO) - self.amount_credited
-        return before - self.amount_owed
+        return self.total_with_tax - self.amount_credited - self.amount_owed
 
     @property
     def balance_due(self) -> Decimal:
