@@ -97,21 +97,18 @@ def record_overpaid(
     if stripe_says <= already:
         return ZERO
     shown = money.format_display(stripe_says - already, locked.currency)
-    entry = PurchaseOrderPayment(
-        kind=Kind.TO_CREDIT_BALANCE,
-        method=Method.CREDIT_BALANCE,
+    return _to_credit_balance(
+        locked,
+        snapshot,
         amount=already - stripe_says,
-        reference=snapshot.number or snapshot.id,
-        payment_date=payment_date or timezone.localdate(),
         note=(
             f"{shown} moved to the customer's credit balance at Stripe (invoice {snapshot.id} "
             f"overpaid: {already} -> {stripe_says}; seen via {seen_via})."
         ),
-        stripe_invoice_id=snapshot.id,
+        seen_via=seen_via,
+        payment_date=payment_date,
         overpaid_after=snapshot.amount_overpaid,
     )
-    _insert(locked, entry, seen_via=seen_via)
-    return entry.amount
 
 
 # --- Voided invoices ------------------------------------------------------------------------------
@@ -148,21 +145,46 @@ def record_balance_returned(
     ):
         return ZERO
     shown = money.format_display(applied.amount, locked.currency)
-    entry = PurchaseOrderPayment(
-        kind=Kind.TO_CREDIT_BALANCE,
-        method=Method.CREDIT_BALANCE,
+    return _to_credit_balance(
+        locked,
+        snapshot,
         amount=-applied.amount,
-        reference=snapshot.number or snapshot.id,
-        payment_date=payment_date or timezone.localdate(),
         note=(
             f"Invoice {snapshot.id} voided: Stripe returned the {shown} of credit balance it had "
             f"applied to the customer's credit balance (seen via {seen_via})."
         ),
-        stripe_invoice_id=snapshot.id,
+        seen_via=seen_via,
+        payment_date=payment_date,
         stripe_object_id=snapshot.id,
     )
+
+
+def _to_credit_balance(
+    locked: LockedPurchaseOrder,
+    snapshot: InvoiceSnapshot,
+    *,
+    amount: Decimal,
+    note: str,
+    seen_via: str,
+    payment_date: datetime.date | None,
+    overpaid_after: int | None = None,
+    stripe_object_id: str = "",
+) -> Decimal:
+    """Insert the entry for money this invoice left on the customer's credit balance (negative
+    ``amount``), keyed by Stripe's overpaid figure or the invoice itself. Returns ``amount``."""
+    entry = PurchaseOrderPayment(
+        kind=Kind.TO_CREDIT_BALANCE,
+        method=Method.CREDIT_BALANCE,
+        amount=amount,
+        reference=snapshot.number or snapshot.id,
+        payment_date=payment_date or timezone.localdate(),
+        note=note,
+        stripe_invoice_id=snapshot.id,
+        overpaid_after=overpaid_after,
+        stripe_object_id=stripe_object_id,
+    )
     _insert(locked, entry, seen_via=seen_via)
-    return entry.amount
+    return amount
 
 
 # --- Credit notes on paid invoices ---------------------------------------------------------------
