@@ -92,6 +92,33 @@ _REASON_HELP: dict[str, str] = {
 }
 
 
+def money_page(
+    model_admin: _Base,
+    request: HttpRequest,
+    po: PurchaseOrder,
+    *,
+    title: str,
+    explanation: str,
+    form: forms.Form,
+    limit: Decimal,
+    limit_label: str,
+) -> TemplateResponse:
+    """A PO's money page (refund, reduce, paid back): what it means, how much at most, the form."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "subtitle": None,
+        "explanation": explanation,
+        "po": po,
+        "form": form,
+        "limit": amount_or_dash(limit, po.currency),
+        "limit_label": limit_label,
+        "opts": PurchaseOrder._meta,
+        "original": po,
+    }
+    return TemplateResponse(request, "admin/invoicing/purchaseorder/money_request.html", context)
+
+
 def _line_field_name(line: CreditableLine) -> str:
     return f"line_{line.position}"
 
@@ -276,20 +303,15 @@ class PurchaseOrderMoneyViews(_Base):
                 return HttpResponseRedirect(page)
         spec = _ACTIONS[kind]
         most = refundable_amount(po) if kind == Kind.REFUND else reducible_amount(po)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": spec["title"].format(po=po.reference),
-            "subtitle": None,
-            "explanation": spec["explanation"],
-            "po": po,
-            "form": form,
-            "limit": amount_or_dash(most, po.currency),
-            "limit_label": "Can still be refunded" if kind == Kind.REFUND else "Invoice asks",
-            "opts": self.model._meta,
-            "original": po,
-        }
-        return TemplateResponse(
-            request, "admin/invoicing/purchaseorder/money_request.html", context
+        return money_page(
+            self,
+            request,
+            po,
+            title=spec["title"].format(po=po.reference),
+            explanation=spec["explanation"],
+            form=form,
+            limit=most,
+            limit_label="Can still be refunded" if kind == Kind.REFUND else "Invoice asks",
         )
 
     def _queue_request(

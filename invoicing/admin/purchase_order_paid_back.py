@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from invoicing import money
 from invoicing.admin.common import amount_or_dash, staff_member
+from invoicing.admin.purchase_order_money import money_page
 from invoicing.errors import InvalidPayment
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment
 from invoicing.selectors_paid_back import paid_back_amount, paid_back_refusal
@@ -137,20 +137,15 @@ class PurchaseOrderPaidBackView(_Base):
             else:
                 self._say_recorded(request, po, entry)
                 return HttpResponseRedirect(page)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Record money paid back on {po.reference}",
-            "subtitle": None,
-            "explanation": _EXPLANATION,
-            "po": po,
-            "form": form,
-            "limit": amount_or_dash(paid_back_amount(po), po.currency),
-            "limit_label": "Can be recorded as paid back",
-            "opts": self.model._meta,
-            "original": po,
-        }
-        return TemplateResponse(
-            request, "admin/invoicing/purchaseorder/money_request.html", context
+        return money_page(
+            self,
+            request,
+            po,
+            title=f"Record money paid back on {po.reference}",
+            explanation=_EXPLANATION,
+            form=form,
+            limit=paid_back_amount(po),
+            limit_label="Can be recorded as paid back",
         )
 
     def _say_recorded(
