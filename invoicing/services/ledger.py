@@ -45,6 +45,7 @@ from invoicing.services.ledger_core import (
     LockedPurchaseOrder,
     derive_status,
     lock_purchase_order,
+    recorded_from_form,
     seen_via,
     update_po_status,
     update_po_status_locked,
@@ -314,32 +315,21 @@ def record_payment(
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
         if method != Method.STRIPE:
-            recorded = _recorded_before(locked, payment)
+            recorded = recorded_from_form(
+                locked,
+                uid=payment.uid,
+                what="payment",
+                method=payment.method,
+                amount=payment.amount,
+            )
             if recorded is not None:
                 purchase_order.status = locked.status
-                recorded.repeated_submit = True
                 return recorded
             _check_manual_payment(locked, payment)
         _add_payment(locked, payment, source=source, stripe_event_id=stripe_event_id)
         update_po_status_locked(locked, stripe_event_id=stripe_event_id)
     purchase_order.status = locked.status
     return payment
-
-
-def _recorded_before(
-    locked: LockedPurchaseOrder, payment: PurchaseOrderPayment
-) -> PurchaseOrderPayment | None:
-    """The payment already recorded under this one's ``uid`` (a form submitted twice), if any."""
-    earlier = PurchaseOrderPayment.objects.filter(uid=payment.uid).first()
-    if earlier is None:
-        return None
-    if (earlier.purchase_order_id, earlier.method, earlier.amount) != (
-        locked.pk,
-        payment.method,
-        payment.amount,
-    ):
-        raise InvalidPayment("This form was already used for another payment; reload the page.")
-    return earlier
 
 
 def _check_manual_payment(locked: LockedPurchaseOrder, payment: PurchaseOrderPayment) -> None:

@@ -10,6 +10,7 @@ that did not give back an overpayment: :func:`~invoicing.models.owed_after_refun
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NewType
@@ -27,6 +28,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from invoicing import money
+from invoicing.errors import InvalidPayment
 from invoicing.logging import log_state_change
 from invoicing.models import (
     COUNTED_CREDIT_PURPOSES,
@@ -91,6 +93,23 @@ class LedgerTotals:
 
 
 _TO_CREDIT_BALANCE = (Kind.TO_CREDIT_BALANCE, Kind.TO_CREDIT_BALANCE_REVERSAL)
+
+
+def recorded_from_form(
+    locked: PurchaseOrder, *, uid: uuid.UUID, what: str, **same: object
+) -> PurchaseOrderPayment | None:
+    """The entry a form already recorded under its ``uid`` (submitted twice), marked
+    ``repeated_submit``; None if there is none. An entry under that key that differs from the
+    PO or from ``same`` (field: value) means the key was used for another ``what``: refused."""
+    earlier = PurchaseOrderPayment.objects.filter(uid=uid).first()
+    if earlier is None:
+        return None
+    if earlier.purchase_order_id != locked.pk or any(
+        getattr(earlier, field) != value for field, value in same.items()
+    ):
+        raise InvalidPayment(f"This form was already used for another {what}; reload the page.")
+    earlier.repeated_submit = True
+    return earlier
 
 
 def _sum(queryset: QuerySet[Any], expression: Any) -> Subquery:

@@ -25,7 +25,11 @@ from invoicing.logging import log_state_change
 from invoicing.models import PurchaseOrder, PurchaseOrderPayment
 from invoicing.selectors_paid_back import OFF_STRIPE_METHODS, paid_back_refusal
 from invoicing.services import notifications
-from invoicing.services.ledger_core import lock_purchase_order, update_po_status_locked
+from invoicing.services.ledger_core import (
+    lock_purchase_order,
+    recorded_from_form,
+    update_po_status_locked,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -64,7 +68,11 @@ def record_paid_back(
         raise InvalidPayment(f"The date must be a date, not {payment_date!r}.")
     with transaction.atomic():
         locked = lock_purchase_order(purchase_order)
-        if uid is not None and (earlier := _recorded_before(locked, uid, amount)) is not None:
+        if uid is not None and (
+            earlier := recorded_from_form(
+                locked, uid=uid, what="entry", kind=Kind.REFUND_OFF_STRIPE, amount=-amount
+            )
+        ):
             return earlier
         if why := paid_back_refusal(locked, amount, by=recorded_by):
             raise InvalidPayment(f"Not recorded: {why}")
@@ -100,20 +108,3 @@ def record_paid_back(
         update_po_status_locked(locked)
     purchase_order.status = locked.status
     return entry
-
-
-def _recorded_before(
-    locked: PurchaseOrder, uid: uuid.UUID, amount: Decimal
-) -> PurchaseOrderPayment | None:
-    """The entry already recorded under this form's ``uid`` (submitted twice), if any."""
-    earlier = PurchaseOrderPayment.objects.filter(uid=uid).first()
-    if earlier is None:
-        return None
-    if (earlier.purchase_order_id, earlier.kind, earlier.amount) != (
-        locked.pk,
-        Kind.REFUND_OFF_STRIPE,
-        -amount,
-    ):
-        raise InvalidPayment("This form was already used for another entry; reload the page.")
-    earlier.repeated_submit = True
-    return earlier
