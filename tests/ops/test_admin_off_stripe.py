@@ -23,20 +23,26 @@ __all__ = ["invoiced_po"]
 pytestmark = pytest.mark.django_db
 
 
+def payment_form_key(client: Client, po: PurchaseOrder) -> str:
+    """The key the PO page's new-payment row posts back (so a double submit records once)."""
+    html = page_text(client.get(change_url(po)))
+    key = re.search(r'name="payments-2-0-payment_uid" value="([0-9a-f-]{36})"', html)
+    assert key is not None
+    return key.group(1)
+
+
 def test_the_form_carries_its_own_key_and_a_double_submit_records_one_payment(
     admin_client: Client, invoiced_po: PurchaseOrder
 ) -> None:
-    html = page_text(admin_client.get(change_url(invoiced_po)))
-    key = re.search(r'name="payments-2-0-payment_uid" value="([0-9a-f-]{36})"', html)
-    assert key is not None
+    key = payment_form_key(admin_client, invoiced_po)
     fields = form_data(
         invoiced_po,
-        **manual_payment(amount="1000.00", reference="WIRE-9", payment_uid=key.group(1)),
+        **manual_payment(amount="1000.00", reference="WIRE-9", payment_uid=key),
     )
     first, again = (admin_client.post(change_url(invoiced_po), fields, follow=True) for _ in "12")
     assert first.status_code == again.status_code == 200
     (wire,) = invoiced_po.payments.filter(method="wire")
-    assert wire.uid == uuid.UUID(key.group(1))
+    assert wire.uid == uuid.UUID(key)
     assert wire.applied_invoice_id == invoiced_po.stripe_invoice_id
     assert any(
         f"being reported to Stripe invoice {invoiced_po.stripe_invoice_id}" in message
@@ -47,14 +53,10 @@ def test_the_form_carries_its_own_key_and_a_double_submit_records_one_payment(
 def test_a_repeated_submit_says_the_payment_was_already_recorded(
     admin_client: Client, invoiced_po: PurchaseOrder
 ) -> None:
-    html = page_text(admin_client.get(change_url(invoiced_po)))
-    key = re.search(r'name="payments-2-0-payment_uid" value="([0-9a-f-]{36})"', html)
-    assert key is not None
+    key = payment_form_key(admin_client, invoiced_po)
     fields = form_data(
         invoiced_po,
-        **manual_payment(
-            amount="100.00", reference="CHK-7", method="check", payment_uid=key.group(1)
-        ),
+        **manual_payment(amount="100.00", reference="CHK-7", method="check", payment_uid=key),
     )
     first, again = (
         messages_of(admin_client.post(change_url(invoiced_po), fields, follow=True))
